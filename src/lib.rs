@@ -1,0 +1,12 @@
+//! auditai: auditable AI pipelines.
+//!
+//! Train models from YAML pipeline specs on wgpu or the CPU ([`pipeline`], [`train`]), with
+//! deterministic, resumable training whose every epoch leaves a digest-checked checkpoint.
+//! Each module owns one concern and says at its top what it must not do.
+
+pub mod data;
+pub mod fsio;
+pub mod pipeline;
+pub mod shuffle;
+pub mod spec;
+pub mod train;

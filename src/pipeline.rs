@@ -1,0 +1,352 @@
+//! `auditai run` end to end: spec → data → device → run directory → training → final outputs.
+//!
+//! Owns the run directory's layout and its lifecycle (fresh, `--resume`, `--force`) and the final
+//! files (`model.bpk`, `model.safetensors`, `summary.json`). Everything is checked before the run
+//! directory is touched, and `summary.json` is written last: its presence marks a complete run.
+//! Reports progress through a callback; never prints.
+
+use std::path::{Path, PathBuf};
+
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use serde::Serialize;
+
+use crate::data::{self, DataError, Prepared};
+use crate::fsio;
+use crate::spec::{DeviceChoice, Spec, SpecError};
+use crate::train::{self, BackendKind, EpochRecord, Metrics, Progress, TrainError, device};
+
+/// File names inside a run directory.
+pub mod layout {
+    /// Exact copy of the spec file's bytes.
+    pub const SPEC: &str = "spec.yaml";
+    /// Feature names, class names and normalisation statistics.
+    pub const PREPROCESSING: &str = "preprocessing.json";
+    /// One JSON object per completed epoch.
+    pub const METRICS: &str = "metrics.jsonl";
+    /// Final weights, burnpack.
+    pub const MODEL_BPK: &str = "model.bpk";
+    /// Final weights, safetensors.
+    pub const MODEL_SAFETENSORS: &str = "model.safetensors";
+    /// Run summary; written last.
+    pub const SUMMARY: &str = "summary.json";
+}
+
+/// Errors from running a pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The spec is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The data does not fit the spec.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// No wgpu adapter for `--device wgpu`.
+    #[error("{0} (use --device cpu or --device auto)")]
+    Device(#[from] device::NoAdapter),
+    /// Training or checkpointing failed.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// The run directory already holds a run.
+    #[error("{} already holds a run; pass --resume to continue it or --force to replace it", dir.display())]
+    Exists {
+        /// The run directory.
+        dir: PathBuf,
+    },
+    /// `--force` on a non-empty directory that is not a run directory.
+    #[error("{} is not empty and is not an auditai run directory; refusing to replace it", dir.display())]
+    NotARun {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// `--resume` on a directory with nothing to resume.
+    #[error("cannot resume {}: {message}", dir.display())]
+    Resume {
+        /// The run directory.
+        dir: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A file could not be written or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Exporting the weights failed.
+    #[error("exporting {}: {message}", path.display())]
+    Export {
+        /// The target file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PipelineError + '_ {
+    move |source| PipelineError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How to run a pipeline.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The spec file.
+    pub spec: PathBuf,
+    /// Overrides `training.device`.
+    pub device: Option<DeviceChoice>,
+    /// Overrides `outputs.dir`.
+    pub out: Option<PathBuf>,
+    /// Continue from the last complete checkpoint.
+    pub resume: bool,
+    /// Replace an existing run directory.
+    pub force: bool,
+}
+
+/// Progress of a run, for the command line to display.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The device is chosen; `notice` says why `auto` fell back to the CPU.
+    Device {
+        /// Backend family.
+        kind: BackendKind,
+        /// Adapter description.
+        adapter: &'a str,
+        /// A one-line notice, if any.
+        notice: Option<&'a str>,
+    },
+    /// Training progress.
+    Train(Progress<'a>),
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Format tag.
+    pub schema: &'static str,
+    /// auditai version.
+    pub auditai_version: &'static str,
+    /// Pipeline name.
+    pub name: String,
+    /// The resolved spec (all defaults filled in).
+    pub spec: Spec,
+    /// blake3 of the resolved spec's canonical JSON.
+    pub spec_blake3: String,
+    /// Backend family.
+    pub device: BackendKind,
+    /// Adapter description.
+    pub adapter: String,
+    /// Row counts.
+    pub rows: Rows,
+    /// Which split the final metrics are on: `test`, or `validation` when there is no test split.
+    pub held_out: &'static str,
+    /// Final held-out metrics.
+    pub metrics: Metrics,
+    /// Class names in index order (classification).
+    pub classes: Option<Vec<String>>,
+    /// Epochs completed.
+    pub epochs_run: usize,
+    /// The epoch whose weights are the final model.
+    pub final_epoch: usize,
+    /// The epoch with the lowest validation loss.
+    pub best_epoch: usize,
+    /// Whether early stopping ended training.
+    pub stopped_early: bool,
+    /// blake3 of `model.bpk`.
+    pub weights_blake3: String,
+    /// blake3 of `model.safetensors`.
+    pub safetensors_blake3: String,
+    /// Per-epoch records (also in `metrics.jsonl`).
+    pub epochs: Vec<EpochRecord>,
+    /// Mean training throughput over all epochs, samples per second.
+    pub samples_per_sec: f64,
+}
+
+/// Row counts per split.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Rows {
+    /// All data rows.
+    pub total: usize,
+    /// Training rows.
+    pub train: usize,
+    /// Validation rows.
+    pub validation: usize,
+    /// Test rows.
+    pub test: usize,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The summary written to `summary.json`.
+    pub summary: Summary,
+    /// The epoch a resumed run continued after.
+    pub resumed_from: Option<usize>,
+}
+
+/// Run the pipeline described by `opts`.
+pub fn run(opts: &RunOptions, on_event: &mut dyn FnMut(Event<'_>)) -> Result<RunReport, PipelineError> {
+    let spec_bytes = std::fs::read(&opts.spec).map_err(|source| SpecError::Read {
+        path: opts.spec.clone(),
+        source,
+    })?;
+    let spec_text = String::from_utf8_lossy(&spec_bytes);
+    let spec = Spec::parse(&spec_text, &opts.spec)?;
+    let data = data::load(&spec)?;
+    let (backend, notice) = device::select(opts.device.unwrap_or(spec.training.device))?;
+    on_event(Event::Device {
+        kind: backend.kind,
+        adapter: &backend.adapter,
+        notice: notice.as_deref(),
+    });
+
+    let run_dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&spec.outputs.dir));
+    prepare_dir(&run_dir, opts)?;
+    if !opts.resume || !run_dir.join(layout::SPEC).exists() {
+        write(&run_dir.join(layout::SPEC), &spec_bytes)?;
+        let pre = serde_json::to_vec_pretty(&data.preprocessing).unwrap_or_default();
+        write(&run_dir.join(layout::PREPROCESSING), &pre)?;
+    }
+
+    let session = train::Session {
+        spec: &spec,
+        data: &data,
+        backend: &backend,
+        dir: &run_dir,
+    };
+    let outcome = train::train(&session, opts.resume, &mut |p| on_event(Event::Train(p)))?;
+
+    let (part, held_out) = train::held_out(&data);
+    let metrics = train::evaluate(&outcome.model, part, &data, &backend.device);
+
+    let bpk_path = run_dir.join(layout::MODEL_BPK);
+    write(&bpk_path, &outcome.model_bytes)?;
+    let st_path = run_dir.join(layout::MODEL_SAFETENSORS);
+    let mut store = SafetensorsStore::from_bytes(None);
+    outcome
+        .model
+        .save_into(&mut store)
+        .map_err(|e| PipelineError::Export {
+            path: st_path.clone(),
+            message: e.to_string(),
+        })?;
+    let st_bytes = store
+        .get_bytes()
+        .map_err(|e| e.to_string())
+        .and_then(|b| canonical_safetensors(&b))
+        .map_err(|message| PipelineError::Export {
+            path: st_path.clone(),
+            message,
+        })?;
+    write(&st_path, &st_bytes)?;
+
+    let total_secs: f64 = outcome.epochs.iter().map(|e| e.seconds).sum();
+    let summary = Summary {
+        schema: "auditai.summary/v1",
+        auditai_version: env!("CARGO_PKG_VERSION"),
+        name: spec.name.clone(),
+        spec_blake3: spec.digest().to_hex().to_string(),
+        spec: spec.clone(),
+        device: backend.kind,
+        adapter: backend.adapter.clone(),
+        rows: rows(&data),
+        held_out,
+        metrics,
+        classes: data.preprocessing.classes.clone(),
+        epochs_run: outcome.epochs.len(),
+        final_epoch: outcome.final_epoch,
+        best_epoch: outcome.best_epoch,
+        stopped_early: outcome.stopped_early,
+        weights_blake3: blake3::hash(&outcome.model_bytes).to_hex().to_string(),
+        safetensors_blake3: blake3::hash(&st_bytes).to_hex().to_string(),
+        samples_per_sec: (data.train.rows * outcome.epochs.len()) as f64 / total_secs.max(1e-9),
+        epochs: outcome.epochs,
+    };
+    let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+    write(&run_dir.join(layout::SUMMARY), &json)?;
+    Ok(RunReport {
+        run_dir,
+        summary,
+        resumed_from: outcome.resumed_from,
+    })
+}
+
+/// Rewrite a safetensors header with its JSON keys sorted.
+///
+/// burn writes the `__metadata__` map from a hash map, so its key order (and the file's digest)
+/// changes from run to run. Sorting the keys makes the bytes a function of the weights alone; the
+/// tensor data and its offsets are untouched.
+fn canonical_safetensors(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let bad = || "malformed safetensors header".to_string();
+    let len_bytes: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(bad)?;
+    let len = usize::try_from(u64::from_le_bytes(len_bytes)).map_err(|_| bad())?;
+    let header = bytes.get(8..8 + len).ok_or_else(bad)?;
+    // serde_json's map is a BTreeMap: serialising sorts every object's keys.
+    let value: serde_json::Value = serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let mut json = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+    // Pad with spaces to keep the data section 8-byte aligned, as the format recommends.
+    json.resize(json.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + len..]);
+    Ok(out)
+}
+
+fn rows(data: &Prepared) -> Rows {
+    Rows {
+        total: data.rows,
+        train: data.train.rows,
+        validation: data.validation.rows,
+        test: data.test.as_ref().map_or(0, |t| t.rows),
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
+    fsio::write_atomic(path, bytes).map_err(io_err(path))
+}
+
+/// Create, check or clear the run directory according to `--resume` / `--force`.
+fn prepare_dir(dir: &Path, opts: &RunOptions) -> Result<(), PipelineError> {
+    let occupied = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+    if opts.resume {
+        if !occupied {
+            return Err(PipelineError::Resume {
+                dir: dir.to_path_buf(),
+                message: "it holds no run".into(),
+            });
+        }
+        if dir.join(layout::SUMMARY).exists() {
+            return Err(PipelineError::Resume {
+                dir: dir.to_path_buf(),
+                message: "the run is already complete (summary.json exists)".into(),
+            });
+        }
+    } else if occupied {
+        if !opts.force {
+            return Err(PipelineError::Exists {
+                dir: dir.to_path_buf(),
+            });
+        }
+        // --force deletes a previous run, never a directory that is not one.
+        let is_run = [layout::SPEC, layout::METRICS, "checkpoints"]
+            .iter()
+            .any(|f| dir.join(f).exists());
+        if !is_run {
+            return Err(PipelineError::NotARun {
+                dir: dir.to_path_buf(),
+            });
+        }
+        std::fs::remove_dir_all(dir).map_err(io_err(dir))?;
+    }
+    std::fs::create_dir_all(dir).map_err(io_err(dir))
+}

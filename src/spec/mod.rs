@@ -1,0 +1,813 @@
+//! The YAML pipeline spec: raw YAML in, a validated [`Spec`] out.
+//!
+//! This module owns the spec format (`version: 1`), its defaults and every check that can be made
+//! from the spec alone. Checks that need the data (the label column exists, `shape` matches the
+//! feature count) happen in [`crate::data`], which reports them at the spec position kept in
+//! [`Located`] values. This module reads the spec file and nothing else: no data, no writes, no burn.
+
+mod raw;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use raw::{
+    Activation, DeviceChoice, KeepCheckpoints, ModelKind, Normalize, OptimizerKind, Pool,
+    ScheduleKind, Task,
+};
+
+use raw::{RawSpec, Sp};
+
+/// A position in the spec file (1-based line and column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    /// 1-based line.
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// A value with the spec position it came from, so later checks can point at it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located<T> {
+    /// The value.
+    pub value: T,
+    /// Where it was written.
+    pub pos: Pos,
+}
+
+impl<T: Serialize> Serialize for Located<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
+
+/// Errors from reading or validating a spec.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The spec file could not be read.
+    #[error("{}: cannot read pipeline spec: {source}", path.display())]
+    Read {
+        /// The spec file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spec is malformed or holds an impossible value.
+    #[error("{}:{pos}: {message}", path.display())]
+    Invalid {
+        /// The spec file.
+        path: PathBuf,
+        /// Where in the file.
+        pos: Pos,
+        /// What is wrong.
+        message: String,
+    },
+    /// The YAML could not be parsed and the parser gave no position.
+    #[error("{}: {message}", path.display())]
+    Yaml {
+        /// The spec file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+/// A validated pipeline spec with every default filled in.
+///
+/// Serialises to the resolved spec recorded in `summary.json` (and, later, the manifest).
+#[derive(Debug, Clone, Serialize)]
+pub struct Spec {
+    /// Spec format version (always 1).
+    pub version: u32,
+    /// Pipeline name; names the default run directory.
+    pub name: String,
+    /// The seed every random choice derives from.
+    pub seed: u64,
+    /// Data section.
+    pub data: DataSpec,
+    /// Model section.
+    pub model: ModelSpec,
+    /// Training section.
+    pub training: TrainingSpec,
+    /// Outputs section.
+    pub outputs: OutputsSpec,
+    /// The spec file this came from.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// `data:`: where the rows come from and how they are split and scaled.
+#[derive(Debug, Clone, Serialize)]
+pub struct DataSpec {
+    /// CSV path as written in the spec (relative to the spec file's directory).
+    pub path: Located<String>,
+    /// Label column name.
+    pub label: Located<String>,
+    /// Classification or regression.
+    pub task: Task,
+    /// Feature columns to use (all but the label when absent).
+    pub include: Option<Vec<Located<String>>>,
+    /// Feature columns to drop.
+    pub exclude: Vec<Located<String>>,
+    /// Split fractions.
+    pub split: Split,
+    /// Feature normalisation.
+    pub normalize: Normalize,
+    /// Image shape `[channels, height, width]` when rows are images.
+    pub shape: Option<Located<[usize; 3]>>,
+}
+
+impl DataSpec {
+    /// The CSV path resolved against the spec file's directory.
+    pub fn resolved_path(&self, spec_file: &Path) -> PathBuf {
+        let p = Path::new(&self.path.value);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            spec_file.parent().unwrap_or(Path::new("")).join(p)
+        }
+    }
+}
+
+/// Train / validation / test fractions (they sum to 1).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Split {
+    /// Training fraction.
+    pub train: f64,
+    /// Validation fraction (early stopping, per-epoch metrics).
+    pub validation: f64,
+    /// Held-out test fraction (0 means the validation split is the held-out split).
+    pub test: f64,
+}
+
+/// `model:`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSpec {
+    /// `mlp` or `cnn`.
+    #[serde(rename = "type")]
+    pub kind: ModelKind,
+    /// Dense hidden layer widths.
+    pub hidden: Vec<usize>,
+    /// Activation after every hidden layer.
+    pub activation: Activation,
+    /// Dropout probability after every dense hidden layer.
+    pub dropout: f64,
+    /// Convolution stack (cnn only).
+    pub conv: Option<ConvSpec>,
+}
+
+/// `model.conv:` for the cnn.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvSpec {
+    /// Output channels of each conv layer.
+    pub channels: Vec<usize>,
+    /// Square kernel size (odd; `same` padding).
+    pub kernel: usize,
+    /// Pooling after each conv layer.
+    pub pool: Pool,
+}
+
+/// `training:`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainingSpec {
+    /// Number of epochs (an upper bound with early stopping).
+    pub epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Optimizer.
+    pub optimizer: OptimizerSpec,
+    /// Learning-rate schedule.
+    pub schedule: ScheduleSpec,
+    /// Early stopping on validation loss.
+    pub early_stopping: Option<EarlyStopping>,
+    /// Device choice (the command line may override it).
+    pub device: DeviceChoice,
+}
+
+/// `training.optimizer:`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OptimizerSpec {
+    /// `adam`, `adamw` or `sgd`.
+    #[serde(rename = "type")]
+    pub kind: OptimizerKind,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Weight decay (L2 penalty for adam/sgd, decoupled for adamw).
+    pub weight_decay: f64,
+    /// SGD momentum (0 disables).
+    pub momentum: f64,
+    /// Nesterov momentum (sgd).
+    pub nesterov: bool,
+    /// Adam betas.
+    pub betas: [f64; 2],
+    /// Adam epsilon.
+    pub epsilon: f64,
+}
+
+/// `training.schedule:`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduleSpec {
+    /// `constant`, `cosine` or `step`.
+    #[serde(rename = "type")]
+    pub kind: ScheduleKind,
+    /// Cosine: the learning rate reached at the last epoch.
+    pub min_lr: f64,
+    /// Step: epochs between decays.
+    pub step_size: usize,
+    /// Step: multiplier applied every `step_size` epochs.
+    pub gamma: f64,
+}
+
+impl ScheduleSpec {
+    /// The learning rate for a 0-based epoch.
+    pub fn lr_at(&self, base: f64, epoch: usize, epochs: usize) -> f64 {
+        match self.kind {
+            ScheduleKind::Constant => base,
+            ScheduleKind::Step => {
+                let steps = i32::try_from(epoch / self.step_size).unwrap_or(i32::MAX);
+                base * self.gamma.powi(steps)
+            }
+            ScheduleKind::Cosine => {
+                if epochs <= 1 {
+                    return base;
+                }
+                let t = epoch as f64 / (epochs - 1) as f64;
+                self.min_lr + 0.5 * (base - self.min_lr) * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
+/// `training.early_stopping:`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct EarlyStopping {
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// Smallest decrease of validation loss that counts as an improvement.
+    pub min_delta: f64,
+    /// Whether the final model is the best epoch's weights rather than the last.
+    pub restore_best: bool,
+}
+
+/// `outputs:`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputsSpec {
+    /// Run directory (relative to the working directory); default `runs/<name>`.
+    pub dir: String,
+    /// Which per-epoch checkpoints to keep.
+    pub checkpoints: KeepCheckpoints,
+}
+
+impl Spec {
+    /// Read and validate a spec file.
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Spec::parse(&text, path)
+    }
+
+    /// Validate spec text; `path` is used in messages and to resolve relative data paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
+        let raw: RawSpec = serde_saphyr::from_str(text).map_err(|e| yaml_error(&e, path))?;
+        Checker { path }.spec(raw)
+    }
+
+    /// The blake3 digest of the resolved spec's canonical JSON: identifies the configuration.
+    pub fn digest(&self) -> blake3::Hash {
+        // Serialising plain structs of numbers, strings and enums cannot fail.
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        blake3::hash(&bytes)
+    }
+
+    /// Whether the data rows are images (`data.shape` set).
+    pub fn image_shape(&self) -> Option<[usize; 3]> {
+        self.data.shape.as_ref().map(|s| s.value)
+    }
+}
+
+fn yaml_error(e: &serde_saphyr::Error, path: &Path) -> SpecError {
+    let plain = e.without_snippet().to_string();
+    match e.location() {
+        Some(loc) if loc.line() > 0 => {
+            // The parser appends " at line L, column C"; we print the position up front instead.
+            let message = match plain.rfind(" at line ") {
+                Some(i) => plain[..i].to_string(),
+                None => plain,
+            };
+            SpecError::Invalid {
+                path: path.to_path_buf(),
+                pos: Pos {
+                    line: loc.line(),
+                    column: loc.column(),
+                },
+                message,
+            }
+        }
+        _ => SpecError::Yaml {
+            path: path.to_path_buf(),
+            message: plain,
+        },
+    }
+}
+
+fn pos<T>(s: &Sp<T>) -> Pos {
+    Pos {
+        line: s.referenced.line(),
+        column: s.referenced.column(),
+    }
+}
+
+fn located<T>(s: Sp<T>) -> Located<T> {
+    let pos = pos(&s);
+    Located {
+        value: s.value,
+        pos,
+    }
+}
+
+struct Checker<'a> {
+    path: &'a Path,
+}
+
+impl Checker<'_> {
+    fn fail<T>(&self, pos: Pos, message: impl Into<String>) -> Result<T, SpecError> {
+        Err(SpecError::Invalid {
+            path: self.path.to_path_buf(),
+            pos,
+            message: message.into(),
+        })
+    }
+
+    fn spec(&self, raw: RawSpec) -> Result<Spec, SpecError> {
+        if raw.version.value != 1 {
+            return self.fail(
+                pos(&raw.version),
+                format!(
+                    "unsupported spec version {} (this auditai reads version 1)",
+                    raw.version.value
+                ),
+            );
+        }
+        let name = raw.name.value.clone();
+        let name_ok = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !name.starts_with('.');
+        if !name_ok {
+            return self.fail(
+                pos(&raw.name),
+                format!(
+                    "name `{name}` must be 1-128 characters of letters, digits, `-`, `_` or `.`, not starting with `.`"
+                ),
+            );
+        }
+        let data = self.data(raw.data)?;
+        let model = self.model(raw.model, &data)?;
+        let training = self.training(raw.training.unwrap_or_default())?;
+        let outputs = raw.outputs.unwrap_or_default();
+        let dir = match outputs.dir {
+            Some(d) if d.value.trim().is_empty() => {
+                return self.fail(pos(&d), "outputs.dir must not be empty");
+            }
+            Some(d) => d.value,
+            None => format!("runs/{name}"),
+        };
+        Ok(Spec {
+            version: 1,
+            name,
+            seed: raw.seed.value,
+            data,
+            model,
+            training,
+            outputs: OutputsSpec {
+                dir,
+                checkpoints: outputs.checkpoints.unwrap_or(KeepCheckpoints::All),
+            },
+            source: self.path.to_path_buf(),
+        })
+    }
+
+    fn data(&self, raw: raw::RawData) -> Result<DataSpec, SpecError> {
+        if raw.path.value.trim().is_empty() {
+            return self.fail(pos(&raw.path), "data.path must not be empty");
+        }
+        if raw.label.value.is_empty() {
+            return self.fail(pos(&raw.label), "data.label must name a column");
+        }
+        let split = match raw.split {
+            None => Split {
+                train: 0.7,
+                validation: 0.15,
+                test: 0.15,
+            },
+            Some(s) => self.split(s)?,
+        };
+        let (include, exclude) = match raw.features {
+            None => (None, Vec::new()),
+            Some(f) => {
+                let include = match f.include {
+                    Some(list) if list.value.is_empty() => {
+                        return self.fail(pos(&list), "data.features.include must not be empty");
+                    }
+                    Some(list) => Some(list.value.into_iter().map(located).collect()),
+                    None => None,
+                };
+                let exclude: Vec<Located<String>> = f
+                    .exclude
+                    .map(|l| l.value.into_iter().map(located).collect())
+                    .unwrap_or_default();
+                (include, exclude)
+            }
+        };
+        let shape = match raw.shape {
+            None => None,
+            Some(s) => {
+                let p = pos(&s);
+                let dims: Vec<usize> = s.value.iter().map(|d| d.value).collect();
+                if let Some(zero) = s.value.iter().find(|d| d.value == 0) {
+                    return self.fail(pos(zero), "data.shape dimensions must be at least 1");
+                }
+                let shape = match dims.as_slice() {
+                    [h, w] => [1, *h, *w],
+                    [c, h, w] => [*c, *h, *w],
+                    _ => {
+                        return self.fail(
+                            p,
+                            format!(
+                                "data.shape must be [height, width] or [channels, height, width], got {} dimensions",
+                                dims.len()
+                            ),
+                        );
+                    }
+                };
+                Some(Located {
+                    value: shape,
+                    pos: p,
+                })
+            }
+        };
+        Ok(DataSpec {
+            path: located(raw.path),
+            label: located(raw.label),
+            task: raw.task,
+            include,
+            exclude,
+            split,
+            normalize: raw.normalize.unwrap_or(Normalize::Standard),
+            shape,
+        })
+    }
+
+    fn split(&self, s: Sp<raw::RawSplit>) -> Result<Split, SpecError> {
+        let at = pos(&s);
+        let raw = s.value;
+        let mut fracs = [0.0f64; 3];
+        for (slot, (name, v)) in fracs.iter_mut().zip([
+            ("train", Some(&raw.train)),
+            ("validation", Some(&raw.validation)),
+            ("test", raw.test.as_ref()),
+        ]) {
+            let Some(v) = v else { continue };
+            if !v.value.is_finite() || v.value < 0.0 || v.value > 1.0 {
+                return self.fail(
+                    pos(v),
+                    format!(
+                        "data.split.{name} must be a fraction between 0 and 1, got {}",
+                        v.value
+                    ),
+                );
+            }
+            *slot = v.value;
+        }
+        let [train, validation, test] = fracs;
+        if train == 0.0 {
+            return self.fail(pos(&raw.train), "data.split.train must be greater than 0");
+        }
+        if validation == 0.0 {
+            return self.fail(
+                pos(&raw.validation),
+                "data.split.validation must be greater than 0 (it drives per-epoch metrics and early stopping)",
+            );
+        }
+        let sum = train + validation + test;
+        if (sum - 1.0).abs() > 1e-6 {
+            return self.fail(
+                at,
+                format!("data.split fractions must sum to 1, they sum to {sum}"),
+            );
+        }
+        Ok(Split {
+            train,
+            validation,
+            test,
+        })
+    }
+
+    fn model(&self, raw: Sp<raw::RawModel>, data: &DataSpec) -> Result<ModelSpec, SpecError> {
+        let model_pos = pos(&raw);
+        let raw = raw.value;
+        let kind = raw.kind.value;
+        let hidden: Vec<usize> = match raw.hidden {
+            None => vec![64],
+            Some(h) => {
+                if let Some(zero) = h.value.iter().find(|w| w.value == 0) {
+                    return self.fail(pos(zero), "model.hidden layer widths must be at least 1");
+                }
+                h.value.into_iter().map(|w| w.value).collect()
+            }
+        };
+        let dropout = match raw.dropout {
+            None => 0.0,
+            Some(d) if !(0.0..1.0).contains(&d.value) => {
+                return self.fail(
+                    pos(&d),
+                    format!("model.dropout must be in [0, 1), got {}", d.value),
+                );
+            }
+            Some(d) => d.value,
+        };
+        let conv = match (kind, raw.conv) {
+            (ModelKind::Mlp, Some(c)) => {
+                return self.fail(pos(&c), "model.conv is only valid with `type: cnn`");
+            }
+            (ModelKind::Mlp, None) => None,
+            (ModelKind::Cnn, c) => {
+                let Some(shape) = &data.shape else {
+                    return self.fail(
+                        pos(&raw.kind),
+                        "a cnn model needs data.shape (for example [1, 8, 8]) to see rows as images",
+                    );
+                };
+                Some(self.conv(c, shape.value, model_pos)?)
+            }
+        };
+        Ok(ModelSpec {
+            kind,
+            hidden,
+            activation: raw.activation.unwrap_or(Activation::Relu),
+            dropout,
+            conv,
+        })
+    }
+
+    fn conv(
+        &self,
+        raw: Option<Sp<raw::RawConv>>,
+        shape: [usize; 3],
+        model_pos: Pos,
+    ) -> Result<ConvSpec, SpecError> {
+        let (at, raw) = match raw {
+            Some(c) => (pos(&c), c.value),
+            None => (model_pos, raw::RawConv::default()),
+        };
+        let channels: Vec<usize> = match raw.channels {
+            None => vec![16, 32],
+            Some(c) if c.value.is_empty() => {
+                return self.fail(pos(&c), "model.conv.channels must list at least one layer");
+            }
+            Some(c) => {
+                if let Some(zero) = c.value.iter().find(|w| w.value == 0) {
+                    return self.fail(pos(zero), "model.conv.channels must be at least 1");
+                }
+                c.value.into_iter().map(|w| w.value).collect()
+            }
+        };
+        let kernel = match raw.kernel {
+            None => 3,
+            Some(k) if k.value == 0 || k.value % 2 == 0 => {
+                return self.fail(
+                    pos(&k),
+                    format!(
+                        "model.conv.kernel must be odd (same padding keeps the image size), got {}",
+                        k.value
+                    ),
+                );
+            }
+            Some(k) => k.value,
+        };
+        let pool = raw.pool.unwrap_or(Pool::Max);
+        if pool != Pool::None {
+            let [_, h, w] = shape;
+            let layers = u32::try_from(channels.len()).unwrap_or(u32::MAX);
+            let factor = 2usize.checked_pow(layers).unwrap_or(usize::MAX);
+            if h / factor == 0 || w / factor == 0 {
+                return self.fail(
+                    at,
+                    format!(
+                        "{} conv layers with 2x2 pooling shrink a {h}x{w} image below 1x1; use fewer layers or `pool: none`",
+                        channels.len()
+                    ),
+                );
+            }
+        }
+        Ok(ConvSpec {
+            channels,
+            kernel,
+            pool,
+        })
+    }
+
+    fn training(&self, raw: raw::RawTraining) -> Result<TrainingSpec, SpecError> {
+        let epochs = match raw.epochs {
+            None => 20,
+            Some(e) if e.value == 0 => {
+                return self.fail(pos(&e), "training.epochs must be at least 1");
+            }
+            Some(e) => e.value,
+        };
+        let batch_size = match raw.batch_size {
+            None => 32,
+            Some(b) if b.value == 0 => {
+                return self.fail(pos(&b), "training.batch_size must be at least 1");
+            }
+            Some(b) => b.value,
+        };
+        let optimizer = self.optimizer(raw.optimizer)?;
+        let schedule = self.schedule(raw.schedule, optimizer.lr)?;
+        let early_stopping = match raw.early_stopping {
+            None => None,
+            Some(e) => {
+                let e = e.value;
+                let patience = e.patience.map(|p| (p.value, pos(&p)));
+                if let Some((0, p)) = patience {
+                    return self.fail(p, "training.early_stopping.patience must be at least 1");
+                }
+                let min_delta = match e.min_delta {
+                    Some(d) if !d.value.is_finite() || d.value < 0.0 => {
+                        return self.fail(
+                            pos(&d),
+                            "training.early_stopping.min_delta must be 0 or more",
+                        );
+                    }
+                    Some(d) => d.value,
+                    None => 0.0,
+                };
+                Some(EarlyStopping {
+                    patience: patience.map_or(5, |p| p.0),
+                    min_delta,
+                    restore_best: e.restore_best.unwrap_or(true),
+                })
+            }
+        };
+        Ok(TrainingSpec {
+            epochs,
+            batch_size,
+            optimizer,
+            schedule,
+            early_stopping,
+            device: raw.device.unwrap_or(DeviceChoice::Auto),
+        })
+    }
+
+    fn optimizer(&self, raw: Option<Sp<raw::RawOptimizer>>) -> Result<OptimizerSpec, SpecError> {
+        
+        let raw = raw.map(|r| r.value).unwrap_or_default();
+        let kind = raw.kind.unwrap_or(OptimizerKind::Adam);
+        let lr = match raw.lr {
+            None => 1e-3,
+            Some(l) if !l.value.is_finite() || l.value <= 0.0 => {
+                return self.fail(
+                    pos(&l),
+                    format!(
+                        "training.optimizer.lr must be a positive number, got {}",
+                        l.value
+                    ),
+                );
+            }
+            Some(l) => l.value,
+        };
+        let weight_decay = match raw.weight_decay {
+            None if kind == OptimizerKind::Adamw => 1e-2,
+            None => 0.0,
+            Some(w) if !w.value.is_finite() || w.value < 0.0 => {
+                return self.fail(
+                    pos(&w),
+                    "training.optimizer.weight_decay must be 0 or more",
+                );
+            }
+            Some(w) => w.value,
+        };
+        let momentum = match raw.momentum {
+            None => 0.0,
+            Some(m) if kind != OptimizerKind::Sgd => {
+                return self.fail(
+                    pos(&m),
+                    "training.optimizer.momentum only applies to `type: sgd` (adam uses betas)",
+                );
+            }
+            Some(m) if !(0.0..1.0).contains(&m.value) => {
+                return self.fail(pos(&m), "training.optimizer.momentum must be in [0, 1)");
+            }
+            Some(m) => m.value,
+        };
+        let nesterov = match raw.nesterov {
+            Some(n) if n.value && (kind != OptimizerKind::Sgd || momentum == 0.0) => {
+                return self.fail(
+                    pos(&n),
+                    "training.optimizer.nesterov needs `type: sgd` with a momentum above 0",
+                );
+            }
+            Some(n) => n.value,
+            None => false,
+        };
+        let betas = match raw.betas {
+            Some(b) if kind == OptimizerKind::Sgd => {
+                return self.fail(pos(&b), "training.optimizer.betas only apply to adam and adamw");
+            }
+            Some(b) => {
+                let v: Vec<f64> = b.value.iter().map(|x| x.value).collect();
+                match v.as_slice() {
+                    [b1, b2] if (0.0..1.0).contains(b1) && (0.0..1.0).contains(b2) => [*b1, *b2],
+                    _ => {
+                        return self.fail(
+                            pos(&b),
+                            "training.optimizer.betas must be two numbers in [0, 1)",
+                        );
+                    }
+                }
+            }
+            None => [0.9, 0.999],
+        };
+        let epsilon = match raw.epsilon {
+            Some(e) if !e.value.is_finite() || e.value <= 0.0 => {
+                return self.fail(pos(&e), "training.optimizer.epsilon must be positive");
+            }
+            Some(e) => e.value,
+            None => 1e-8,
+        };
+        Ok(OptimizerSpec {
+            kind,
+            lr,
+            weight_decay,
+            momentum,
+            nesterov,
+            betas,
+            epsilon,
+        })
+    }
+
+    fn schedule(
+        &self,
+        raw: Option<Sp<raw::RawSchedule>>,
+        lr: f64,
+    ) -> Result<ScheduleSpec, SpecError> {
+        
+        let raw = raw.map(|r| r.value).unwrap_or_default();
+        let kind = raw.kind.unwrap_or(ScheduleKind::Constant);
+        let min_lr = match raw.min_lr {
+            Some(m) if kind != ScheduleKind::Cosine => {
+                return self.fail(pos(&m), "training.schedule.min_lr only applies to `type: cosine`");
+            }
+            Some(m) if !m.value.is_finite() || m.value < 0.0 || m.value > lr => {
+                return self.fail(
+                    pos(&m),
+                    format!("training.schedule.min_lr must be between 0 and the optimizer lr ({lr})"),
+                );
+            }
+            Some(m) => m.value,
+            None => 0.0,
+        };
+        let step_size = match raw.step_size {
+            Some(s) if kind != ScheduleKind::Step => {
+                return self.fail(pos(&s), "training.schedule.step_size only applies to `type: step`");
+            }
+            Some(s) if s.value == 0 => {
+                return self.fail(pos(&s), "training.schedule.step_size must be at least 1");
+            }
+            Some(s) => s.value,
+            None => 10,
+        };
+        let gamma = match raw.gamma {
+            Some(g) if kind != ScheduleKind::Step => {
+                return self.fail(pos(&g), "training.schedule.gamma only applies to `type: step`");
+            }
+            Some(g) if !(g.value > 0.0 && g.value <= 1.0) => {
+                return self.fail(pos(&g), "training.schedule.gamma must be in (0, 1]");
+            }
+            Some(g) => g.value,
+            None => 0.1,
+        };
+        Ok(ScheduleSpec {
+            kind,
+            min_lr,
+            step_size,
+            gamma,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

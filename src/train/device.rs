@@ -1,0 +1,111 @@
+//! Choosing the compute device: burn's flex CPU backend or a wgpu adapter, probed without panics.
+
+use std::sync::OnceLock;
+
+use burn::prelude::Device;
+use serde::Serialize;
+
+use crate::spec::DeviceChoice;
+
+/// The backend family a run trained on; weights are bitwise reproducible within one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// burn's flex CPU backend.
+    Cpu,
+    /// burn's wgpu backend (Vulkan, Metal, DX12 or GL through wgpu).
+    Wgpu,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Wgpu => "wgpu",
+        })
+    }
+}
+
+/// A ready device and what it is.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// The burn device (without autodiff).
+    pub device: Device,
+    /// Backend family.
+    pub kind: BackendKind,
+    /// Adapter description, e.g. `NVIDIA H100 (Vulkan)` or `flex (CPU)`.
+    pub adapter: String,
+}
+
+/// Why no wgpu device could be had.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no usable wgpu adapter: {0}")]
+pub struct NoAdapter(pub String);
+
+/// A wgpu adapter found by probing, and whether it is a software rasteriser.
+#[derive(Debug, Clone)]
+struct Probed {
+    device: Device,
+    adapter: String,
+    software: bool,
+}
+
+/// burn's wgpu runtime can be initialised once per process; the probe result is shared.
+static WGPU: OnceLock<Result<Probed, NoAdapter>> = OnceLock::new();
+
+fn probe_wgpu() -> Result<Probed, NoAdapter> {
+    WGPU.get_or_init(|| {
+        // `init_with_setup` asks wgpu for an adapter and returns an error when there is none,
+        // where a lazily created device would panic later on a background thread.
+        let (device, setup) = Device::wgpu_options()
+            .init_with_setup()
+            .map_err(|e| NoAdapter(e.to_string()))?;
+        let info = setup.adapter.get_info();
+        Ok(Probed {
+            device,
+            adapter: format!("{} ({:?})", info.name, info.backend),
+            software: info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu,
+        })
+    })
+    .clone()
+}
+
+/// The CPU backend.
+pub fn cpu() -> Backend {
+    Backend {
+        device: Device::flex(),
+        kind: BackendKind::Cpu,
+        adapter: "flex (CPU)".to_string(),
+    }
+}
+
+/// Resolve a device choice. `auto` prefers a hardware wgpu adapter and otherwise takes the CPU,
+/// returning a one-line notice that says why.
+pub fn select(choice: DeviceChoice) -> Result<(Backend, Option<String>), NoAdapter> {
+    match choice {
+        DeviceChoice::Cpu => Ok((cpu(), None)),
+        DeviceChoice::Wgpu => {
+            let p = probe_wgpu()?;
+            Ok((wgpu_backend(p), None))
+        }
+        DeviceChoice::Auto => match probe_wgpu() {
+            Ok(p) if !p.software => Ok((wgpu_backend(p), None)),
+            Ok(p) => Ok((
+                cpu(),
+                Some(format!(
+                    "only a software wgpu adapter ({}) is available; training on the CPU (use --device wgpu to force it)",
+                    p.adapter
+                )),
+            )),
+            Err(e) => Ok((cpu(), Some(format!("{e}; training on the CPU")))),
+        },
+    }
+}
+
+fn wgpu_backend(p: Probed) -> Backend {
+    Backend {
+        device: p.device,
+        kind: BackendKind::Wgpu,
+        adapter: p.adapter,
+    }
+}

@@ -1,0 +1,659 @@
+//! Training: the burn model, a deterministic training loop, per-epoch checkpoints and resume.
+//!
+//! Determinism rules (see README, "Reproducibility"): initial weights are drawn on the CPU from the
+//! seed and then moved to the training device; parameter ids are renumbered canonically so record
+//! bytes depend only on the weights; the batch order of epoch `e` is a documented permutation of
+//! `(seed, e)`; dropout's RNG is re-seeded from `(seed, e)` at every epoch start, so a resumed run
+//! draws exactly what an uninterrupted one would. This module writes checkpoints into the run
+//! directory it is given, reports progress through a callback and never prints, signs or hashes
+//! files on disk.
+
+pub mod device;
+pub mod metrics;
+pub mod model;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::loss::{CrossEntropyLossConfig, MseLoss, Reduction};
+use burn::optim::{
+    AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig,
+    momentum::MomentumConfig,
+};
+use burn::prelude::*;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Part, Prepared, Targets};
+use crate::fsio;
+use crate::shuffle;
+use crate::spec::{KeepCheckpoints, OptimizerKind, Spec};
+
+pub use device::{Backend, BackendKind};
+pub use metrics::Metrics;
+pub use model::Net;
+
+/// Rows per forward pass when evaluating (memory bound only; results do not depend on it).
+const EVAL_CHUNK: usize = 2048;
+
+/// Errors from training, checkpointing and resuming.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A file in the run directory could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint is corrupt, does not match its digest, or belongs to another spec.
+    #[error("{}: {message}", path.display())]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// `--resume` cannot continue this run directory.
+    #[error("cannot resume {}: {message}", dir.display())]
+    Resume {
+        /// The run directory.
+        dir: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The loss became NaN or infinite.
+    #[error("training diverged in epoch {epoch}: the training loss is {loss}; lower the learning rate")]
+    Diverged {
+        /// 1-based epoch.
+        epoch: usize,
+        /// The loss value.
+        loss: f64,
+    },
+    /// burn could not serialise or load a record.
+    #[error("model record: {0}")]
+    Record(String),
+}
+
+/// One epoch's results, as written to `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Learning rate used in this epoch.
+    pub lr: f64,
+    /// Mean training loss over the epoch's batches (weighted by batch size).
+    pub train_loss: f64,
+    /// Validation loss after the epoch.
+    pub val_loss: f64,
+    /// Validation accuracy (classification) or R² (regression).
+    pub val_metric: f64,
+    /// Which metric `val_metric` is: `accuracy` or `r2`.
+    pub metric: String,
+    /// Wall-clock seconds for the epoch's training steps.
+    pub seconds: f64,
+    /// Training samples per second in this epoch.
+    pub samples_per_sec: f64,
+    /// Checkpoint path relative to the run directory.
+    pub checkpoint: String,
+    /// blake3 of the checkpoint's burnpack bytes.
+    pub checkpoint_blake3: String,
+    /// blake3 of the optimizer state's burnpack bytes.
+    pub optimizer_blake3: String,
+}
+
+/// The state saved next to each checkpoint: everything needed to continue after it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointState {
+    schema: String,
+    spec_blake3: String,
+    backend: BackendKind,
+    record: EpochRecord,
+    best_epoch: usize,
+    best_val_loss: f64,
+    bad_epochs: usize,
+    stop: bool,
+}
+
+const STATE_SCHEMA: &str = "auditai.checkpoint/v1";
+
+/// Progress events for the caller's progress display.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// Continuing after a checkpoint.
+    Resumed {
+        /// The last completed epoch.
+        epoch: usize,
+    },
+    /// An epoch starts.
+    EpochStart {
+        /// 1-based epoch.
+        epoch: usize,
+        /// Total epochs planned.
+        epochs: usize,
+        /// Batches in this epoch.
+        batches: usize,
+    },
+    /// A batch finished.
+    Batch,
+    /// An epoch finished and its checkpoint is on disk.
+    EpochEnd(&'a EpochRecord),
+}
+
+/// The result of a training run.
+#[derive(Debug)]
+pub struct TrainOutcome {
+    /// The final model (inference mode, on the training device).
+    pub model: Net,
+    /// The final model's burnpack bytes (what `model.bpk` holds).
+    pub model_bytes: Vec<u8>,
+    /// Every epoch's record, including epochs completed before a resume.
+    pub epochs: Vec<EpochRecord>,
+    /// The epoch whose weights are the final model.
+    pub final_epoch: usize,
+    /// The epoch with the lowest validation loss.
+    pub best_epoch: usize,
+    /// Whether early stopping ended training before `training.epochs`.
+    pub stopped_early: bool,
+    /// The epoch a resumed run continued after.
+    pub resumed_from: Option<usize>,
+    /// Seconds spent in training steps (this process only).
+    pub train_seconds: f64,
+}
+
+/// What to train, where, and into which run directory.
+pub struct Session<'a> {
+    /// The validated spec.
+    pub spec: &'a Spec,
+    /// The prepared data.
+    pub data: &'a Prepared,
+    /// The device.
+    pub backend: &'a Backend,
+    /// The run directory (must exist).
+    pub dir: &'a Path,
+}
+
+/// Initial weights: drawn on the CPU from the seed, with canonical parameter ids.
+pub fn initial_model(spec: &Spec, data: &Prepared) -> Net {
+    let cpu = Device::flex();
+    cpu.seed(spec.seed);
+    model::CanonicalIds::apply(Net::new(spec, data.features(), data.outputs(), &cpu))
+}
+
+/// The checkpoint directory inside a run directory.
+pub fn checkpoint_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+fn checkpoint_paths(run_dir: &Path, epoch: usize) -> [PathBuf; 3] {
+    let dir = checkpoint_dir(run_dir);
+    [
+        dir.join(format!("epoch-{epoch:04}.bpk")),
+        dir.join(format!("epoch-{epoch:04}.optim.bpk")),
+        dir.join(format!("epoch-{epoch:04}.json")),
+    ]
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn record_err(e: impl std::fmt::Display) -> TrainError {
+    TrainError::Record(e.to_string())
+}
+
+fn optimizer(spec: &Spec) -> ModuleOptimizer {
+    let o = &spec.training.optimizer;
+    let decay = (o.weight_decay > 0.0).then(|| WeightDecayConfig::new(o.weight_decay as f32));
+    match o.kind {
+        OptimizerKind::Adam => AdamConfig::new()
+            .with_beta_1(o.betas[0] as f32)
+            .with_beta_2(o.betas[1] as f32)
+            .with_epsilon(o.epsilon as f32)
+            .with_weight_decay(decay)
+            .init(),
+        OptimizerKind::Adamw => AdamWConfig::new()
+            .with_beta_1(o.betas[0] as f32)
+            .with_beta_2(o.betas[1] as f32)
+            .with_epsilon(o.epsilon as f32)
+            .with_weight_decay(o.weight_decay as f32)
+            .init(),
+        OptimizerKind::Sgd => SgdConfig::new()
+            .with_weight_decay(decay)
+            .with_momentum((o.momentum > 0.0).then(|| {
+                MomentumConfig::new()
+                    .with_momentum(o.momentum)
+                    .with_dampening(0.0)
+                    .with_nesterov(o.nesterov)
+            }))
+            .init(),
+    }
+}
+
+/// Tensors of one split, uploaded once.
+struct DeviceSplit {
+    x: Tensor<2>,
+    classes: Option<Tensor<1, Int>>,
+    values: Option<Tensor<1>>,
+    rows: usize,
+}
+
+fn upload(part: &Part, features: usize, device: &Device) -> DeviceSplit {
+    let x = Tensor::<2>::from_data(TensorData::new(part.x.clone(), [part.rows, features]), device);
+    let (classes, values) = match &part.targets {
+        Targets::Classes(c) => {
+            let c: Vec<i64> = c.iter().map(|&v| i64::from(v)).collect();
+            (
+                Some(Tensor::<1, Int>::from_data(TensorData::new(c, [part.rows]), device)),
+                None,
+            )
+        }
+        Targets::Values(v) => (
+            None,
+            Some(Tensor::<1>::from_data(TensorData::new(v.clone(), [part.rows]), device)),
+        ),
+    };
+    DeviceSplit {
+        x,
+        classes,
+        values,
+        rows: part.rows,
+    }
+}
+
+impl DeviceSplit {
+    fn loss(&self, net: &Net, idx: Option<Tensor<1, Int>>) -> Tensor<1> {
+        let pick2 = |t: &Tensor<2>| match &idx {
+            Some(i) => t.clone().select(0, i.clone()),
+            None => t.clone(),
+        };
+        let out = net.forward(pick2(&self.x));
+        if let Some(c) = &self.classes {
+            let targets = match &idx {
+                Some(i) => c.clone().select(0, i.clone()),
+                None => c.clone(),
+            };
+            CrossEntropyLossConfig::new()
+                .init(&out.device())
+                .forward(out, targets)
+        } else {
+            let v = self.values.as_ref().map(Tensor::clone).unwrap_or_else(|| {
+                Tensor::<1>::zeros([self.rows], &out.device())
+            });
+            let targets = match &idx {
+                Some(i) => v.select(0, i.clone()),
+                None => v,
+            };
+            let [b, _] = out.dims();
+            MseLoss::new().forward(out.reshape([b]), targets, Reduction::Mean)
+        }
+    }
+}
+
+/// Predictions of `net` (inference mode) on a part: class indices or values.
+pub fn predict(net: &Net, part: &Part, features: usize, device: &Device) -> Targets {
+    let mut classes = Vec::new();
+    let mut values = Vec::new();
+    for start in (0..part.rows).step_by(EVAL_CHUNK) {
+        let end = (start + EVAL_CHUNK).min(part.rows);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(part.x[start * features..end * features].to_vec(), [end - start, features]),
+            device,
+        );
+        let out = net.forward(x);
+        match part.targets {
+            Targets::Classes(_) => classes.extend(
+                out.argmax(1)
+                    .into_data()
+                    .iter::<i64>()
+                    .map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
+            ),
+            Targets::Values(_) => values.extend(out.into_data().iter::<f32>()),
+        }
+    }
+    match part.targets {
+        Targets::Classes(_) => Targets::Classes(classes),
+        Targets::Values(_) => Targets::Values(values),
+    }
+}
+
+/// Held-out metrics of `net` on `part`.
+pub fn evaluate(net: &Net, part: &Part, data: &Prepared, device: &Device) -> Metrics {
+    match (&part.targets, predict(net, part, data.features(), device)) {
+        (Targets::Classes(t), Targets::Classes(p)) => {
+            metrics::classification(t, &p, data.outputs())
+        }
+        (Targets::Values(t), Targets::Values(p)) => metrics::regression(t, &p),
+        // predict() returns the same kind it is given.
+        _ => metrics::regression(&[], &[]),
+    }
+}
+
+fn validation_metric(m: &Metrics) -> (f64, &'static str) {
+    match m {
+        Metrics::Classification { accuracy, .. } => (*accuracy, "accuracy"),
+        Metrics::Regression { r2, .. } => (*r2, "r2"),
+    }
+}
+
+/// Loss of `net` (inference mode) over a whole split, in chunks.
+fn eval_loss(net: &Net, part: &Part, features: usize, device: &Device) -> f64 {
+    let mut total = 0.0;
+    for start in (0..part.rows).step_by(EVAL_CHUNK) {
+        let end = (start + EVAL_CHUNK).min(part.rows);
+        let idx: Vec<usize> = (start..end).collect();
+        let chunk = Part {
+            x: part.x[start * features..end * features].to_vec(),
+            targets: match &part.targets {
+                Targets::Classes(c) => Targets::Classes(idx.iter().map(|&i| c[i]).collect()),
+                Targets::Values(v) => Targets::Values(idx.iter().map(|&i| v[i]).collect()),
+            },
+            rows: end - start,
+            source_rows: Vec::new(),
+        };
+        let split = upload(&chunk, features, device);
+        let loss: f32 = split.loss(net, None).into_scalar();
+        total += f64::from(loss) * (end - start) as f64;
+    }
+    total / part.rows.max(1) as f64
+}
+
+struct Resumed {
+    model: Net,
+    optim: ModuleOptimizer,
+    states: Vec<CheckpointState>,
+}
+
+fn read_verified(path: &Path, blake3_hex: &str) -> Result<Vec<u8>, TrainError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let actual = blake3::hash(&bytes).to_hex();
+    if actual.as_str() != blake3_hex {
+        return Err(TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!("blake3 is {actual}, the checkpoint state records {blake3_hex}"),
+        });
+    }
+    Ok(bytes)
+}
+
+fn load_weights(net: Net, path: &Path, blake3_hex: &str) -> Result<Net, TrainError> {
+    let bytes = read_verified(path, blake3_hex)?;
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
+        TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    })?;
+    Ok(net.load_record(record))
+}
+
+fn read_state(path: &Path) -> Result<CheckpointState, TrainError> {
+    let text = std::fs::read(path).map_err(io_err(path))?;
+    serde_json::from_slice(&text).map_err(|e| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        message: format!("not a checkpoint state: {e}"),
+    })
+}
+
+/// Completed epochs in a run directory: every `epoch-NNNN.json` state, in order.
+fn completed_states(s: &Session<'_>) -> Result<Vec<CheckpointState>, TrainError> {
+    let mut states = Vec::new();
+    for epoch in 1..=s.spec.training.epochs {
+        let [_, _, json] = checkpoint_paths(s.dir, epoch);
+        if !json.exists() {
+            break;
+        }
+        let state = read_state(&json)?;
+        if state.schema != STATE_SCHEMA || state.record.epoch != epoch {
+            return Err(TrainError::Checkpoint {
+                path: json,
+                message: format!("expected a {STATE_SCHEMA} state for epoch {epoch}"),
+            });
+        }
+        states.push(state);
+    }
+    Ok(states)
+}
+
+fn resume(s: &Session<'_>, fresh: Net) -> Result<Option<Resumed>, TrainError> {
+    let states = completed_states(s)?;
+    let Some(last) = states.last() else {
+        return Ok(None);
+    };
+    let spec_hex = s.spec.digest().to_hex().to_string();
+    if last.spec_blake3 != spec_hex {
+        return Err(TrainError::Resume {
+            dir: s.dir.to_path_buf(),
+            message: "the spec changed since these checkpoints were written (its digest differs); start a new run".into(),
+        });
+    }
+    if last.backend != s.backend.kind {
+        return Err(TrainError::Resume {
+            dir: s.dir.to_path_buf(),
+            message: format!(
+                "the run trained on {} and cannot continue bitwise on {}; pass --device {}",
+                last.backend, s.backend.kind, last.backend
+            ),
+        });
+    }
+    let [weights, optim_path, _] = checkpoint_paths(s.dir, last.record.epoch);
+    let model = load_weights(fresh, &weights, &last.record.checkpoint_blake3)?;
+    let optim_bytes = read_verified(&optim_path, &last.record.optimizer_blake3)?;
+    let optim = optimizer(s.spec)
+        .from_bytes(Bytes::from_bytes_vec(optim_bytes))
+        .map_err(|e| TrainError::Checkpoint {
+            path: optim_path.clone(),
+            message: e.to_string(),
+        })?;
+    Ok(Some(Resumed {
+        model,
+        optim,
+        states,
+    }))
+}
+
+/// Train (or, with `resume`, continue training) and return the final model.
+pub fn train(
+    s: &Session<'_>,
+    resume_run: bool,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<TrainOutcome, TrainError> {
+    let spec = s.spec;
+    let t = &spec.training;
+    let features = s.data.features();
+    let ad = s.backend.device.clone().autodiff();
+    let ckpt_dir = checkpoint_dir(s.dir);
+    std::fs::create_dir_all(&ckpt_dir).map_err(io_err(&ckpt_dir))?;
+    let metrics_path = s.dir.join("metrics.jsonl");
+    let spec_hex = spec.digest().to_hex().to_string();
+
+    let fresh = initial_model(spec, s.data);
+    let (model, mut optim, mut states) = match resume_run.then(|| resume(s, fresh.clone())) {
+        Some(Ok(Some(r))) => {
+            if let Some(last) = r.states.last() {
+                progress(Progress::Resumed {
+                    epoch: last.record.epoch,
+                });
+            }
+            (r.model, r.optim, r.states)
+        }
+        Some(Err(e)) => return Err(e),
+        Some(Ok(None)) | None => (fresh, optimizer(spec), Vec::new()),
+    };
+    let resumed_from = states.last().map(|st| st.record.epoch);
+    // Rewrite the metrics log from the checkpoint states: a crash between a checkpoint and its
+    // log line must not leave the log one epoch short or long.
+    let mut log = String::new();
+    for st in &states {
+        log.push_str(&serde_json::to_string(&st.record).map_err(record_err)?);
+        log.push('\n');
+    }
+    fsio::write_atomic(&metrics_path, log.as_bytes()).map_err(io_err(&metrics_path))?;
+
+    let mut model = model.fork(&ad).train();
+    let train_split = upload(&s.data.train, features, &ad);
+    let mut best_epoch = states.last().map_or(0, |st| st.best_epoch);
+    let mut best_val = states.last().map_or(f64::INFINITY, |st| st.best_val_loss);
+    let mut bad_epochs = states.last().map_or(0, |st| st.bad_epochs);
+    let mut stop = states.last().is_some_and(|st| st.stop);
+    let mut train_seconds = 0.0;
+    let start_epoch = states.len();
+
+    for epoch in start_epoch..t.epochs {
+        if stop {
+            break;
+        }
+        let number = epoch + 1;
+        let lr = t.schedule.lr_at(t.optimizer.lr, epoch, t.epochs);
+        let order = shuffle::epoch_order(spec.seed, epoch, train_split.rows);
+        let batches = order.len().div_ceil(t.batch_size);
+        progress(Progress::EpochStart {
+            epoch: number,
+            epochs: t.epochs,
+            batches,
+        });
+        ad.seed(u64::from_le_bytes(
+            blake3::hash(&shuffle::key(spec.seed, "dropout", epoch as u64)).as_bytes()[..8]
+                .try_into()
+                .unwrap_or([0; 8]),
+        ));
+        let started = Instant::now();
+        let mut loss_sum = Tensor::<1>::zeros([1], &ad);
+        for chunk in order.chunks(t.batch_size) {
+            let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [chunk.len()]), &ad);
+            let loss = train_split.loss(&model, Some(idx));
+            loss_sum = loss_sum + loss.clone().detach() * (chunk.len() as f32);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+            progress(Progress::Batch);
+        }
+        let train_loss = f64::from(loss_sum.into_scalar::<f32>()) / train_split.rows as f64;
+        let seconds = started.elapsed().as_secs_f64();
+        train_seconds += seconds;
+        if !train_loss.is_finite() {
+            return Err(TrainError::Diverged {
+                epoch: number,
+                loss: train_loss,
+            });
+        }
+
+        let eval = model.valid();
+        let val_loss = eval_loss(&eval, &s.data.validation, features, &s.backend.device);
+        let (val_metric, metric) = validation_metric(&evaluate(
+            &eval,
+            &s.data.validation,
+            s.data,
+            &s.backend.device,
+        ));
+        let weights = eval.into_record().into_bytes().map_err(record_err)?;
+        let optim_bytes = optim.into_bytes().map_err(record_err)?;
+        let [w_path, o_path, json_path] = checkpoint_paths(s.dir, number);
+        fsio::write_atomic(&w_path, &weights).map_err(io_err(&w_path))?;
+        fsio::write_atomic(&o_path, &optim_bytes).map_err(io_err(&o_path))?;
+
+        if val_loss < best_val - t.early_stopping.map_or(0.0, |e| e.min_delta) {
+            best_val = val_loss;
+            best_epoch = number;
+            bad_epochs = 0;
+        } else {
+            bad_epochs += 1;
+        }
+        if let Some(es) = t.early_stopping {
+            stop = bad_epochs >= es.patience;
+        }
+        let record = EpochRecord {
+            epoch: number,
+            lr,
+            train_loss,
+            val_loss,
+            val_metric,
+            metric: metric.to_string(),
+            seconds,
+            samples_per_sec: train_split.rows as f64 / seconds.max(1e-9),
+            checkpoint: format!("checkpoints/epoch-{number:04}.bpk"),
+            checkpoint_blake3: blake3::hash(&weights).to_hex().to_string(),
+            optimizer_blake3: blake3::hash(&optim_bytes).to_hex().to_string(),
+        };
+        let state = CheckpointState {
+            schema: STATE_SCHEMA.to_string(),
+            spec_blake3: spec_hex.clone(),
+            backend: s.backend.kind,
+            record: record.clone(),
+            best_epoch,
+            best_val_loss: best_val,
+            bad_epochs,
+            stop,
+        };
+        // The state file is written last: its presence marks the checkpoint complete.
+        let json = serde_json::to_vec_pretty(&state).map_err(record_err)?;
+        fsio::write_atomic(&json_path, &json).map_err(io_err(&json_path))?;
+        let line = serde_json::to_string(&record).map_err(record_err)?;
+        fsio::append_line(&metrics_path, &line).map_err(io_err(&metrics_path))?;
+        if spec.outputs.checkpoints == KeepCheckpoints::Last {
+            prune(s.dir, number, best_epoch)?;
+        }
+        states.push(state);
+        progress(Progress::EpochEnd(&record));
+    }
+
+    let last = states.last().map_or(0, |st| st.record.epoch);
+    let restore_best = t.early_stopping.is_some_and(|e| e.restore_best);
+    let final_epoch = if restore_best && best_epoch > 0 { best_epoch } else { last };
+    let eval = if final_epoch == last {
+        model.valid()
+    } else {
+        // The final weights are the best epoch's checkpoint: read them back, checking the digest
+        // recorded when they were written.
+        let st = &states[final_epoch - 1];
+        let [w_path, _, _] = checkpoint_paths(s.dir, final_epoch);
+        load_weights(initial_model(spec, s.data), &w_path, &st.record.checkpoint_blake3)?
+            .fork(&s.backend.device)
+            .valid()
+    };
+    let model_bytes = eval.clone().into_record().into_bytes().map_err(record_err)?;
+    Ok(TrainOutcome {
+        model: eval,
+        model_bytes: model_bytes.to_vec(),
+        epochs: states.into_iter().map(|st| st.record).collect(),
+        final_epoch,
+        best_epoch,
+        stopped_early: stop && last < t.epochs,
+        resumed_from,
+        train_seconds,
+    })
+}
+
+/// Under `checkpoints: last`, delete the weights and optimizer state of epochs that are neither
+/// the latest nor the best. State files stay: they are small and carry the metrics history.
+fn prune(dir: &Path, latest: usize, best: usize) -> Result<(), TrainError> {
+    for epoch in 1..latest {
+        if epoch == best {
+            continue;
+        }
+        let [w, o, _] = checkpoint_paths(dir, epoch);
+        for p in [w, o] {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&p)(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The task's held-out split: the test part, or validation when `split.test` is 0.
+pub fn held_out(data: &Prepared) -> (&Part, &'static str) {
+    match &data.test {
+        Some(t) => (t, "test"),
+        None => (&data.validation, "validation"),
+    }
+}

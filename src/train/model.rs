@@ -1,0 +1,129 @@
+//! The two model families a spec can name: an MLP and a small CNN, as one burn module.
+
+use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation;
+
+use crate::spec::{Activation, ModelKind, Pool, Spec};
+
+/// A feed-forward network: optional conv blocks (conv → activation → pool), then dense layers.
+#[derive(Module, Debug)]
+pub struct Net {
+    convs: Vec<Conv2d>,
+    max_pool: Option<MaxPool2d>,
+    avg_pool: Option<AvgPool2d>,
+    dense: Vec<Linear>,
+    output: Linear,
+    dropout: Dropout,
+    #[module(skip)]
+    activation: Activation,
+    #[module(skip)]
+    image: Option<[usize; 3]>,
+}
+
+impl Net {
+    /// Build the network for `spec` with `inputs` features and `outputs` logits on `device`.
+    ///
+    /// Parameters come from `device`'s RNG; call on a seeded CPU device for reproducible weights.
+    pub fn new(spec: &Spec, inputs: usize, outputs: usize, device: &Device) -> Net {
+        let m = &spec.model;
+        let mut convs = Vec::new();
+        let mut width = inputs;
+        let mut image = None;
+        if let (ModelKind::Cnn, Some(conv), Some([c, h0, w0])) =
+            (m.kind, &m.conv, spec.image_shape())
+        {
+            let (mut ch, mut h, mut w) = (c, h0, w0);
+            let pad = conv.kernel / 2;
+            for &out in &conv.channels {
+                convs.push(
+                    Conv2dConfig::new([ch, out], [conv.kernel, conv.kernel])
+                        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                        .init(device),
+                );
+                ch = out;
+                if conv.pool != Pool::None {
+                    h /= 2;
+                    w /= 2;
+                }
+            }
+            width = ch * h * w;
+            image = Some([c, h0, w0]);
+        }
+        let pool = m.conv.as_ref().map_or(Pool::None, |c| c.pool);
+        let mut dense = Vec::new();
+        for &h in &m.hidden {
+            dense.push(LinearConfig::new(width, h).init(device));
+            width = h;
+        }
+        Net {
+            convs,
+            max_pool: (pool == Pool::Max).then(|| MaxPool2dConfig::new([2, 2]).init()),
+            avg_pool: (pool == Pool::Avg).then(|| AvgPool2dConfig::new([2, 2]).init()),
+            dense,
+            output: LinearConfig::new(width, outputs).init(device),
+            dropout: DropoutConfig::new(m.dropout).init(),
+            activation: m.activation,
+            image,
+        }
+    }
+
+    /// Logits (or the regression output) for a `[batch, features]` input.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let [batch, _] = x.dims();
+        let mut x = x;
+        if let Some([c, h, w]) = self.image {
+            let mut img: Tensor<4> = x.reshape([batch, c, h, w]);
+            for conv in &self.convs {
+                img = self.act(conv.forward(img));
+                if let Some(p) = &self.max_pool {
+                    img = p.forward(img);
+                } else if let Some(p) = &self.avg_pool {
+                    img = p.forward(img);
+                }
+            }
+            x = img.flatten(1, 3);
+        }
+        for layer in &self.dense {
+            x = self.dropout.forward(self.act(layer.forward(x)));
+        }
+        self.output.forward(x)
+    }
+
+    fn act<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self.activation {
+            Activation::Relu => activation::relu(x),
+            Activation::Gelu => activation::gelu(x),
+            Activation::Tanh => activation::tanh(x),
+            Activation::Sigmoid => activation::sigmoid(x),
+            Activation::LeakyRelu => activation::leaky_relu(x, 0.01),
+        }
+    }
+}
+
+/// Gives every float parameter the id of its position in traversal order (0, 1, 2, ...).
+///
+/// burn draws random 64-bit ids that end up in the record bytes; canonical ids make the bytes of
+/// a checkpoint depend only on the weights. Mapping also materialises lazily initialised params.
+pub struct CanonicalIds {
+    next: u64,
+}
+
+impl CanonicalIds {
+    /// Renumber `module`'s parameters.
+    pub fn apply<M: Module>(module: M) -> M {
+        module.map(&mut CanonicalIds { next: 0 })
+    }
+}
+
+impl ModuleMapper for CanonicalIds {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (_, value, mapper) = param.consume();
+        let id = ParamId::from(self.next);
+        self.next += 1;
+        Param::from_mapped_value(id, value, mapper)
+    }
+}
