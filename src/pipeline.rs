@@ -191,7 +191,10 @@ pub struct RunReport {
 }
 
 /// Run the pipeline described by `opts`.
-pub fn run(opts: &RunOptions, on_event: &mut dyn FnMut(Event<'_>)) -> Result<RunReport, PipelineError> {
+pub fn run(
+    opts: &RunOptions,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<RunReport, PipelineError> {
     let spec_bytes = std::fs::read(&opts.spec).map_err(|source| SpecError::Read {
         path: opts.spec.clone(),
         source,
@@ -199,18 +202,21 @@ pub fn run(opts: &RunOptions, on_event: &mut dyn FnMut(Event<'_>)) -> Result<Run
     let spec_text = String::from_utf8_lossy(&spec_bytes);
     let spec = Spec::parse(&spec_text, &opts.spec)?;
     let data = data::load(&spec)?;
+    let run_dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&spec.outputs.dir));
+    check_dir(&run_dir, opts)?;
     let (backend, notice) = device::select(opts.device.unwrap_or(spec.training.device))?;
     on_event(Event::Device {
         kind: backend.kind,
         adapter: &backend.adapter,
         notice: notice.as_deref(),
     });
-
-    let run_dir = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(&spec.outputs.dir));
-    prepare_dir(&run_dir, opts)?;
+    if opts.force && !opts.resume && run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir).map_err(io_err(&run_dir))?;
+    }
+    std::fs::create_dir_all(&run_dir).map_err(io_err(&run_dir))?;
     if !opts.resume || !run_dir.join(layout::SPEC).exists() {
         write(&run_dir.join(layout::SPEC), &spec_bytes)?;
         let pre = serde_json::to_vec_pretty(&data.preprocessing).unwrap_or_default();
@@ -287,7 +293,10 @@ pub fn run(opts: &RunOptions, on_event: &mut dyn FnMut(Event<'_>)) -> Result<Run
 /// tensor data and its offsets are untouched.
 fn canonical_safetensors(bytes: &[u8]) -> Result<Vec<u8>, String> {
     let bad = || "malformed safetensors header".to_string();
-    let len_bytes: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(bad)?;
+    let len_bytes: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(bad)?;
     let len = usize::try_from(u64::from_le_bytes(len_bytes)).map_err(|_| bad())?;
     let header = bytes.get(8..8 + len).ok_or_else(bad)?;
     // serde_json's map is a BTreeMap: serialising sorts every object's keys.
@@ -315,8 +324,8 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
     fsio::write_atomic(path, bytes).map_err(io_err(path))
 }
 
-/// Create, check or clear the run directory according to `--resume` / `--force`.
-fn prepare_dir(dir: &Path, opts: &RunOptions) -> Result<(), PipelineError> {
+/// Check the run directory against `--resume` / `--force` before any work is done.
+fn check_dir(dir: &Path, opts: &RunOptions) -> Result<(), PipelineError> {
     let occupied = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
     if opts.resume {
         if !occupied {
@@ -346,7 +355,6 @@ fn prepare_dir(dir: &Path, opts: &RunOptions) -> Result<(), PipelineError> {
                 dir: dir.to_path_buf(),
             });
         }
-        std::fs::remove_dir_all(dir).map_err(io_err(dir))?;
     }
-    std::fs::create_dir_all(dir).map_err(io_err(dir))
+    Ok(())
 }

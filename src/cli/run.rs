@@ -70,7 +70,11 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let report = report?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&json_report(&report))?)?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json_report(&report))?
+        )?;
     } else {
         write_table(&mut out, &report)?;
     }
@@ -200,7 +204,10 @@ fn write_table(out: &mut dyn Write, r: &RunReport) -> std::io::Result<()> {
     b.push_record(["run", &s.name]);
     b.push_record(["run directory", &r.run_dir.display().to_string()]);
     b.push_record(["device", &format!("{} ({})", s.device, s.adapter)]);
-    let mut epochs = format!("{} (final weights from epoch {})", s.epochs_run, s.final_epoch);
+    let mut epochs = format!(
+        "{} (final weights from epoch {})",
+        s.epochs_run, s.final_epoch
+    );
     if s.stopped_early {
         epochs.push_str(", stopped early");
     }

@@ -137,7 +137,11 @@ pub fn load(spec: &Spec) -> Result<Prepared, DataError> {
         .map_err(|e| {
             spec_err(
                 spec.data.path.pos,
-                format!("cannot read data file {}: {}", path.display(), csv_message(&e)),
+                format!(
+                    "cannot read data file {}: {}",
+                    path.display(),
+                    csv_message(&e)
+                ),
             )
         })?;
     let header: Vec<String> = reader
@@ -168,7 +172,10 @@ pub fn load(spec: &Spec) -> Result<Prepared, DataError> {
                 if c == label_col {
                     return Err(spec_err(
                         name.pos,
-                        format!("`{}` is the label column and cannot be a feature", name.value),
+                        format!(
+                            "`{}` is the label column and cannot be a feature",
+                            name.value
+                        ),
                     ));
                 }
                 cols.push(c);
@@ -204,12 +211,8 @@ pub fn load(spec: &Spec) -> Result<Prepared, DataError> {
     let mut x: Vec<f32> = Vec::new();
     let mut raw_labels: Vec<String> = Vec::new();
     for record in reader.records() {
-        let record = record.map_err(|e| {
-            csv_err(
-                e.position().map(|p| p.line()),
-                csv_message(&e),
-            )
-        })?;
+        let record =
+            record.map_err(|e| csv_err(e.position().map(|p| p.line()), csv_message(&e)))?;
         let line = record.position().map(|p| p.line());
         for &c in &feature_cols {
             let cell = record.get(c).unwrap_or("").trim();
@@ -372,7 +375,12 @@ fn split_indices(targets: &Targets, rows: usize, spec: &Spec) -> [Vec<usize>; 3]
 }
 
 /// Offsets and scales from the training rows only, so no test statistics leak into training.
-fn fit_normalisation(x: &[f32], d: usize, train: &[usize], kind: Normalize) -> (Vec<f32>, Vec<f32>) {
+fn fit_normalisation(
+    x: &[f32],
+    d: usize,
+    train: &[usize],
+    kind: Normalize,
+) -> (Vec<f32>, Vec<f32>) {
     let mut offset = vec![0.0f32; d];
     let mut scale = vec![1.0f32; d];
     let n = train.len() as f64;

@@ -302,8 +302,16 @@ fn yaml_error(e: &serde_saphyr::Error, path: &Path) -> SpecError {
         Some(loc) if loc.line() > 0 => {
             // The parser appends " at line L, column C"; we print the position up front instead.
             let message = match plain.rfind(" at line ") {
-                Some(i) => plain[..i].to_string(),
-                None => plain,
+                Some(i) => &plain[..i],
+                None => plain.as_str(),
+            };
+            let message = match message {
+                "invalid u32" | "invalid u64" | "invalid usize" => {
+                    "expected a whole number (0 or more)".to_string()
+                }
+                "invalid f64" => "expected a number".to_string(),
+                "invalid bool" => "expected true or false".to_string(),
+                other => other.to_string(),
             };
             SpecError::Invalid {
                 path: path.to_path_buf(),
@@ -673,7 +681,6 @@ impl Checker<'_> {
     }
 
     fn optimizer(&self, raw: Option<Sp<raw::RawOptimizer>>) -> Result<OptimizerSpec, SpecError> {
-        
         let raw = raw.map(|r| r.value).unwrap_or_default();
         let kind = raw.kind.unwrap_or(OptimizerKind::Adam);
         let lr = match raw.lr {
@@ -693,10 +700,7 @@ impl Checker<'_> {
             None if kind == OptimizerKind::Adamw => 1e-2,
             None => 0.0,
             Some(w) if !w.value.is_finite() || w.value < 0.0 => {
-                return self.fail(
-                    pos(&w),
-                    "training.optimizer.weight_decay must be 0 or more",
-                );
+                return self.fail(pos(&w), "training.optimizer.weight_decay must be 0 or more");
             }
             Some(w) => w.value,
         };
@@ -725,7 +729,10 @@ impl Checker<'_> {
         };
         let betas = match raw.betas {
             Some(b) if kind == OptimizerKind::Sgd => {
-                return self.fail(pos(&b), "training.optimizer.betas only apply to adam and adamw");
+                return self.fail(
+                    pos(&b),
+                    "training.optimizer.betas only apply to adam and adamw",
+                );
             }
             Some(b) => {
                 let v: Vec<f64> = b.value.iter().map(|x| x.value).collect();
@@ -764,17 +771,21 @@ impl Checker<'_> {
         raw: Option<Sp<raw::RawSchedule>>,
         lr: f64,
     ) -> Result<ScheduleSpec, SpecError> {
-        
         let raw = raw.map(|r| r.value).unwrap_or_default();
         let kind = raw.kind.unwrap_or(ScheduleKind::Constant);
         let min_lr = match raw.min_lr {
             Some(m) if kind != ScheduleKind::Cosine => {
-                return self.fail(pos(&m), "training.schedule.min_lr only applies to `type: cosine`");
+                return self.fail(
+                    pos(&m),
+                    "training.schedule.min_lr only applies to `type: cosine`",
+                );
             }
             Some(m) if !m.value.is_finite() || m.value < 0.0 || m.value > lr => {
                 return self.fail(
                     pos(&m),
-                    format!("training.schedule.min_lr must be between 0 and the optimizer lr ({lr})"),
+                    format!(
+                        "training.schedule.min_lr must be between 0 and the optimizer lr ({lr})"
+                    ),
                 );
             }
             Some(m) => m.value,
@@ -782,7 +793,10 @@ impl Checker<'_> {
         };
         let step_size = match raw.step_size {
             Some(s) if kind != ScheduleKind::Step => {
-                return self.fail(pos(&s), "training.schedule.step_size only applies to `type: step`");
+                return self.fail(
+                    pos(&s),
+                    "training.schedule.step_size only applies to `type: step`",
+                );
             }
             Some(s) if s.value == 0 => {
                 return self.fail(pos(&s), "training.schedule.step_size must be at least 1");
@@ -792,7 +806,10 @@ impl Checker<'_> {
         };
         let gamma = match raw.gamma {
             Some(g) if kind != ScheduleKind::Step => {
-                return self.fail(pos(&g), "training.schedule.gamma only applies to `type: step`");
+                return self.fail(
+                    pos(&g),
+                    "training.schedule.gamma only applies to `type: step`",
+                );
             }
             Some(g) if !(g.value > 0.0 && g.value <= 1.0) => {
                 return self.fail(pos(&g), "training.schedule.gamma must be in (0, 1]");

@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use burn::prelude::Device;
+use burn::tensor::wgpu::WgpuInitError;
 use serde::Serialize;
 
 use crate::spec::DeviceChoice;
@@ -59,7 +60,12 @@ fn probe_wgpu() -> Result<Probed, NoAdapter> {
         // where a lazily created device would panic later on a background thread.
         let (device, setup) = Device::wgpu_options()
             .init_with_setup()
-            .map_err(|e| NoAdapter(e.to_string()))?;
+            .map_err(|e| match e {
+                WgpuInitError::AdapterUnavailable { message, .. } => {
+                    NoAdapter(format!("none found ({message})"))
+                }
+                other => NoAdapter(other.to_string()),
+            })?;
         let info = setup.adapter.get_info();
         Ok(Probed {
             device,

@@ -62,7 +62,11 @@ pub fn classification(truth: &[u32], predicted: &[u32], classes: usize) -> Metri
         .sum();
     Metrics::Classification {
         accuracy,
-        macro_f1: if classes == 0 { 0.0 } else { f1_sum / classes as f64 },
+        macro_f1: if classes == 0 {
+            0.0
+        } else {
+            f1_sum / classes as f64
+        },
         confusion,
     }
 }

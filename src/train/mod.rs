@@ -67,7 +67,9 @@ pub enum TrainError {
         message: String,
     },
     /// The loss became NaN or infinite.
-    #[error("training diverged in epoch {epoch}: the training loss is {loss}; lower the learning rate")]
+    #[error(
+        "training diverged in epoch {epoch}: the training loss is {loss}; lower the learning rate"
+    )]
     Diverged {
         /// 1-based epoch.
         epoch: usize,
@@ -246,18 +248,27 @@ struct DeviceSplit {
 }
 
 fn upload(part: &Part, features: usize, device: &Device) -> DeviceSplit {
-    let x = Tensor::<2>::from_data(TensorData::new(part.x.clone(), [part.rows, features]), device);
+    let x = Tensor::<2>::from_data(
+        TensorData::new(part.x.clone(), [part.rows, features]),
+        device,
+    );
     let (classes, values) = match &part.targets {
         Targets::Classes(c) => {
             let c: Vec<i64> = c.iter().map(|&v| i64::from(v)).collect();
             (
-                Some(Tensor::<1, Int>::from_data(TensorData::new(c, [part.rows]), device)),
+                Some(Tensor::<1, Int>::from_data(
+                    TensorData::new(c, [part.rows]),
+                    device,
+                )),
                 None,
             )
         }
         Targets::Values(v) => (
             None,
-            Some(Tensor::<1>::from_data(TensorData::new(v.clone(), [part.rows]), device)),
+            Some(Tensor::<1>::from_data(
+                TensorData::new(v.clone(), [part.rows]),
+                device,
+            )),
         ),
     };
     DeviceSplit {
@@ -284,9 +295,11 @@ impl DeviceSplit {
                 .init(&out.device())
                 .forward(out, targets)
         } else {
-            let v = self.values.as_ref().map(Tensor::clone).unwrap_or_else(|| {
-                Tensor::<1>::zeros([self.rows], &out.device())
-            });
+            let v = self
+                .values
+                .as_ref()
+                .map(Tensor::clone)
+                .unwrap_or_else(|| Tensor::<1>::zeros([self.rows], &out.device()));
             let targets = match &idx {
                 Some(i) => v.select(0, i.clone()),
                 None => v,
@@ -304,7 +317,10 @@ pub fn predict(net: &Net, part: &Part, features: usize, device: &Device) -> Targ
     for start in (0..part.rows).step_by(EVAL_CHUNK) {
         let end = (start + EVAL_CHUNK).min(part.rows);
         let x = Tensor::<2>::from_data(
-            TensorData::new(part.x[start * features..end * features].to_vec(), [end - start, features]),
+            TensorData::new(
+                part.x[start * features..end * features].to_vec(),
+                [end - start, features],
+            ),
             device,
         );
         let out = net.forward(x);
@@ -554,7 +570,7 @@ pub fn train(
             &s.backend.device,
         ));
         let weights = eval.into_record().into_bytes().map_err(record_err)?;
-        let optim_bytes = optim.into_bytes().map_err(record_err)?;
+        let optim_bytes = canonical_burnpack(optim.into_bytes().map_err(record_err)?)?;
         let [w_path, o_path, json_path] = checkpoint_paths(s.dir, number);
         fsio::write_atomic(&w_path, &weights).map_err(io_err(&w_path))?;
         fsio::write_atomic(&o_path, &optim_bytes).map_err(io_err(&o_path))?;
@@ -606,7 +622,11 @@ pub fn train(
 
     let last = states.last().map_or(0, |st| st.record.epoch);
     let restore_best = t.early_stopping.is_some_and(|e| e.restore_best);
-    let final_epoch = if restore_best && best_epoch > 0 { best_epoch } else { last };
+    let final_epoch = if restore_best && best_epoch > 0 {
+        best_epoch
+    } else {
+        last
+    };
     let eval = if final_epoch == last {
         model.valid()
     } else {
@@ -614,11 +634,19 @@ pub fn train(
         // recorded when they were written.
         let st = &states[final_epoch - 1];
         let [w_path, _, _] = checkpoint_paths(s.dir, final_epoch);
-        load_weights(initial_model(spec, s.data), &w_path, &st.record.checkpoint_blake3)?
-            .fork(&s.backend.device)
-            .valid()
+        load_weights(
+            initial_model(spec, s.data),
+            &w_path,
+            &st.record.checkpoint_blake3,
+        )?
+        .fork(&s.backend.device)
+        .valid()
     };
-    let model_bytes = eval.clone().into_record().into_bytes().map_err(record_err)?;
+    let model_bytes = eval
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(record_err)?;
     Ok(TrainOutcome {
         model: eval,
         model_bytes: model_bytes.to_vec(),
@@ -629,6 +657,26 @@ pub fn train(
         resumed_from,
         train_seconds,
     })
+}
+
+/// Re-serialise burnpack bytes with tensors sorted by name.
+///
+/// burn writes optimizer state in hash-map order, which changes from process to process; sorted,
+/// the bytes (and their digest) depend only on the state itself.
+fn canonical_burnpack(bytes: Bytes) -> Result<Vec<u8>, TrainError> {
+    let reader = burn_pack::Reader::from_bytes(bytes).map_err(record_err)?;
+    let metadata = reader.metadata().clone();
+    let scalars = reader.scalars().clone();
+    let mut tensors = reader.into_tensors().map_err(record_err)?;
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut writer = burn_pack::Writer::new(tensors);
+    for (k, v) in &metadata {
+        writer = writer.with_metadata(k, v);
+    }
+    for (k, v) in scalars {
+        writer = writer.with_scalar(&k, v);
+    }
+    Ok(writer.into_bytes().map_err(record_err)?.to_vec())
 }
 
 /// Under `checkpoints: last`, delete the weights and optimizer state of epochs that are neither

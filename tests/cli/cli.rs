@@ -1,0 +1,65 @@
+//! The command surface: help, completions, and commands that are not available yet.
+
+use crate::support::{Workspace, repo};
+
+#[test]
+fn committed_completions_are_fresh() {
+    let ws = Workspace::new();
+    for (shell, file) in [
+        ("bash", "auditai.bash"),
+        ("zsh", "_auditai"),
+        ("fish", "auditai.fish"),
+    ] {
+        let out = ws.run(&["completions", shell]).success();
+        let committed =
+            std::fs::read_to_string(repo().join("completions").join(file)).unwrap_or_default();
+        assert!(
+            out.stdout == committed,
+            "completions/{file} is stale: run `auditai completions {shell} > completions/{file}`"
+        );
+        assert!(
+            out.stdout.contains("resume"),
+            "{shell} script lacks run's flags"
+        );
+    }
+}
+
+#[test]
+fn pending_commands_say_so_and_exit_2() {
+    let ws = Workspace::new();
+    for (cmd, feature) in [
+        ("verify", "signed provenance manifests"),
+        ("sign", "signed provenance manifests"),
+        ("keygen", "signed provenance manifests"),
+        ("hash", "signed provenance manifests"),
+        ("inspect", "signed provenance manifests"),
+        ("anchor", "on-chain anchoring"),
+        ("audit", "training audits"),
+    ] {
+        let out = ws.run(&[cmd, "x"]);
+        assert_eq!(out.code, 2, "{cmd}");
+        assert_eq!(out.stdout, "");
+        assert_eq!(
+            out.stderr,
+            format!(
+                "error: `auditai {cmd}` is not available yet: it arrives with {feature} (see CHANGELOG.md)\n"
+            )
+        );
+    }
+}
+
+#[test]
+fn help_documents_exit_codes_and_usage_errors_exit_2() {
+    let ws = Workspace::new();
+    let help = ws.run(&["run", "--help"]).success();
+    assert!(
+        help.stdout
+            .contains("Exit codes: 0 success; 1 verification or audit failed; 2 usage")
+    );
+    assert!(help.stdout.contains("--resume"));
+    let bad = ws.run(&["run", "x.yaml", "--device", "tpu"]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("invalid value 'tpu'"), "{}", bad.stderr);
+    let conflict = ws.run(&["run", "x.yaml", "--resume", "--force"]);
+    assert_eq!(conflict.code, 2);
+}

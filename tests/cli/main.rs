@@ -1,0 +1,10 @@
+//! Integration tests: the `auditai` binary run as a user would, asserting exit codes, stdout,
+//! stderr and the files it writes.
+
+mod support;
+
+mod cli;
+mod resume;
+mod run;
+mod spec_errors;
+mod wgpu;

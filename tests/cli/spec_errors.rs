@@ -1,0 +1,143 @@
+//! Bad specs and bad data are refused before any work, naming file, line and column.
+
+use crate::support::{Workspace, repo};
+
+/// A valid iris spec; tests break one thing at a time.
+fn iris(ws: &Workspace) -> String {
+    format!(
+        "version: 1
+name: bad
+seed: 1
+data:
+  path: {}
+  label: species
+  task: classification
+  split: {{ train: 0.6, validation: 0.2, test: 0.2 }}
+model:
+  type: mlp
+  hidden: [8]
+training:
+  epochs: 2
+",
+        repo().join("fixtures/iris.csv").display()
+    )
+    .replace("\r", "")
+        + &format!("outputs:\n  dir: {}\n", ws.path().join("never").display())
+}
+
+/// Run a broken spec: exit 2, one line on stderr, nothing on stdout, no run directory.
+fn refused(ws: &Workspace, yaml: &str) -> String {
+    let spec = ws.spec("bad.yaml", yaml);
+    let out = ws.run(&["run", spec.to_str().unwrap(), "--device", "cpu"]);
+    assert_eq!(out.code, 2, "accepted:\n{yaml}\nstderr: {}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(!ws.path().join("never").exists(), "run directory created");
+    out.stderr
+        .trim_end()
+        .strip_prefix("error: ")
+        .unwrap()
+        .replace(&format!("{}/", ws.path().display()), "")
+}
+
+#[test]
+fn unknown_field_is_refused_with_its_position() {
+    let ws = Workspace::new();
+    let yaml = iris(&ws).replace("  epochs: 2\n", "  epochs: 2\n  epocs: 3\n");
+    assert_eq!(
+        refused(&ws, &yaml),
+        "bad.yaml:14:3: unknown field `epocs`, expected one of epochs, batch_size, optimizer, schedule, early_stopping, device"
+    );
+}
+
+#[test]
+fn wrong_type_is_refused() {
+    let ws = Workspace::new();
+    let yaml = iris(&ws).replace("hidden: [8]", "hidden: eight");
+    assert!(refused(&ws, &yaml).starts_with("bad.yaml:11:11: "));
+}
+
+#[test]
+fn missing_label_column_is_refused_naming_the_columns() {
+    let ws = Workspace::new();
+    let yaml = iris(&ws).replace("label: species", "label: kind");
+    let csv = repo().join("fixtures/iris.csv");
+    assert_eq!(
+        refused(&ws, &yaml),
+        format!(
+            "bad.yaml:6:10: label column `kind` is not a column of {} (columns: sepal_length, sepal_width, petal_length, petal_width, species)",
+            csv.display()
+        )
+    );
+}
+
+#[test]
+fn split_fractions_above_one_are_refused() {
+    let ws = Workspace::new();
+    let yaml = iris(&ws).replace("train: 0.6", "train: 1.6");
+    assert_eq!(
+        refused(&ws, &yaml),
+        "bad.yaml:8:19: data.split.train must be a fraction between 0 and 1, got 1.6"
+    );
+}
+
+#[test]
+fn zero_epochs_are_refused() {
+    let ws = Workspace::new();
+    let yaml = iris(&ws).replace("epochs: 2", "epochs: 0");
+    assert_eq!(
+        refused(&ws, &yaml),
+        "bad.yaml:13:11: training.epochs must be at least 1"
+    );
+}
+
+#[test]
+fn shape_that_does_not_match_the_columns_is_refused() {
+    let ws = Workspace::new();
+    let yaml = iris(&ws).replace(
+        "  task: classification\n",
+        "  task: classification\n  shape: [1, 2, 3]\n",
+    );
+    assert_eq!(
+        refused(&ws, &yaml),
+        "bad.yaml:8:10: data.shape 1x2x3 holds 6 values but there are 4 feature columns"
+    );
+}
+
+#[test]
+fn missing_data_file_is_refused() {
+    let ws = Workspace::new();
+    let csv = repo().join("fixtures/iris.csv");
+    let yaml = iris(&ws).replace(csv.to_str().unwrap(), "nope.csv");
+    assert_eq!(
+        refused(&ws, &yaml),
+        "bad.yaml:5:9: cannot read data file nope.csv: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn non_numeric_feature_is_refused_with_its_line() {
+    let ws = Workspace::new();
+    std::fs::write(ws.path().join("d.csv"), "a,b,y\n1,2,x\n3,4,z\n5,six,x\n").unwrap();
+    let csv = repo().join("fixtures/iris.csv");
+    let yaml = iris(&ws)
+        .replace(csv.to_str().unwrap(), "d.csv")
+        .replace("label: species", "label: y");
+    assert_eq!(
+        refused(&ws, &yaml),
+        "d.csv:4: column `b`: `six` is not a number"
+    );
+}
+
+#[test]
+fn unreadable_spec_and_invalid_yaml_are_refused() {
+    let ws = Workspace::new();
+    let out = ws.run(&["run", "missing.yaml"]);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr,
+        "error: missing.yaml: cannot read pipeline spec: No such file or directory (os error 2)\n"
+    );
+    let msg = refused(&ws, "version: 1\nname: [unclosed\n");
+    assert!(msg.starts_with("bad.yaml:"), "{msg}");
+}

@@ -1,0 +1,120 @@
+//! The shared harness: a temp workspace, a way to run the binary, and file helpers.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What a finished command returned.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    pub fn success(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "command failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A temporary directory to run commands in.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        Workspace {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_auditai"));
+        cmd.args(args).current_dir(self.path());
+        // libwayland complains on stderr when probing EGL without a runtime dir.
+        let xdg = self.path().join(".xdg");
+        std::fs::create_dir_all(&xdg).unwrap();
+        cmd.env("XDG_RUNTIME_DIR", &xdg).env_remove("BURN_DEVICE");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        output(self.cmd(args))
+    }
+
+    /// Write a spec file whose data path is absolute (into the repo's fixtures).
+    pub fn spec(&self, name: &str, yaml: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    /// A bundled pipeline rewritten with `edit`, saved into the workspace.
+    pub fn pipeline_copy(&self, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+        let text = std::fs::read_to_string(pipeline(name)).unwrap();
+        let fixtures = repo().join("fixtures");
+        let text = text.replace("../fixtures", fixtures.to_str().unwrap());
+        self.spec(&format!("{name}.yaml"), &edit(text))
+    }
+}
+
+pub fn output(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap();
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn pipeline(name: &str) -> PathBuf {
+    repo().join("pipelines").join(format!("{name}.yaml"))
+}
+
+pub fn b3(path: &Path) -> String {
+    blake3::hash(&std::fs::read(path).unwrap())
+        .to_hex()
+        .to_string()
+}
+
+/// Every file under `dir`, relative path -> blake3, sorted.
+pub fn tree(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.push((rel, b3(&p)));
+            }
+        }
+    }
+    out.sort();
+    out
+}

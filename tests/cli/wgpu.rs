@@ -1,0 +1,99 @@
+//! The real wgpu backend. CI runs it on Mesa's software Vulkan driver (lavapipe); these tests
+//! fail, rather than skip, on a machine without any wgpu adapter.
+
+use crate::support::{Workspace, pipeline};
+
+fn iris_on_wgpu(ws: &Workspace, out: &str) -> serde_json::Value {
+    let spec = ws.pipeline_copy("iris-mlp", |t| t.replace("epochs: 60", "epochs: 30"));
+    ws.run(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--device",
+        "wgpu",
+        "--out",
+        out,
+        "--json",
+        "-q",
+    ])
+    .success()
+    .json()
+}
+
+#[test]
+fn iris_trains_on_wgpu_deterministically() {
+    let ws = Workspace::new();
+    let a = iris_on_wgpu(&ws, "a");
+    assert_eq!(a["device"], "wgpu");
+    assert!(a["adapter"].as_str().unwrap().len() > 3, "{a}");
+    assert!(a["metrics"]["accuracy"].as_f64().unwrap() >= 0.85, "{a}");
+    let b = iris_on_wgpu(&ws, "b");
+    assert_eq!(a["weights_blake3"], b["weights_blake3"]);
+}
+
+#[test]
+fn auto_never_picks_a_software_adapter_silently() {
+    let ws = Workspace::new();
+    let spec = ws.pipeline_copy("iris-regression", |t| t.replace("epochs: 80", "epochs: 1"));
+    let out = ws
+        .run(&[
+            "run",
+            spec.to_str().unwrap(),
+            "--device",
+            "auto",
+            "--out",
+            "r",
+            "--json",
+        ])
+        .success();
+    let v = out.json();
+    if v["device"] == "cpu" {
+        // Only a software adapter (or none) here: the fallback is announced in one line.
+        let notices: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("notice: "))
+            .collect();
+        assert_eq!(notices.len(), 1, "{}", out.stderr);
+        assert!(
+            notices[0].ends_with("training on the CPU (use --device wgpu to force it)")
+                || notices[0].ends_with("; training on the CPU"),
+            "{}",
+            notices[0]
+        );
+    } else {
+        assert_eq!(v["device"], "wgpu");
+    }
+}
+
+#[test]
+fn wgpu_without_an_adapter_is_a_clear_error() {
+    let ws = Workspace::new();
+    let mut cmd = ws.cmd(&[
+        "run",
+        pipeline("iris-mlp").to_str().unwrap(),
+        "--device",
+        "wgpu",
+        "--out",
+        "r",
+    ]);
+    // Hide every Vulkan driver and every EGL vendor library from the loaders.
+    cmd.env("VK_ICD_FILENAMES", "/nonexistent")
+        .env("VK_DRIVER_FILES", "/nonexistent")
+        .env("__EGL_VENDOR_LIBRARY_FILENAMES", "/nonexistent");
+    let out = crate::support::output(cmd);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("error: no usable wgpu adapter: none found ("),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .ends_with("(use --device cpu or --device auto)\n"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"));
+    assert!(!ws.path().join("r").exists());
+}
