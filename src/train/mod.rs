@@ -239,117 +239,113 @@ fn optimizer(spec: &Spec) -> ModuleOptimizer {
     }
 }
 
-/// Tensors of one split, uploaded once.
+/// Rows of one split on a device: inputs `[rows, features]` and targets.
 struct DeviceSplit {
     x: Tensor<2>,
-    classes: Option<Tensor<1, Int>>,
-    values: Option<Tensor<1>>,
+    targets: DeviceTargets,
     rows: usize,
 }
 
-fn upload(part: &Part, features: usize, device: &Device) -> DeviceSplit {
-    let x = Tensor::<2>::from_data(
-        TensorData::new(part.x.clone(), [part.rows, features]),
-        device,
-    );
-    let (classes, values) = match &part.targets {
+enum DeviceTargets {
+    Classes(Tensor<1, Int>),
+    Values(Tensor<1>),
+}
+
+/// Upload rows `range` of a part.
+fn upload(
+    part: &Part,
+    range: std::ops::Range<usize>,
+    features: usize,
+    device: &Device,
+) -> DeviceSplit {
+    let rows = range.len();
+    let x = part.x[range.start * features..range.end * features].to_vec();
+    let x = Tensor::<2>::from_data(TensorData::new(x, [rows, features]), device);
+    let targets = match &part.targets {
         Targets::Classes(c) => {
-            let c: Vec<i64> = c.iter().map(|&v| i64::from(v)).collect();
-            (
-                Some(Tensor::<1, Int>::from_data(
-                    TensorData::new(c, [part.rows]),
-                    device,
-                )),
-                None,
-            )
+            let c: Vec<i64> = c[range].iter().map(|&v| i64::from(v)).collect();
+            DeviceTargets::Classes(Tensor::from_data(TensorData::new(c, [rows]), device))
         }
-        Targets::Values(v) => (
-            None,
-            Some(Tensor::<1>::from_data(
-                TensorData::new(v.clone(), [part.rows]),
-                device,
-            )),
-        ),
+        Targets::Values(v) => DeviceTargets::Values(Tensor::from_data(
+            TensorData::new(v[range].to_vec(), [rows]),
+            device,
+        )),
     };
-    DeviceSplit {
-        x,
-        classes,
-        values,
-        rows: part.rows,
-    }
+    DeviceSplit { x, targets, rows }
+}
+
+/// Upload a whole part in chunks of [`EVAL_CHUNK`] rows.
+fn upload_chunks(part: &Part, features: usize, device: &Device) -> Vec<DeviceSplit> {
+    (0..part.rows)
+        .step_by(EVAL_CHUNK)
+        .map(|start| {
+            upload(
+                part,
+                start..(start + EVAL_CHUNK).min(part.rows),
+                features,
+                device,
+            )
+        })
+        .collect()
 }
 
 impl DeviceSplit {
-    fn loss(&self, net: &Net, idx: Option<Tensor<1, Int>>) -> Tensor<1> {
-        let pick2 = |t: &Tensor<2>| match &idx {
-            Some(i) => t.clone().select(0, i.clone()),
-            None => t.clone(),
-        };
-        let out = net.forward(pick2(&self.x));
-        if let Some(c) = &self.classes {
-            let targets = match &idx {
-                Some(i) => c.clone().select(0, i.clone()),
-                None => c.clone(),
-            };
-            CrossEntropyLossConfig::new()
-                .init(&out.device())
-                .forward(out, targets)
-        } else {
-            let v = self
-                .values
-                .as_ref()
-                .map(Tensor::clone)
-                .unwrap_or_else(|| Tensor::<1>::zeros([self.rows], &out.device()));
-            let targets = match &idx {
-                Some(i) => v.select(0, i.clone()),
-                None => v,
-            };
-            let [b, _] = out.dims();
-            MseLoss::new().forward(out.reshape([b]), targets, Reduction::Mean)
+    /// Mean loss of `out` against the targets of rows `idx` (all rows when `None`).
+    fn loss(&self, out: Tensor<2>, idx: Option<&Tensor<1, Int>>) -> Tensor<1> {
+        match &self.targets {
+            DeviceTargets::Classes(c) => {
+                let targets = idx.map_or_else(|| c.clone(), |i| c.clone().select(0, i.clone()));
+                CrossEntropyLossConfig::new()
+                    .init(&out.device())
+                    .forward(out, targets)
+            }
+            DeviceTargets::Values(v) => {
+                let targets = idx.map_or_else(|| v.clone(), |i| v.clone().select(0, i.clone()));
+                let [b, _] = out.dims();
+                MseLoss::new().forward(out.reshape([b]), targets, Reduction::Mean)
+            }
         }
     }
 }
 
-/// Predictions of `net` (inference mode) on a part: class indices or values.
-pub fn predict(net: &Net, part: &Part, features: usize, device: &Device) -> Targets {
-    let mut classes = Vec::new();
-    let mut values = Vec::new();
-    for start in (0..part.rows).step_by(EVAL_CHUNK) {
-        let end = (start + EVAL_CHUNK).min(part.rows);
-        let x = Tensor::<2>::from_data(
-            TensorData::new(
-                part.x[start * features..end * features].to_vec(),
-                [end - start, features],
-            ),
-            device,
-        );
-        let out = net.forward(x);
-        match part.targets {
-            Targets::Classes(_) => classes.extend(
-                out.argmax(1)
+/// Mean loss and metrics of `net` (inference mode) over uploaded chunks of `part`.
+fn evaluate_chunks(
+    net: &Net,
+    chunks: &[DeviceSplit],
+    part: &Part,
+    classes: usize,
+) -> (f64, Metrics) {
+    let mut loss_sum = 0.0;
+    let mut predicted_classes = Vec::new();
+    let mut predicted_values = Vec::new();
+    for chunk in chunks {
+        let out = net.forward(chunk.x.clone());
+        match chunk.targets {
+            DeviceTargets::Classes(_) => predicted_classes.extend(
+                out.clone()
+                    .argmax(1)
                     .into_data()
                     .iter::<i64>()
                     .map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
             ),
-            Targets::Values(_) => values.extend(out.into_data().iter::<f32>()),
+            DeviceTargets::Values(_) => {
+                predicted_values.extend(out.clone().into_data().iter::<f32>())
+            }
         }
+        let loss: f32 = chunk.loss(out, None).into_scalar();
+        loss_sum += f64::from(loss) * chunk.rows as f64;
     }
-    match part.targets {
-        Targets::Classes(_) => Targets::Classes(classes),
-        Targets::Values(_) => Targets::Values(values),
-    }
+    let metrics = match &part.targets {
+        Targets::Classes(t) => metrics::classification(t, &predicted_classes, classes),
+        Targets::Values(t) => metrics::regression(t, &predicted_values),
+    };
+    (loss_sum / part.rows.max(1) as f64, metrics)
 }
 
-/// Held-out metrics of `net` on `part`.
+/// Held-out metrics of `net` (inference mode) on `part`.
 pub fn evaluate(net: &Net, part: &Part, data: &Prepared, device: &Device) -> Metrics {
-    match (&part.targets, predict(net, part, data.features(), device)) {
-        (Targets::Classes(t), Targets::Classes(p)) => {
-            metrics::classification(t, &p, data.outputs())
-        }
-        (Targets::Values(t), Targets::Values(p)) => metrics::regression(t, &p),
-        // predict() returns the same kind it is given.
-        _ => metrics::regression(&[], &[]),
-    }
+    let chunks = upload_chunks(part, data.features(), device);
+    evaluate_chunks(net, &chunks, part, data.outputs()).1
 }
 
 fn validation_metric(m: &Metrics) -> (f64, &'static str) {
@@ -357,28 +353,6 @@ fn validation_metric(m: &Metrics) -> (f64, &'static str) {
         Metrics::Classification { accuracy, .. } => (*accuracy, "accuracy"),
         Metrics::Regression { r2, .. } => (*r2, "r2"),
     }
-}
-
-/// Loss of `net` (inference mode) over a whole split, in chunks.
-fn eval_loss(net: &Net, part: &Part, features: usize, device: &Device) -> f64 {
-    let mut total = 0.0;
-    for start in (0..part.rows).step_by(EVAL_CHUNK) {
-        let end = (start + EVAL_CHUNK).min(part.rows);
-        let idx: Vec<usize> = (start..end).collect();
-        let chunk = Part {
-            x: part.x[start * features..end * features].to_vec(),
-            targets: match &part.targets {
-                Targets::Classes(c) => Targets::Classes(idx.iter().map(|&i| c[i]).collect()),
-                Targets::Values(v) => Targets::Values(idx.iter().map(|&i| v[i]).collect()),
-            },
-            rows: end - start,
-            source_rows: Vec::new(),
-        };
-        let split = upload(&chunk, features, device);
-        let loss: f32 = split.loss(net, None).into_scalar();
-        total += f64::from(loss) * (end - start) as f64;
-    }
-    total / part.rows.max(1) as f64
 }
 
 struct Resumed {
@@ -514,7 +488,8 @@ pub fn train(
     fsio::write_atomic(&metrics_path, log.as_bytes()).map_err(io_err(&metrics_path))?;
 
     let mut model = model.fork(&ad).train();
-    let train_split = upload(&s.data.train, features, &ad);
+    let train_split = upload(&s.data.train, 0..s.data.train.rows, features, &ad);
+    let val_chunks = upload_chunks(&s.data.validation, features, &s.backend.device);
     let mut best_epoch = states.last().map_or(0, |st| st.best_epoch);
     let mut best_val = states.last().map_or(f64::INFINITY, |st| st.best_val_loss);
     let mut bad_epochs = states.last().map_or(0, |st| st.bad_epochs);
@@ -545,7 +520,8 @@ pub fn train(
         for chunk in order.chunks(t.batch_size) {
             let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
             let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [chunk.len()]), &ad);
-            let loss = train_split.loss(&model, Some(idx));
+            let out = model.forward(train_split.x.clone().select(0, idx.clone()));
+            let loss = train_split.loss(out, Some(&idx));
             loss_sum = loss_sum + loss.clone().detach() * (chunk.len() as f32);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
@@ -562,13 +538,9 @@ pub fn train(
         }
 
         let eval = model.valid();
-        let val_loss = eval_loss(&eval, &s.data.validation, features, &s.backend.device);
-        let (val_metric, metric) = validation_metric(&evaluate(
-            &eval,
-            &s.data.validation,
-            s.data,
-            &s.backend.device,
-        ));
+        let (val_loss, val_metrics) =
+            evaluate_chunks(&eval, &val_chunks, &s.data.validation, s.data.outputs());
+        let (val_metric, metric) = validation_metric(&val_metrics);
         let weights = eval.into_record().into_bytes().map_err(record_err)?;
         let optim_bytes = canonical_burnpack(optim.into_bytes().map_err(record_err)?)?;
         let [w_path, o_path, json_path] = checkpoint_paths(s.dir, number);

@@ -1,6 +1,8 @@
 //! Integration tests: the `auditai` binary run as a user would, asserting exit codes, stdout,
 //! stderr and the files it writes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 mod cli;
