@@ -6,7 +6,12 @@
 
 pub mod data;
 pub mod fsio;
+pub mod hash;
+pub mod manifest;
 pub mod pipeline;
+pub mod provenance;
 pub mod shuffle;
+pub mod sign;
 pub mod spec;
 pub mod train;
+pub mod verify;

@@ -12,6 +12,10 @@ use serde::Serialize;
 
 use crate::data::{self, DataError, Prepared};
 use crate::fsio;
+use crate::hash::{self, HashError};
+use crate::manifest;
+use crate::provenance;
+use crate::sign::{self, Envelope, SecretKey};
 use crate::spec::{DeviceChoice, Spec, SpecError};
 use crate::train::{self, BackendKind, EpochRecord, Metrics, Progress, TrainError, device};
 
@@ -27,8 +31,12 @@ pub mod layout {
     pub const MODEL_BPK: &str = "model.bpk";
     /// Final weights, safetensors.
     pub const MODEL_SAFETENSORS: &str = "model.safetensors";
-    /// Run summary; written last.
+    /// Run summary.
     pub const SUMMARY: &str = "summary.json";
+    /// Checkpoint directory.
+    pub const CHECKPOINTS: &str = "checkpoints";
+    /// The DSSE-wrapped provenance manifest; written last, it marks the run complete.
+    pub const MANIFEST: &str = crate::manifest::FILE_NAME;
 }
 
 /// Errors from running a pipeline.
@@ -75,6 +83,9 @@ pub enum PipelineError {
         #[source]
         source: std::io::Error,
     },
+    /// Hashing an input or output failed.
+    #[error(transparent)]
+    Hash(#[from] HashError),
     /// Exporting the weights failed.
     #[error("exporting {}: {message}", path.display())]
     Export {
@@ -188,11 +199,16 @@ pub struct RunReport {
     pub summary: Summary,
     /// The epoch a resumed run continued after.
     pub resumed_from: Option<usize>,
+    /// The manifest written.
+    pub manifest: PathBuf,
+    /// Key ids of the manifest's signatures (empty: unsigned).
+    pub signers: Vec<String>,
 }
 
 /// Run the pipeline described by `opts`.
 pub fn run(
     opts: &RunOptions,
+    key: Option<&SecretKey>,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<RunReport, PipelineError> {
     let spec_bytes = std::fs::read(&opts.spec).map_err(|source| SpecError::Read {
@@ -202,6 +218,33 @@ pub fn run(
     let spec_text = String::from_utf8_lossy(&spec_bytes);
     let spec = Spec::parse(&spec_text, &opts.spec)?;
     let data = data::load(&spec)?;
+    let started_on = manifest::now_rfc3339();
+    let spec_dir = opts
+        .spec
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let code = provenance::code(spec_dir);
+    let root = match &code {
+        provenance::Code::Git(g) => g.root.clone(),
+        provenance::Code::None { .. } => std::env::current_dir().map_err(io_err(Path::new(".")))?,
+    };
+    let cache = hash::StatCache::default_path().map(hash::StatCache::open);
+    let hasher = hash::Hasher::new(cache.as_ref(), true);
+    let hash_dep = |path: &Path| -> Result<manifest::ResourceDescriptor, PipelineError> {
+        let d = hasher.hash_file(path)?;
+        let rel = project_relative(path, &root);
+        Ok(manifest::ResourceDescriptor::file(
+            &rel,
+            Some(format!("file:{rel}")),
+            &d,
+        ))
+    };
+    let mut dependencies = vec![hash_dep(&data.path)?, hash_dep(&opts.spec)?];
+    if let Some(c) = &cache {
+        // The cache only saves time; failing to write it must not fail the run.
+        let _ = c.save();
+    }
     let run_dir = opts
         .out
         .clone()
@@ -279,10 +322,50 @@ pub fn run(
     };
     let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
     write(&run_dir.join(layout::SUMMARY), &json)?;
+
+    dependencies.push(code_descriptor(&code));
+    dependencies.push(toolchain_descriptor(&backend));
+    let subjects = vec![
+        manifest::ResourceDescriptor::file(
+            layout::MODEL_BPK,
+            None,
+            &hash::bytes_digest(&outcome.model_bytes),
+        ),
+        manifest::ResourceDescriptor::file(
+            layout::MODEL_SAFETENSORS,
+            None,
+            &hash::bytes_digest(&st_bytes),
+        ),
+        manifest::ResourceDescriptor::file(layout::SUMMARY, None, &hash::bytes_digest(&json)),
+    ];
+    let plain = hash::Hasher::new(None, true);
+    let mut byproducts = Vec::new();
+    for name in [layout::SPEC, layout::PREPROCESSING, layout::METRICS] {
+        let d = plain.hash_file(&run_dir.join(name))?;
+        byproducts.push(manifest::ResourceDescriptor::file(name, None, &d));
+    }
+    let tree = plain.hash_tree(&run_dir.join(layout::CHECKPOINTS))?;
+    byproducts.push(manifest::ResourceDescriptor::tree(
+        layout::CHECKPOINTS,
+        &tree,
+    ));
+    let statement = statement(&summary, subjects, dependencies, byproducts, started_on);
+    let mut envelope = Envelope::new(sign::IN_TOTO_PAYLOAD_TYPE, &statement.to_payload());
+    if let Some(k) = key {
+        envelope.sign(k);
+    }
+    let manifest_path = run_dir.join(layout::MANIFEST);
+    write(&manifest_path, &envelope.to_bytes())?;
     Ok(RunReport {
         run_dir,
         summary,
         resumed_from: outcome.resumed_from,
+        manifest: manifest_path,
+        signers: envelope
+            .signatures
+            .iter()
+            .map(|s| s.keyid.clone())
+            .collect(),
     })
 }
 
@@ -311,6 +394,129 @@ fn canonical_safetensors(bytes: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// `path` relative to the project root, `/`-separated; absolute when it lies outside the root.
+fn project_relative(path: &Path, root: &Path) -> String {
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    match abs.strip_prefix(&root) {
+        Ok(rel) => rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/"),
+        Err(_) => abs.display().to_string(),
+    }
+}
+
+fn code_descriptor(code: &provenance::Code) -> manifest::ResourceDescriptor {
+    let mut d = manifest::ResourceDescriptor {
+        name: Some("code".to_string()),
+        ..Default::default()
+    };
+    match code {
+        provenance::Code::Git(g) => {
+            if let Some(c) = &g.commit {
+                d.digest.insert("gitCommit".to_string(), c.clone());
+            }
+            if let Some(t) = &g.tree {
+                d.digest.insert("gitTree".to_string(), t.clone());
+            }
+            d.uri = g.remote.as_ref().map(|r| match &g.branch {
+                Some(b) => format!("git+{r}@refs/heads/{b}"),
+                None => format!("git+{r}"),
+            });
+            d.annotations = serde_json::to_value(g).ok();
+        }
+        provenance::Code::None { reason } => {
+            d.uri = Some("about:no-vcs".to_string());
+            d.annotations = Some(serde_json::json!({ "vcs": "none", "reason": reason }));
+        }
+    }
+    d
+}
+
+fn toolchain_descriptor(backend: &device::Backend) -> manifest::ResourceDescriptor {
+    let t = provenance::toolchain();
+    manifest::ResourceDescriptor {
+        name: Some("toolchain".to_string()),
+        uri: Some(format!("pkg:cargo/auditai@{}", t.auditai)),
+        digest: Default::default(),
+        annotations: Some(serde_json::json!({
+            "auditai": t.auditai,
+            "burn": t.burn,
+            "rustc": t.rustc,
+            "os": t.os,
+            "arch": t.arch,
+            "backend": backend.kind,
+            "adapter": backend.adapter,
+        })),
+    }
+}
+
+fn statement(
+    summary: &Summary,
+    subject: Vec<manifest::ResourceDescriptor>,
+    resolved_dependencies: Vec<manifest::ResourceDescriptor>,
+    byproducts: Vec<manifest::ResourceDescriptor>,
+    started_on: String,
+) -> manifest::Statement {
+    use manifest::*;
+    let t = provenance::toolchain();
+    Statement {
+        statement_type: STATEMENT_TYPE.to_string(),
+        subject,
+        predicate_type: PREDICATE_TYPE.to_string(),
+        predicate: Provenance {
+            build_definition: BuildDefinition {
+                build_type: BUILD_TYPE.to_string(),
+                external_parameters: serde_json::json!({
+                    "spec": summary.spec,
+                    "device": summary.device,
+                }),
+                internal_parameters: serde_json::json!({
+                    "adapter": summary.adapter,
+                }),
+                resolved_dependencies,
+            },
+            run_details: RunDetails {
+                builder: Builder {
+                    id: BUILDER_ID.to_string(),
+                    version: [
+                        ("auditai".to_string(), t.auditai),
+                        ("burn".to_string(), t.burn),
+                    ]
+                    .into(),
+                },
+                metadata: Metadata {
+                    invocation_id: invocation_id(),
+                    started_on,
+                    finished_on: now_rfc3339(),
+                },
+                byproducts,
+            },
+            auditai: Some(Extension {
+                schema: EXTENSION_SCHEMA.to_string(),
+                spec_blake3: summary.spec_blake3.clone(),
+                backend: summary.device.to_string(),
+                held_out: summary.held_out.to_string(),
+                metrics: serde_json::to_value(&summary.metrics).unwrap_or_default(),
+                final_epoch: summary.final_epoch,
+                checkpoints: summary
+                    .epochs
+                    .iter()
+                    .map(|e| CheckpointEntry {
+                        epoch: e.epoch,
+                        path: e.checkpoint.clone(),
+                        blake3: e.checkpoint_blake3.clone(),
+                        optimizer_blake3: e.optimizer_blake3.clone(),
+                        val_loss: e.val_loss,
+                    })
+                    .collect(),
+            }),
+        },
+    }
+}
+
 fn rows(data: &Prepared) -> Rows {
     Rows {
         total: data.rows,
@@ -334,10 +540,10 @@ fn check_dir(dir: &Path, opts: &RunOptions) -> Result<(), PipelineError> {
                 message: "it holds no run".into(),
             });
         }
-        if dir.join(layout::SUMMARY).exists() {
+        if dir.join(layout::MANIFEST).exists() {
             return Err(PipelineError::Resume {
                 dir: dir.to_path_buf(),
-                message: "the run is already complete (summary.json exists)".into(),
+                message: format!("the run is already complete ({} exists)", layout::MANIFEST),
             });
         }
     } else if occupied {

@@ -3,7 +3,9 @@
 //! The only module that knows clap, anyhow, stdout/stderr and exit codes. Results go to stdout
 //! (a table, or one JSON object with `--json`); progress and notices go to stderr.
 
+mod hash;
 mod run;
+mod trust;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -13,7 +15,6 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
 /// Exit code: a verification or audit found a definite failure.
-#[allow(dead_code)] // returned by `verify` and `audit` once they land
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code: usage, input, I/O, device or network error.
 pub const EXIT_ERROR: u8 = 2;
@@ -38,27 +39,37 @@ enum Command {
     /// with --json.
     #[command(after_help = EXIT_CODES)]
     Run(run::RunArgs),
-    /// Verify a signed provenance manifest and the files it names (not available yet).
+    /// Verify a provenance manifest: its signatures, who signed it, and every file it names.
+    ///
+    /// Checks each DSSE signature against the trusted keys (--key, --policy), re-hashes the
+    /// outputs next to the manifest, the checkpoint directory (changed, missing and added files)
+    /// and the data and spec files under --root, and looks up the git commit. Exit 0 only when
+    /// every check holds, 1 when one fails, 2 on usage or I/O errors.
     #[command(after_help = EXIT_CODES)]
-    Verify(Pending),
-    /// Add a co-signature to a provenance manifest (not available yet).
+    Verify(trust::VerifyArgs),
+    /// Add a co-signature to a provenance manifest; existing signatures stay valid.
     #[command(after_help = EXIT_CODES)]
-    Sign(Pending),
-    /// Generate an ed25519 signing key pair (not available yet).
+    Sign(trust::SignArgs),
+    /// Generate an ed25519 key pair (PKCS#8 and SPKI PEM, as openssl writes them).
     #[command(after_help = EXIT_CODES)]
-    Keygen(Pending),
-    /// Print blake3 digests of files and directory trees (not available yet).
+    Keygen(trust::KeygenArgs),
+    /// Print blake3 digests of files and directory trees (`digest  path`, like b3sum).
+    ///
+    /// A directory's digest covers every relative path, size and content beneath it; symlinks
+    /// and special files are recorded and reported, never followed. Unchanged files are served
+    /// from a stat cache (size, mtime, ctime, inode) unless --no-cache.
     #[command(after_help = EXIT_CODES)]
-    Hash(Pending),
+    Hash(hash::HashArgs),
     /// Anchor manifest digests on an EVM chain or Bitcoin via OpenTimestamps (not available yet).
     #[command(after_help = EXIT_CODES)]
     Anchor(Pending),
     /// Replay challenged training segments to check a run really happened (not available yet).
     #[command(after_help = EXIT_CODES)]
     Audit(Pending),
-    /// Show a provenance manifest as a readable summary (not available yet).
+    /// Show a provenance manifest as a readable summary (data, code, spec, seed, metrics,
+    /// signers). Does not verify anything; use `auditai verify` for that.
     #[command(after_help = EXIT_CODES)]
-    Inspect(Pending),
+    Inspect(trust::InspectArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -106,11 +117,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             out.flush()?;
             Ok(EXIT_OK)
         }
-        Command::Verify(_) => pending("verify", "signed provenance manifests"),
-        Command::Sign(_) => pending("sign", "signed provenance manifests"),
-        Command::Keygen(_) => pending("keygen", "signed provenance manifests"),
-        Command::Hash(_) => pending("hash", "signed provenance manifests"),
-        Command::Inspect(_) => pending("inspect", "signed provenance manifests"),
+        Command::Verify(args) => trust::verify_cmd(&args),
+        Command::Sign(args) => trust::sign_cmd(&args),
+        Command::Keygen(args) => trust::keygen(&args),
+        Command::Hash(args) => hash::hash(&args),
+        Command::Inspect(args) => trust::inspect(&args),
         Command::Anchor(_) => pending("anchor", "on-chain anchoring"),
         Command::Audit(_) => pending("audit", "training audits"),
     }

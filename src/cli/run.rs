@@ -9,6 +9,7 @@ use tabled::builder::Builder;
 use tabled::settings::Style;
 
 use auditai::pipeline::{self, Event, RunOptions, RunReport};
+use auditai::sign;
 use auditai::spec::DeviceChoice;
 use auditai::train::{Metrics, Progress};
 
@@ -31,6 +32,11 @@ pub(super) struct RunArgs {
     /// Replace an existing run directory.
     #[arg(long)]
     force: bool,
+    /// Sign the manifest with this ed25519 private key (PKCS#8 PEM, mode 0600). Otherwise the key
+    /// comes from AUDITAI_SIGNING_KEY (PEM text), then AUDITAI_SIGNING_KEY_FILE; with none the
+    /// manifest is written unsigned.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
     /// Print one JSON object instead of the results table.
     #[arg(long)]
     json: bool,
@@ -64,8 +70,11 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<u8> {
         resume: args.resume,
         force: args.force,
     };
-    let mut display = Display::new(args.quiet);
-    let report = pipeline::run(&opts, &mut |e| display.event(e));
+    let key = sign::signing_key(args.key.as_deref())?;
+    let mut display = Display::new(args.quiet, key.is_none());
+    let report = pipeline::run(&opts, key.as_ref().map(|(k, _)| k), &mut |e| {
+        display.event(e)
+    });
     display.finish();
     let report = report?;
     let mut out = std::io::stdout().lock();
@@ -85,14 +94,16 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<u8> {
 /// Progress bar per epoch when stderr is a terminal; one line per epoch otherwise.
 struct Display {
     quiet: bool,
+    unsigned: bool,
     bar: Option<ProgressBar>,
     tty: bool,
 }
 
 impl Display {
-    fn new(quiet: bool) -> Display {
+    fn new(quiet: bool, unsigned: bool) -> Display {
         Display {
             quiet,
+            unsigned,
             bar: None,
             tty: stderr_is_terminal(),
         }
@@ -119,6 +130,9 @@ impl Display {
                     self.line(&format!("notice: {n}"));
                 }
                 self.line(&format!("device: {kind} ({adapter})"));
+                if self.unsigned {
+                    self.line("notice: no signing key (--key, AUDITAI_SIGNING_KEY or AUDITAI_SIGNING_KEY_FILE); the manifest will be unsigned");
+                }
             }
             Event::Train(Progress::Resumed { epoch }) => {
                 self.line(&format!("resuming after epoch {epoch}"));
@@ -182,7 +196,9 @@ fn json_report(r: &RunReport) -> serde_json::Value {
     let s = &r.summary;
     json!({
         "run_dir": r.run_dir,
-        "manifest": null,
+        "manifest": r.manifest,
+        "signed": !r.signers.is_empty(),
+        "signers": r.signers,
         "device": s.device,
         "adapter": s.adapter,
         "held_out": s.held_out,
@@ -220,6 +236,11 @@ fn write_table(out: &mut dyn Write, r: &RunReport) -> std::io::Result<()> {
         b.push_record([format!("{}: {k}", s.held_out), format!("{v:.4}")]);
     }
     b.push_record(["weights blake3", &s.weights_blake3]);
+    let signed = match r.signers.as_slice() {
+        [] => "unsigned".to_string(),
+        keys => format!("signed by {}", keys.join(", ")),
+    };
+    b.push_record(["manifest", &format!("{} ({signed})", r.manifest.display())]);
     writeln!(out, "{}", b.build().with(Style::sharp()))?;
     if let (Metrics::Classification { confusion, .. }, Some(classes)) = (&s.metrics, &s.classes) {
         let mut c = Builder::default();

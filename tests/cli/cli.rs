@@ -28,11 +28,6 @@ fn committed_completions_are_fresh() {
 fn pending_commands_say_so_and_exit_2() {
     let ws = Workspace::new();
     for (cmd, feature) in [
-        ("verify", "signed provenance manifests"),
-        ("sign", "signed provenance manifests"),
-        ("keygen", "signed provenance manifests"),
-        ("hash", "signed provenance manifests"),
-        ("inspect", "signed provenance manifests"),
         ("anchor", "on-chain anchoring"),
         ("audit", "training audits"),
     ] {

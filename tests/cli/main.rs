@@ -6,6 +6,8 @@
 mod support;
 
 mod cli;
+mod hash;
+mod provenance;
 mod resume;
 mod run;
 mod spec_errors;

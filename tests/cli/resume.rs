@@ -20,7 +20,12 @@ fn weights(ws: &Workspace, args: &[&str]) -> String {
 
 /// Make `dir` look like a run that crashed right after `epoch`'s checkpoint was complete.
 fn crash_after(dir: &Path, epoch: usize) {
-    for f in ["model.bpk", "model.safetensors", "summary.json"] {
+    for f in [
+        "model.bpk",
+        "model.safetensors",
+        "summary.json",
+        "manifest.intoto.json",
+    ] {
         std::fs::remove_file(dir.join(f)).unwrap();
     }
     for e in epoch + 1..=12 {
@@ -130,7 +135,7 @@ fn resume_refuses_a_changed_spec_and_a_complete_run() {
     assert_eq!(done.code, 2);
     assert_eq!(
         done.stderr,
-        "error: cannot resume r: the run is already complete (summary.json exists)\n"
+        "error: cannot resume r: the run is already complete (manifest.intoto.json exists)\n"
     );
 
     crash_after(&ws.path().join("r"), 3);

@@ -30,7 +30,8 @@ fn iris_mlp_reaches_reference_accuracy_and_writes_every_output() {
     assert!(metric(&v, "accuracy") >= 0.90, "{v}");
     assert!(metric(&v, "macro_f1") >= 0.85, "{v}");
     assert_eq!(v["device"], "cpu");
-    assert_eq!(v["manifest"], serde_json::Value::Null);
+    assert_eq!(v["manifest"], "out/manifest.intoto.json");
+    assert_eq!(v["signed"], false);
     assert_eq!(v["held_out"], "test");
     assert_eq!(v["run_dir"], "out");
     assert_eq!(v["epochs_run"], 60);
@@ -43,6 +44,7 @@ fn iris_mlp_reaches_reference_accuracy_and_writes_every_output() {
         "model.bpk",
         "model.safetensors",
         "summary.json",
+        "manifest.intoto.json",
     ] {
         assert!(dir.join(f).is_file(), "missing {f}");
     }
@@ -132,6 +134,7 @@ fn same_spec_and_seed_give_bitwise_identical_run_directories() {
             // These hold wall-clock timings; everything else must match.
             .filter(|(p, _)| {
                 !(p == "summary.json"
+                    || p == "manifest.intoto.json"
                     || p == "metrics.jsonl"
                     || (p.starts_with("checkpoints/") && p.ends_with(".json")))
             })

@@ -53,7 +53,11 @@ impl Workspace {
         // libwayland complains on stderr when probing EGL without a runtime dir.
         let xdg = self.path().join(".xdg");
         std::fs::create_dir_all(&xdg).unwrap();
-        cmd.env("XDG_RUNTIME_DIR", &xdg).env_remove("BURN_DEVICE");
+        cmd.env("XDG_RUNTIME_DIR", &xdg)
+            .env("AUDITAI_CACHE_DIR", self.path().join(".cache"))
+            .env_remove("BURN_DEVICE")
+            .env_remove("AUDITAI_SIGNING_KEY")
+            .env_remove("AUDITAI_SIGNING_KEY_FILE");
         cmd
     }
 

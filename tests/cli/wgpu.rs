@@ -51,7 +51,7 @@ fn auto_never_picks_a_software_adapter_silently() {
         let notices: Vec<&str> = out
             .stderr
             .lines()
-            .filter(|l| l.starts_with("notice: "))
+            .filter(|l| l.starts_with("notice: ") && l.contains("training on the CPU"))
             .collect();
         assert_eq!(notices.len(), 1, "{}", out.stderr);
         assert!(

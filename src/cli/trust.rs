@@ -1,0 +1,290 @@
+//! `auditai keygen`, `sign`, `verify` and `inspect`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use tabled::builder::Builder;
+use tabled::settings::Style;
+
+use auditai::fsio;
+use auditai::sign::{self, PublicKey};
+use auditai::verify::{self, Policy};
+
+use super::{EXIT_FAILED, EXIT_OK};
+
+#[derive(Debug, clap::Args)]
+pub(super) struct KeygenArgs {
+    /// Write PREFIX.key (private, PKCS#8 PEM, mode 0600) and PREFIX.pub (public, SPKI PEM).
+    #[arg(long, value_name = "PREFIX", default_value = "auditai")]
+    out: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct SignArgs {
+    /// The manifest (manifest.intoto.json).
+    manifest: PathBuf,
+    /// The ed25519 private key (PKCS#8 PEM, mode 0600). Otherwise AUDITAI_SIGNING_KEY (PEM
+    /// text), then AUDITAI_SIGNING_KEY_FILE.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct VerifyArgs {
+    /// The manifest (manifest.intoto.json).
+    manifest: PathBuf,
+    /// A trusted public key (SPKI PEM); repeat for several.
+    #[arg(long = "key", value_name = "PUB")]
+    keys: Vec<PathBuf>,
+    /// A trust policy (YAML: signers, threshold, required names).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Where the data and spec files named by the manifest live (default: the git work tree
+    /// holding the manifest, else the current directory).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct InspectArgs {
+    /// The manifest (manifest.intoto.json).
+    manifest: PathBuf,
+    /// Print the statement as JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) fn keygen(args: &KeygenArgs) -> anyhow::Result<u8> {
+    let (private, public, key) = sign::keygen(&args.out)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let v = json!({ "private_key": private, "public_key": public, "keyid": key.keyid });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        writeln!(out, "private key  {}", private.display())?;
+        writeln!(out, "public key   {}", public.display())?;
+        writeln!(out, "keyid        {}", key.keyid)?;
+    }
+    Ok(EXIT_OK)
+}
+
+pub(super) fn sign_cmd(args: &SignArgs) -> anyhow::Result<u8> {
+    let Some((key, _)) = sign::signing_key(args.key.as_deref())? else {
+        bail!(
+            "no signing key: pass --key FILE or set AUDITAI_SIGNING_KEY or AUDITAI_SIGNING_KEY_FILE"
+        );
+    };
+    let bytes = std::fs::read(&args.manifest)
+        .with_context(|| format!("{}: cannot read manifest", args.manifest.display()))?;
+    let mut opened = verify::open(&bytes)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", args.manifest.display()))?;
+    let keyid = key.public().keyid;
+    if opened.envelope.signatures.iter().any(|s| s.keyid == keyid) {
+        bail!("{}: already signed by {keyid}", args.manifest.display());
+    }
+    opened.envelope.sign(&key);
+    fsio::write_atomic(&args.manifest, &opened.envelope.to_bytes())
+        .with_context(|| format!("{}: cannot write manifest", args.manifest.display()))?;
+    writeln!(
+        std::io::stdout().lock(),
+        "signed {} as {keyid} ({} signature(s))",
+        args.manifest.display(),
+        opened.envelope.signatures.len()
+    )?;
+    Ok(EXIT_OK)
+}
+
+pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
+    let keys = args
+        .keys
+        .iter()
+        .map(|p| PublicKey::read(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let policy = args.policy.as_deref().map(Policy::load).transpose()?;
+    let opts = verify::Options {
+        keys,
+        policy,
+        root: args.root.clone(),
+    };
+    let report = verify::verify(&args.manifest, &opts)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let v = json!({
+            "manifest": args.manifest,
+            "ok": report.ok(),
+            "checks": report.checks,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        let mut b = Builder::default();
+        b.push_record(["check", "status", "detail"]);
+        for c in &report.checks {
+            b.push_record([c.check.clone(), c.status.to_string(), c.detail.clone()]);
+        }
+        writeln!(out, "{}", b.build().with(Style::sharp()))?;
+        let failed = report
+            .checks
+            .iter()
+            .filter(|c| c.status == verify::Status::Fail)
+            .count();
+        if failed == 0 {
+            writeln!(out, "verified: {}", args.manifest.display())?;
+        } else {
+            writeln!(out, "NOT verified: {failed} check(s) failed")?;
+        }
+    }
+    out.flush()?;
+    Ok(if report.ok() { EXIT_OK } else { EXIT_FAILED })
+}
+
+pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
+    let bytes = std::fs::read(&args.manifest)
+        .with_context(|| format!("{}: cannot read manifest", args.manifest.display()))?;
+    let opened = verify::open(&bytes)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", args.manifest.display()))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let payload: serde_json::Value = serde_json::from_slice(&opened.payload)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&payload)?)?;
+        return Ok(EXIT_OK);
+    }
+    let st = &opened.statement;
+    let p = &st.predicate;
+    let spec = &p.build_definition.external_parameters["spec"];
+    let mut b = Builder::default();
+    let mut row = |k: &str, v: String| b.push_record([k.to_string(), v]);
+    row("pipeline", spec["name"].as_str().unwrap_or("?").to_string());
+    row("seed", spec["seed"].to_string());
+    row(
+        "model",
+        format!(
+            "{} hidden {}",
+            spec["model"]["type"].as_str().unwrap_or("?"),
+            spec["model"]["hidden"]
+        ),
+    );
+    let t = &spec["training"];
+    row(
+        "training",
+        format!(
+            "{} epochs, batch {}, {} lr {}",
+            t["epochs"],
+            t["batch_size"],
+            t["optimizer"]["type"].as_str().unwrap_or("?"),
+            t["optimizer"]["lr"]
+        ),
+    );
+    for d in &p.build_definition.resolved_dependencies {
+        let name = d.name.clone().unwrap_or_default();
+        match name.as_str() {
+            "code" => {
+                let a = d.annotations.clone().unwrap_or_default();
+                let commit = d
+                    .digest
+                    .get("gitCommit")
+                    .cloned()
+                    .unwrap_or_else(|| "none (no git)".into());
+                let dirty = if a["dirty"].as_bool() == Some(true) {
+                    ", dirty"
+                } else {
+                    ""
+                };
+                let branch = a["branch"]
+                    .as_str()
+                    .map(|b| format!(" on {b}"))
+                    .unwrap_or_default();
+                row("code", format!("{commit}{branch}{dirty}"));
+            }
+            "toolchain" => {
+                let a = d.annotations.clone().unwrap_or_default();
+                row(
+                    "toolchain",
+                    format!(
+                        "auditai {}, burn {}, {}, {}/{}",
+                        a["auditai"].as_str().unwrap_or("?"),
+                        a["burn"].as_str().unwrap_or("?"),
+                        a["rustc"].as_str().unwrap_or("?"),
+                        a["os"].as_str().unwrap_or("?"),
+                        a["arch"].as_str().unwrap_or("?")
+                    ),
+                );
+                row(
+                    "device",
+                    format!(
+                        "{} ({})",
+                        a["backend"].as_str().unwrap_or("?"),
+                        a["adapter"].as_str().unwrap_or("?")
+                    ),
+                );
+            }
+            _ => row(
+                "input",
+                format!(
+                    "{name}  sha256 {}",
+                    d.digest.get("sha256").map_or("?", String::as_str)
+                ),
+            ),
+        }
+    }
+    if let Some(ext) = &p.auditai {
+        let metrics = ext
+            .metrics
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, v)| v.is_number())
+                    .map(|(k, v)| format!("{k} {:.4}", v.as_f64().unwrap_or(f64::NAN)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        row("metrics", format!("{} split: {metrics}", ext.held_out));
+        row(
+            "epochs",
+            format!(
+                "{} checkpoints, final weights from epoch {}",
+                ext.checkpoints.len(),
+                ext.final_epoch
+            ),
+        );
+    }
+    for s in &st.subject {
+        row(
+            "output",
+            format!(
+                "{}  sha256 {}",
+                s.name.clone().unwrap_or_default(),
+                s.digest.get("sha256").map_or("?", String::as_str)
+            ),
+        );
+    }
+    let m = &p.run_details.metadata;
+    row("ran", format!("{} to {}", m.started_on, m.finished_on));
+    let signers = opened
+        .envelope
+        .signatures
+        .iter()
+        .map(|s| s.keyid.clone())
+        .collect::<Vec<_>>();
+    row(
+        "signatures",
+        if signers.is_empty() {
+            "none (unsigned)".to_string()
+        } else {
+            format!(
+                "{} (not checked here; use auditai verify)",
+                signers.join(", ")
+            )
+        },
+    );
+    writeln!(out, "{}", b.build().with(Style::sharp()))?;
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,243 @@
+//! The provenance manifest: an in-toto Statement v1 with a SLSA Provenance v1 predicate and an
+//! auditai extension, and its exact bytes.
+//!
+//! Types here serialise to the documented format (`docs/manifest.md`) and parse it back leniently
+//! enough to report precise reasons when something is missing. No crypto, no files, no network.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::hash::{FileDigest, TreeDigest};
+
+/// in-toto Statement type.
+pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
+/// SLSA Provenance v1 predicate type.
+pub const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
+/// The build type of an `auditai run`.
+pub const BUILD_TYPE: &str = "https://auditai.dev/run/v1";
+/// The builder id of the auditai command line.
+pub const BUILDER_ID: &str = "https://auditai.dev/builder/cli";
+/// The schema tag of the auditai extension.
+pub const EXTENSION_SCHEMA: &str = "https://auditai.dev/provenance-extension/v1";
+/// The manifest file name in a run directory.
+pub const FILE_NAME: &str = "manifest.intoto.json";
+
+/// An in-toto Statement v1.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Statement {
+    /// Always [`STATEMENT_TYPE`].
+    #[serde(rename = "_type")]
+    pub statement_type: String,
+    /// The artifacts this statement is about.
+    pub subject: Vec<ResourceDescriptor>,
+    /// Always [`PREDICATE_TYPE`].
+    #[serde(rename = "predicateType")]
+    pub predicate_type: String,
+    /// The provenance.
+    pub predicate: Provenance,
+}
+
+/// An in-toto ResourceDescriptor.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ResourceDescriptor {
+    /// A name (for files: the path relative to the run directory or the project root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Digests by algorithm name (`sha256`, `blake3`, `gitCommit`, `gitTree`, `dirHash`...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub digest: BTreeMap<String, String>,
+    /// Extra information.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Value>,
+}
+
+impl ResourceDescriptor {
+    /// A file's descriptor with sha256 (when known), blake3 and its size.
+    pub fn file(name: &str, uri: Option<String>, d: &FileDigest) -> ResourceDescriptor {
+        let mut digest = BTreeMap::new();
+        if let Some(s) = d.sha256 {
+            digest.insert("sha256".to_string(), s.hex());
+        }
+        digest.insert("blake3".to_string(), d.blake3.hex());
+        ResourceDescriptor {
+            name: Some(name.to_string()),
+            uri,
+            digest,
+            annotations: Some(serde_json::json!({ "size": d.size })),
+        }
+    }
+
+    /// A directory's descriptor: the auditai directory digest and its complete file list.
+    pub fn tree(name: &str, t: &TreeDigest) -> ResourceDescriptor {
+        let mut digest = BTreeMap::new();
+        digest.insert("blake3".to_string(), t.blake3.hex());
+        ResourceDescriptor {
+            name: Some(name.to_string()),
+            uri: None,
+            digest,
+            annotations: Some(serde_json::json!({
+                "kind": "directory",
+                "digestAlgorithm": "auditai-directory-v1",
+                "entries": t.entries,
+            })),
+        }
+    }
+
+    /// The `size` annotation, when present.
+    pub fn size(&self) -> Option<u64> {
+        self.annotations.as_ref()?.get("size")?.as_u64()
+    }
+
+    /// Whether this descriptor is a directory.
+    pub fn is_directory(&self) -> bool {
+        self.annotations
+            .as_ref()
+            .and_then(|a| a.get("kind"))
+            .and_then(Value::as_str)
+            == Some("directory")
+    }
+}
+
+/// SLSA Provenance v1, plus the auditai extension.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Provenance {
+    /// What was run, with which inputs.
+    pub build_definition: BuildDefinition,
+    /// Who ran it, when, and what else it produced.
+    pub run_details: RunDetails,
+    /// Training details for ML-aware verifiers (ignored by generic SLSA tools).
+    #[serde(default)]
+    pub auditai: Option<Extension>,
+}
+
+/// SLSA `buildDefinition`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildDefinition {
+    /// [`BUILD_TYPE`].
+    pub build_type: String,
+    /// The resolved pipeline spec (all hyper-parameters and the seed) and the device choice.
+    pub external_parameters: Value,
+    /// Backend and adapter.
+    #[serde(default)]
+    pub internal_parameters: Value,
+    /// Data files, the spec file, the code and the toolchain.
+    #[serde(default)]
+    pub resolved_dependencies: Vec<ResourceDescriptor>,
+}
+
+/// SLSA `runDetails`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunDetails {
+    /// The builder.
+    pub builder: Builder,
+    /// Invocation id and times.
+    pub metadata: Metadata,
+    /// Other files the run produced (spec copy, preprocessing, metrics, checkpoints).
+    #[serde(default)]
+    pub byproducts: Vec<ResourceDescriptor>,
+}
+
+/// SLSA `builder`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Builder {
+    /// [`BUILDER_ID`].
+    pub id: String,
+    /// Component versions.
+    #[serde(default)]
+    pub version: BTreeMap<String, String>,
+}
+
+/// SLSA `metadata`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    /// A random id for this run.
+    pub invocation_id: String,
+    /// RFC 3339 UTC start time.
+    pub started_on: String,
+    /// RFC 3339 UTC finish time.
+    pub finished_on: String,
+}
+
+/// The auditai extension: per-epoch checkpoints and final metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Extension {
+    /// [`EXTENSION_SCHEMA`].
+    pub schema: String,
+    /// blake3 of the resolved spec's canonical JSON.
+    pub spec_blake3: String,
+    /// `cpu` or `wgpu`.
+    pub backend: String,
+    /// The held-out split the metrics are on.
+    pub held_out: String,
+    /// Final held-out metrics.
+    pub metrics: Value,
+    /// The epoch whose weights are the final model.
+    pub final_epoch: usize,
+    /// Per-epoch checkpoint digests.
+    pub checkpoints: Vec<CheckpointEntry>,
+}
+
+/// One epoch's checkpoint in the extension.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointEntry {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Path relative to the run directory.
+    pub path: String,
+    /// blake3 of the weights.
+    pub blake3: String,
+    /// blake3 of the optimizer state.
+    pub optimizer_blake3: String,
+    /// Validation loss after the epoch.
+    pub val_loss: f64,
+}
+
+impl Statement {
+    /// The exact payload bytes to sign (compact JSON).
+    pub fn to_payload(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// A dependency by name.
+    pub fn dependency(&self, name: &str) -> Option<&ResourceDescriptor> {
+        self.predicate
+            .build_definition
+            .resolved_dependencies
+            .iter()
+            .find(|d| d.name.as_deref() == Some(name))
+    }
+}
+
+/// The current time as RFC 3339 UTC with seconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// A random invocation id (UUID v4 text form).
+pub fn invocation_id() -> String {
+    let mut b = [0u8; 16];
+    // Without OS randomness the id is merely not unique; it is not a secret.
+    let _ = getrandom::fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}

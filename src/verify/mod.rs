@@ -1,0 +1,554 @@
+//! Verifying a provenance manifest: signatures, signer trust, and every file it names.
+//!
+//! Pure checks that return a [`Report`]; never prints, never exits. Biased to fail: a check that
+//! cannot be made (no trusted key, a missing file) fails rather than passes, and a hashed
+//! directory must hold exactly the files the manifest lists. Files are re-read from disk (the
+//! stat cache is not consulted) and digests are compared in constant time.
+
+pub mod policy;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::hash::{Digest, FileDigest, Hasher, TreeEntry};
+use crate::manifest::{self, ResourceDescriptor, Statement};
+use crate::provenance;
+use crate::sign::{self, Envelope, PublicKey, SigCheck};
+
+pub use policy::{Policy, PolicyError};
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The check holds.
+    Pass,
+    /// The check failed: verification fails.
+    Fail,
+    /// Worth knowing, not a failure.
+    Warn,
+    /// Not applicable here.
+    Skip,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Pass => "ok",
+            Status::Fail => "FAIL",
+            Status::Warn => "warn",
+            Status::Skip => "skip",
+        })
+    }
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// What was checked, e.g. `subject model.bpk`.
+    pub check: String,
+    /// Its outcome.
+    pub status: Status,
+    /// Why.
+    pub detail: String,
+}
+
+/// All checks, in order.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// The checks.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    fn push(&mut self, check: impl Into<String>, status: Status, detail: impl Into<String>) {
+        self.checks.push(Check {
+            check: check.into(),
+            status,
+            detail: detail.into(),
+        });
+    }
+
+    /// Whether every required check holds (no failures).
+    pub fn ok(&self) -> bool {
+        !self.checks.iter().any(|c| c.status == Status::Fail)
+    }
+}
+
+/// Errors that stop verification before it can judge anything (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The manifest file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What to verify and whom to trust.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Trusted public keys from `--key`.
+    pub keys: Vec<PublicKey>,
+    /// A trust policy.
+    pub policy: Option<Policy>,
+    /// Where the data and spec dependencies live (default: the git work tree holding the
+    /// manifest, else the current directory).
+    pub root: Option<PathBuf>,
+}
+
+/// A parsed, not yet trusted, manifest.
+pub struct Opened {
+    /// The envelope.
+    pub envelope: Envelope,
+    /// The exact payload bytes.
+    pub payload: Vec<u8>,
+    /// The statement parsed from them.
+    pub statement: Statement,
+}
+
+/// Parse an envelope and its statement, or say precisely why not.
+pub fn open(bytes: &[u8]) -> Result<Opened, String> {
+    let envelope: Envelope =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a DSSE envelope: {e}"))?;
+    if envelope.payload_type != sign::IN_TOTO_PAYLOAD_TYPE {
+        return Err(format!(
+            "unknown payload type `{}` (expected {})",
+            envelope.payload_type,
+            sign::IN_TOTO_PAYLOAD_TYPE
+        ));
+    }
+    let payload = envelope
+        .payload_bytes()
+        .ok_or_else(|| "payload is not valid base64".to_string())?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&payload).map_err(|e| format!("payload is not JSON: {e}"))?;
+    let statement_type = value.get("_type").and_then(|t| t.as_str()).unwrap_or("");
+    if statement_type != manifest::STATEMENT_TYPE {
+        return Err(format!(
+            "payload is not an in-toto Statement v1 (_type is `{statement_type}`)"
+        ));
+    }
+    let predicate_type = value
+        .get("predicateType")
+        .and_then(|t| t.as_str())
+        .unwrap_or("");
+    if predicate_type != manifest::PREDICATE_TYPE {
+        return Err(format!(
+            "predicate type `{predicate_type}` is not SLSA Provenance v1"
+        ));
+    }
+    let statement: Statement = serde_json::from_value(value)
+        .map_err(|e| format!("statement does not match the auditai provenance format: {e}"))?;
+    Ok(Opened {
+        envelope,
+        payload,
+        statement,
+    })
+}
+
+/// Verify the manifest at `path`.
+pub fn verify(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
+    let bytes = std::fs::read(path).map_err(|source| VerifyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut report = Report::default();
+    let opened = match open(&bytes) {
+        Ok(o) => {
+            report.push(
+                "envelope",
+                Status::Pass,
+                "DSSE, in-toto Statement v1, SLSA Provenance v1",
+            );
+            o
+        }
+        Err(reason) => {
+            report.push("envelope", Status::Fail, reason);
+            return Ok(report);
+        }
+    };
+    check_signatures(&opened, opts, &mut report);
+
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let hasher = Hasher::new(None, true);
+    let st = &opened.statement;
+    for s in &st.subject {
+        check_file("subject", s, dir, &hasher, &mut report);
+    }
+    for b in &st.predicate.run_details.byproducts {
+        if b.is_directory() {
+            check_tree(b, dir, &hasher, &mut report);
+        } else {
+            check_file("byproduct", b, dir, &hasher, &mut report);
+        }
+    }
+    let root = opts.root.clone().unwrap_or_else(|| default_root(dir));
+    for d in &st.predicate.build_definition.resolved_dependencies {
+        if d.uri.as_deref().is_some_and(|u| u.starts_with("file:")) {
+            check_file("dependency", d, &root, &hasher, &mut report);
+        } else if d.name.as_deref() == Some("code") {
+            check_code(d, &root, &mut report);
+        }
+    }
+    Ok(report)
+}
+
+fn default_root(dir: &Path) -> PathBuf {
+    match provenance::code(dir) {
+        provenance::Code::Git(g) => g.root,
+        provenance::Code::None { .. } => PathBuf::from("."),
+    }
+}
+
+fn check_signatures(o: &Opened, opts: &Options, report: &mut Report) {
+    let mut trusted: Vec<PublicKey> = opts.keys.clone();
+    if let Some(p) = &opts.policy {
+        trusted.extend(p.signers.iter().map(|s| s.key.clone()));
+    }
+    if o.envelope.signatures.is_empty() {
+        report.push("signatures", Status::Fail, "the manifest is unsigned");
+        return;
+    }
+    if trusted.is_empty() {
+        report.push(
+            "signatures",
+            Status::Fail,
+            format!(
+                "{} signature(s) present but no trusted key given: pass --key PUB or --policy FILE",
+                o.envelope.signatures.len()
+            ),
+        );
+        return;
+    }
+    let mut valid: Vec<PublicKey> = Vec::new();
+    for (i, sig) in o.envelope.signatures.iter().enumerate() {
+        let name = format!("signature {}", i + 1);
+        match sign::check_signature(&o.envelope, &o.payload, sig, &trusted) {
+            SigCheck::Valid(k) => {
+                let who = signer_name(&k, opts).unwrap_or_else(|| k.keyid.clone());
+                report.push(name, Status::Pass, format!("valid, by {who}"));
+                if !valid.contains(&k) {
+                    valid.push(k);
+                }
+            }
+            SigCheck::NoMatchingKey => report.push(
+                name,
+                Status::Fail,
+                format!(
+                    "not valid under any trusted key (keyid hint {})",
+                    if sig.keyid.is_empty() {
+                        "none"
+                    } else {
+                        &sig.keyid
+                    }
+                ),
+            ),
+            SigCheck::Malformed(reason) => report.push(name, Status::Fail, reason),
+        }
+    }
+    match &opts.policy {
+        Some(p) => {
+            let names: Vec<&str> = valid
+                .iter()
+                .filter_map(|k| {
+                    p.signers
+                        .iter()
+                        .find(|s| &s.key == k)
+                        .map(|s| s.name.as_str())
+                })
+                .collect();
+            let missing: Vec<&str> = p
+                .required
+                .iter()
+                .map(String::as_str)
+                .filter(|r| !names.contains(r))
+                .collect();
+            let policy_valid = names.len();
+            if policy_valid < p.threshold {
+                report.push(
+                    "policy",
+                    Status::Fail,
+                    format!(
+                        "{policy_valid} valid signature(s) from policy signers, the policy requires {}",
+                        p.threshold
+                    ),
+                );
+            } else if !missing.is_empty() {
+                report.push(
+                    "policy",
+                    Status::Fail,
+                    format!("required signer(s) missing: {}", missing.join(", ")),
+                );
+            } else {
+                report.push(
+                    "policy",
+                    Status::Pass,
+                    format!("signed by {} (threshold {})", names.join(", "), p.threshold),
+                );
+            }
+        }
+        None if valid.is_empty() => {
+            report.push("signers", Status::Fail, "no signature by a trusted key");
+        }
+        None => report.push(
+            "signers",
+            Status::Pass,
+            format!("{} trusted signer(s)", valid.len()),
+        ),
+    }
+}
+
+fn signer_name(k: &PublicKey, opts: &Options) -> Option<String> {
+    let p = opts.policy.as_ref()?;
+    p.signers
+        .iter()
+        .find(|s| &s.key == k)
+        .map(|s| s.name.clone())
+}
+
+fn expected(d: &ResourceDescriptor, alg: &str) -> Option<Digest> {
+    d.digest.get(alg).and_then(|h| Digest::from_hex(h))
+}
+
+fn compare(d: &ResourceDescriptor, actual: &FileDigest) -> Result<(), String> {
+    let mut checked = 0;
+    for (alg, have) in [("blake3", Some(actual.blake3)), ("sha256", actual.sha256)] {
+        if !d.digest.contains_key(alg) {
+            continue;
+        }
+        let (Some(want), Some(have)) = (expected(d, alg), have) else {
+            return Err(format!("{alg} digest in the manifest is malformed"));
+        };
+        if !want.ct_eq(&have) {
+            return Err(format!(
+                "changed: {alg} is {have}, the manifest records {want}"
+            ));
+        }
+        checked += 1;
+    }
+    if checked == 0 {
+        return Err("the manifest records no blake3 or sha256 digest".to_string());
+    }
+    if let Some(size) = d.size()
+        && size != actual.size
+    {
+        return Err(format!(
+            "changed: {} bytes, the manifest records {size}",
+            actual.size
+        ));
+    }
+    Ok(())
+}
+
+fn check_file(
+    kind: &str,
+    d: &ResourceDescriptor,
+    base: &Path,
+    hasher: &Hasher<'_>,
+    report: &mut Report,
+) {
+    let Some(name) = d.name.as_deref() else {
+        report.push(kind, Status::Fail, "descriptor without a name");
+        return;
+    };
+    let label = format!("{kind} {name}");
+    let Some(path) = safe_join(base, name, kind == "dependency") else {
+        report.push(label, Status::Fail, "path escapes its directory");
+        return;
+    };
+    if !path.exists() {
+        report.push(
+            label,
+            Status::Fail,
+            format!("missing: {} not found", path.display()),
+        );
+        return;
+    }
+    match hasher.hash_file(&path) {
+        Ok(actual) => match compare(d, &actual) {
+            Ok(()) => report.push(label, Status::Pass, format!("blake3 {}", actual.blake3)),
+            Err(why) => report.push(label, Status::Fail, why),
+        },
+        Err(e) => report.push(label, Status::Fail, e.to_string()),
+    }
+}
+
+/// Join a manifest path to its base directory, refusing `..` so a manifest cannot point the
+/// verifier outside the directories it was given. Absolute paths are only allowed where
+/// `absolute_ok` (a dependency recorded outside the project root).
+fn safe_join(base: &Path, name: &str, absolute_ok: bool) -> Option<PathBuf> {
+    let p = Path::new(name);
+    if p.is_absolute() {
+        return absolute_ok.then(|| p.to_path_buf());
+    }
+    if p.components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return None;
+    }
+    Some(base.join(p))
+}
+
+fn check_tree(d: &ResourceDescriptor, base: &Path, hasher: &Hasher<'_>, report: &mut Report) {
+    let name = d.name.clone().unwrap_or_default();
+    let label = format!("directory {name}/");
+    let Some(path) = safe_join(base, &name, false).filter(|_| !name.is_empty()) else {
+        report.push(label, Status::Fail, "bad directory name");
+        return;
+    };
+    let listed: Vec<TreeEntry> = match d
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("entries"))
+        .map(|e| serde_json::from_value::<Vec<serde_json::Value>>(e.clone()))
+    {
+        Some(Ok(v)) => v.into_iter().filter_map(entry_from_json).collect(),
+        _ => {
+            report.push(
+                label,
+                Status::Fail,
+                "the manifest lists no entries for this directory",
+            );
+            return;
+        }
+    };
+    let actual = match hasher.hash_tree(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            report.push(label, Status::Fail, format!("missing or unreadable: {e}"));
+            return;
+        }
+    };
+    let want: BTreeMap<&str, &TreeEntry> = listed.iter().map(|e| (e.path(), e)).collect();
+    let have: BTreeMap<&str, &TreeEntry> = actual.entries.iter().map(|e| (e.path(), e)).collect();
+    let added: Vec<&str> = have
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .copied()
+        .collect();
+    let missing: Vec<&str> = want
+        .keys()
+        .filter(|k| !have.contains_key(*k))
+        .copied()
+        .collect();
+    let changed: Vec<&str> = want
+        .iter()
+        .filter(|(k, w)| have.get(*k).is_some_and(|h| !same_entry(w, h)))
+        .map(|(k, _)| *k)
+        .collect();
+    let digest_ok = expected(d, "blake3").is_some_and(|w| w.ct_eq(&actual.blake3));
+    if added.is_empty() && missing.is_empty() && changed.is_empty() && digest_ok {
+        report.push(
+            label,
+            Status::Pass,
+            format!("{} files, blake3 {}", have.len(), actual.blake3),
+        );
+        return;
+    }
+    let mut parts = Vec::new();
+    for (what, list) in [
+        ("changed", &changed),
+        ("missing", &missing),
+        ("added", &added),
+    ] {
+        if !list.is_empty() {
+            parts.push(format!("{what}: {}", list.join(", ")));
+        }
+    }
+    if parts.is_empty() {
+        parts.push("directory digest differs from the listed entries".to_string());
+    }
+    report.push(label, Status::Fail, parts.join("; "));
+}
+
+fn same_entry(a: &TreeEntry, b: &TreeEntry) -> bool {
+    match (a, b) {
+        (TreeEntry::File { digest: x, .. }, TreeEntry::File { digest: y, .. }) => {
+            x.size == y.size && x.blake3.ct_eq(&y.blake3)
+        }
+        _ => a == b,
+    }
+}
+
+fn entry_from_json(v: serde_json::Value) -> Option<TreeEntry> {
+    let path = v.get("path")?.as_str()?.to_string();
+    match v.get("kind")?.as_str()? {
+        "file" => Some(TreeEntry::File {
+            path,
+            digest: FileDigest {
+                size: v.get("size")?.as_u64()?,
+                blake3: Digest::from_hex(v.get("blake3")?.as_str()?)?,
+                sha256: None,
+            },
+        }),
+        "symlink" => Some(TreeEntry::Symlink {
+            path,
+            target: v.get("target")?.as_str()?.to_string(),
+        }),
+        "special" => Some(TreeEntry::Special { path }),
+        _ => None,
+    }
+}
+
+fn check_code(d: &ResourceDescriptor, root: &Path, report: &mut Report) {
+    let Some(commit) = d.digest.get("gitCommit") else {
+        report.push(
+            "code",
+            Status::Warn,
+            "trained outside a git repository (no commit recorded)",
+        );
+        return;
+    };
+    match provenance::commit_exists(root, commit) {
+        Some(true) => report.push(
+            "code",
+            Status::Pass,
+            format!("commit {commit} exists locally"),
+        ),
+        Some(false) => report.push(
+            "code",
+            Status::Fail,
+            format!(
+                "commit {commit} is not in the repository at {}",
+                root.display()
+            ),
+        ),
+        None => report.push(
+            "code",
+            Status::Skip,
+            format!(
+                "commit {commit}: no git repository at {} to check it in",
+                root.display()
+            ),
+        ),
+    }
+    let dirty = d
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("dirty"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    if dirty {
+        let n = d
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("changed"))
+            .and_then(serde_json::Value::as_array)
+            .map_or(0, Vec::len);
+        report.push(
+            "code state",
+            Status::Warn,
+            format!("trained from a work tree with {n} uncommitted change(s)"),
+        );
+    }
+}

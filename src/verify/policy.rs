@@ -1,0 +1,136 @@
+//! Trust policies: which public keys may sign, how many must, and which names are required.
+//!
+//! ```yaml
+//! version: 1
+//! threshold: 2            # valid signatures from listed signers needed (default 1)
+//! signers:
+//!   - name: ml-team
+//!     key: keys/ml-team.pub   # SPKI PEM file, relative to the policy file
+//!   - name: data-provider
+//!     key: |                  # or the PEM text itself
+//!       -----BEGIN PUBLIC KEY-----
+//!       ...
+//! required: [ml-team]     # names that must have signed (default none)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::sign::PublicKey;
+
+/// Errors reading a policy.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("{}: cannot read policy: {source}", path.display())]
+    Read {
+        /// The policy file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The policy is malformed.
+    #[error("{}: {message}", path.display())]
+    Invalid {
+        /// The policy file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    version: u32,
+    #[serde(default)]
+    threshold: Option<usize>,
+    signers: Vec<RawSigner>,
+    #[serde(default)]
+    required: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigner {
+    name: String,
+    key: String,
+}
+
+/// A named trusted key.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    /// The signer's name.
+    pub name: String,
+    /// Their public key.
+    pub key: PublicKey,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Trusted signers.
+    pub signers: Vec<Signer>,
+    /// Valid signatures from distinct listed signers required.
+    pub threshold: usize,
+    /// Names that must be among the signers.
+    pub required: Vec<String>,
+}
+
+impl Policy {
+    /// Read and validate a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let invalid = |message: String| PolicyError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let raw: RawPolicy =
+            serde_saphyr::from_str(&text).map_err(|e| invalid(e.without_snippet().to_string()))?;
+        if raw.version != 1 {
+            return Err(invalid(format!(
+                "unsupported policy version {}",
+                raw.version
+            )));
+        }
+        let base = path.parent().unwrap_or(Path::new(""));
+        let mut signers = Vec::new();
+        for s in raw.signers {
+            let key = if s.key.contains("-----BEGIN") {
+                PublicKey::from_pem(&s.key, &format!("policy signer {}", s.name))
+            } else {
+                PublicKey::read(&base.join(&s.key))
+            }
+            .map_err(|e| invalid(format!("signer `{}`: {e}", s.name)))?;
+            if signers.iter().any(|x: &Signer| x.name == s.name) {
+                return Err(invalid(format!("signer `{}` is listed twice", s.name)));
+            }
+            signers.push(Signer { name: s.name, key });
+        }
+        if signers.is_empty() {
+            return Err(invalid("the policy lists no signers".to_string()));
+        }
+        for r in &raw.required {
+            if !signers.iter().any(|s| &s.name == r) {
+                return Err(invalid(format!("required signer `{r}` is not in signers")));
+            }
+        }
+        let threshold = raw.threshold.unwrap_or(1);
+        if threshold == 0 || threshold > signers.len() {
+            return Err(invalid(format!(
+                "threshold must be between 1 and the number of signers ({}), got {threshold}",
+                signers.len()
+            )));
+        }
+        Ok(Policy {
+            signers,
+            threshold,
+            required: raw.required,
+        })
+    }
+}
