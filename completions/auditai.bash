@@ -46,6 +46,18 @@ _auditai() {
             auditai,verify)
                 cmd="auditai__subcmd__verify"
                 ;;
+            auditai__subcmd__anchor,help)
+                cmd="auditai__subcmd__anchor__subcmd__help"
+                ;;
+            auditai__subcmd__anchor,upgrade)
+                cmd="auditai__subcmd__anchor__subcmd__upgrade"
+                ;;
+            auditai__subcmd__anchor__subcmd__help,help)
+                cmd="auditai__subcmd__anchor__subcmd__help__subcmd__help"
+                ;;
+            auditai__subcmd__anchor__subcmd__help,upgrade)
+                cmd="auditai__subcmd__anchor__subcmd__help__subcmd__upgrade"
+                ;;
             auditai__subcmd__help,anchor)
                 cmd="auditai__subcmd__help__subcmd__anchor"
                 ;;
@@ -76,6 +88,9 @@ _auditai() {
             auditai__subcmd__help,verify)
                 cmd="auditai__subcmd__help__subcmd__verify"
                 ;;
+            auditai__subcmd__help__subcmd__anchor,upgrade)
+                cmd="auditai__subcmd__help__subcmd__anchor__subcmd__upgrade"
+                ;;
             *)
                 ;;
         esac
@@ -97,8 +112,92 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__anchor)
-            opts="-h --help"
+            opts="-q -h --chain --rpc --keystore --password-file --confirmations --timeout --dry-run --ots --calendar --force --json --quiet --help upgrade help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --chain)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rpc)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keystore)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --password-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --confirmations)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --calendar)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__anchor__subcmd__help)
+            opts="upgrade help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__anchor__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__anchor__subcmd__help__subcmd__upgrade)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__anchor__subcmd__upgrade)
+            opts="-h --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -167,8 +266,22 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__help__subcmd__anchor)
-            opts=""
+            opts="upgrade"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__help__subcmd__anchor__subcmd__upgrade)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -383,7 +496,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__verify)
-            opts="-h --key --policy --root --json --help"
+            opts="-h --key --policy --root --rpc --chain --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -398,6 +511,14 @@ _auditai() {
                     return 0
                     ;;
                 --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rpc)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --chain)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -31,7 +31,7 @@ complete -c auditai -n "__fish_auditai_needs_command" -f -a "verify" -d 'Verify 
 complete -c auditai -n "__fish_auditai_needs_command" -f -a "sign" -d 'Add a co-signature to a provenance manifest; existing signatures stay valid'
 complete -c auditai -n "__fish_auditai_needs_command" -f -a "keygen" -d 'Generate an ed25519 key pair (PKCS#8 and SPKI PEM, as openssl writes them)'
 complete -c auditai -n "__fish_auditai_needs_command" -f -a "hash" -d 'Print blake3 digests of files and directory trees (`digest  path`, like b3sum)'
-complete -c auditai -n "__fish_auditai_needs_command" -f -a "anchor" -d 'Anchor manifest digests on an EVM chain or Bitcoin via OpenTimestamps (not available yet)'
+complete -c auditai -n "__fish_auditai_needs_command" -f -a "anchor" -d 'Anchor manifest digests on an EVM chain (0G, Ethereum, local) and/or Bitcoin through OpenTimestamps, batched in one Merkle tree; writes a receipt next to each manifest'
 complete -c auditai -n "__fish_auditai_needs_command" -f -a "audit" -d 'Replay challenged training segments to check a run really happened (not available yet)'
 complete -c auditai -n "__fish_auditai_needs_command" -f -a "inspect" -d 'Show a provenance manifest as a readable summary (data, code, spec, seed, metrics, signers). Does not verify anything; use `auditai verify` for that'
 complete -c auditai -n "__fish_auditai_needs_command" -f -a "completions" -d 'Print a shell completion script'
@@ -49,6 +49,8 @@ complete -c auditai -n "__fish_auditai_using_subcommand run" -s h -l help -d 'Pr
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l key -d 'A trusted public key (SPKI PEM); repeat for several' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l policy -d 'A trust policy (YAML: signers, threshold, required names)' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l root -d 'Where the data and spec files named by the manifest live (default: the git work tree holding the manifest, else the current directory)' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand verify" -l rpc -d 'Check the anchor receipt online against this JSON-RPC endpoint' -r
+complete -c auditai -n "__fish_auditai_using_subcommand verify" -l chain -d 'Check the anchor receipt online against this chain preset\'s endpoint' -r
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l json -d 'Print one JSON object instead of the table'
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c auditai -n "__fish_auditai_using_subcommand sign" -l key -d 'The ed25519 private key (PKCS#8 PEM, mode 0600). Otherwise AUDITAI_SIGNING_KEY (PEM text), then AUDITAI_SIGNING_KEY_FILE' -r -F
@@ -60,7 +62,25 @@ complete -c auditai -n "__fish_auditai_using_subcommand hash" -l sha256 -d 'Also
 complete -c auditai -n "__fish_auditai_using_subcommand hash" -l no-cache -d 'Re-read every file instead of trusting the stat cache'
 complete -c auditai -n "__fish_auditai_using_subcommand hash" -l json -d 'Print one JSON object instead of `digest  path` lines'
 complete -c auditai -n "__fish_auditai_using_subcommand hash" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c auditai -n "__fish_auditai_using_subcommand anchor" -s h -l help -d 'Print help'
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l chain -d 'An EVM chain preset: 0g-mainnet, 0g-galileo, ethereum, sepolia or local. The node\'s eth_chainId must match the preset' -r
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l rpc -d 'The JSON-RPC URL (overrides the preset\'s; alone, any chain id is accepted)' -r
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l keystore -d 'The anchoring account\'s Web3 Secret Storage v3 keystore (as cast and geth write). Its password comes from AUDITAI_KEYSTORE_PASSWORD or --password-file. Without a keystore the key comes from AUDITAI_ANCHOR_KEY (hex)' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l password-file -d 'A file holding the keystore\'s password' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l confirmations -d 'Blocks on top of the anchor\'s block to wait for (default: the preset\'s, 1 on local)' -r
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l timeout -d 'Seconds to wait for the confirmations' -r
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l calendar -d 'An OpenTimestamps calendar URL (repeatable; default: the public calendars)' -r
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l dry-run -d 'Print the signed raw transaction instead of sending it'
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l ots -d 'Also timestamp the root on Bitcoin through OpenTimestamps calendars'
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l force -d 'Anchor manifests that already have a receipt again'
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l json -d 'Print one JSON object instead of the table'
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -s q -l quiet -d 'No progress on stderr'
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -s h -l help -d 'Print help'
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -a "upgrade" -d 'Ask the OpenTimestamps calendars for completed Bitcoin attestations and update each manifest\'s .ots proof and receipt. Still pending is a status, not an error'
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from upgrade" -l json -d 'Print one JSON object instead of the table'
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from upgrade" -s h -l help -d 'Print help'
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from help" -f -a "upgrade" -d 'Ask the OpenTimestamps calendars for completed Bitcoin attestations and update each manifest\'s .ots proof and receipt. Still pending is a status, not an error'
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c auditai -n "__fish_auditai_using_subcommand audit" -s h -l help -d 'Print help'
 complete -c auditai -n "__fish_auditai_using_subcommand inspect" -l json -d 'Print the statement as JSON instead of a summary'
 complete -c auditai -n "__fish_auditai_using_subcommand inspect" -s h -l help -d 'Print help'
@@ -70,8 +90,9 @@ complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_see
 complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "sign" -d 'Add a co-signature to a provenance manifest; existing signatures stay valid'
 complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "keygen" -d 'Generate an ed25519 key pair (PKCS#8 and SPKI PEM, as openssl writes them)'
 complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "hash" -d 'Print blake3 digests of files and directory trees (`digest  path`, like b3sum)'
-complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "anchor" -d 'Anchor manifest digests on an EVM chain or Bitcoin via OpenTimestamps (not available yet)'
+complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "anchor" -d 'Anchor manifest digests on an EVM chain (0G, Ethereum, local) and/or Bitcoin through OpenTimestamps, batched in one Merkle tree; writes a receipt next to each manifest'
 complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "audit" -d 'Replay challenged training segments to check a run really happened (not available yet)'
 complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "inspect" -d 'Show a provenance manifest as a readable summary (data, code, spec, seed, metrics, signers). Does not verify anything; use `auditai verify` for that'
 complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "completions" -d 'Print a shell completion script'
 complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c auditai -n "__fish_auditai_using_subcommand help; and __fish_seen_subcommand_from anchor" -f -a "upgrade" -d 'Ask the OpenTimestamps calendars for completed Bitcoin attestations and update each manifest\'s .ots proof and receipt. Still pending is a status, not an error'

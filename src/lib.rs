@@ -4,6 +4,7 @@
 //! deterministic, resumable training whose every epoch leaves a digest-checked checkpoint.
 //! Each module owns one concern and says at its top what it must not do.
 
+pub mod anchor;
 pub mod data;
 pub mod fsio;
 pub mod hash;

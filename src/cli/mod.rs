@@ -3,6 +3,7 @@
 //! The only module that knows clap, anyhow, stdout/stderr and exit codes. Results go to stdout
 //! (a table, or one JSON object with `--json`); progress and notices go to stderr.
 
+mod anchor;
 mod hash;
 mod run;
 mod trust;
@@ -60,9 +61,10 @@ enum Command {
     /// from a stat cache (size, mtime, ctime, inode) unless --no-cache.
     #[command(after_help = EXIT_CODES)]
     Hash(hash::HashArgs),
-    /// Anchor manifest digests on an EVM chain or Bitcoin via OpenTimestamps (not available yet).
+    /// Anchor manifest digests on an EVM chain (0G, Ethereum, local) and/or Bitcoin through
+    /// OpenTimestamps, batched in one Merkle tree; writes a receipt next to each manifest.
     #[command(after_help = EXIT_CODES)]
-    Anchor(Pending),
+    Anchor(anchor::AnchorArgs),
     /// Replay challenged training segments to check a run really happened (not available yet).
     #[command(after_help = EXIT_CODES)]
     Audit(Pending),
@@ -122,7 +124,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Keygen(args) => trust::keygen(&args),
         Command::Hash(args) => hash::hash(&args),
         Command::Inspect(args) => trust::inspect(&args),
-        Command::Anchor(_) => pending("anchor", "on-chain anchoring"),
+        Command::Anchor(args) => anchor::anchor_cmd(&args),
         Command::Audit(_) => pending("audit", "training audits"),
     }
 }

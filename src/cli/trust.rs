@@ -48,6 +48,12 @@ pub(super) struct VerifyArgs {
     /// holding the manifest, else the current directory).
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
+    /// Check the anchor receipt online against this JSON-RPC endpoint.
+    #[arg(long, value_name = "URL")]
+    rpc: Option<String>,
+    /// Check the anchor receipt online against this chain preset's endpoint.
+    #[arg(long, value_name = "NAME")]
+    chain: Option<String>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -109,10 +115,19 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
         .map(|p| PublicKey::read(p))
         .collect::<Result<Vec<_>, _>>()?;
     let policy = args.policy.as_deref().map(Policy::load).transpose()?;
+    let online = if args.rpc.is_some() || args.chain.is_some() {
+        Some(
+            auditai::anchor::evm::Chain::resolve(args.chain.as_deref(), args.rpc.as_deref())
+                .map_err(anyhow::Error::msg)?,
+        )
+    } else {
+        None
+    };
     let opts = verify::Options {
         keys,
         policy,
         root: args.root.clone(),
+        online,
     };
     let report = verify::verify(&args.manifest, &opts)?;
     let mut out = std::io::stdout().lock();

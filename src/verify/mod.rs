@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::anchor;
 use crate::hash::{Digest, FileDigest, Hasher, TreeEntry};
 use crate::manifest::{self, ResourceDescriptor, Statement};
 use crate::provenance;
@@ -101,6 +102,8 @@ pub struct Options {
     /// Where the data and spec dependencies live (default: the git work tree holding the
     /// manifest, else the current directory).
     pub root: Option<PathBuf>,
+    /// Check an EVM anchor online against this chain's RPC endpoint.
+    pub online: Option<anchor::evm::Chain>,
 }
 
 /// A parsed, not yet trusted, manifest.
@@ -200,7 +203,119 @@ pub fn verify(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
             check_code(d, &root, &mut report);
         }
     }
+    check_anchor(path, &bytes, opts, &mut report);
     Ok(report)
+}
+
+/// The anchor receipt's checks, when a receipt sits next to the manifest.
+fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut Report) {
+    let rpath = anchor::receipt_path(path);
+    if !rpath.exists() {
+        report.push(
+            "anchor",
+            Status::Skip,
+            "no anchor receipt next to the manifest",
+        );
+        return;
+    }
+    let receipt = match anchor::read_receipt(&rpath) {
+        Ok(r) => r,
+        Err(e) => {
+            report.push("anchor receipt", Status::Fail, e.to_string());
+            return;
+        }
+    };
+    let root = match anchor::check_inclusion(&receipt, manifest_bytes) {
+        Ok(root) => {
+            report.push(
+                "anchor merkle path",
+                Status::Pass,
+                format!(
+                    "leaf {} of {} leads to root {}",
+                    receipt.leaf_index, receipt.tree_size, receipt.root
+                ),
+            );
+            root
+        }
+        Err(why) => {
+            report.push("anchor merkle path", Status::Fail, why);
+            return;
+        }
+    };
+    if let Some(e) = &receipt.evm {
+        let label = format!("anchor evm {} ({})", e.chain, e.chain_id);
+        match &opts.online {
+            None => report.push(
+                label,
+                Status::Skip,
+                format!(
+                    "anchored (claimed; not checked online): block {} tx {}; pass --rpc or --chain to check",
+                    e.block_number, e.tx_hash
+                ),
+            ),
+            Some(chain) => {
+                let checked = anchor::evm::Rpc::new(&chain.rpc, std::time::Duration::from_secs(20))
+                    .and_then(|rpc| anchor::evm::check_online(&rpc, e, &root));
+                match checked {
+                    Ok(anchor::evm::OnlineCheck::Confirmed {
+                        confirmations,
+                        block_timestamp,
+                    }) => report.push(
+                        label,
+                        Status::Pass,
+                        format!(
+                            "verified online: block {} at {} ({confirmations} confirmations), tx {}",
+                            e.block_number,
+                            humantime::format_rfc3339_seconds(
+                                std::time::UNIX_EPOCH + std::time::Duration::from_secs(block_timestamp)
+                            ),
+                            e.tx_hash
+                        ),
+                    ),
+                    Ok(anchor::evm::OnlineCheck::Failed(why)) => report.push(label, Status::Fail, why),
+                    Err(err) => report.push(label, Status::Fail, format!("cannot check online: {err}")),
+                }
+            }
+        }
+    }
+    if let Some(o) = &receipt.ots {
+        let proof_path = path.with_file_name(&o.proof);
+        let digest: [u8; 32] = {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(manifest_bytes).into()
+        };
+        let checked = std::fs::read(&proof_path)
+            .map_err(|e| format!("{}: {e}", proof_path.display()))
+            .and_then(|b| anchor::check_ots(&b, &digest, &root));
+        match checked {
+            Err(why) => report.push("anchor opentimestamps", Status::Fail, why),
+            Ok(ts) => {
+                let bitcoin: Vec<String> = ts
+                    .attestations()
+                    .into_iter()
+                    .filter_map(|(msg, a)| match a {
+                        anchor::ots::Attestation::Bitcoin(h) => Some(format!(
+                            "Bitcoin block {h} (check its merkle root is {})",
+                            anchor::evm::hex_str(msg)
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                if bitcoin.is_empty() {
+                    report.push(
+                        "anchor opentimestamps",
+                        Status::Warn,
+                        format!(
+                            "pending at {}; run `auditai anchor upgrade`",
+                            o.calendars.join(", ")
+                        ),
+                    );
+                } else {
+                    report.push("anchor opentimestamps", Status::Pass, bitcoin.join("; "));
+                }
+            }
+        }
+    }
 }
 
 fn default_root(dir: &Path) -> PathBuf {

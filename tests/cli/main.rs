@@ -3,8 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod chain;
 mod support;
 
+mod anchor;
 mod cli;
 mod hash;
 mod provenance;

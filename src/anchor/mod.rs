@@ -1,0 +1,485 @@
+//! Anchoring manifest digests on public chains, batched in a Merkle tree, and the receipts that
+//! prove each manifest's inclusion.
+//!
+//! Each manifest's digest (sha256 of its file bytes) is a leaf of an RFC 6962 Merkle tree; only
+//! the root goes on chain: in an EVM transaction ([`evm`]) and/or to OpenTimestamps calendars
+//! ([`ots`]). Every manifest gets `manifest.anchor.json` (its leaf index, sibling path, root and
+//! each backend's record) and, with OpenTimestamps, a standard `.ots` proof. The only module that
+//! talks to a network. Receipts are written only for anchors that happened.
+
+pub mod evm;
+pub mod merkle;
+pub mod ots;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::fsio;
+use evm::{Chain, EvmAnchor, EvmError};
+
+/// The receipt format tag.
+pub const RECEIPT_SCHEMA: &str = "auditai.anchor-receipt/v1";
+
+/// Install rustls' ring provider once (reqwest is built without a default provider).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Errors from anchoring.
+#[derive(Debug, thiserror::Error)]
+pub enum AnchorError {
+    /// A manifest or receipt could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A receipt or proof on disk is malformed.
+    #[error("{}: {message}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The EVM backend failed.
+    #[error(transparent)]
+    Evm(#[from] EvmError),
+    /// Every OpenTimestamps calendar failed.
+    #[error("no OpenTimestamps calendar accepted the root: {0}")]
+    Calendars(String),
+    /// Neither backend was asked for.
+    #[error("nothing to anchor with: pass --chain/--rpc for an EVM chain and/or --ots")]
+    NoBackend,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AnchorError + '_ {
+    move |source| AnchorError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A manifest's anchor receipt (`manifest.anchor.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Receipt {
+    /// [`RECEIPT_SCHEMA`].
+    pub schema: String,
+    /// The manifest's file name.
+    pub manifest: String,
+    /// sha256 of the manifest's bytes (the leaf datum).
+    pub manifest_sha256: String,
+    /// The leaf's index in the tree.
+    pub leaf_index: usize,
+    /// Leaves in the tree.
+    pub tree_size: usize,
+    /// Sibling hashes, bottom-up (RFC 6962 audit path), hex.
+    pub path: Vec<String>,
+    /// The Merkle root that was anchored, hex.
+    pub root: String,
+    /// The EVM anchor, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evm: Option<EvmAnchor>,
+    /// The OpenTimestamps anchor, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ots: Option<OtsRecord>,
+}
+
+/// The OpenTimestamps part of a receipt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OtsRecord {
+    /// The `.ots` proof's file name, next to the manifest.
+    pub proof: String,
+    /// Calendars that accepted the root.
+    pub calendars: Vec<String>,
+    /// `pending` until a calendar returns a Bitcoin attestation, then `bitcoin`.
+    pub status: String,
+    /// Bitcoin attestations: block height and the block's merkle root (hex, internal byte order).
+    #[serde(default)]
+    pub bitcoin: Vec<BitcoinAttestation>,
+}
+
+/// A Bitcoin block attestation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BitcoinAttestation {
+    /// Block height.
+    pub height: u64,
+    /// The message attested: the block header's merkle root, hex in internal byte order.
+    pub merkle_root: String,
+}
+
+/// The receipt path of a manifest: `X.intoto.json` → `X.anchor.json`, else `X.anchor.json`.
+pub fn receipt_path(manifest: &Path) -> PathBuf {
+    let name = manifest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".intoto.json").unwrap_or(&name);
+    manifest.with_file_name(format!("{stem}.anchor.json"))
+}
+
+/// The `.ots` proof path of a manifest: the manifest's name plus `.ots`.
+pub fn ots_path(manifest: &Path) -> PathBuf {
+    let mut s = manifest.as_os_str().to_os_string();
+    s.push(".ots");
+    PathBuf::from(s)
+}
+
+/// Read a receipt.
+pub fn read_receipt(path: &Path) -> Result<Receipt, AnchorError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let r: Receipt = serde_json::from_slice(&bytes).map_err(|e| AnchorError::Malformed {
+        path: path.to_path_buf(),
+        message: format!("not an anchor receipt: {e}"),
+    })?;
+    if r.schema != RECEIPT_SCHEMA {
+        return Err(AnchorError::Malformed {
+            path: path.to_path_buf(),
+            message: format!("unknown receipt schema `{}`", r.schema),
+        });
+    }
+    Ok(r)
+}
+
+/// EVM settings for a batch.
+pub struct EvmOptions {
+    /// The chain.
+    pub chain: Chain,
+    /// The anchoring key.
+    pub signer: alloy_signer_local::PrivateKeySigner,
+    /// Confirmations to wait for.
+    pub confirmations: u64,
+    /// How long to wait for them.
+    pub timeout: Duration,
+    /// Sign but do not send.
+    pub dry_run: bool,
+}
+
+/// What to anchor with.
+pub struct Options {
+    /// The EVM backend.
+    pub evm: Option<EvmOptions>,
+    /// OpenTimestamps calendars (empty: no OpenTimestamps).
+    pub calendars: Vec<String>,
+    /// Re-anchor manifests that already have a receipt.
+    pub force: bool,
+}
+
+/// What a batch did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Manifests anchored now, with their receipts.
+    pub anchored: Vec<(PathBuf, Receipt)>,
+    /// Manifests skipped because they already had a receipt.
+    pub skipped: Vec<PathBuf>,
+    /// The signed raw transaction (hex) of a dry run.
+    pub dry_run_tx: Option<String>,
+    /// Calendars that failed while others succeeded.
+    pub calendar_errors: Vec<String>,
+}
+
+/// Anchor a batch of manifests.
+pub fn anchor(
+    manifests: &[PathBuf],
+    opts: &Options,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Outcome, AnchorError> {
+    if opts.evm.is_none() && opts.calendars.is_empty() {
+        return Err(AnchorError::NoBackend);
+    }
+    let mut out = Outcome::default();
+    let mut batch: Vec<(PathBuf, [u8; 32])> = Vec::new();
+    for m in manifests {
+        let bytes = std::fs::read(m).map_err(io_err(m))?;
+        if receipt_path(m).exists() && !opts.force {
+            out.skipped.push(m.clone());
+            continue;
+        }
+        batch.push((m.clone(), Sha256::digest(&bytes).into()));
+    }
+    if batch.is_empty() {
+        return Ok(out);
+    }
+    let leaves: Vec<merkle::Hash> = batch.iter().map(|(_, d)| merkle::leaf(d)).collect();
+    let root = merkle::root(&leaves);
+    progress(&format!(
+        "{} manifest(s), Merkle root {}",
+        batch.len(),
+        evm::hex_str(&root)
+    ));
+
+    let mut evm_anchor = None;
+    if let Some(e) = &opts.evm {
+        let rpc = evm::Rpc::new(&e.chain.rpc, Duration::from_secs(20))?;
+        let prepared = evm::prepare(&rpc, &e.chain, &e.signer, &root)?;
+        if e.dry_run {
+            out.dry_run_tx = Some(format!("0x{}", evm::hex_str(&prepared.raw)));
+            return Ok(out);
+        }
+        progress(&format!("sent {:#x}", prepared.hash));
+        evm_anchor = Some(evm::send_and_wait(
+            &rpc,
+            &e.chain,
+            &prepared,
+            e.confirmations,
+            e.timeout,
+            progress,
+        )?);
+    }
+
+    let mut calendar_stamps = Vec::new();
+    if !opts.calendars.is_empty() {
+        install_crypto_provider();
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| AnchorError::Calendars(e.to_string()))?;
+        for url in &opts.calendars {
+            progress(&format!("submitting to {url}"));
+            match ots::submit(&client, url, &root) {
+                Ok(t) => calendar_stamps.push((url.clone(), t)),
+                Err(e) => out.calendar_errors.push(e.to_string()),
+            }
+        }
+        if calendar_stamps.is_empty() {
+            // Keep the EVM anchor if there is one: it happened on chain.
+            if evm_anchor.is_none() {
+                return Err(AnchorError::Calendars(out.calendar_errors.join("; ")));
+            }
+        }
+    }
+
+    for (i, (path, digest)) in batch.iter().enumerate() {
+        let proof = merkle::path(i, &leaves);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ots_record = if calendar_stamps.is_empty() {
+            None
+        } else {
+            let ts = proof_timestamp(digest, i, leaves.len(), &proof, &calendar_stamps);
+            let ots_file = ots_path(path);
+            fsio::write_atomic(&ots_file, &ots::encode_file(digest, &ts))
+                .map_err(io_err(&ots_file))?;
+            Some(OtsRecord {
+                proof: ots_file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                calendars: calendar_stamps.iter().map(|(u, _)| u.clone()).collect(),
+                status: "pending".into(),
+                bitcoin: Vec::new(),
+            })
+            .map(|r| with_bitcoin(r, &ts))
+        };
+        let receipt = Receipt {
+            schema: RECEIPT_SCHEMA.to_string(),
+            manifest: name,
+            manifest_sha256: evm::hex_str(digest),
+            leaf_index: i,
+            tree_size: leaves.len(),
+            path: proof.iter().map(|h| evm::hex_str(h)).collect(),
+            root: evm::hex_str(&root),
+            evm: evm_anchor.clone(),
+            ots: ots_record,
+        };
+        write_receipt(path, &receipt)?;
+        out.anchored.push((path.clone(), receipt));
+    }
+    if calendar_stamps.is_empty() && !opts.calendars.is_empty() {
+        return Err(AnchorError::Calendars(format!(
+            "{} (the EVM anchor's receipts were written)",
+            out.calendar_errors.join("; ")
+        )));
+    }
+    Ok(out)
+}
+
+fn write_receipt(manifest: &Path, r: &Receipt) -> Result<(), AnchorError> {
+    let path = receipt_path(manifest);
+    let mut bytes = serde_json::to_vec_pretty(r).unwrap_or_default();
+    bytes.push(b'\n');
+    fsio::write_atomic(&path, &bytes).map_err(io_err(&path))
+}
+
+/// The timestamp from a manifest digest through its Merkle path to the calendars' stamps of the
+/// root: `prepend 00, sha256` for the leaf, then per level `append/prepend sibling, prepend 01,
+/// sha256`.
+fn proof_timestamp(
+    digest: &[u8; 32],
+    index: usize,
+    size: usize,
+    proof: &[merkle::Hash],
+    calendars: &[(String, ots::Timestamp)],
+) -> ots::Timestamp {
+    let mut ts = ots::Timestamp::new(digest.to_vec());
+    let mut node = ts
+        .add_op(ots::Op::Prepend(vec![0x00]))
+        .add_op(ots::Op::Sha256);
+    for step in merkle::steps(index, size, proof).unwrap_or_default() {
+        node = match step {
+            merkle::Step::Left(sib) => node.add_op(ots::Op::Prepend(sib.to_vec())),
+            merkle::Step::Right(sib) => node.add_op(ots::Op::Append(sib.to_vec())),
+        };
+        node = node
+            .add_op(ots::Op::Prepend(vec![0x01]))
+            .add_op(ots::Op::Sha256);
+    }
+    for (_, stamp) in calendars {
+        node.attestations.extend(stamp.attestations.clone());
+        node.ops.extend(stamp.ops.clone());
+    }
+    ts
+}
+
+fn with_bitcoin(mut r: OtsRecord, ts: &ots::Timestamp) -> OtsRecord {
+    r.bitcoin = ts
+        .attestations()
+        .into_iter()
+        .filter_map(|(msg, a)| match a {
+            ots::Attestation::Bitcoin(h) => Some(BitcoinAttestation {
+                height: *h,
+                merkle_root: evm::hex_str(msg),
+            }),
+            _ => None,
+        })
+        .collect();
+    r.bitcoin.sort_by_key(|b| b.height);
+    r.bitcoin.dedup();
+    r.status = if r.bitcoin.is_empty() {
+        "pending"
+    } else {
+        "bitcoin"
+    }
+    .into();
+    r
+}
+
+/// What upgrading one manifest's proof found.
+#[derive(Debug)]
+pub struct Upgraded {
+    /// The manifest.
+    pub manifest: PathBuf,
+    /// `pending` or `bitcoin`.
+    pub status: String,
+    /// Bitcoin attestations now in the proof.
+    pub bitcoin: Vec<BitcoinAttestation>,
+    /// Calendars that could not be asked (the proof stays as it was for them).
+    pub errors: Vec<String>,
+}
+
+/// Ask the calendars for completed attestations and update each `.ots` proof and receipt.
+pub fn upgrade(
+    manifests: &[PathBuf],
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Upgraded>, AnchorError> {
+    install_crypto_provider();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| AnchorError::Calendars(e.to_string()))?;
+    let mut out = Vec::new();
+    for m in manifests {
+        let rpath = receipt_path(m);
+        let mut receipt = read_receipt(&rpath)?;
+        let Some(record) = receipt.ots.clone() else {
+            return Err(AnchorError::Malformed {
+                path: rpath,
+                message: "this receipt has no OpenTimestamps anchor to upgrade".into(),
+            });
+        };
+        let opath = ots_path(m);
+        let bytes = std::fs::read(&opath).map_err(io_err(&opath))?;
+        let (digest, mut ts) = ots::decode_file(&bytes).map_err(|e| AnchorError::Malformed {
+            path: opath.clone(),
+            message: e.to_string(),
+        })?;
+        let pending: Vec<(Vec<u8>, String)> = ts
+            .attestations()
+            .into_iter()
+            .filter_map(|(msg, a)| match a {
+                ots::Attestation::Pending(url) => Some((msg.to_vec(), url.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut errors = Vec::new();
+        for (commitment, url) in pending {
+            progress(&format!("asking {url}"));
+            match ots::upgrade(&client, &url, &commitment) {
+                Ok(Some(up)) => {
+                    ts.merge_upgrade(&commitment, &url, up);
+                }
+                Ok(None) => {}
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        let record = with_bitcoin(record, &ts);
+        fsio::write_atomic(&opath, &ots::encode_file(&digest, &ts)).map_err(io_err(&opath))?;
+        receipt.ots = Some(record.clone());
+        write_receipt(m, &receipt)?;
+        out.push(Upgraded {
+            manifest: m.clone(),
+            status: record.status,
+            bitcoin: record.bitcoin,
+            errors,
+        });
+    }
+    Ok(out)
+}
+
+/// Check a receipt against the manifest bytes: digest, and that the Merkle path leads to the
+/// root. Returns the root on success.
+pub fn check_inclusion(r: &Receipt, manifest_bytes: &[u8]) -> Result<[u8; 32], String> {
+    let digest: [u8; 32] = Sha256::digest(manifest_bytes).into();
+    if evm::hex_str(&digest) != r.manifest_sha256 {
+        return Err(format!(
+            "the manifest's sha256 is {}, the receipt records {}",
+            evm::hex_str(&digest),
+            r.manifest_sha256
+        ));
+    }
+    let mut proof = Vec::new();
+    for h in &r.path {
+        let b = evm::parse_hex(h)
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| format!("malformed path entry `{h}`"))?;
+        proof.push(b);
+    }
+    let root = evm::parse_hex(&r.root)
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| "malformed root".to_string())?;
+    match merkle::root_from_proof(merkle::leaf(&digest), r.leaf_index, r.tree_size, &proof) {
+        Some(got) if got == root => Ok(root),
+        Some(_) => Err("the Merkle path does not lead to the recorded root".into()),
+        None => Err("the Merkle path has the wrong length for its leaf index and tree size".into()),
+    }
+}
+
+/// Check an `.ots` proof: it timestamps the manifest's sha256 and passes through the root.
+pub fn check_ots(
+    proof: &[u8],
+    manifest_sha256: &[u8; 32],
+    root: &[u8; 32],
+) -> Result<ots::Timestamp, String> {
+    let (digest, ts) = ots::decode_file(proof).map_err(|e| e.to_string())?;
+    if &digest != manifest_sha256 {
+        return Err("the proof timestamps another file".into());
+    }
+    fn passes(t: &ots::Timestamp, root: &[u8]) -> bool {
+        t.msg == root || t.ops.iter().any(|(_, c)| passes(c, root))
+    }
+    if !passes(&ts, root) {
+        return Err("the proof does not commit to the anchored Merkle root".into());
+    }
+    Ok(ts)
+}
