@@ -217,7 +217,8 @@ pub fn run(
     })?;
     let spec_text = String::from_utf8_lossy(&spec_bytes);
     let spec = Spec::parse(&spec_text, &opts.spec)?;
-    let data = data::load(&spec)?;
+    let data_bytes = data::read(&spec)?;
+    let data = data::parse(&spec, &data_bytes)?;
     let started_on = manifest::now_rfc3339();
     let spec_dir = opts
         .spec
@@ -229,22 +230,20 @@ pub fn run(
         provenance::Code::Git(g) => g.root.clone(),
         provenance::Code::None { .. } => std::env::current_dir().map_err(io_err(Path::new(".")))?,
     };
-    let cache = hash::StatCache::default_path().map(hash::StatCache::open);
-    let hasher = hash::Hasher::new(cache.as_ref(), true);
-    let hash_dep = |path: &Path| -> Result<manifest::ResourceDescriptor, PipelineError> {
-        let d = hasher.hash_file(path)?;
+    // The digests are of exactly the bytes that were parsed, not of a second read.
+    let dependency = |path: &Path, bytes: &[u8]| {
         let rel = project_relative(path, &root);
-        Ok(manifest::ResourceDescriptor::file(
+        manifest::ResourceDescriptor::file(
             &rel,
             Some(format!("file:{rel}")),
-            &d,
-        ))
+            &hash::bytes_digest(bytes),
+        )
     };
-    let mut dependencies = vec![hash_dep(&data.path)?, hash_dep(&opts.spec)?];
-    if let Some(c) = &cache {
-        // The cache only saves time; failing to write it must not fail the run.
-        let _ = c.save();
-    }
+    let mut dependencies = vec![
+        dependency(&data.path, &data_bytes),
+        dependency(&opts.spec, &spec_bytes),
+    ];
+    drop(data_bytes);
     let run_dir = opts
         .out
         .clone()

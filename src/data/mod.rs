@@ -118,8 +118,24 @@ impl Prepared {
     }
 }
 
+/// Read the bytes of the spec's data file.
+pub fn read(spec: &Spec) -> Result<Vec<u8>, DataError> {
+    let path = spec.data.resolved_path(&spec.source);
+    std::fs::read(&path).map_err(|e| DataError::Spec {
+        spec: spec.source.clone(),
+        pos: spec.data.path.pos,
+        message: format!("cannot read data file {}: {e}", path.display()),
+    })
+}
+
 /// Read the spec's CSV and prepare splits.
 pub fn load(spec: &Spec) -> Result<Prepared, DataError> {
+    parse(spec, &read(spec)?)
+}
+
+/// Prepare splits from the bytes of the spec's CSV (as returned by [`read`]), so that what is
+/// parsed is exactly what the caller hashed.
+pub fn parse(spec: &Spec, bytes: &[u8]) -> Result<Prepared, DataError> {
     let path = spec.data.resolved_path(&spec.source);
     let spec_err = |pos: Pos, message: String| DataError::Spec {
         spec: spec.source.clone(),
@@ -133,17 +149,7 @@ pub fn load(spec: &Spec) -> Result<Prepared, DataError> {
     };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
-        .from_path(&path)
-        .map_err(|e| {
-            spec_err(
-                spec.data.path.pos,
-                format!(
-                    "cannot read data file {}: {}",
-                    path.display(),
-                    csv_message(&e)
-                ),
-            )
-        })?;
+        .from_reader(bytes);
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| csv_err(Some(1), csv_message(&e)))?

@@ -1,7 +1,7 @@
 //! The stat cache: digests of files keyed by (absolute path, size, mtime, ctime, inode, device).
 //!
 //! Any write to a file changes its ctime, which no user can set back, so a changed file is always
-//! re-read. The cache is an optimisation for `auditai hash` and `auditai run`; `auditai verify`
+//! re-read. The cache is an optimisation for `auditai hash`; `auditai verify`
 //! never consults it.
 
 use std::collections::HashMap;

@@ -279,6 +279,14 @@ fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut
         }
     }
     if let Some(o) = &receipt.ots {
+        if o.proof.is_empty() || o.proof.contains(['/', '\\']) || o.proof == ".." {
+            report.push(
+                "anchor opentimestamps",
+                Status::Fail,
+                "the receipt's proof name is not a file name",
+            );
+            return;
+        }
         let proof_path = path.with_file_name(&o.proof);
         let digest: [u8; 32] = {
             use sha2::Digest as _;

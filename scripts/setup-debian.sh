@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what auditai needs to build and test on Debian/Ubuntu: a C compiler, Mesa's Vulkan
+# driver (wgpu runs on it without a GPU), git, openssl, npm, a Rust toolchain (rustup, if cargo is
+# missing) and anvil, the local EVM chain the anchoring tests start (under ~/.cache/auditai/npm).
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+
+missing=()
+for p in mesa-vulkan-drivers libvulkan1; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+command -v cc >/dev/null || missing+=(build-essential)
+for cmd in curl git openssl npm; do
+  command -v "$cmd" >/dev/null || missing+=("$cmd")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends ca-certificates "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+fi
+
+anvil_dir="$HOME/.cache/auditai/npm"
+if [ ! -x "$anvil_dir/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil" ]; then
+  mkdir -p "$anvil_dir"
+  (cd "$anvil_dir" && npm install --no-audit --no-fund --silent @foundry-rs/anvil-linux-amd64@1.7.1)
+fi
