@@ -31,7 +31,7 @@ fi
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), files in page cache (warm runs)"
 hyperfine -N --warmup 1 --runs "$runs" --export-markdown big.md \
-  "$bin hash --no-cache big.bin" "b3sum big.bin" "sha256sum big.bin"
+  "$bin hash --no-cache big.bin" "$bin hash big.bin" "b3sum big.bin" "sha256sum big.bin"
 hyperfine --warmup 1 --runs "$runs" --export-markdown many.md \
   "$bin hash --no-cache many" \
   "$bin hash many" \

@@ -46,19 +46,61 @@ pub fn root(leaves: &[Hash]) -> Hash {
 
 /// The inclusion proof (audit path, bottom-up) of leaf `m` (PATH in RFC 6962).
 pub fn path(m: usize, leaves: &[Hash]) -> Vec<Hash> {
-    let n = leaves.len();
-    if n <= 1 {
-        return Vec::new();
+    Tree::new(leaves).path(m)
+}
+
+/// A tree that remembers its subtree hashes, so that the paths of all `n` leaves cost
+/// O(n log n) hashes rather than O(n²).
+pub struct Tree<'a> {
+    leaves: &'a [Hash],
+    memo: std::collections::HashMap<(usize, usize), Hash>,
+}
+
+impl<'a> Tree<'a> {
+    /// A tree over leaf hashes.
+    pub fn new(leaves: &'a [Hash]) -> Tree<'a> {
+        Tree {
+            leaves,
+            memo: std::collections::HashMap::new(),
+        }
     }
-    let k = split(n);
-    if m < k {
-        let mut p = path(m, &leaves[..k]);
-        p.push(root(&leaves[k..]));
-        p
-    } else {
-        let mut p = path(m - k, &leaves[k..]);
-        p.push(root(&leaves[..k]));
-        p
+
+    /// The root of the whole tree.
+    pub fn root(&mut self) -> Hash {
+        self.subtree(0, self.leaves.len())
+    }
+
+    fn subtree(&mut self, start: usize, len: usize) -> Hash {
+        if len <= 1 {
+            return root(&self.leaves[start..start + len]);
+        }
+        if let Some(h) = self.memo.get(&(start, len)) {
+            return *h;
+        }
+        let k = split(len);
+        let h = node(&self.subtree(start, k), &self.subtree(start + k, len - k));
+        self.memo.insert((start, len), h);
+        h
+    }
+
+    /// The inclusion proof of leaf `m`.
+    pub fn path(&mut self, m: usize) -> Vec<Hash> {
+        let mut out = Vec::new();
+        let (mut start, mut len, mut m) = (0, self.leaves.len(), m);
+        while len > 1 {
+            let k = split(len);
+            if m < k {
+                out.push(self.subtree(start + k, len - k));
+                len = k;
+            } else {
+                out.push(self.subtree(start, k));
+                start += k;
+                m -= k;
+                len -= k;
+            }
+        }
+        out.reverse();
+        out
     }
 }
 

@@ -210,7 +210,8 @@ pub fn anchor(
         return Ok(out);
     }
     let leaves: Vec<merkle::Hash> = batch.iter().map(|(_, d)| merkle::leaf(d)).collect();
-    let root = merkle::root(&leaves);
+    let mut tree = merkle::Tree::new(&leaves);
+    let root = tree.root();
     progress(&format!(
         "{} manifest(s), Merkle root {}",
         batch.len(),
@@ -259,7 +260,7 @@ pub fn anchor(
     }
 
     for (i, (path, digest)) in batch.iter().enumerate() {
-        let proof = merkle::path(i, &leaves);
+        let proof = tree.path(i);
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

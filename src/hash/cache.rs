@@ -1,13 +1,14 @@
 //! The stat cache: digests of files keyed by (absolute path, size, mtime, ctime, inode, device).
 //!
 //! Any write to a file changes its ctime, which no user can set back, so a changed file is always
-//! re-read. The cache is an optimisation for `auditai hash`; `auditai verify`
+//! re-read. Only files of at least 1 MiB are cached: smaller ones cost less to read than to look
+//! up. The cache is an optimisation for `auditai hash`; `auditai verify`
 //! never consults it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,15 +26,14 @@ pub struct Key {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Stat {
     size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
+    mtime_ns: i64,
+    ctime_ns: i64,
     ino: u64,
     dev: u64,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Entry {
-    #[serde(flatten)]
     stat: Stat,
     blake3: String,
     sha256: Option<String>,
@@ -45,10 +45,10 @@ struct OnDisk {
     entries: HashMap<String, Entry>,
 }
 
-/// A stat cache loaded from (and saved to) one JSON file.
+/// A stat cache loaded (on first use) from, and saved to, one JSON file.
 pub struct StatCache {
     file: PathBuf,
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: OnceLock<Mutex<HashMap<String, Entry>>>,
     dirty: AtomicBool,
 }
 
@@ -67,19 +67,26 @@ impl StatCache {
         Some(dir.join("hash-cache-v1.json"))
     }
 
-    /// Load the cache at `file`; a missing or unreadable cache starts empty.
+    /// The cache at `file`, read when first consulted; a missing or unreadable cache starts empty.
     pub fn open(file: PathBuf) -> StatCache {
-        let entries = std::fs::read(&file)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<OnDisk>(&b).ok())
-            .filter(|d| d.schema == SCHEMA)
-            .map(|d| d.entries)
-            .unwrap_or_default();
         StatCache {
             file,
-            entries: Mutex::new(entries),
+            entries: OnceLock::new(),
             dirty: AtomicBool::new(false),
         }
+    }
+
+    fn entries(&self) -> &Mutex<HashMap<String, Entry>> {
+        self.entries.get_or_init(|| {
+            Mutex::new(
+                std::fs::read(&self.file)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<OnDisk>(&b).ok())
+                    .filter(|d| d.schema == SCHEMA)
+                    .map(|d| d.entries)
+                    .unwrap_or_default(),
+            )
+        })
     }
 
     /// The key for a file, or `None` where the platform gives no inode and ctime.
@@ -87,15 +94,21 @@ impl StatCache {
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;
-            let abs = std::fs::canonicalize(path).ok()?;
+            // Inode and device pin the file; an absolute path (no symlink resolution, no
+            // syscalls) is enough to name it.
+            let abs = std::path::absolute(path).ok()?;
             Some(Key {
                 path: abs.to_string_lossy().into_owned(),
                 stat: Stat {
                     size: meta.len(),
-                    mtime_ns: i128::from(meta.mtime()) * 1_000_000_000
-                        + i128::from(meta.mtime_nsec()),
-                    ctime_ns: i128::from(meta.ctime()) * 1_000_000_000
-                        + i128::from(meta.ctime_nsec()),
+                    mtime_ns: meta
+                        .mtime()
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(meta.mtime_nsec()),
+                    ctime_ns: meta
+                        .ctime()
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(meta.ctime_nsec()),
                     ino: meta.ino(),
                     dev: meta.dev(),
                 },
@@ -110,7 +123,7 @@ impl StatCache {
 
     /// A cached digest for an unchanged file.
     pub fn get(&self, key: &Key) -> Option<FileDigest> {
-        let entries = self.entries.lock().ok()?;
+        let entries = self.entries().lock().ok()?;
         let e = entries.get(&key.path)?;
         if e.stat != key.stat {
             return None;
@@ -127,7 +140,7 @@ impl StatCache {
 
     /// Remember a file's digest.
     pub fn put(&self, key: Key, digest: FileDigest) {
-        if let Ok(mut entries) = self.entries.lock() {
+        if let Ok(mut entries) = self.entries().lock() {
             entries.insert(
                 key.path,
                 Entry {
@@ -145,7 +158,7 @@ impl StatCache {
         if !self.dirty.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let Ok(mut entries) = self.entries.lock() else {
+        let Ok(mut entries) = self.entries().lock() else {
             return Ok(());
         };
         let disk = OnDisk {

@@ -18,7 +18,7 @@ use sha2::Digest as _;
 
 pub use cache::StatCache;
 
-/// Files at least this large are memory-mapped and hashed with rayon.
+/// Files at least this large are memory-mapped and hashed with rayon, and kept in the stat cache.
 const MMAP_THRESHOLD: u64 = 1 << 20;
 
 /// Errors from hashing.
@@ -199,7 +199,11 @@ impl<'c> Hasher<'c> {
         path: &Path,
         meta: &std::fs::Metadata,
     ) -> Result<FileDigest, HashError> {
-        let key = self.cache.and_then(|c| c.key(path, meta));
+        // Small files are cheaper to re-read than to look up.
+        let key = self
+            .cache
+            .filter(|_| meta.len() >= MMAP_THRESHOLD)
+            .and_then(|c| c.key(path, meta));
         if let (Some(cache), Some(key)) = (self.cache, &key)
             && let Some(hit) = cache.get(key)
             && (!self.sha256 || hit.sha256.is_some())

@@ -85,7 +85,8 @@ fn symlinks_are_recorded_not_followed() {
 fn stat_cache_serves_unchanged_files_and_rereads_changed_ones() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("f");
-    std::fs::write(&file, b"aaaa").unwrap();
+    let size = MMAP_THRESHOLD as usize;
+    std::fs::write(&file, vec![b'a'; size]).unwrap();
     let cache_file = dir.path().join("cache.json");
     let cache = StatCache::open(cache_file.clone());
     let first = Hasher::new(Some(&cache), false).hash_file(&file).unwrap();

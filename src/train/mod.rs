@@ -163,8 +163,6 @@ pub struct TrainOutcome {
     pub stopped_early: bool,
     /// The epoch a resumed run continued after.
     pub resumed_from: Option<usize>,
-    /// Seconds spent in training steps (this process only).
-    pub train_seconds: f64,
 }
 
 /// What to train, where, and into which run directory.
@@ -494,7 +492,6 @@ pub fn train(
     let mut best_val = states.last().map_or(f64::INFINITY, |st| st.best_val_loss);
     let mut bad_epochs = states.last().map_or(0, |st| st.bad_epochs);
     let mut stop = states.last().is_some_and(|st| st.stop);
-    let mut train_seconds = 0.0;
     let start_epoch = states.len();
 
     for epoch in start_epoch..t.epochs {
@@ -529,7 +526,6 @@ pub fn train(
         }
         let train_loss = f64::from(loss_sum.into_scalar::<f32>()) / train_split.rows as f64;
         let seconds = started.elapsed().as_secs_f64();
-        train_seconds += seconds;
         if !train_loss.is_finite() {
             return Err(TrainError::Diverged {
                 epoch: number,
@@ -627,7 +623,6 @@ pub fn train(
         best_epoch,
         stopped_early: stop && last < t.epochs,
         resumed_from,
-        train_seconds,
     })
 }
 

@@ -75,12 +75,13 @@ fn missing_paths_are_an_error() {
 fn a_changed_file_is_re_read_despite_the_cache() {
     let ws = Workspace::new();
     let f = ws.path().join("f");
-    std::fs::write(&f, b"aaaa").unwrap();
+    let size = 2 << 20; // cached files are at least 1 MiB
+    std::fs::write(&f, vec![b'a'; size]).unwrap();
     let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
     let first = ws.run(&["hash", "f"]).success().stdout;
     assert!(ws.path().join(".cache/hash-cache-v1.json").is_file());
     // Same size, same mtime, different content.
-    std::fs::write(&f, b"bbbb").unwrap();
+    std::fs::write(&f, vec![b'b'; size]).unwrap();
     std::fs::File::options()
         .write(true)
         .open(&f)
@@ -88,7 +89,10 @@ fn a_changed_file_is_re_read_despite_the_cache() {
         .set_modified(mtime)
         .unwrap();
     let second = ws.run(&["hash", "f"]).success().stdout;
-    assert_eq!(second, format!("{}  f\n", blake3::hash(b"bbbb").to_hex()));
+    assert_eq!(
+        second,
+        format!("{}  f\n", blake3::hash(&vec![b'b'; size]).to_hex())
+    );
     assert_ne!(first, second);
     let uncached = ws.run(&["hash", "--no-cache", "f"]).success().stdout;
     assert_eq!(uncached, second);
