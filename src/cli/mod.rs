@@ -35,9 +35,10 @@ pub struct Cli {
 enum Command {
     /// Train a model from a YAML pipeline spec into a run directory.
     ///
-    /// Writes per-epoch checkpoints, metrics.jsonl, model.bpk, model.safetensors and summary.json
-    /// under the run directory (default runs/<name>/). Prints a results table, or one JSON object
-    /// with --json.
+    /// Writes per-epoch checkpoints, metrics.jsonl, model.bpk, model.safetensors, summary.json and,
+    /// last, the provenance manifest manifest.intoto.json (signed when a key is given) under the
+    /// run directory (default runs/<name>/). Prints a results table, or one JSON object with
+    /// --json.
     #[command(after_help = EXIT_CODES)]
     Run(run::RunArgs),
     /// Verify a provenance manifest: its signatures, who signed it, and every file it names.

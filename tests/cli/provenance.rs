@@ -144,6 +144,18 @@ fn a_signed_run_verifies_and_reports_every_check() {
     ] {
         assert!(names.contains(&expected), "{expected} not in {names:?}");
     }
+    // Outside a git repository the manifest says so, and verify warns instead of failing.
+    let code = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "code")
+        .unwrap();
+    assert_eq!(code["status"], "warn");
+    assert_eq!(
+        code["detail"],
+        "trained outside a git repository (no commit recorded)"
+    );
     // The table form says so in words.
     let table = run.ws.run(&[
         "verify",
