@@ -6,16 +6,11 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::chain::{Anvil, BITCOIN_HEIGHT, Calendar, DEV_KEY};
-use crate::support::{Output, Workspace, output, repo};
+use crate::support::{Output, Workspace, output};
 
 /// A signed two-epoch run in a workspace.
 fn signed_run(ws: &Workspace) -> PathBuf {
-    std::fs::copy(repo().join("fixtures/iris.csv"), ws.path().join("iris.csv")).unwrap();
-    std::fs::write(
-        ws.path().join("spec.yaml"),
-        "version: 1\nname: tiny\nseed: 5\ndata:\n  path: iris.csv\n  label: species\n  task: classification\nmodel:\n  type: mlp\n  hidden: [8]\ntraining:\n  epochs: 2\n",
-    )
-    .unwrap();
+    ws.tiny_spec();
     ws.run(&["keygen", "--out", "me"]).success();
     ws.run(&[
         "run",

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use crate::support::{Output, Workspace, output, repo};
+use crate::support::{Output, Workspace, output};
 
 /// A workspace holding its own copy of the iris data and a 2-epoch spec, so tests can tamper
 /// with the inputs.
@@ -16,12 +16,7 @@ struct Run {
 impl Run {
     fn new() -> Run {
         let ws = Workspace::new();
-        std::fs::copy(repo().join("fixtures/iris.csv"), ws.path().join("iris.csv")).unwrap();
-        std::fs::write(
-            ws.path().join("spec.yaml"),
-            "version: 1\nname: tiny\nseed: 5\ndata:\n  path: iris.csv\n  label: species\n  task: classification\nmodel:\n  type: mlp\n  hidden: [8]\ntraining:\n  epochs: 2\n",
-        )
-        .unwrap();
+        ws.tiny_spec();
         Run { ws }
     }
 

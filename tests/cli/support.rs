@@ -72,6 +72,21 @@ impl Workspace {
         path
     }
 
+    /// A copy of the iris data and `spec.yaml`, a two-epoch MLP on it: a run small enough to
+    /// train, tamper with and anchor in a test.
+    pub fn tiny_spec(&self) {
+        std::fs::copy(
+            repo().join("fixtures/iris.csv"),
+            self.path().join("iris.csv"),
+        )
+        .unwrap();
+        std::fs::write(
+            self.path().join("spec.yaml"),
+            "version: 1\nname: tiny\nseed: 5\ndata:\n  path: iris.csv\n  label: species\n  task: classification\nmodel:\n  type: mlp\n  hidden: [8]\ntraining:\n  epochs: 2\n",
+        )
+        .unwrap();
+    }
+
     /// A bundled pipeline rewritten with `edit`, saved into the workspace.
     pub fn pipeline_copy(&self, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
         let text = std::fs::read_to_string(pipeline(name)).unwrap();
