@@ -348,26 +348,16 @@ pub fn load_key(
         zeroize::Zeroizing::new(std::env::var("AUDITAI_ANCHOR_KEY").map_err(|_| EvmError::NoKey)?);
     let raw = hex.trim().trim_start_matches("0x");
     let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-    if raw.len() != 64 {
-        return Err(EvmError::Key(
-            "AUDITAI_ANCHOR_KEY must be 32 bytes of hex".into(),
-        ));
-    }
-    for (i, b) in bytes.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&raw[2 * i..2 * i + 2], 16)
-            .map_err(|_| EvmError::Key("AUDITAI_ANCHOR_KEY must be 32 bytes of hex".into()))?;
-    }
+    hex::decode_to_slice(raw, &mut *bytes)
+        .map_err(|_| EvmError::Key("AUDITAI_ANCHOR_KEY must be 32 bytes of hex".into()))?;
     PrivateKeySigner::from_slice(&*bytes)
         .map_err(|_| EvmError::Key("AUDITAI_ANCHOR_KEY is not a valid secp256k1 key".into()))
 }
 
 /// Whether `signer` is one of anvil's development keys.
 pub fn is_dev_key(signer: &PrivateKeySigner) -> bool {
-    let mine = signer.to_bytes();
-    DEV_KEYS.iter().any(|k| {
-        let hex: String = mine.iter().map(|b| format!("{b:02x}")).collect();
-        hex == *k
-    })
+    let mine = hex::encode(signer.to_bytes());
+    DEV_KEYS.contains(&mine.as_str())
 }
 
 /// What an EVM anchor records.
@@ -430,7 +420,7 @@ pub fn prepare(
     let input = calldata(root);
     let gas_limit = rpc.quantity(
         "eth_estimateGas",
-        json!([{"from": from_hex, "to": from_hex, "data": format!("0x{}", hex_str(&input))}]),
+        json!([{"from": from_hex, "to": from_hex, "data": format!("0x{}", hex::encode(&input))}]),
     )?;
     let block = rpc.block(rpc.block_number()?)?.unwrap_or(Value::Null);
     let base_fee = block
@@ -492,7 +482,7 @@ pub fn send_and_wait(
     let tx = format!("{:#x}", p.hash);
     let sent = rpc.call(
         "eth_sendRawTransaction",
-        json!([format!("0x{}", hex_str(&p.raw))]),
+        json!([format!("0x{}", hex::encode(&p.raw))]),
     )?;
     if sent.as_str().map(str::to_lowercase) != Some(tx.clone()) {
         return Err(EvmError::BadAnswer {
@@ -616,7 +606,7 @@ pub fn check_online(rpc: &Rpc, a: &EvmAnchor, root: &[u8; 32]) -> Result<OnlineC
     let input = tx
         .get("input")
         .and_then(Value::as_str)
-        .and_then(|s| parse_hex(s.trim_start_matches("0x")))
+        .and_then(|s| hex::decode(s.trim_start_matches("0x")).ok())
         .unwrap_or_default();
     if root_from_calldata(&input) != Some(*root) {
         return Ok(OnlineCheck::Failed(
@@ -664,22 +654,6 @@ pub fn check_online(rpc: &Rpc, a: &EvmAnchor, root: &[u8; 32]) -> Result<OnlineC
     })
 }
 
-/// Lower-case hex of bytes.
-pub fn hex_str(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Parse hex (no prefix).
-pub fn parse_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,7 +673,7 @@ mod tests {
 
     #[test]
     fn dev_keys_are_recognised() {
-        let dev = PrivateKeySigner::from_slice(&parse_hex(DEV_KEYS[0]).unwrap()).unwrap();
+        let dev = PrivateKeySigner::from_slice(&hex::decode(DEV_KEYS[0]).unwrap()).unwrap();
         assert_eq!(
             format!("{:#x}", dev.address()),
             "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"

@@ -215,7 +215,7 @@ pub fn anchor(
     progress(&format!(
         "{} manifest(s), Merkle root {}",
         batch.len(),
-        evm::hex_str(&root)
+        hex::encode(root)
     ));
 
     let mut evm_anchor = None;
@@ -223,7 +223,7 @@ pub fn anchor(
         let rpc = evm::Rpc::new(&e.chain.rpc, Duration::from_secs(20))?;
         let prepared = evm::prepare(&rpc, &e.chain, &e.signer, &root)?;
         if e.dry_run {
-            out.dry_run_tx = Some(format!("0x{}", evm::hex_str(&prepared.raw)));
+            out.dry_run_tx = Some(format!("0x{}", hex::encode(&prepared.raw)));
             return Ok(out);
         }
         progress(&format!("sent {:#x}", prepared.hash));
@@ -251,12 +251,12 @@ pub fn anchor(
                 Err(e) => out.calendar_errors.push(e.to_string()),
             }
         }
-        if calendar_stamps.is_empty() {
-            // Keep the EVM anchor if there is one: it happened on chain.
-            if evm_anchor.is_none() {
-                return Err(AnchorError::Calendars(out.calendar_errors.join("; ")));
-            }
-        }
+    }
+    // Every calendar failed: an error, but an EVM anchor that happened on chain still gets its
+    // receipts (written below) before the error is reported.
+    let calendars_failed = !opts.calendars.is_empty() && calendar_stamps.is_empty();
+    if calendars_failed && evm_anchor.is_none() {
+        return Err(AnchorError::Calendars(out.calendar_errors.join("; ")));
     }
 
     for (i, (path, digest)) in batch.iter().enumerate() {
@@ -286,18 +286,18 @@ pub fn anchor(
         let receipt = Receipt {
             schema: RECEIPT_SCHEMA.to_string(),
             manifest: name,
-            manifest_sha256: evm::hex_str(digest),
+            manifest_sha256: hex::encode(digest),
             leaf_index: i,
             tree_size: leaves.len(),
-            path: proof.iter().map(|h| evm::hex_str(h)).collect(),
-            root: evm::hex_str(&root),
+            path: proof.iter().map(hex::encode).collect(),
+            root: hex::encode(root),
             evm: evm_anchor.clone(),
             ots: ots_record,
         };
         write_receipt(path, &receipt)?;
         out.anchored.push((path.clone(), receipt));
     }
-    if calendar_stamps.is_empty() && !opts.calendars.is_empty() {
+    if calendars_failed {
         return Err(AnchorError::Calendars(format!(
             "{} (the EVM anchor's receipts were written)",
             out.calendar_errors.join("; ")
@@ -350,7 +350,7 @@ fn with_bitcoin(mut r: OtsRecord, ts: &ots::Timestamp) -> OtsRecord {
         .filter_map(|(msg, a)| match a {
             ots::Attestation::Bitcoin(h) => Some(BitcoinAttestation {
                 height: *h,
-                merkle_root: evm::hex_str(msg),
+                merkle_root: hex::encode(msg),
             }),
             _ => None,
         })
@@ -442,23 +442,22 @@ pub fn upgrade(
 /// root. Returns the root on success.
 pub fn check_inclusion(r: &Receipt, manifest_bytes: &[u8]) -> Result<[u8; 32], String> {
     let digest: [u8; 32] = Sha256::digest(manifest_bytes).into();
-    if evm::hex_str(&digest) != r.manifest_sha256 {
+    if hex::encode(digest) != r.manifest_sha256 {
         return Err(format!(
             "the manifest's sha256 is {}, the receipt records {}",
-            evm::hex_str(&digest),
+            hex::encode(digest),
             r.manifest_sha256
         ));
     }
+    let hash32 = |h: &str| {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(h, &mut out).ok().map(|_| out)
+    };
     let mut proof = Vec::new();
     for h in &r.path {
-        let b = evm::parse_hex(h)
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| format!("malformed path entry `{h}`"))?;
-        proof.push(b);
+        proof.push(hash32(h).ok_or_else(|| format!("malformed path entry `{h}`"))?);
     }
-    let root = evm::parse_hex(&r.root)
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| "malformed root".to_string())?;
+    let root = hash32(&r.root).ok_or_else(|| "malformed root".to_string())?;
     match merkle::root_from_proof(merkle::leaf(&digest), r.leaf_index, r.tree_size, &proof) {
         Some(got) if got == root => Ok(root),
         Some(_) => Err("the Merkle path does not lead to the recorded root".into()),

@@ -428,7 +428,7 @@ pub fn upgrade(
         url: url.to_string(),
         message,
     };
-    let hex: String = commitment.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(commitment);
     let resp = client
         .get(format!("{}/timestamp/{hex}", url.trim_end_matches('/')))
         .header("Accept", "application/vnd.opentimestamps.v1")

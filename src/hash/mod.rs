@@ -46,18 +46,13 @@ pub struct Digest(pub [u8; 32]);
 impl Digest {
     /// Lower-case hex.
     pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.0)
     }
 
     /// Parse 64 hex digits.
     pub fn from_hex(s: &str) -> Option<Digest> {
-        if s.len() != 64 {
-            return None;
-        }
         let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
+        hex::decode_to_slice(s, &mut out).ok()?;
         Some(Digest(out))
     }
 

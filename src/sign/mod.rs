@@ -83,10 +83,7 @@ impl PublicKey {
             .to_public_key_der()
             .map(|d| d.as_bytes().to_vec())
             .unwrap_or_default();
-        let keyid = sha2::Sha256::digest(&der)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let keyid = hex::encode(sha2::Sha256::digest(&der));
         PublicKey { key, keyid }
     }
 

@@ -304,7 +304,7 @@ fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut
                     .filter_map(|(msg, a)| match a {
                         anchor::ots::Attestation::Bitcoin(h) => Some(format!(
                             "Bitcoin block {h} (check its merkle root is {})",
-                            anchor::evm::hex_str(msg)
+                            hex::encode(msg)
                         )),
                         _ => None,
                     })

@@ -595,3 +595,51 @@ fn a_calendar_that_is_down_is_an_error_and_writes_nothing() {
     assert!(!ws.path().join("r/manifest.anchor.json").exists());
     assert!(!ws.path().join("r/manifest.intoto.json.ots").exists());
 }
+
+#[test]
+fn bad_keys_and_missing_backends_are_clear_errors_before_any_network() {
+    let ws = Workspace::new();
+    signed_run(&ws);
+    let m = "r/manifest.intoto.json";
+    // Nothing listens on port 9: every case below must fail before talking to it.
+    let rpc = ["--rpc", "http://127.0.0.1:9", "-q"];
+    for (key, message) in [
+        ("12", "error: AUDITAI_ANCHOR_KEY must be 32 bytes of hex\n"),
+        // 64 bytes, but not 64 hex digits (and not ASCII): an error, not a panic.
+        (
+            &"é".repeat(32),
+            "error: AUDITAI_ANCHOR_KEY must be 32 bytes of hex\n",
+        ),
+        (
+            &"00".repeat(32),
+            "error: AUDITAI_ANCHOR_KEY is not a valid secp256k1 key\n",
+        ),
+    ] {
+        let mut args = vec![m];
+        args.extend(rpc);
+        let out = anchor(&ws, key, &args);
+        assert_eq!((out.code, out.stderr.as_str()), (2, message), "key {key:?}");
+    }
+    let out = ws.run(&["anchor", m, "--rpc", "http://127.0.0.1:9", "-q"]);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr,
+        "error: no anchoring key: pass --keystore FILE (password from AUDITAI_KEYSTORE_PASSWORD or --password-file) or set AUDITAI_ANCHOR_KEY\n"
+    );
+    let out = ws.run(&["anchor", m]);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr,
+        "error: nothing to anchor with: pass --chain/--rpc for an EVM chain and/or --ots\n"
+    );
+    let out = ws.run(&["anchor", m, "--chain", "mars"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.starts_with(
+            "error: unknown chain `mars` (known: 0g-mainnet, 0g-galileo, ethereum, sepolia, local)"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!ws.path().join("r/manifest.anchor.json").exists());
+}
