@@ -32,7 +32,7 @@ complete -c auditai -n "__fish_auditai_needs_command" -f -a "sign" -d 'Add a co-
 complete -c auditai -n "__fish_auditai_needs_command" -f -a "keygen" -d 'Generate an ed25519 key pair (PKCS#8 and SPKI PEM, as openssl writes them)'
 complete -c auditai -n "__fish_auditai_needs_command" -f -a "hash" -d 'Print blake3 digests of files and directory trees (`digest  path`, like b3sum)'
 complete -c auditai -n "__fish_auditai_needs_command" -f -a "anchor" -d 'Anchor manifest digests on an EVM chain (0G, Ethereum, local) and/or Bitcoin through OpenTimestamps, batched in one Merkle tree; writes a receipt next to each manifest'
-complete -c auditai -n "__fish_auditai_needs_command" -f -a "audit" -d 'Replay challenged training segments to check a run really happened (not available yet)'
+complete -c auditai -n "__fish_auditai_needs_command" -f -a "audit" -d 'Check that a run really trained: its commitment, its hash-chained transcript and its checkpoints, then replay segments picked by a challenge and compare with the checkpoints'
 complete -c auditai -n "__fish_auditai_needs_command" -f -a "inspect" -d 'Show a provenance manifest as a readable summary (data, code, spec, seed, metrics, signers). Does not verify anything; use `auditai verify` for that'
 complete -c auditai -n "__fish_auditai_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c auditai -n "__fish_auditai_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -41,10 +41,19 @@ wgpu\t''
 cpu\t''"
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l out -d 'Run directory (overrides the spec\'s outputs.dir; default runs/<name>)' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l key -d 'Sign the manifest with this ed25519 private key (PKCS#8 PEM, mode 0600). Otherwise the key comes from AUDITAI_SIGNING_KEY (PEM text), then AUDITAI_SIGNING_KEY_FILE; with none the manifest is written unsigned' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l chain -d 'An EVM chain preset: 0g-mainnet, 0g-galileo, ethereum, sepolia or local. The node\'s eth_chainId must match the preset' -r
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l rpc -d 'The JSON-RPC URL (overrides the preset\'s; alone, any chain id is accepted)' -r
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l keystore -d 'The anchoring account\'s Web3 Secret Storage v3 keystore (as cast and geth write). Its password comes from AUDITAI_KEYSTORE_PASSWORD or --password-file. Without a keystore the key comes from AUDITAI_ANCHOR_KEY (hex)' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l password-file -d 'A file holding the keystore\'s password' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l confirmations -d 'Blocks on top of the anchor\'s block to wait for (default: the preset\'s, 1 on local)' -r
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l timeout -d 'Seconds to wait for the confirmations' -r
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l calendar -d 'An OpenTimestamps calendar URL (repeatable; default: the public calendars)' -r
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l resume -d 'Continue an interrupted run from its last complete checkpoint'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l force -d 'Replace an existing run directory'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l json -d 'Print one JSON object instead of the results table'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -s q -l quiet -d 'No progress or notices on stderr (errors are still printed)'
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l anchor-commitment -d 'Anchor the training commitment (commitment.json) before the first step, with the options below, so it provably predates the result; writes commitment.anchor.json. A failure to anchor stops the run before training'
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l ots -d 'Also timestamp the root on Bitcoin through OpenTimestamps calendars'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l key -d 'A trusted public key (SPKI PEM); repeat for several' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l policy -d 'A trust policy (YAML: signers, threshold, required names)' -r -F
@@ -69,8 +78,8 @@ complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_s
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l confirmations -d 'Blocks on top of the anchor\'s block to wait for (default: the preset\'s, 1 on local)' -r
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l timeout -d 'Seconds to wait for the confirmations' -r
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l calendar -d 'An OpenTimestamps calendar URL (repeatable; default: the public calendars)' -r
-complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l dry-run -d 'Print the signed raw transaction instead of sending it'
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l ots -d 'Also timestamp the root on Bitcoin through OpenTimestamps calendars'
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l dry-run -d 'Print the signed raw transaction instead of sending it'
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l force -d 'Anchor manifests that already have a receipt again'
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l json -d 'Print one JSON object instead of the table'
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -s q -l quiet -d 'No progress on stderr'
@@ -81,7 +90,18 @@ complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from upgrade" -s h -l help -d 'Print help'
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from help" -f -a "upgrade" -d 'Ask the OpenTimestamps calendars for completed Bitcoin attestations and update each manifest\'s .ots proof and receipt. Still pending is a status, not an error'
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c auditai -n "__fish_auditai_using_subcommand audit" -s h -l help -d 'Print help'
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l segments -d 'How many transcript segments to replay. Replaying K of E segments costs about K/E of the training time' -r
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l challenge -d 'The challenge that picks the segments, hex (e.g. a beacon value the auditor trusts). Without it and without --challenge-from-anchor, fresh OS randomness is used and printed' -r
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l device -d 'Where to replay: default the backend that trained (bitwise comparison), else the CPU (comparison under the documented tolerances)' -r -f -a "auto\t''
+wgpu\t''
+cpu\t''"
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l root -d 'Where the data files named by the commitment live (default: the git work tree holding the manifest, else the current directory)' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l rpc -d 'Check the anchors (commitment and challenge) online against this JSON-RPC endpoint' -r
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l chain -d 'Check the anchors online against this chain preset\'s endpoint' -r
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l challenge-from-anchor -d 'Take the challenge from the block hash of the manifest\'s EVM anchor (randomness that did not exist while the run trained). Pass --rpc or --chain to check that block on chain'
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l json -d 'Print one JSON object instead of the tables'
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -s q -l quiet -d 'No progress on stderr'
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c auditai -n "__fish_auditai_using_subcommand inspect" -l json -d 'Print the statement as JSON instead of a summary'
 complete -c auditai -n "__fish_auditai_using_subcommand inspect" -s h -l help -d 'Print help'
 complete -c auditai -n "__fish_auditai_using_subcommand completions" -s h -l help -d 'Print help'
@@ -91,7 +111,7 @@ complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_see
 complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "keygen" -d 'Generate an ed25519 key pair (PKCS#8 and SPKI PEM, as openssl writes them)'
 complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "hash" -d 'Print blake3 digests of files and directory trees (`digest  path`, like b3sum)'
 complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "anchor" -d 'Anchor manifest digests on an EVM chain (0G, Ethereum, local) and/or Bitcoin through OpenTimestamps, batched in one Merkle tree; writes a receipt next to each manifest'
-complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "audit" -d 'Replay challenged training segments to check a run really happened (not available yet)'
+complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "audit" -d 'Check that a run really trained: its commitment, its hash-chained transcript and its checkpoints, then replay segments picked by a challenge and compare with the checkpoints'
 complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "inspect" -d 'Show a provenance manifest as a readable summary (data, code, spec, seed, metrics, signers). Does not verify anything; use `auditai verify` for that'
 complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "completions" -d 'Print a shell completion script'
 complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

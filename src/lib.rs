@@ -5,6 +5,7 @@
 //! Each module owns one concern and says at its top what it must not do.
 
 pub mod anchor;
+pub mod audit;
 pub mod data;
 pub mod fsio;
 pub mod hash;
@@ -15,4 +16,5 @@ pub mod shuffle;
 pub mod sign;
 pub mod spec;
 pub mod train;
+pub mod transcript;
 pub mod verify;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use serde::Serialize;
 
+use crate::anchor::{self, AnchorError, Receipt};
 use crate::data::{self, DataError, Prepared};
 use crate::fsio;
 use crate::hash::{self, HashError};
@@ -18,6 +19,7 @@ use crate::provenance;
 use crate::sign::{self, Envelope, SecretKey};
 use crate::spec::{DeviceChoice, Spec, SpecError};
 use crate::train::{self, BackendKind, EpochRecord, Metrics, Progress, TrainError, device};
+use crate::transcript::{self, CodeRef, Commitment, FileRef};
 
 /// File names inside a run directory.
 pub mod layout {
@@ -37,6 +39,10 @@ pub mod layout {
     pub const CHECKPOINTS: &str = "checkpoints";
     /// The DSSE-wrapped provenance manifest; written last, it marks the run complete.
     pub const MANIFEST: &str = crate::manifest::FILE_NAME;
+    /// The training commitment, written before the first step.
+    pub const COMMITMENT: &str = crate::transcript::COMMITMENT_FILE;
+    /// The hash-chained training transcript.
+    pub const TRANSCRIPT: &str = crate::transcript::TRANSCRIPT_FILE;
 }
 
 /// Errors from running a pipeline.
@@ -86,6 +92,9 @@ pub enum PipelineError {
     /// Hashing an input or output failed.
     #[error(transparent)]
     Hash(#[from] HashError),
+    /// Anchoring the commitment failed (training did not start).
+    #[error("anchoring the training commitment: {0}")]
+    Anchor(#[from] AnchorError),
     /// Exporting the weights failed.
     #[error("exporting {}: {message}", path.display())]
     Export {
@@ -130,6 +139,15 @@ pub enum Event<'a> {
         /// A one-line notice, if any.
         notice: Option<&'a str>,
     },
+    /// The commitment is written (and, when asked, anchored) and training starts.
+    Committed {
+        /// `commitment.json`.
+        path: &'a Path,
+        /// Its anchor receipt, when anchored now.
+        receipt: Option<&'a Receipt>,
+    },
+    /// A message from anchoring the commitment.
+    Anchoring(&'a str),
     /// Training progress.
     Train(Progress<'a>),
 }
@@ -206,9 +224,13 @@ pub struct RunReport {
 }
 
 /// Run the pipeline described by `opts`.
+///
+/// With `commit_anchor`, the training commitment is anchored before the first step; a failure to
+/// anchor stops the run before training.
 pub fn run(
     opts: &RunOptions,
     key: Option<&SecretKey>,
+    commit_anchor: Option<&anchor::Options>,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<RunReport, PipelineError> {
     let spec_bytes = std::fs::read(&opts.spec).map_err(|source| SpecError::Read {
@@ -244,6 +266,12 @@ pub fn run(
         dependency(&opts.spec, &spec_bytes),
     ];
     drop(data_bytes);
+    let file_ref = |d: &manifest::ResourceDescriptor| FileRef {
+        name: d.name.clone().unwrap_or_default(),
+        blake3: d.digest.get("blake3").cloned().unwrap_or_default(),
+        sha256: d.digest.get("sha256").cloned().unwrap_or_default(),
+    };
+    let (data_ref, spec_ref) = (file_ref(&dependencies[0]), file_ref(&dependencies[1]));
     let run_dir = opts
         .out
         .clone()
@@ -265,11 +293,47 @@ pub fn run(
         write(&run_dir.join(layout::PREPROCESSING), &pre)?;
     }
 
+    let initial = train::initial_weights(&spec, &data)?;
+    let commitment = Commitment {
+        schema: transcript::COMMITMENT_SCHEMA.to_string(),
+        name: spec.name.clone(),
+        spec_blake3: spec.digest().to_hex().to_string(),
+        seed: spec.seed,
+        spec_file: spec_ref,
+        data: vec![data_ref],
+        code: match &code {
+            provenance::Code::Git(g) => Some(CodeRef {
+                git_commit: g.commit.clone(),
+                dirty: g.dirty,
+                diff_blake3: g.diff_blake3.clone(),
+            }),
+            provenance::Code::None { .. } => None,
+        },
+        backend: backend.kind,
+        initial_weights_blake3: blake3::hash(&initial).to_hex().to_string(),
+        committed_on: manifest::now_rfc3339(),
+    };
+    let commitment_path = run_dir.join(layout::COMMITMENT);
+    let commitment_bytes = commit(&commitment_path, commitment, opts.resume)?;
+    let receipt = match commit_anchor {
+        Some(a) => {
+            let mut progress = |m: &str| on_event(Event::Anchoring(m));
+            let outcome = anchor::anchor(std::slice::from_ref(&commitment_path), a, &mut progress)?;
+            outcome.anchored.into_iter().next().map(|(_, r)| r)
+        }
+        None => None,
+    };
+    on_event(Event::Committed {
+        path: &commitment_path,
+        receipt: receipt.as_ref(),
+    });
+
     let session = train::Session {
         spec: &spec,
         data: &data,
         backend: &backend,
         dir: &run_dir,
+        commitment: transcript::chain_start(&commitment_bytes),
     };
     let outcome = train::train(&session, opts.resume, &mut |p| on_event(Event::Train(p)))?;
 
@@ -339,7 +403,13 @@ pub fn run(
     ];
     let plain = hash::Hasher::new(None, true);
     let mut byproducts = Vec::new();
-    for name in [layout::SPEC, layout::PREPROCESSING, layout::METRICS] {
+    for name in [
+        layout::SPEC,
+        layout::PREPROCESSING,
+        layout::METRICS,
+        layout::COMMITMENT,
+        layout::TRANSCRIPT,
+    ] {
         let d = plain.hash_file(&run_dir.join(name))?;
         byproducts.push(manifest::ResourceDescriptor::file(name, None, &d));
     }
@@ -348,7 +418,31 @@ pub fn run(
         layout::CHECKPOINTS,
         &tree,
     ));
-    let statement = statement(&summary, subjects, dependencies, byproducts, started_on);
+    let transcript_bytes = std::fs::read(run_dir.join(layout::TRANSCRIPT))
+        .map_err(io_err(&run_dir.join(layout::TRANSCRIPT)))?;
+    let audit = (
+        manifest::CommitmentRef {
+            path: layout::COMMITMENT.to_string(),
+            blake3: blake3::hash(&commitment_bytes).to_hex().to_string(),
+        },
+        manifest::TranscriptRef {
+            path: layout::TRANSCRIPT.to_string(),
+            blake3: blake3::hash(&transcript_bytes).to_hex().to_string(),
+            entries: outcome.transcript.len(),
+            head: outcome.transcript.last().map_or_else(
+                || hex::encode(transcript::chain_start(&commitment_bytes)),
+                |e| e.chain.clone(),
+            ),
+        },
+    );
+    let statement = statement(
+        &summary,
+        subjects,
+        dependencies,
+        byproducts,
+        started_on,
+        audit,
+    );
     let mut envelope = Envelope::new(sign::IN_TOTO_PAYLOAD_TYPE, &statement.to_payload());
     if let Some(k) = key {
         envelope.sign(k);
@@ -458,6 +552,7 @@ fn statement(
     resolved_dependencies: Vec<manifest::ResourceDescriptor>,
     byproducts: Vec<manifest::ResourceDescriptor>,
     started_on: String,
+    (commitment, transcript): (manifest::CommitmentRef, manifest::TranscriptRef),
 ) -> manifest::Statement {
     use manifest::*;
     let t = provenance::toolchain();
@@ -511,9 +606,45 @@ fn statement(
                         val_loss: e.val_loss,
                     })
                     .collect(),
+                commitment: Some(commitment),
+                transcript: Some(transcript),
             }),
         },
     }
+}
+
+/// Write the commitment, or on `--resume` keep the one the run started with after checking that
+/// nothing it pins has changed. Returns the commitment file's bytes.
+fn commit(path: &Path, fresh: Commitment, resume: bool) -> Result<Vec<u8>, PipelineError> {
+    if resume && path.exists() {
+        let bytes = std::fs::read(path).map_err(io_err(path))?;
+        let kept: Commitment =
+            serde_json::from_slice(&bytes).map_err(|e| PipelineError::Resume {
+                dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                message: format!("{} is not a training commitment: {e}", path.display()),
+            })?;
+        let changed = [
+            ("spec", kept.spec_blake3 != fresh.spec_blake3),
+            ("data", kept.data != fresh.data),
+            ("backend", kept.backend != fresh.backend),
+            (
+                "initial weights",
+                kept.initial_weights_blake3 != fresh.initial_weights_blake3,
+            ),
+        ];
+        if let Some((what, _)) = changed.iter().find(|(_, c)| *c) {
+            return Err(PipelineError::Resume {
+                dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                message: format!(
+                    "the {what} differs from the run's training commitment; start a new run"
+                ),
+            });
+        }
+        return Ok(bytes);
+    }
+    let bytes = fresh.to_bytes();
+    write(path, &bytes)?;
+    Ok(bytes)
 }
 
 fn rows(data: &Prepared) -> Rows {

@@ -117,13 +117,17 @@ pub struct BitcoinAttestation {
     pub merkle_root: String,
 }
 
-/// The receipt path of a manifest: `X.intoto.json` → `X.anchor.json`, else `X.anchor.json`.
+/// The receipt path of an anchored file: `X.intoto.json` or `X.json` → `X.anchor.json`, else
+/// `X.anchor.json` for any other name `X`.
 pub fn receipt_path(manifest: &Path) -> PathBuf {
     let name = manifest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let stem = name.strip_suffix(".intoto.json").unwrap_or(&name);
+    let stem = name
+        .strip_suffix(".intoto.json")
+        .or_else(|| name.strip_suffix(".json"))
+        .unwrap_or(&name);
     manifest.with_file_name(format!("{stem}.anchor.json"))
 }
 

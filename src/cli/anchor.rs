@@ -31,6 +31,25 @@ pub(super) struct AnchorArgs {
     /// and only the root goes on chain.
     #[arg(required = true)]
     manifests: Vec<PathBuf>,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Print the signed raw transaction instead of sending it.
+    #[arg(long)]
+    dry_run: bool,
+    /// Anchor manifests that already have a receipt again.
+    #[arg(long)]
+    force: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Where and how to anchor: shared by `auditai anchor` and `auditai run --anchor-commitment`.
+#[derive(Debug, clap::Args)]
+pub(super) struct TargetArgs {
     /// An EVM chain preset: 0g-mainnet, 0g-galileo, ethereum, sepolia or local. The node's
     /// eth_chainId must match the preset.
     #[arg(long, value_name = "NAME")]
@@ -52,24 +71,52 @@ pub(super) struct AnchorArgs {
     /// Seconds to wait for the confirmations.
     #[arg(long, value_name = "SECS", default_value_t = 180)]
     timeout: u64,
-    /// Print the signed raw transaction instead of sending it.
-    #[arg(long)]
-    dry_run: bool,
     /// Also timestamp the root on Bitcoin through OpenTimestamps calendars.
     #[arg(long)]
     ots: bool,
     /// An OpenTimestamps calendar URL (repeatable; default: the public calendars).
     #[arg(long = "calendar", value_name = "URL")]
     calendars: Vec<String>,
-    /// Anchor manifests that already have a receipt again.
-    #[arg(long)]
-    force: bool,
-    /// Print one JSON object instead of the table.
-    #[arg(long)]
-    json: bool,
-    /// No progress on stderr.
-    #[arg(long, short)]
-    quiet: bool,
+}
+
+impl TargetArgs {
+    /// Whether any anchoring target was given.
+    pub(super) fn any(&self) -> bool {
+        self.chain.is_some() || self.rpc.is_some() || self.ots || !self.calendars.is_empty()
+    }
+
+    /// The anchoring options: loads the key for an EVM chain, picks the calendars.
+    pub(super) fn options(&self, dry_run: bool, force: bool) -> anyhow::Result<anchor::Options> {
+        let evm = if self.chain.is_some() || self.rpc.is_some() {
+            let chain = evm::Chain::resolve(self.chain.as_deref(), self.rpc.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            let signer = evm::load_key(self.keystore.as_deref(), self.password_file.as_deref())?;
+            Some(anchor::EvmOptions {
+                confirmations: self.confirmations.unwrap_or(chain.confirmations),
+                chain,
+                signer,
+                timeout: Duration::from_secs(self.timeout),
+                dry_run,
+            })
+        } else {
+            None
+        };
+        if dry_run && evm.is_none() {
+            anyhow::bail!("--dry-run needs an EVM chain (--chain or --rpc)");
+        }
+        let calendars = if self.ots && self.calendars.is_empty() {
+            PUBLIC_CALENDARS.iter().map(|s| s.to_string()).collect()
+        } else if self.ots || !self.calendars.is_empty() {
+            self.calendars.clone()
+        } else {
+            Vec::new()
+        };
+        Ok(anchor::Options {
+            evm,
+            calendars,
+            force,
+        })
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -98,35 +145,7 @@ pub(super) fn anchor_cmd(args: &AnchorArgs) -> anyhow::Result<u8> {
     if let Some(AnchorCommand::Upgrade { manifests, json }) = &args.command {
         return upgrade(manifests, *json);
     }
-    let evm_opts = if args.chain.is_some() || args.rpc.is_some() {
-        let chain = evm::Chain::resolve(args.chain.as_deref(), args.rpc.as_deref())
-            .map_err(anyhow::Error::msg)?;
-        let signer = evm::load_key(args.keystore.as_deref(), args.password_file.as_deref())?;
-        Some(anchor::EvmOptions {
-            confirmations: args.confirmations.unwrap_or(chain.confirmations),
-            chain,
-            signer,
-            timeout: Duration::from_secs(args.timeout),
-            dry_run: args.dry_run,
-        })
-    } else {
-        None
-    };
-    if args.dry_run && evm_opts.is_none() {
-        anyhow::bail!("--dry-run needs an EVM chain (--chain or --rpc)");
-    }
-    let calendars = if args.ots && args.calendars.is_empty() {
-        PUBLIC_CALENDARS.iter().map(|s| s.to_string()).collect()
-    } else if args.ots || !args.calendars.is_empty() {
-        args.calendars.clone()
-    } else {
-        Vec::new()
-    };
-    let opts = anchor::Options {
-        evm: evm_opts,
-        calendars,
-        force: args.force,
-    };
+    let opts = args.target.options(args.dry_run, args.force)?;
     let bar = spinner(args.quiet);
     let quiet = args.quiet;
     let mut progress = |msg: &str| match &bar {

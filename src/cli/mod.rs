@@ -4,6 +4,7 @@
 //! (a table, or one JSON object with `--json`); progress and notices go to stderr.
 
 mod anchor;
+mod audit;
 mod hash;
 mod run;
 mod trust;
@@ -66,9 +67,17 @@ enum Command {
     /// OpenTimestamps, batched in one Merkle tree; writes a receipt next to each manifest.
     #[command(after_help = EXIT_CODES)]
     Anchor(anchor::AnchorArgs),
-    /// Replay challenged training segments to check a run really happened (not available yet).
+    /// Check that a run really trained: its commitment, its hash-chained transcript and its
+    /// checkpoints, then replay segments picked by a challenge and compare with the checkpoints.
+    ///
+    /// The challenge is --challenge HEX, the block hash of the manifest's anchor
+    /// (--challenge-from-anchor), or fresh randomness; it is printed, and the same challenge picks
+    /// the same segments. Replays on the training backend must match bitwise; across backends
+    /// they must fall within the tolerances in docs/audit.md. Does not check signatures (use
+    /// `auditai verify`). Exit 0 only when every check and replay holds, 1 when one fails, 2 on
+    /// usage or I/O errors.
     #[command(after_help = EXIT_CODES)]
-    Audit(Pending),
+    Audit(audit::AuditArgs),
     /// Show a provenance manifest as a readable summary (data, code, spec, seed, metrics,
     /// signers). Does not verify anything; use `auditai verify` for that.
     #[command(after_help = EXIT_CODES)]
@@ -79,14 +88,6 @@ enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
-}
-
-/// Arguments of a subcommand that a later release implements.
-#[derive(Debug, clap::Args)]
-struct Pending {
-    /// Arguments (ignored until the command is implemented).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -126,15 +127,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Hash(args) => hash::hash(&args),
         Command::Inspect(args) => trust::inspect(&args),
         Command::Anchor(args) => anchor::anchor_cmd(&args),
-        Command::Audit(_) => pending("audit", "training audits"),
+        Command::Audit(args) => audit::audit_cmd(&args),
     }
-}
-
-fn pending(command: &str, feature: &str) -> anyhow::Result<u8> {
-    eprintln!(
-        "error: `auditai {command}` is not available yet: it arrives with {feature} (see CHANGELOG.md)"
-    );
-    Ok(EXIT_ERROR)
 }
 
 fn write_completions(shell: Shell, out: &mut dyn Write) {

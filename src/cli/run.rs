@@ -13,6 +13,7 @@ use auditai::sign;
 use auditai::spec::DeviceChoice;
 use auditai::train::{Metrics, Progress};
 
+use super::anchor::TargetArgs;
 use super::{EXIT_OK, stderr_is_terminal};
 
 #[derive(Debug, clap::Args)]
@@ -43,10 +44,20 @@ pub(super) struct RunArgs {
     /// No progress or notices on stderr (errors are still printed).
     #[arg(long, short)]
     quiet: bool,
+    /// Anchor the training commitment (commitment.json) before the first step, with the options
+    /// below, so it provably predates the result; writes commitment.anchor.json. A failure to
+    /// anchor stops the run before training.
+    #[arg(long)]
+    anchor_commitment: bool,
+    #[command(
+        flatten,
+        next_help_heading = "Commitment anchoring (with --anchor-commitment)"
+    )]
+    target: TargetArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum DeviceArg {
+pub(super) enum DeviceArg {
     Auto,
     Wgpu,
     Cpu,
@@ -71,10 +82,23 @@ pub(super) fn run(args: &RunArgs) -> anyhow::Result<u8> {
         force: args.force,
     };
     let key = sign::signing_key(args.key.as_deref())?;
+    let commit_anchor = match (args.anchor_commitment, args.target.any()) {
+        (true, true) => Some(args.target.options(false, false)?),
+        (true, false) => anyhow::bail!(
+            "--anchor-commitment needs a target: --chain or --rpc, and/or --ots or --calendar"
+        ),
+        (false, true) => anyhow::bail!(
+            "--chain, --rpc, --ots and --calendar apply to --anchor-commitment; add it or drop them"
+        ),
+        (false, false) => None,
+    };
     let mut display = Display::new(args.quiet, key.is_none());
-    let report = pipeline::run(&opts, key.as_ref().map(|(k, _)| k), &mut |e| {
-        display.event(e)
-    });
+    let report = pipeline::run(
+        &opts,
+        key.as_ref().map(|(k, _)| k),
+        commit_anchor.as_ref(),
+        &mut |e| display.event(e),
+    );
     display.finish();
     let report = report?;
     let mut out = std::io::stdout().lock();
@@ -133,6 +157,19 @@ impl Display {
                 if self.unsigned {
                     self.line("notice: no signing key (--key, AUDITAI_SIGNING_KEY or AUDITAI_SIGNING_KEY_FILE); the manifest will be unsigned");
                 }
+            }
+            Event::Anchoring(msg) => self.line(&format!("anchoring commitment: {msg}")),
+            Event::Committed { path, receipt } => {
+                let anchored = receipt.map_or(String::new(), |r| {
+                    let evm = r.evm.as_ref().map_or(String::new(), |e| {
+                        format!(", anchored on {} in block {}", e.chain, e.block_number)
+                    });
+                    let ots = r.ots.as_ref().map_or(String::new(), |o| {
+                        format!(", timestamped by {} calendar(s)", o.calendars.len())
+                    });
+                    format!("{evm}{ots}")
+                });
+                self.line(&format!("committed: {}{anchored}", path.display()));
             }
             Event::Train(Progress::Resumed { epoch }) => {
                 self.line(&format!("resuming after epoch {epoch}"));

@@ -185,6 +185,36 @@ pub struct Extension {
     pub final_epoch: usize,
     /// Per-epoch checkpoint digests.
     pub checkpoints: Vec<CheckpointEntry>,
+    /// The training commitment made before the first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment: Option<CommitmentRef>,
+    /// The training transcript and its chain head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<TranscriptRef>,
+}
+
+/// Where the commitment is and what it hashes to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitmentRef {
+    /// Path relative to the run directory.
+    pub path: String,
+    /// blake3 of the file: `h_0` of the transcript chain.
+    pub blake3: String,
+}
+
+/// Where the transcript is, how long it is, and its chain head.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TranscriptRef {
+    /// Path relative to the run directory.
+    pub path: String,
+    /// blake3 of the file.
+    pub blake3: String,
+    /// Number of entries (segments).
+    pub entries: usize,
+    /// The last entry's chain hash (`h_0` when empty).
+    pub head: String,
 }
 
 /// One epoch's checkpoint in the extension.

@@ -100,6 +100,8 @@ pub struct Spec {
     pub training: TrainingSpec,
     /// Outputs section.
     pub outputs: OutputsSpec,
+    /// Audit section.
+    pub audit: AuditSpec,
     /// The spec file this came from.
     #[serde(skip)]
     pub source: PathBuf,
@@ -267,6 +269,27 @@ pub struct OutputsSpec {
     pub checkpoints: KeepCheckpoints,
 }
 
+/// `audit:`: how finely the training transcript records the run.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct AuditSpec {
+    /// A transcript entry (and a checkpoint) every this many steps within an epoch, besides the
+    /// one at every epoch end; `None`: one entry per epoch.
+    pub every_steps: Option<usize>,
+}
+
+impl AuditSpec {
+    /// Where the transcript segments of an epoch with `batches` steps end (exclusive step
+    /// indices within the epoch, ascending, the last one `batches`).
+    pub fn segment_ends(&self, batches: usize) -> Vec<usize> {
+        let mut ends: Vec<usize> = match self.every_steps {
+            Some(n) if n > 0 => (n..batches).step_by(n).collect(),
+            _ => Vec::new(),
+        };
+        ends.push(batches);
+        ends
+    }
+}
+
 impl Spec {
     /// Read and validate a spec file.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
@@ -404,8 +427,18 @@ impl Checker<'_> {
                 dir,
                 checkpoints: outputs.checkpoints.unwrap_or(KeepCheckpoints::All),
             },
+            audit: self.audit(raw.audit.unwrap_or_default())?,
             source: self.path.to_path_buf(),
         })
+    }
+
+    fn audit(&self, raw: raw::RawAudit) -> Result<AuditSpec, SpecError> {
+        match raw.every_steps {
+            Some(n) if n.value == 0 => self.fail(pos(&n), "audit.every_steps must be at least 1"),
+            n => Ok(AuditSpec {
+                every_steps: n.map(|n| n.value),
+            }),
+        }
     }
 
     fn data(&self, raw: raw::RawData) -> Result<DataSpec, SpecError> {

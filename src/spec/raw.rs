@@ -19,6 +19,8 @@ pub(super) struct RawSpec {
     pub training: Option<RawTraining>,
     #[serde(default)]
     pub outputs: Option<RawOutputs>,
+    #[serde(default)]
+    pub audit: Option<RawAudit>,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +150,13 @@ pub(super) struct RawOutputs {
     pub dir: Option<Sp<String>>,
     #[serde(default)]
     pub checkpoints: Option<KeepCheckpoints>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    #[serde(default)]
+    pub every_steps: Option<Sp<usize>>,
 }
 
 /// What the model predicts.

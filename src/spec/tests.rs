@@ -141,3 +141,26 @@ fn cosine_schedule_ends_at_min_lr() {
         vec![1.0, 1.0, 0.5, 0.5, 0.25]
     );
 }
+
+#[test]
+fn audit_segments_split_each_epoch() {
+    let s = Spec::parse(MINIMAL, Path::new("p.yaml")).unwrap();
+    assert_eq!(s.audit.every_steps, None);
+    assert_eq!(s.audit.segment_ends(10), vec![10]);
+    let every = |n| AuditSpec {
+        every_steps: Some(n),
+    };
+    assert_eq!(every(4).segment_ends(10), vec![4, 8, 10]);
+    assert_eq!(every(5).segment_ends(10), vec![5, 10]);
+    assert_eq!(every(20).segment_ends(10), vec![10]);
+    let s = Spec::parse(
+        &format!("{MINIMAL}audit:\n  every_steps: 3\n"),
+        Path::new("p.yaml"),
+    )
+    .unwrap();
+    assert_eq!(s.audit.every_steps, Some(3));
+    assert_eq!(
+        err(&format!("{MINIMAL}audit:\n  every_steps: 0\n")),
+        "p.yaml:11:16: audit.every_steps must be at least 1"
+    );
+}

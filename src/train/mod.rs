@@ -3,8 +3,9 @@
 //! Determinism rules (see README, "Reproducibility"): initial weights are drawn on the CPU from the
 //! seed and then moved to the training device; parameter ids are renumbered canonically so record
 //! bytes depend only on the weights; the batch order of epoch `e` is a documented permutation of
-//! `(seed, e)`; dropout's RNG is re-seeded from `(seed, e)` at every epoch start, so a resumed run
-//! draws exactly what an uninterrupted one would. This module writes checkpoints into the run
+//! `(seed, e)`; dropout masks are a documented function of `(seed, e, step, layer)`
+//! ([`model::dropout_mask`]), independent of the backend, so a resumed run draws exactly what an
+//! uninterrupted one would and any segment of steps can be replayed on its own ([`replay`]). This module writes checkpoints and transcript entries into the run
 //! directory it is given, reports progress through a callback and never prints, signs or hashes
 //! files on disk.
 
@@ -30,6 +31,7 @@ use crate::data::{Part, Prepared, Targets};
 use crate::fsio;
 use crate::shuffle;
 use crate::spec::{KeepCheckpoints, OptimizerKind, Spec};
+use crate::transcript::{self, Entry};
 
 pub use device::{Backend, BackendKind};
 pub use metrics::Metrics;
@@ -119,9 +121,11 @@ struct CheckpointState {
     best_val_loss: f64,
     bad_epochs: usize,
     stop: bool,
+    /// The epoch's transcript entries.
+    transcript: Vec<Entry>,
 }
 
-const STATE_SCHEMA: &str = "auditai.checkpoint/v1";
+const STATE_SCHEMA: &str = "auditai.checkpoint/v2";
 
 /// Progress events for the caller's progress display.
 #[derive(Debug)]
@@ -163,6 +167,8 @@ pub struct TrainOutcome {
     pub stopped_early: bool,
     /// The epoch a resumed run continued after.
     pub resumed_from: Option<usize>,
+    /// The whole transcript, in order.
+    pub transcript: Vec<Entry>,
 }
 
 /// What to train, where, and into which run directory.
@@ -175,6 +181,8 @@ pub struct Session<'a> {
     pub backend: &'a Backend,
     /// The run directory (must exist).
     pub dir: &'a Path,
+    /// `h_0`: the digest of the run's commitment, where the transcript chain starts.
+    pub commitment: [u8; 32],
 }
 
 /// Initial weights: drawn on the CPU from the seed, with canonical parameter ids.
@@ -182,6 +190,15 @@ pub fn initial_model(spec: &Spec, data: &Prepared) -> Net {
     let cpu = Device::flex();
     cpu.seed(spec.seed);
     model::CanonicalIds::apply(Net::new(spec, data.features(), data.outputs(), &cpu))
+}
+
+/// The burnpack bytes of the initial weights (what the commitment pins).
+pub fn initial_weights(spec: &Spec, data: &Prepared) -> Result<Vec<u8>, TrainError> {
+    Ok(initial_model(spec, data)
+        .into_record()
+        .into_bytes()
+        .map_err(record_err)?
+        .to_vec())
 }
 
 /// The checkpoint directory inside a run directory.
@@ -196,6 +213,117 @@ fn checkpoint_paths(run_dir: &Path, epoch: usize) -> [PathBuf; 3] {
         dir.join(format!("epoch-{epoch:04}.optim.bpk")),
         dir.join(format!("epoch-{epoch:04}.json")),
     ]
+}
+
+/// Weights and optimizer paths, relative to the run directory, of the checkpoint after step
+/// `end` of 1-based `epoch` (the epoch's own checkpoint when `last`).
+fn segment_names(epoch: usize, end: usize, last: bool) -> [String; 2] {
+    let stem = if last {
+        format!("epoch-{epoch:04}")
+    } else {
+        format!("epoch-{epoch:04}-step-{end:05}")
+    };
+    [
+        format!("checkpoints/{stem}.bpk"),
+        format!("checkpoints/{stem}.optim.bpk"),
+    ]
+}
+
+/// The dropout key of step `step` (0-based) of 0-based `epoch`:
+/// `seed (LE) ‖ "dropout" ‖ epoch (LE) ‖ step (LE)`.
+fn dropout_key(seed: u64, epoch: usize, step: usize) -> Vec<u8> {
+    let mut key = shuffle::key(seed, "dropout", epoch as u64);
+    key.extend_from_slice(&(step as u64).to_le_bytes());
+    key
+}
+
+/// Train steps `range` of 0-based `epoch`, whose row order is `order`; returns the model and adds
+/// each batch's loss (times its size) to `loss_sum`.
+#[allow(clippy::too_many_arguments)]
+fn train_steps(
+    spec: &Spec,
+    split: &DeviceSplit,
+    order: &[usize],
+    epoch: usize,
+    range: std::ops::Range<usize>,
+    lr: f64,
+    mut model: Net,
+    optim: &mut ModuleOptimizer,
+    loss_sum: &mut Tensor<1>,
+    on_step: &mut dyn FnMut(),
+) -> Net {
+    let ad = split.x.device();
+    let bs = spec.training.batch_size;
+    for step in range {
+        let chunk = &order[step * bs..((step + 1) * bs).min(order.len())];
+        let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [chunk.len()]), &ad);
+        let key = dropout_key(spec.seed, epoch, step);
+        let out = model.forward_train(split.x.clone().select(0, idx.clone()), Some(&key));
+        let loss = split.loss(out, Some(&idx));
+        *loss_sum = loss_sum.clone() + loss.clone().detach() * (chunk.len() as f32);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(lr, model, grads);
+        on_step();
+    }
+    model
+}
+
+/// Weights and canonical optimizer bytes of a training model.
+fn snapshot(model: &Net, optim: &ModuleOptimizer) -> Result<(Vec<u8>, Vec<u8>), TrainError> {
+    let weights = model
+        .valid()
+        .into_record()
+        .into_bytes()
+        .map_err(record_err)?
+        .to_vec();
+    let optim_bytes = canonical_burnpack(optim.into_bytes().map_err(record_err)?)?;
+    Ok((weights, optim_bytes))
+}
+
+/// Replay steps `steps` of 1-based `epoch` on `device`, starting from the checkpoint `before`
+/// (weights and optimizer bytes; `None`: the initial weights and a fresh optimizer). Returns the
+/// weights and canonical optimizer bytes after the last step, as training wrote them.
+pub fn replay(
+    spec: &Spec,
+    data: &Prepared,
+    device: &Device,
+    before: Option<(&[u8], &[u8])>,
+    epoch: usize,
+    steps: std::ops::Range<usize>,
+    on_step: &mut dyn FnMut(),
+) -> Result<(Vec<u8>, Vec<u8>), TrainError> {
+    let t = &spec.training;
+    let ad = device.clone().autodiff();
+    let fresh = initial_model(spec, data);
+    let (model, mut optim) = match before {
+        None => (fresh, optimizer(spec)),
+        Some((w, o)) => {
+            let record =
+                ModuleRecord::from_bytes(Bytes::from_bytes_vec(w.to_vec())).map_err(record_err)?;
+            let optim = optimizer(spec)
+                .from_bytes(Bytes::from_bytes_vec(o.to_vec()))
+                .map_err(record_err)?;
+            (fresh.load_record(record), optim)
+        }
+    };
+    let split = upload(&data.train, 0..data.train.rows, data.features(), &ad);
+    let order = shuffle::epoch_order(spec.seed, epoch - 1, split.rows);
+    let lr = t.schedule.lr_at(t.optimizer.lr, epoch - 1, t.epochs);
+    let mut loss_sum = Tensor::<1>::zeros([1], &ad);
+    let model = train_steps(
+        spec,
+        &split,
+        &order,
+        epoch - 1,
+        steps,
+        lr,
+        model.fork(&ad).train(),
+        &mut optim,
+        &mut loss_sum,
+        on_step,
+    );
+    snapshot(&model, &optim)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
@@ -431,6 +559,16 @@ fn resume(s: &Session<'_>, fresh: Net) -> Result<Option<Resumed>, TrainError> {
             ),
         });
     }
+    let entries: Vec<Entry> = states.iter().flat_map(|st| st.transcript.clone()).collect();
+    if let Err(broken) = transcript::check_chain(&s.commitment, &entries) {
+        return Err(TrainError::Resume {
+            dir: s.dir.to_path_buf(),
+            message: format!(
+                "the checkpoints' transcript does not continue the run's commitment: {}",
+                broken.message
+            ),
+        });
+    }
     let [weights, optim_path, _] = checkpoint_paths(s.dir, last.record.epoch);
     let model = load_weights(fresh, &weights, &last.record.checkpoint_blake3)?;
     let optim_bytes = read_verified(&optim_path, &last.record.optimizer_blake3)?;
@@ -494,6 +632,11 @@ pub fn train(
     let mut stop = states.last().is_some_and(|st| st.stop);
     let start_epoch = states.len();
 
+    let mut prev = match states.last().and_then(|st| st.transcript.last()) {
+        Some(e) => link_hash(e)?,
+        None => s.commitment,
+    };
+
     for epoch in start_epoch..t.epochs {
         if stop {
             break;
@@ -507,22 +650,54 @@ pub fn train(
             epochs: t.epochs,
             batches,
         });
-        ad.seed(u64::from_le_bytes(
-            blake3::hash(&shuffle::key(spec.seed, "dropout", epoch as u64)).as_bytes()[..8]
-                .try_into()
-                .unwrap_or([0; 8]),
-        ));
         let started = Instant::now();
         let mut loss_sum = Tensor::<1>::zeros([1], &ad);
-        for chunk in order.chunks(t.batch_size) {
-            let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
-            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [chunk.len()]), &ad);
-            let out = model.forward(train_split.x.clone().select(0, idx.clone()));
-            let loss = train_split.loss(out, Some(&idx));
-            loss_sum = loss_sum + loss.clone().detach() * (chunk.len() as f32);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
-            progress(Progress::Batch);
+        let mut entries = Vec::new();
+        let mut from = 0;
+        let ends = spec.audit.segment_ends(batches);
+        let mut epoch_files = None;
+        for (k, &to) in ends.iter().enumerate() {
+            model = train_steps(
+                spec,
+                &train_split,
+                &order,
+                epoch,
+                from..to,
+                lr,
+                model,
+                &mut optim,
+                &mut loss_sum,
+                &mut || progress(Progress::Batch),
+            );
+            let last = k + 1 == ends.len();
+            let (weights, optim_bytes) = snapshot(&model, &optim)?;
+            let [w_name, o_name] = segment_names(number, to, last);
+            let (w_path, o_path) = (s.dir.join(&w_name), s.dir.join(&o_name));
+            fsio::write_atomic(&w_path, &weights).map_err(io_err(&w_path))?;
+            fsio::write_atomic(&o_path, &optim_bytes).map_err(io_err(&o_path))?;
+            let rows = &order[from * t.batch_size..(to * t.batch_size).min(order.len())];
+            let entry = Entry::new(
+                &prev,
+                transcript::Body {
+                    index: states.iter().map(|st| st.transcript.len()).sum::<usize>()
+                        + entries.len()
+                        + 1,
+                    epoch: number,
+                    steps: [from, to],
+                    lr,
+                    batch_order_blake3: transcript::order_digest(rows),
+                    weights: w_name,
+                    weights_blake3: blake3::hash(&weights).to_hex().to_string(),
+                    optimizer: o_name,
+                    optimizer_blake3: blake3::hash(&optim_bytes).to_hex().to_string(),
+                },
+            );
+            prev = link_hash(&entry)?;
+            entries.push(entry);
+            if last {
+                epoch_files = Some((weights, optim_bytes));
+            }
+            from = to;
         }
         let train_loss = f64::from(loss_sum.into_scalar::<f32>()) / train_split.rows as f64;
         let seconds = started.elapsed().as_secs_f64();
@@ -537,11 +712,8 @@ pub fn train(
         let (val_loss, val_metrics) =
             evaluate_chunks(&eval, &val_chunks, &s.data.validation, s.data.outputs());
         let (val_metric, metric) = validation_metric(&val_metrics);
-        let weights = eval.into_record().into_bytes().map_err(record_err)?;
-        let optim_bytes = canonical_burnpack(optim.into_bytes().map_err(record_err)?)?;
-        let [w_path, o_path, json_path] = checkpoint_paths(s.dir, number);
-        fsio::write_atomic(&w_path, &weights).map_err(io_err(&w_path))?;
-        fsio::write_atomic(&o_path, &optim_bytes).map_err(io_err(&o_path))?;
+        let (weights, optim_bytes) = epoch_files.unwrap_or_default();
+        let [_, _, json_path] = checkpoint_paths(s.dir, number);
 
         if val_loss < best_val - t.early_stopping.map_or(0.0, |e| e.min_delta) {
             best_val = val_loss;
@@ -575,18 +747,21 @@ pub fn train(
             best_val_loss: best_val,
             bad_epochs,
             stop,
+            transcript: entries,
         };
         // The state file is written last: its presence marks the checkpoint complete.
         let json = serde_json::to_vec_pretty(&state).map_err(record_err)?;
         fsio::write_atomic(&json_path, &json).map_err(io_err(&json_path))?;
         let line = serde_json::to_string(&record).map_err(record_err)?;
         fsio::append_line(&metrics_path, &line).map_err(io_err(&metrics_path))?;
-        if spec.outputs.checkpoints == KeepCheckpoints::Last {
-            prune(s.dir, number, best_epoch)?;
-        }
         states.push(state);
+        write_transcript(s.dir, &states)?;
+        if spec.outputs.checkpoints == KeepCheckpoints::Last {
+            prune(s.dir, &states, best_epoch)?;
+        }
         progress(Progress::EpochEnd(&record));
     }
+    write_transcript(s.dir, &states)?;
 
     let last = states.last().map_or(0, |st| st.record.epoch);
     let restore_best = t.early_stopping.is_some_and(|e| e.restore_best);
@@ -618,11 +793,12 @@ pub fn train(
     Ok(TrainOutcome {
         model: eval,
         model_bytes: model_bytes.to_vec(),
-        epochs: states.into_iter().map(|st| st.record).collect(),
+        epochs: states.iter().map(|st| st.record.clone()).collect(),
         final_epoch,
         best_epoch,
         stopped_early: stop && last < t.epochs,
         resumed_from,
+        transcript: states.into_iter().flat_map(|st| st.transcript).collect(),
     })
 }
 
@@ -646,23 +822,41 @@ fn canonical_burnpack(bytes: Bytes) -> Result<Vec<u8>, TrainError> {
     Ok(writer.into_bytes().map_err(record_err)?.to_vec())
 }
 
-/// Under `checkpoints: last`, delete the weights and optimizer state of epochs that are neither
-/// the latest nor the best. State files stay: they are small and carry the metrics history.
-fn prune(dir: &Path, latest: usize, best: usize) -> Result<(), TrainError> {
-    for epoch in 1..latest {
-        if epoch == best {
-            continue;
-        }
-        let [w, o, _] = checkpoint_paths(dir, epoch);
-        for p in [w, o] {
-            match std::fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(&p)(e)),
+/// Under `checkpoints: last`, delete the weights and optimizer state of epochs (and their step
+/// checkpoints) that are neither the latest nor the best. State files stay: they are small and
+/// carry the metrics history and the transcript.
+fn prune(dir: &Path, states: &[CheckpointState], best: usize) -> Result<(), TrainError> {
+    let latest = states.last().map_or(0, |st| st.record.epoch);
+    for st in states {
+        let epoch = st.record.epoch;
+        for (k, e) in st.transcript.iter().enumerate() {
+            let is_epoch_file = k + 1 == st.transcript.len();
+            if epoch == latest || (epoch == best && is_epoch_file) {
+                continue;
+            }
+            for p in [dir.join(&e.body.weights), dir.join(&e.body.optimizer)] {
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&p)(e)),
+                }
             }
         }
     }
     Ok(())
+}
+
+/// Rewrite `transcript.jsonl` from the checkpoint states.
+fn write_transcript(dir: &Path, states: &[CheckpointState]) -> Result<(), TrainError> {
+    let entries: Vec<Entry> = states.iter().flat_map(|st| st.transcript.clone()).collect();
+    let path = dir.join(transcript::TRANSCRIPT_FILE);
+    fsio::write_atomic(&path, transcript::to_jsonl(&entries).as_bytes()).map_err(io_err(&path))
+}
+
+fn link_hash(e: &Entry) -> Result<[u8; 32], TrainError> {
+    let mut h = [0u8; 32];
+    hex::decode_to_slice(&e.chain, &mut h).map_err(record_err)?;
+    Ok(h)
 }
 
 /// The task's held-out split: the test part, or validation when `split.test` is 0.

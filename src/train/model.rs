@@ -1,9 +1,15 @@
 //! The two model families a spec can name: an MLP and a small CNN, as one burn module.
+//!
+//! Dropout masks are not drawn from the device's RNG, which differs between backends: they come
+//! from a documented blake3 stream keyed by `(seed, epoch, step, layer)` and are uploaded, so a
+//! step's masks are the same on every backend and any step can be replayed on its own.
+
+use std::io::Read;
 
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation;
 
@@ -17,7 +23,8 @@ pub struct Net {
     avg_pool: Option<AvgPool2d>,
     dense: Vec<Linear>,
     output: Linear,
-    dropout: Dropout,
+    #[module(skip)]
+    dropout: f64,
     #[module(skip)]
     activation: Activation,
     #[module(skip)]
@@ -65,14 +72,20 @@ impl Net {
             avg_pool: (pool == Pool::Avg).then(|| AvgPool2dConfig::new([2, 2]).init()),
             dense,
             output: LinearConfig::new(width, outputs).init(device),
-            dropout: DropoutConfig::new(m.dropout).init(),
+            dropout: m.dropout,
             activation: m.activation,
             image,
         }
     }
 
-    /// Logits (or the regression output) for a `[batch, features]` input.
+    /// Logits (or the regression output) for a `[batch, features]` input, without dropout.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.forward_train(x, None)
+    }
+
+    /// The forward pass of a training step: with `dropout_key`, every dense hidden layer's
+    /// output is masked by [`dropout_mask`] of `(dropout_key, layer)`.
+    pub fn forward_train(&self, x: Tensor<2>, dropout_key: Option<&[u8]>) -> Tensor<2> {
         let [batch, _] = x.dims();
         let mut x = x;
         if let Some([c, h, w]) = self.image {
@@ -87,8 +100,14 @@ impl Net {
             }
             x = img.flatten(1, 3);
         }
-        for layer in &self.dense {
-            x = self.dropout.forward(self.act(layer.forward(x)));
+        for (i, layer) in self.dense.iter().enumerate() {
+            x = self.act(layer.forward(x));
+            if let Some(key) = dropout_key.filter(|_| self.dropout > 0.0) {
+                let [rows, cols] = x.dims();
+                let mask = dropout_mask(key, i, rows * cols, self.dropout);
+                let mask = Tensor::<2>::from_data(TensorData::new(mask, [rows, cols]), &x.device());
+                x = x * mask;
+            }
         }
         self.output.forward(x)
     }
@@ -102,6 +121,27 @@ impl Net {
             Activation::LeakyRelu => activation::leaky_relu(x, 0.01),
         }
     }
+}
+
+/// An inverted-dropout mask of `n` values for layer `layer`: each value is 0 with probability
+/// `p`, else `1 / (1 - p)`. Value `j` is dropped when the `j`-th little-endian `u32` of the blake3
+/// stream `derive_key("auditai 2025 dropout v1", key ‖ layer as u64 LE)` is below `p × 2^32`.
+pub fn dropout_mask(key: &[u8], layer: usize, n: usize, p: f64) -> Vec<f32> {
+    let mut h = blake3::Hasher::new_derive_key("auditai 2025 dropout v1");
+    h.update(key);
+    h.update(&(layer as u64).to_le_bytes());
+    let mut stream = h.finalize_xof();
+    let threshold = (p * 4_294_967_296.0) as u64;
+    let keep = (1.0 / (1.0 - p)) as f32;
+    let mut buf = vec![0u8; n * 4];
+    // Reading from an XOF never fails.
+    let _ = stream.read(&mut buf);
+    buf.chunks_exact(4)
+        .map(|c| {
+            let r = u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+            if r < threshold { 0.0 } else { keep }
+        })
+        .collect()
 }
 
 /// Gives every float parameter the id of its position in traversal order (0, 1, 2, ...).

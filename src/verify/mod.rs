@@ -64,7 +64,12 @@ pub struct Report {
 }
 
 impl Report {
-    fn push(&mut self, check: impl Into<String>, status: Status, detail: impl Into<String>) {
+    pub(crate) fn push(
+        &mut self,
+        check: impl Into<String>,
+        status: Status,
+        detail: impl Into<String>,
+    ) {
         self.checks.push(Check {
             check: check.into(),
             status,
@@ -326,7 +331,7 @@ fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut
     }
 }
 
-fn default_root(dir: &Path) -> PathBuf {
+pub(crate) fn default_root(dir: &Path) -> PathBuf {
     match provenance::code(dir) {
         provenance::Code::Git(g) => g.root,
         provenance::Code::None { .. } => PathBuf::from("."),
@@ -509,7 +514,7 @@ fn check_file(
 /// Join a manifest path to its base directory, refusing `..` so a manifest cannot point the
 /// verifier outside the directories it was given. Absolute paths are only allowed where
 /// `absolute_ok` (a dependency recorded outside the project root).
-fn safe_join(base: &Path, name: &str, absolute_ok: bool) -> Option<PathBuf> {
+pub(crate) fn safe_join(base: &Path, name: &str, absolute_ok: bool) -> Option<PathBuf> {
     let p = Path::new(name);
     if p.is_absolute() {
         return absolute_ok.then(|| p.to_path_buf());

@@ -7,6 +7,7 @@ mod chain;
 mod support;
 
 mod anchor;
+mod audit;
 mod cli;
 mod hash;
 mod provenance;

@@ -156,7 +156,7 @@ fn resume_refuses_a_changed_spec_and_a_complete_run() {
     assert_eq!(out.code, 2);
     assert_eq!(
         out.stderr,
-        "error: cannot resume r: the spec changed since these checkpoints were written (its digest differs); start a new run\n"
+        "error: cannot resume r: the spec differs from the run's training commitment; start a new run\n"
     );
 
     let nothing = ws.run(&[

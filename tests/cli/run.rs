@@ -131,17 +131,36 @@ fn same_spec_and_seed_give_bitwise_identical_run_directories() {
     let files = |d: &str| -> Vec<(String, String)> {
         tree(&ws.path().join(d))
             .into_iter()
-            // These hold wall-clock timings; everything else must match.
+            // These hold wall-clock times (the commitment's time also starts the transcript
+            // chain); everything else must match.
             .filter(|(p, _)| {
                 !(p == "summary.json"
                     || p == "manifest.intoto.json"
                     || p == "metrics.jsonl"
+                    || p == "commitment.json"
+                    || p == "transcript.jsonl"
                     || (p.starts_with("checkpoints/") && p.ends_with(".json")))
             })
             .collect()
     };
     assert_eq!(files("a"), files("b"));
     assert!(files("a").len() > 120);
+    // The transcripts record the same segments; only their chains differ.
+    let bodies = |d: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(ws.path().join(d).join("transcript.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let o = v.as_object_mut().unwrap();
+                o.remove("prev").unwrap();
+                o.remove("chain").unwrap();
+                v
+            })
+            .collect()
+    };
+    assert_eq!(bodies("a"), bodies("b"));
+    assert_eq!(bodies("a").len(), 60);
 }
 
 #[test]

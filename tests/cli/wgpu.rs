@@ -97,3 +97,52 @@ fn wgpu_without_an_adapter_is_a_clear_error() {
     assert!(!out.stderr.contains("panicked"));
     assert!(!ws.path().join("r").exists());
 }
+
+#[test]
+fn a_wgpu_run_audits_bitwise_on_wgpu_and_within_tolerance_on_the_cpu() {
+    let ws = Workspace::new();
+    ws.tiny_spec();
+    ws.run(&["run", "spec.yaml", "--device", "wgpu", "--out", "r", "-q"])
+        .success();
+    let audit = |extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "r/manifest.intoto.json",
+            "--root",
+            ".",
+            "--challenge",
+            "00",
+            "--json",
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        ws.run(&args).success().json()
+    };
+    let v = audit(&[]);
+    assert_eq!(
+        (v["trained_on"].as_str(), v["replayed_on"].as_str()),
+        (Some("wgpu"), Some("wgpu"))
+    );
+    for s in v["segments"].as_array().unwrap() {
+        assert_eq!(
+            (s["status"].as_str(), s["comparison"].as_str()),
+            (Some("pass"), Some("bitwise")),
+            "{s}"
+        );
+    }
+    let v = audit(&["--device", "cpu"]);
+    assert_eq!(v["replayed_on"], "cpu");
+    let segments = v["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 2);
+    for s in segments {
+        assert_eq!(
+            (s["status"].as_str(), s["comparison"].as_str()),
+            (Some("pass"), Some("tolerance")),
+            "{s}"
+        );
+        let d = &s["distance"];
+        // Far inside the documented tolerances (1e-4 and 1e-3).
+        assert!(d["linf"].as_f64().unwrap() < 1e-5, "{d}");
+        assert!(d["relative_l2"].as_f64().unwrap() < 1e-5, "{d}");
+    }
+}

@@ -1,0 +1,976 @@
+//! Auditing a training run: check its commitment and transcript, then replay challenged segments.
+//!
+//! An audit reads a run directory through its manifest and returns an [`AuditReport`]: rows of
+//! checks (commitment, spec, data, initial weights, transcript chain and schedule, final model,
+//! checkpoint files, challenge) and one result per replayed segment. The segments are chosen from
+//! a challenge the trainer could not know while training; each is replayed from the checkpoint
+//! before it and compared with the checkpoint after it, bitwise on the backend that trained and
+//! under [`tolerance`] across backends. Never prints; reports progress through a callback.
+//! The manifest's signatures are not checked here: that is `auditai verify`.
+
+mod distance;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::anchor;
+use crate::data;
+use crate::manifest::Extension;
+use crate::shuffle;
+use crate::spec::{DeviceChoice, Spec};
+use crate::train::{self, BackendKind, device};
+use crate::transcript::{self, Commitment, Entry};
+use crate::verify::{self, Report, Status};
+
+pub use distance::{Distance, tolerance};
+
+/// The key-derivation context that turns a challenge into a choice of segments.
+const CHALLENGE_CONTEXT: &str = "auditai 2025 audit challenge v1";
+
+/// Where the challenge comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    /// Bytes the auditor chose.
+    Explicit(Vec<u8>),
+    /// The block hash of the manifest's EVM anchor.
+    FromAnchor,
+    /// Fresh randomness from the operating system, printed so the audit can be repeated.
+    Random,
+}
+
+/// How to audit.
+#[derive(Debug)]
+pub struct Options {
+    /// How many segments to replay (at most all of them).
+    pub segments: usize,
+    /// The challenge.
+    pub challenge: Challenge,
+    /// Where to replay; `None`: the backend that trained, else the CPU.
+    pub device: Option<DeviceChoice>,
+    /// Where the data files named by the commitment live (default as for `auditai verify`).
+    pub root: Option<PathBuf>,
+    /// Check the anchor behind `--challenge-from-anchor` online against this chain.
+    pub online: Option<anchor::evm::Chain>,
+}
+
+/// Errors that stop an audit before it can judge anything (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The manifest could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No challenge could be formed.
+    #[error("{0}")]
+    Challenge(String),
+    /// The requested replay device is not available.
+    #[error("{0} (use --device cpu)")]
+    Device(#[from] device::NoAdapter),
+}
+
+/// Progress of an audit.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// The replay device is chosen; `notice` says why it is not the training backend.
+    Device {
+        /// Backend family.
+        kind: BackendKind,
+        /// Adapter description.
+        adapter: &'a str,
+        /// A one-line notice, if any.
+        notice: Option<&'a str>,
+    },
+    /// Segments are chosen: this many steps will be replayed.
+    Plan {
+        /// Steps to replay in all.
+        steps: usize,
+    },
+    /// A segment's replay starts.
+    Segment {
+        /// 1-based transcript index.
+        index: usize,
+        /// 1-based epoch.
+        epoch: usize,
+        /// Steps `[start, end)` within the epoch.
+        steps: [usize; 2],
+    },
+    /// One step was replayed.
+    Step,
+}
+
+/// The result of replaying one segment.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentResult {
+    /// 1-based transcript index.
+    pub index: usize,
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Steps `[start, end)` within the epoch.
+    pub steps: [usize; 2],
+    /// Learning rate.
+    pub lr: f64,
+    /// Pass or fail.
+    pub status: Status,
+    /// `bitwise` (same backend) or `tolerance` (across backends).
+    pub comparison: &'static str,
+    /// Why.
+    pub detail: String,
+    /// blake3 of the replayed weights.
+    pub replayed_blake3: Option<String>,
+    /// blake3 the transcript records.
+    pub recorded_blake3: String,
+    /// Distances between replayed and recorded weights.
+    pub distance: Option<Distance>,
+    /// Seconds the replay took.
+    pub seconds: f64,
+}
+
+/// Everything an audit found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditReport {
+    /// The checks before replay.
+    pub checks: Report,
+    /// The challenge, hex (absent when the audit stopped before choosing).
+    pub challenge: Option<String>,
+    /// `explicit`, `anchor` or `random`.
+    pub challenge_source: &'static str,
+    /// Segments in the transcript.
+    pub segments_total: usize,
+    /// The chosen segments (1-based transcript indices, ascending).
+    pub selected: Vec<usize>,
+    /// Replay results, in the order of `selected`.
+    pub segments: Vec<SegmentResult>,
+    /// The backend that trained.
+    pub trained_on: Option<BackendKind>,
+    /// The backend that replayed.
+    pub replayed_on: Option<BackendKind>,
+    /// Steps replayed.
+    pub replayed_steps: usize,
+    /// Steps in the whole transcript.
+    pub total_steps: usize,
+}
+
+impl AuditReport {
+    /// Whether every check and every replayed segment passed, and something was replayed.
+    pub fn ok(&self) -> bool {
+        self.checks.ok()
+            && !self.segments.is_empty()
+            && self.segments.iter().all(|s| s.status == Status::Pass)
+    }
+}
+
+/// Read a file named by the manifest (relative to `base`) and check its blake3.
+fn read_pinned(base: &Path, name: &str, blake3_hex: &str) -> Result<Vec<u8>, String> {
+    let path = verify::safe_join(base, name, false).ok_or("path escapes the run directory")?;
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let actual = blake3::hash(&bytes).to_hex();
+    if actual.as_str() != blake3_hex {
+        return Err(format!(
+            "changed: blake3 is {actual}, the manifest records {blake3_hex}"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Audit the run behind the manifest at `path`.
+pub fn audit(
+    path: &Path,
+    opts: &Options,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<AuditReport, AuditError> {
+    let bytes = std::fs::read(path).map_err(|source| AuditError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut report = AuditReport::default();
+    let r = &mut report.checks;
+    let opened = match verify::open(&bytes) {
+        Ok(o) => o,
+        Err(why) => {
+            r.push("manifest", Status::Fail, why);
+            return Ok(report);
+        }
+    };
+    let ext = opened.statement.predicate.auditai.clone();
+    let Some((ext, c_ref, t_ref)) = ext.and_then(|e| {
+        let (c, t) = (e.commitment.clone()?, e.transcript.clone()?);
+        Some((e, c, t))
+    }) else {
+        r.push(
+            "manifest",
+            Status::Fail,
+            "no training commitment and transcript: the run cannot be audited",
+        );
+        return Ok(report);
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+
+    // The commitment, and everything it pins.
+    let committed = read_pinned(dir, &c_ref.path, &c_ref.blake3).and_then(|b| {
+        serde_json::from_slice::<Commitment>(&b)
+            .map(|c| (b, c))
+            .map_err(|e| format!("not a training commitment: {e}"))
+    });
+    let (c_bytes, commitment) = match committed {
+        Ok(x) => x,
+        Err(why) => {
+            r.push("commitment", Status::Fail, why);
+            return Ok(report);
+        }
+    };
+    r.push(
+        "commitment",
+        Status::Pass,
+        format!(
+            "blake3 {}, made {} (claimed) for {} training",
+            c_ref.blake3, commitment.committed_on, commitment.backend
+        ),
+    );
+    report.trained_on = Some(commitment.backend);
+    let anchor_row = commitment_anchor(path, dir, &c_ref.path, &c_bytes, opts);
+    report.checks.push(anchor_row.0, anchor_row.1, anchor_row.2);
+    let r = &mut report.checks;
+    let Some(spec) = check_spec(dir, &commitment, &ext, r) else {
+        return Ok(report);
+    };
+    let root = opts
+        .root
+        .clone()
+        .unwrap_or_else(|| verify::default_root(dir));
+    let Some(data) = check_data(&root, &spec, &commitment, r) else {
+        return Ok(report);
+    };
+    match train::initial_weights(&spec, &data) {
+        Ok(w) => {
+            let got = blake3::hash(&w).to_hex().to_string();
+            if got == commitment.initial_weights_blake3 {
+                r.push(
+                    "initial weights",
+                    Status::Pass,
+                    format!("drawn from seed {}: blake3 {got}", spec.seed),
+                );
+            } else {
+                r.push(
+                    "initial weights",
+                    Status::Fail,
+                    format!(
+                        "not from the committed seed: seed {} gives blake3 {got}, the commitment records {}",
+                        spec.seed, commitment.initial_weights_blake3
+                    ),
+                );
+            }
+        }
+        Err(e) => r.push("initial weights", Status::Fail, e.to_string()),
+    }
+
+    // The transcript.
+    let entries = match read_pinned(dir, &t_ref.path, &t_ref.blake3)
+        .and_then(|b| transcript::parse_jsonl(&String::from_utf8_lossy(&b), &dir.join(&t_ref.path)))
+    {
+        Ok(e) => e,
+        Err(why) => {
+            r.push("transcript", Status::Fail, why);
+            return Ok(report);
+        }
+    };
+    let start = transcript::chain_start(&c_bytes);
+    let head = match transcript::check_chain(&start, &entries) {
+        Ok(h) => hex::encode(h),
+        Err(b) => {
+            r.push("transcript chain", Status::Fail, b.message);
+            return Ok(report);
+        }
+    };
+    if head != t_ref.head || entries.len() != t_ref.entries {
+        r.push(
+            "transcript chain",
+            Status::Fail,
+            format!(
+                "{} entries with head {head}; the manifest records {} entries with head {}",
+                entries.len(),
+                t_ref.entries,
+                t_ref.head
+            ),
+        );
+        return Ok(report);
+    }
+    r.push(
+        "transcript chain",
+        Status::Pass,
+        format!(
+            "{} entries chained from the commitment, head {head}",
+            entries.len()
+        ),
+    );
+    match check_schedule(&spec, &data, &entries) {
+        Ok(detail) => r.push("transcript schedule", Status::Pass, detail),
+        Err(why) => r.push("transcript schedule", Status::Fail, why),
+    }
+    check_final_model(&opened.statement, &ext, &entries, r);
+    let files_ok = check_checkpoints(dir, &entries, r);
+    report.segments_total = entries.len();
+    report.total_steps = entries
+        .iter()
+        .map(|e| e.body.steps[1] - e.body.steps[0])
+        .sum();
+
+    // The challenge and the segments it picks.
+    let (challenge, source) = challenge_bytes(path, opts, &mut report.checks)?;
+    report.challenge = Some(hex::encode(&challenge));
+    report.challenge_source = source;
+    report.selected = select(&challenge, &head, entries.len(), opts.segments);
+    report.replayed_steps = report
+        .selected
+        .iter()
+        .map(|&i| entries[i - 1].body.steps[1] - entries[i - 1].body.steps[0])
+        .sum();
+
+    // Replay.
+    let (backend, notice) = replay_device(commitment.backend, opts.device)?;
+    progress(Progress::Device {
+        kind: backend.kind,
+        adapter: &backend.adapter,
+        notice: notice.as_deref(),
+    });
+    report.replayed_on = Some(backend.kind);
+    progress(Progress::Plan {
+        steps: report.replayed_steps,
+    });
+    let bitwise = backend.kind == commitment.backend;
+    for &i in &report.selected.clone() {
+        let e = &entries[i - 1];
+        progress(Progress::Segment {
+            index: i,
+            epoch: e.body.epoch,
+            steps: e.body.steps,
+        });
+        let before = (i >= 2).then(|| &entries[i - 2]);
+        let result = replay_segment(
+            dir, &spec, &data, &backend, before, e, bitwise, files_ok, progress,
+        );
+        report.segments.push(result);
+    }
+    Ok(report)
+}
+
+fn check_spec(dir: &Path, c: &Commitment, ext: &Extension, r: &mut Report) -> Option<Spec> {
+    let path = dir.join(crate::pipeline::layout::SPEC);
+    let parsed = std::fs::read(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+        .and_then(|b| {
+            let file = blake3::hash(&b).to_hex().to_string();
+            if file != c.spec_file.blake3 {
+                return Err(format!(
+                    "{} changed: blake3 is {file}, the commitment records {}",
+                    path.display(),
+                    c.spec_file.blake3
+                ));
+            }
+            Spec::parse(&String::from_utf8_lossy(&b), &path).map_err(|e| e.to_string())
+        });
+    match parsed {
+        Ok(spec) => {
+            let d = spec.digest().to_hex().to_string();
+            if d != c.spec_blake3 || d != ext.spec_blake3 {
+                r.push(
+                    "spec",
+                    Status::Fail,
+                    format!(
+                        "resolved spec blake3 {d}; the commitment records {} and the manifest {}",
+                        c.spec_blake3, ext.spec_blake3
+                    ),
+                );
+                return None;
+            }
+            r.push(
+                "spec",
+                Status::Pass,
+                format!(
+                    "committed hyper-parameters and seed {}: blake3 {d}",
+                    spec.seed
+                ),
+            );
+            Some(spec)
+        }
+        Err(why) => {
+            r.push("spec", Status::Fail, why);
+            None
+        }
+    }
+}
+
+fn check_data(root: &Path, spec: &Spec, c: &Commitment, r: &mut Report) -> Option<data::Prepared> {
+    let [d] = c.data.as_slice() else {
+        r.push(
+            "data",
+            Status::Fail,
+            format!(
+                "the commitment names {} data files, expected 1",
+                c.data.len()
+            ),
+        );
+        return None;
+    };
+    let Some(path) = verify::safe_join(root, &d.name, true) else {
+        r.push(
+            "data",
+            Status::Fail,
+            format!("{}: path escapes the root", d.name),
+        );
+        return None;
+    };
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            r.push(
+                format!("data {}", d.name),
+                Status::Fail,
+                format!(
+                    "{}: {e} (pass --root to say where the data lives)",
+                    path.display()
+                ),
+            );
+            return None;
+        }
+    };
+    let got = blake3::hash(&bytes).to_hex().to_string();
+    if got != d.blake3 {
+        r.push(
+            format!("data {}", d.name),
+            Status::Fail,
+            format!(
+                "changed: blake3 is {got}, the commitment records {}",
+                d.blake3
+            ),
+        );
+        return None;
+    }
+    match data::parse(spec, &bytes) {
+        Ok(p) => {
+            r.push(
+                format!("data {}", d.name),
+                Status::Pass,
+                format!("blake3 {got}, {} training rows", p.train.rows),
+            );
+            Some(p)
+        }
+        Err(e) => {
+            r.push(format!("data {}", d.name), Status::Fail, e.to_string());
+            None
+        }
+    }
+}
+
+/// The entries the committed spec and data call for must be exactly the recorded ones: every
+/// epoch in order, every segment of it, with the committed learning rate and batch order.
+fn check_schedule(spec: &Spec, data: &data::Prepared, entries: &[Entry]) -> Result<String, String> {
+    let t = &spec.training;
+    let rows = data.train.rows;
+    let batches = rows.div_ceil(t.batch_size);
+    let Some(last) = entries.last() else {
+        return Err("the transcript is empty".into());
+    };
+    let epochs = last.body.epoch;
+    if epochs == 0 || epochs > t.epochs {
+        return Err(format!(
+            "the transcript ends in epoch {epochs}; the spec trains 1 to {} epochs",
+            t.epochs
+        ));
+    }
+    if epochs < t.epochs && t.early_stopping.is_none() {
+        return Err(format!(
+            "the transcript ends after epoch {epochs} of {}, and the spec has no early stopping",
+            t.epochs
+        ));
+    }
+    let mut expected = Vec::new();
+    for epoch in 1..=epochs {
+        let mut from = 0;
+        for to in spec.audit.segment_ends(batches) {
+            expected.push((epoch, from, to));
+            from = to;
+        }
+    }
+    if expected.len() != entries.len() {
+        let have: Vec<usize> = entries.iter().map(|e| e.body.epoch).collect();
+        return Err(format!(
+            "{} entries for {epochs} epochs, the committed schedule calls for {} (epochs recorded: {})",
+            entries.len(),
+            expected.len(),
+            compact(&have)
+        ));
+    }
+    for (i, (e, &(epoch, from, to))) in entries.iter().zip(&expected).enumerate() {
+        let b = &e.body;
+        let n = i + 1;
+        if b.index != n || b.epoch != epoch || b.steps != [from, to] {
+            return Err(format!(
+                "entry {n} is epoch {} steps {}..{}, the committed schedule calls for epoch {epoch} steps {from}..{to} (an epoch or segment is missing, repeated or out of order)",
+                b.epoch, b.steps[0], b.steps[1]
+            ));
+        }
+        let lr = t.schedule.lr_at(t.optimizer.lr, epoch - 1, t.epochs);
+        if b.lr != lr {
+            return Err(format!(
+                "entry {n} (epoch {epoch}) records learning rate {}, the committed schedule gives {lr}",
+                b.lr
+            ));
+        }
+        let order = shuffle::epoch_order(spec.seed, epoch - 1, rows);
+        let seg = &order[from * t.batch_size..(to * t.batch_size).min(rows)];
+        if b.batch_order_blake3 != transcript::order_digest(seg) {
+            return Err(format!(
+                "entry {n} (epoch {epoch}) records a batch order that is not the committed seed's"
+            ));
+        }
+    }
+    Ok(format!(
+        "{epochs} epoch(s) of {batches} steps in {} segment(s); learning rates and batch orders as committed",
+        entries.len()
+    ))
+}
+
+/// `1-3, 5` style list of numbers.
+fn compact(v: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+            j += 1;
+        }
+        out.push(if j > i {
+            format!("{}-{}", v[i], v[j])
+        } else {
+            v[i].to_string()
+        });
+        i = j + 1;
+    }
+    out.join(", ")
+}
+
+fn check_final_model(
+    st: &crate::manifest::Statement,
+    ext: &Extension,
+    entries: &[Entry],
+    r: &mut Report,
+) {
+    let subject = st
+        .subject
+        .iter()
+        .find(|s| s.name.as_deref() == Some(crate::pipeline::layout::MODEL_BPK))
+        .and_then(|s| s.digest.get("blake3"));
+    let epoch_end = entries
+        .iter()
+        .rev()
+        .find(|e| e.body.epoch == ext.final_epoch);
+    match (subject, epoch_end) {
+        (Some(s), Some(e)) if *s == e.body.weights_blake3 => r.push(
+            "final model",
+            Status::Pass,
+            format!(
+                "model.bpk is the transcript's weights after epoch {}",
+                ext.final_epoch
+            ),
+        ),
+        (Some(s), Some(e)) => r.push(
+            "final model",
+            Status::Fail,
+            format!(
+                "model.bpk has blake3 {s}; the transcript's weights after epoch {} are {}",
+                ext.final_epoch, e.body.weights_blake3
+            ),
+        ),
+        _ => r.push(
+            "final model",
+            Status::Fail,
+            format!(
+                "the manifest's model.bpk or final epoch {} is not in the transcript",
+                ext.final_epoch
+            ),
+        ),
+    }
+}
+
+/// Every checkpoint the transcript names must be on disk with its digest. Returns whether all are.
+fn check_checkpoints(dir: &Path, entries: &[Entry], r: &mut Report) -> bool {
+    let mut bad = Vec::new();
+    let mut bytes = 0u64;
+    for e in entries {
+        for (name, digest) in [
+            (&e.body.weights, &e.body.weights_blake3),
+            (&e.body.optimizer, &e.body.optimizer_blake3),
+        ] {
+            match read_pinned(dir, name, digest) {
+                Ok(b) => bytes += b.len() as u64,
+                Err(why) => bad.push(format!("{name}: {why}")),
+            }
+        }
+    }
+    if bad.is_empty() {
+        r.push(
+            "checkpoints",
+            Status::Pass,
+            format!(
+                "{} files ({:.1} MB) match the transcript",
+                entries.len() * 2,
+                bytes as f64 / 1e6
+            ),
+        );
+        true
+    } else {
+        let more = if bad.len() > 3 {
+            format!(" and {} more", bad.len() - 3)
+        } else {
+            String::new()
+        };
+        r.push(
+            "checkpoints",
+            Status::Fail,
+            format!("{}{more}", bad[..bad.len().min(3)].join("; ")),
+        );
+        false
+    }
+}
+
+/// The commitment's anchor receipt, when there is one: it must include the commitment.
+fn commitment_anchor(
+    manifest: &Path,
+    dir: &Path,
+    name: &str,
+    c_bytes: &[u8],
+    opts: &Options,
+) -> (String, Status, String) {
+    let label = "commitment anchor".to_string();
+    let rpath = anchor::receipt_path(&dir.join(name));
+    if !rpath.exists() {
+        return (
+            label,
+            Status::Skip,
+            "not anchored before training (run with --anchor-commitment)".into(),
+        );
+    }
+    let receipt = match anchor::read_receipt(&rpath) {
+        Ok(r) => r,
+        Err(e) => return (label, Status::Fail, e.to_string()),
+    };
+    let root = match anchor::check_inclusion(&receipt, c_bytes) {
+        Ok(root) => root,
+        Err(why) => return (label, Status::Fail, why),
+    };
+    let Some(e) = &receipt.evm else {
+        let ots = receipt.ots.as_ref().map_or("none", |o| o.status.as_str());
+        return (
+            label,
+            Status::Pass,
+            format!("OpenTimestamps ({ots}); check with `auditai verify` on the proof"),
+        );
+    };
+    let manifest_block = anchor::read_receipt(&anchor::receipt_path(manifest))
+        .ok()
+        .and_then(|m| m.evm)
+        .filter(|m| m.chain_id == e.chain_id);
+    let order = match &manifest_block {
+        Some(m) if m.block_number > e.block_number => format!(
+            "; the manifest is anchored later, in block {}",
+            m.block_number
+        ),
+        Some(m) => {
+            return (
+                label,
+                Status::Fail,
+                format!(
+                    "the commitment's block {} is not before the manifest's block {}",
+                    e.block_number, m.block_number
+                ),
+            );
+        }
+        None => String::new(),
+    };
+    let claimed = format!(
+        "{} block {} at {}{order}",
+        e.chain,
+        e.block_number,
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(e.block_timestamp)
+        )
+    );
+    match &opts.online {
+        None => (
+            label,
+            Status::Pass,
+            format!("{claimed} (receipt; not checked online)"),
+        ),
+        Some(chain) => {
+            let checked = anchor::evm::Rpc::new(&chain.rpc, std::time::Duration::from_secs(20))
+                .and_then(|rpc| anchor::evm::check_online(&rpc, e, &root));
+            match checked {
+                Ok(anchor::evm::OnlineCheck::Confirmed { confirmations, .. }) => (
+                    label,
+                    Status::Pass,
+                    format!("{claimed}, verified online ({confirmations} confirmations)"),
+                ),
+                Ok(anchor::evm::OnlineCheck::Failed(why)) => (label, Status::Fail, why),
+                Err(err) => (label, Status::Fail, format!("cannot check online: {err}")),
+            }
+        }
+    }
+}
+
+fn challenge_bytes(
+    manifest: &Path,
+    opts: &Options,
+    r: &mut Report,
+) -> Result<(Vec<u8>, &'static str), AuditError> {
+    match &opts.challenge {
+        Challenge::Explicit(b) => Ok((b.clone(), "explicit")),
+        Challenge::Random => {
+            let mut b = [0u8; 32];
+            getrandom::fill(&mut b)
+                .map_err(|e| AuditError::Challenge(format!("no OS randomness: {e}")))?;
+            Ok((b.to_vec(), "random"))
+        }
+        Challenge::FromAnchor => {
+            let rpath = anchor::receipt_path(manifest);
+            let receipt = anchor::read_receipt(&rpath)
+                .map_err(|e| AuditError::Challenge(format!("--challenge-from-anchor: {e}")))?;
+            let Some(e) = &receipt.evm else {
+                return Err(AuditError::Challenge(format!(
+                    "--challenge-from-anchor: {} records no EVM anchor (OpenTimestamps gives no block hash yet)",
+                    rpath.display()
+                )));
+            };
+            let hash = hex::decode(e.block_hash.trim_start_matches("0x")).map_err(|_| {
+                AuditError::Challenge(format!("{}: malformed block hash", rpath.display()))
+            })?;
+            let manifest_bytes = std::fs::read(manifest).map_err(|source| AuditError::Read {
+                path: manifest.to_path_buf(),
+                source,
+            })?;
+            let label = "challenge";
+            let claimed = format!(
+                "block hash {} of {} block {}",
+                e.block_hash, e.chain, e.block_number
+            );
+            match (anchor::check_inclusion(&receipt, &manifest_bytes), &opts.online) {
+                (Err(why), _) => r.push(label, Status::Fail, format!("the anchor receipt does not match the manifest: {why}")),
+                (Ok(_), None) => r.push(
+                    label,
+                    Status::Warn,
+                    format!("{claimed}, taken from the receipt; pass --rpc or --chain to check it on chain"),
+                ),
+                (Ok(root), Some(chain)) => {
+                    let checked = anchor::evm::Rpc::new(&chain.rpc, std::time::Duration::from_secs(20))
+                        .and_then(|rpc| anchor::evm::check_online(&rpc, e, &root));
+                    match checked {
+                        Ok(anchor::evm::OnlineCheck::Confirmed { .. }) => {
+                            r.push(label, Status::Pass, format!("{claimed}, verified online"));
+                        }
+                        Ok(anchor::evm::OnlineCheck::Failed(why)) => r.push(label, Status::Fail, why),
+                        Err(err) => r.push(label, Status::Fail, format!("cannot check online: {err}")),
+                    }
+                }
+            }
+            Ok((hash, "anchor"))
+        }
+    }
+}
+
+/// The segments a challenge picks: the first `k` of a permutation of `1..=n` keyed by the
+/// challenge and the transcript head, ascending.
+pub fn select(challenge: &[u8], head: &str, n: usize, k: usize) -> Vec<usize> {
+    let mut key = blake3::Hasher::new_derive_key(CHALLENGE_CONTEXT);
+    key.update(challenge);
+    key.update(head.as_bytes());
+    let mut all: Vec<usize> = (1..=n).collect();
+    shuffle::shuffle(&mut all, key.finalize().as_bytes());
+    let mut chosen: Vec<usize> = all.into_iter().take(k.min(n)).collect();
+    chosen.sort_unstable();
+    chosen
+}
+
+fn replay_device(
+    trained: BackendKind,
+    asked: Option<DeviceChoice>,
+) -> Result<(device::Backend, Option<String>), AuditError> {
+    match (asked, trained) {
+        (Some(choice), _) => Ok(device::select(choice)?),
+        (None, BackendKind::Cpu) => Ok(device::select(DeviceChoice::Cpu)?),
+        (None, BackendKind::Wgpu) => match device::select(DeviceChoice::Wgpu) {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                let (b, _) = device::select(DeviceChoice::Cpu)?;
+                Ok((
+                    b,
+                    Some(format!(
+                        "{e}; replaying the wgpu-trained run on the CPU, compared under tolerances"
+                    )),
+                ))
+            }
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn replay_segment(
+    dir: &Path,
+    spec: &Spec,
+    data: &data::Prepared,
+    backend: &device::Backend,
+    before: Option<&Entry>,
+    e: &Entry,
+    bitwise: bool,
+    files_ok: bool,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> SegmentResult {
+    let b = &e.body;
+    let mut result = SegmentResult {
+        index: b.index,
+        epoch: b.epoch,
+        steps: b.steps,
+        lr: b.lr,
+        status: Status::Fail,
+        comparison: if bitwise { "bitwise" } else { "tolerance" },
+        detail: String::new(),
+        replayed_blake3: None,
+        recorded_blake3: b.weights_blake3.clone(),
+        distance: None,
+        seconds: 0.0,
+    };
+    let loaded = (|| -> Result<_, String> {
+        let start = match before {
+            None => None,
+            Some(p) => Some((
+                read_pinned(dir, &p.body.weights, &p.body.weights_blake3)?,
+                read_pinned(dir, &p.body.optimizer, &p.body.optimizer_blake3)?,
+            )),
+        };
+        let recorded = read_pinned(dir, &b.weights, &b.weights_blake3)?;
+        Ok((start, recorded))
+    })();
+    let (start, recorded) = match loaded {
+        Ok(x) => x,
+        Err(why) => {
+            result.detail = format!("cannot replay: {why}");
+            if files_ok {
+                result.detail.push_str(" (changed during the audit)");
+            }
+            return result;
+        }
+    };
+    let started = Instant::now();
+    let replayed = train::replay(
+        spec,
+        data,
+        &backend.device,
+        start.as_ref().map(|(w, o)| (w.as_slice(), o.as_slice())),
+        b.epoch,
+        b.steps[0]..b.steps[1],
+        &mut || progress(Progress::Step),
+    );
+    result.seconds = started.elapsed().as_secs_f64();
+    let (weights, optim) = match replayed {
+        Ok(x) => x,
+        Err(err) => {
+            result.detail = format!("replay failed: {err}");
+            return result;
+        }
+    };
+    let got = blake3::hash(&weights).to_hex().to_string();
+    result.replayed_blake3 = Some(got.clone());
+    let initial;
+    let before_weights = match &start {
+        Some((w, _)) => w.as_slice(),
+        None => match train::initial_weights(spec, data) {
+            Ok(w) => {
+                initial = w;
+                initial.as_slice()
+            }
+            Err(err) => {
+                result.detail = err.to_string();
+                return result;
+            }
+        },
+    };
+    let distance = Distance::between(&weights, &recorded, before_weights);
+    match &distance {
+        Err(why) => {
+            result.detail = why.clone();
+            return result;
+        }
+        Ok(d) => result.distance = Some(*d),
+    }
+    if bitwise {
+        let optim_got = blake3::hash(&optim).to_hex().to_string();
+        if got == b.weights_blake3 && optim_got == b.optimizer_blake3 {
+            result.status = Status::Pass;
+            result.detail = "replayed weights and optimizer state are bitwise identical".into();
+        } else if got == b.weights_blake3 {
+            result.detail = format!(
+                "the weights match but the optimizer state does not (blake3 {optim_got}, recorded {})",
+                b.optimizer_blake3
+            );
+        } else {
+            result.detail = format!(
+                "the replay does not reproduce the recorded weights{}",
+                result.distance.map_or(String::new(), |d| format!(" ({d})"))
+            );
+        }
+    } else if let Some(d) = result.distance {
+        match d.within_tolerance() {
+            Ok(()) => {
+                result.status = Status::Pass;
+                result.detail = format!("within tolerance: {d}");
+            }
+            Err(why) => result.detail = format!("outside tolerance: {why} ({d})"),
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_is_pinned_and_bounded() {
+        assert_eq!(select(b"x", "head", 10, 3), select(b"x", "head", 10, 3));
+        assert_eq!(select(b"x", "head", 10, 3), vec![3, 5, 7]);
+        assert_ne!(select(b"y", "head", 10, 3), select(b"x", "head", 10, 3));
+        assert_ne!(select(b"x", "head2", 10, 3), select(b"x", "head", 10, 3));
+        assert_eq!(select(b"x", "head", 4, 9), vec![1, 2, 3, 4]);
+        assert_eq!(compact(&[1, 2, 4, 6, 7, 8]), "1-2, 4, 6-8");
+    }
+
+    #[test]
+    fn tolerances_refuse_nan_and_name_the_bound() {
+        let d = |linf, relative_l2, cosine_distance| Distance {
+            linf,
+            l2: 0.0,
+            cosine_distance,
+            update_l2: 1.0,
+            relative_l2,
+        };
+        assert_eq!(d(1e-6, 1e-6, 0.0).within_tolerance(), Ok(()));
+        assert_eq!(
+            d(2e-4, 0.0, 0.0).within_tolerance(),
+            Err("L∞ 2.00e-4 exceeds 1e-4".to_string())
+        );
+        assert_eq!(
+            d(0.0, 5e-3, 0.0).within_tolerance(),
+            Err("L2 is 5.00e-3 of the update, above 1e-3".to_string())
+        );
+        assert!(d(f64::NAN, 0.0, 0.0).within_tolerance().is_err());
+        assert!(d(0.0, 0.0, 1e-3).within_tolerance().is_err());
+    }
+}

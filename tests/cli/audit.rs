@@ -1,0 +1,608 @@
+//! `auditai audit`: honest runs pass; each forgery fails for its own reason, even when the forger
+//! holds the signing key and re-signs a manifest whose every digest matches the files (so that
+//! `auditai verify` passes).
+
+use std::path::{Path, PathBuf};
+
+use auditai::hash::{self, Hasher};
+use auditai::manifest::ResourceDescriptor;
+use auditai::sign::{self, Envelope, SecretKey};
+use auditai::transcript::{self, Entry};
+use auditai::verify;
+
+use crate::chain::{Anvil, DEV_KEY};
+use crate::support::{Output, Workspace, output};
+
+/// The tiny iris spec, trained for four epochs (4 steps each) on the CPU and signed.
+fn honest(ws: &Workspace, out: &str) -> PathBuf {
+    ws.tiny_spec();
+    let spec = std::fs::read_to_string(ws.path().join("spec.yaml")).unwrap();
+    std::fs::write(
+        ws.path().join("spec.yaml"),
+        spec.replace("epochs: 2", "epochs: 4"),
+    )
+    .unwrap();
+    if !ws.path().join("me.key").exists() {
+        ws.run(&["keygen", "--out", "me"]).success();
+    }
+    train(ws, "spec.yaml", out)
+}
+
+fn train(ws: &Workspace, spec: &str, out: &str) -> PathBuf {
+    ws.run(&[
+        "run", spec, "--device", "cpu", "--out", out, "-q", "--key", "me.key",
+    ])
+    .success();
+    ws.path().join(out)
+}
+
+fn audit(ws: &Workspace, extra: &[&str]) -> (i32, serde_json::Value) {
+    let mut args = vec![
+        "audit",
+        "r/manifest.intoto.json",
+        "--root",
+        ".",
+        "--json",
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    let out = ws.run(&args);
+    (out.code, out.json())
+}
+
+/// Audit every segment with a fixed challenge.
+fn audit_all(ws: &Workspace) -> (i32, serde_json::Value) {
+    audit(ws, &["--challenge", "00", "--segments", "100"])
+}
+
+fn verify_code(ws: &Workspace) -> i32 {
+    ws.run(&[
+        "verify",
+        "r/manifest.intoto.json",
+        "--root",
+        ".",
+        "--key",
+        "me.pub",
+    ])
+    .code
+}
+
+fn check<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"].as_str().unwrap().starts_with(name))
+        .unwrap_or_else(|| panic!("no check {name} in {v:#}"))
+}
+
+fn segment(v: &serde_json::Value, index: u64) -> &serde_json::Value {
+    v["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["index"] == index)
+        .unwrap_or_else(|| panic!("segment {index} was not replayed: {v:#}"))
+}
+
+fn entries(dir: &Path) -> Vec<Entry> {
+    let p = dir.join("transcript.jsonl");
+    transcript::parse_jsonl(&std::fs::read_to_string(&p).unwrap(), &p).unwrap()
+}
+
+/// What a forger holding the signing key can do after tampering with a run: write `bodies` as
+/// the transcript, chained from the commitment on disk, and re-sign a manifest whose digests match
+/// every file on disk.
+fn reseal(ws: &Workspace, dir: &Path, bodies: Vec<transcript::Body>) {
+    let c_bytes = std::fs::read(dir.join("commitment.json")).unwrap();
+    let mut prev = transcript::chain_start(&c_bytes);
+    let chained: Vec<Entry> = bodies
+        .into_iter()
+        .map(|b| {
+            let e = Entry::new(&prev, b);
+            hex::decode_to_slice(&e.chain, &mut prev).unwrap();
+            e
+        })
+        .collect();
+    let t_bytes = transcript::to_jsonl(&chained);
+    std::fs::write(dir.join("transcript.jsonl"), &t_bytes).unwrap();
+
+    let m = dir.join("manifest.intoto.json");
+    let mut st = verify::open(&std::fs::read(&m).unwrap()).unwrap().statement;
+    let hasher = Hasher::new(None, true);
+    for d in st
+        .subject
+        .iter_mut()
+        .chain(st.predicate.run_details.byproducts.iter_mut())
+    {
+        let name = d.name.clone().unwrap();
+        let p = dir.join(&name);
+        *d = if p.is_dir() {
+            ResourceDescriptor::tree(&name, &hasher.hash_tree(&p).unwrap())
+        } else {
+            ResourceDescriptor::file(
+                &name,
+                None,
+                &hash::bytes_digest(&std::fs::read(&p).unwrap()),
+            )
+        };
+    }
+    let ext = st.predicate.auditai.as_mut().unwrap();
+    let c = ext.commitment.as_mut().unwrap();
+    c.blake3 = blake3::hash(&c_bytes).to_hex().to_string();
+    let t = ext.transcript.as_mut().unwrap();
+    t.blake3 = blake3::hash(t_bytes.as_bytes()).to_hex().to_string();
+    t.entries = chained.len();
+    t.head = hex::encode(prev);
+    let mut env = Envelope::new(sign::IN_TOTO_PAYLOAD_TYPE, &st.to_payload());
+    env.sign(&SecretKey::read(&ws.path().join("me.key")).unwrap());
+    std::fs::write(&m, env.to_bytes()).unwrap();
+}
+
+fn bodies(dir: &Path) -> Vec<transcript::Body> {
+    entries(dir).into_iter().map(|e| e.body).collect()
+}
+
+#[test]
+fn an_honest_run_passes_and_the_challenge_picks_reproducibly() {
+    let ws = Workspace::new();
+    let dir = honest(&ws, "r");
+    let e = entries(&dir);
+    assert_eq!(e.len(), 4);
+    assert_eq!(
+        e.iter()
+            .map(|e| (e.body.epoch, e.body.steps))
+            .collect::<Vec<_>>(),
+        vec![(1, [0, 4]), (2, [0, 4]), (3, [0, 4]), (4, [0, 4])]
+    );
+
+    let (code, v) = audit(&ws, &["--challenge", "c0ffee", "--segments", "2"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["challenge"], "c0ffee");
+    assert_eq!(v["challenge_source"], "explicit");
+    assert_eq!(v["segments_total"], 4);
+    assert_eq!(v["trained_on"], "cpu");
+    assert_eq!(v["replayed_on"], "cpu");
+    assert_eq!(
+        (v["replayed_steps"].clone(), v["total_steps"].clone()),
+        (8.into(), 16.into())
+    );
+    // The choice is the documented function of the challenge and the chain head.
+    let head = &e[3].chain;
+    let expected = auditai::audit::select(&[0xc0, 0xff, 0xee], head, 4, 2);
+    assert_eq!(v["selected"], serde_json::json!(expected));
+    for s in v["segments"].as_array().unwrap() {
+        assert_eq!(s["status"], "pass", "{s}");
+        assert_eq!(s["comparison"], "bitwise");
+        assert_eq!(s["replayed_blake3"], s["recorded_blake3"]);
+        assert_eq!(s["distance"]["linf"], 0.0);
+    }
+    for name in [
+        "commitment",
+        "spec",
+        "data iris.csv",
+        "initial weights",
+        "transcript chain",
+        "transcript schedule",
+        "final model",
+        "checkpoints",
+    ] {
+        assert_eq!(check(&v, name)["status"], "pass", "{name}: {v:#}");
+    }
+    assert_eq!(check(&v, "commitment anchor")["status"], "skip");
+
+    // Without a challenge, fresh randomness is used and printed; passing it back repeats the
+    // audit's choice.
+    let (code, r) = audit(&ws, &["--segments", "2"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["challenge_source"], "random");
+    let ch = r["challenge"].as_str().unwrap().to_string();
+    assert_eq!(ch.len(), 64);
+    let (_, again) = audit(&ws, &["--segments", "2", "--challenge", &ch]);
+    assert_eq!(again["selected"], r["selected"]);
+
+    // The table form ends with the verdict.
+    let out = ws.run(&[
+        "audit",
+        "r/manifest.intoto.json",
+        "--root",
+        ".",
+        "--challenge",
+        "00",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.ends_with(
+            "audit passed: r/manifest.intoto.json — replayed 3 of 4 segments (12 of 16 steps, 75.0%)\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("challenge (explicit): 00\n"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn step_segments_checkpoint_within_epochs_and_replay() {
+    let ws = Workspace::new();
+    ws.tiny_spec();
+    let spec = std::fs::read_to_string(ws.path().join("spec.yaml")).unwrap();
+    std::fs::write(
+        ws.path().join("spec.yaml"),
+        format!("{spec}audit:\n  every_steps: 3\n"),
+    )
+    .unwrap();
+    ws.run(&["keygen", "--out", "me"]).success();
+    let dir = train(&ws, "spec.yaml", "r");
+    let steps: Vec<(usize, [usize; 2], String)> = entries(&dir)
+        .into_iter()
+        .map(|e| (e.body.epoch, e.body.steps, e.body.weights))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            (
+                1,
+                [0, 3],
+                "checkpoints/epoch-0001-step-00003.bpk".to_string()
+            ),
+            (1, [3, 4], "checkpoints/epoch-0001.bpk".to_string()),
+            (
+                2,
+                [0, 3],
+                "checkpoints/epoch-0002-step-00003.bpk".to_string()
+            ),
+            (2, [3, 4], "checkpoints/epoch-0002.bpk".to_string()),
+        ]
+    );
+    let (code, v) = audit_all(&ws);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["segments"].as_array().unwrap().len(), 4);
+    assert_eq!(verify_code(&ws), 0);
+}
+
+#[test]
+fn perturbed_weights_fail_the_replay() {
+    let ws = Workspace::new();
+    let dir = honest(&ws, "r");
+    // Nudge one weight of epoch 2's checkpoint by 1e-3, then re-seal everything.
+    let path = dir.join("checkpoints/epoch-0002.bpk");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let reader =
+        burn_pack::Reader::from_bytes(burn_pack::Bytes::from_bytes_vec(bytes.clone())).unwrap();
+    let name = reader.tensor_names()[0].to_string();
+    let data = reader.tensor_data(&name).unwrap();
+    let at = bytes
+        .windows(data.len())
+        .position(|w| w == data.as_slice())
+        .unwrap();
+    let v = f32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) + 1e-3;
+    bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let mut b = bodies(&dir);
+    b[1].weights_blake3 = blake3::hash(&bytes).to_hex().to_string();
+    reseal(&ws, &dir, b);
+    assert_eq!(verify_code(&ws), 0, "the forgery is consistent for verify");
+
+    let (code, v) = audit_all(&ws);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(check(&v, "transcript chain")["status"], "pass");
+    assert_eq!(check(&v, "checkpoints")["status"], "pass");
+    assert_eq!(segment(&v, 1)["status"], "pass");
+    let s2 = segment(&v, 2);
+    assert_eq!(s2["status"], "fail");
+    assert!(
+        s2["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("the replay does not reproduce the recorded weights (L∞ 1.00e-3"),
+        "{s2}"
+    );
+}
+
+#[test]
+fn swapped_epochs_fail_the_replay() {
+    let ws = Workspace::new();
+    let dir = honest(&ws, "r");
+    let ck = dir.join("checkpoints");
+    for ext in ["bpk", "optim.bpk"] {
+        let (a, b) = (
+            ck.join(format!("epoch-0002.{ext}")),
+            ck.join(format!("epoch-0003.{ext}")),
+        );
+        let tmp = ck.join("swap");
+        std::fs::rename(&a, &tmp).unwrap();
+        std::fs::rename(&b, &a).unwrap();
+        std::fs::rename(&tmp, &b).unwrap();
+    }
+    let mut b = bodies(&dir);
+    let (x, y) = b.split_at_mut(2);
+    std::mem::swap(&mut x[1].weights_blake3, &mut y[0].weights_blake3);
+    std::mem::swap(&mut x[1].optimizer_blake3, &mut y[0].optimizer_blake3);
+    reseal(&ws, &dir, b);
+    assert_eq!(verify_code(&ws), 0);
+
+    let (code, v) = audit_all(&ws);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(check(&v, "transcript schedule")["status"], "pass");
+    assert_eq!(segment(&v, 1)["status"], "pass");
+    for i in [2, 3, 4] {
+        assert_eq!(segment(&v, i)["status"], "fail", "segment {i}: {v:#}");
+    }
+}
+
+#[test]
+fn a_transcript_trained_with_another_learning_rate_fails_the_replay() {
+    let ws = Workspace::new();
+    let dir = honest(&ws, "r");
+    // Train the same spec at ten times the committed learning rate...
+    let spec = std::fs::read_to_string(ws.path().join("spec.yaml")).unwrap();
+    std::fs::write(
+        ws.path().join("fast.yaml"),
+        format!("{spec}  optimizer:\n    lr: 0.01\n"),
+    )
+    .unwrap();
+    let fast = train(&ws, "fast.yaml", "fast");
+    // ...and pass its checkpoints off as the committed run's, claiming the committed rate.
+    for f in std::fs::read_dir(fast.join("checkpoints")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join("checkpoints").join(f.file_name().unwrap())).unwrap();
+    }
+    for f in ["model.bpk", "model.safetensors"] {
+        std::fs::copy(fast.join(f), dir.join(f)).unwrap();
+    }
+    let committed: Vec<f64> = bodies(&dir).iter().map(|b| b.lr).collect();
+    let mut b = bodies(&fast);
+    assert_ne!(b[0].lr, committed[0]);
+    for (body, lr) in b.iter_mut().zip(&committed) {
+        body.lr = *lr;
+    }
+    reseal(&ws, &dir, b);
+    assert_eq!(verify_code(&ws), 0);
+
+    let (code, v) = audit_all(&ws);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(check(&v, "transcript schedule")["status"], "pass");
+    assert_eq!(check(&v, "final model")["status"], "pass");
+    for i in 1..=4 {
+        assert_eq!(segment(&v, i)["status"], "fail", "segment {i}: {v:#}");
+    }
+
+    // Recording the rate actually used is caught before any replay.
+    let honest_lr = bodies(&fast);
+    reseal(&ws, &dir, honest_lr);
+    let (code, v) = audit_all(&ws);
+    assert_eq!(code, 1);
+    assert_eq!(
+        check(&v, "transcript schedule")["detail"],
+        "entry 1 (epoch 1) records learning rate 0.01, the committed schedule gives 0.001"
+    );
+}
+
+#[test]
+fn a_skipped_epoch_fails_the_schedule() {
+    let ws = Workspace::new();
+    let dir = honest(&ws, "r");
+    for f in ["epoch-0003.bpk", "epoch-0003.optim.bpk", "epoch-0003.json"] {
+        std::fs::remove_file(dir.join("checkpoints").join(f)).unwrap();
+    }
+    let mut b = bodies(&dir);
+    b.remove(2);
+    b[2].index = 3;
+    reseal(&ws, &dir, b);
+    assert_eq!(verify_code(&ws), 0);
+
+    let (code, v) = audit_all(&ws);
+    assert_eq!(code, 1, "{v:#}");
+    let s = check(&v, "transcript schedule");
+    assert_eq!(s["status"], "fail");
+    assert_eq!(
+        s["detail"],
+        "3 entries for 4 epochs, the committed schedule calls for 4 (epochs recorded: 1-2, 4)"
+    );
+}
+
+#[test]
+fn initial_weights_not_from_the_committed_seed_fail() {
+    let ws = Workspace::new();
+    let dir = honest(&ws, "r");
+    // The weights another seed draws, claimed in the commitment of this run.
+    let spec = std::fs::read_to_string(ws.path().join("spec.yaml")).unwrap();
+    std::fs::write(
+        ws.path().join("other.yaml"),
+        spec.replace("seed: 5", "seed: 6"),
+    )
+    .unwrap();
+    let other = train(&ws, "other.yaml", "other");
+    let read = |d: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join("commitment.json")).unwrap()).unwrap()
+    };
+    let theirs = read(&other)["initial_weights_blake3"].clone();
+    let mut c = read(&dir);
+    assert_ne!(c["initial_weights_blake3"], theirs);
+    c["initial_weights_blake3"] = theirs.clone();
+    std::fs::write(
+        dir.join("commitment.json"),
+        serde_json::to_vec_pretty(&c).unwrap(),
+    )
+    .unwrap();
+    reseal(&ws, &dir, bodies(&dir));
+    assert_eq!(verify_code(&ws), 0);
+
+    let (code, v) = audit_all(&ws);
+    assert_eq!(code, 1, "{v:#}");
+    let row = check(&v, "initial weights");
+    assert_eq!(row["status"], "fail");
+    assert!(
+        row["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("not from the committed seed: seed 5 gives blake3 "),
+        "{row}"
+    );
+    assert!(row["detail"].as_str().unwrap().ends_with(&format!(
+        ", the commitment records {}",
+        theirs.as_str().unwrap()
+    )));
+}
+
+#[test]
+fn a_checkpoint_changed_on_disk_fails() {
+    let ws = Workspace::new();
+    let dir = honest(&ws, "r");
+    let path = dir.join("checkpoints/epoch-0003.optim.bpk");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let (code, v) = audit_all(&ws);
+    assert_eq!(code, 1, "{v:#}");
+    let row = check(&v, "checkpoints");
+    assert_eq!(row["status"], "fail");
+    assert!(
+        row["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("checkpoints/epoch-0003.optim.bpk: changed: blake3 is "),
+        "{row}"
+    );
+    let s4 = segment(&v, 4);
+    assert_eq!(s4["status"], "fail");
+    assert!(
+        s4["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot replay: changed: blake3 is "),
+        "{s4}"
+    );
+    assert_eq!(segment(&v, 3)["status"], "pass");
+}
+
+#[test]
+fn usage_and_input_errors_exit_2() {
+    let ws = Workspace::new();
+    honest(&ws, "r");
+    let run = |args: &[&str]| -> Output {
+        let mut all = vec!["audit", "r/manifest.intoto.json", "--root", "."];
+        all.extend_from_slice(args);
+        ws.run(&all)
+    };
+    let o = run(&["--challenge", "xyz"]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (
+            2,
+            "error: --challenge `xyz` is not a non-empty hex string\n"
+        )
+    );
+    let o = run(&["--segments", "0"]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (2, "error: --segments must be at least 1\n")
+    );
+    let o = run(&["--challenge-from-anchor"]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr
+            .starts_with("error: --challenge-from-anchor: r/manifest.anchor.json: "),
+        "{}",
+        o.stderr
+    );
+    let o = ws.run(&["audit", "nope.json"]);
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.starts_with("error: nope.json: "), "{}", o.stderr);
+    let o = ws.run(&["run", "spec.yaml", "--out", "x", "--anchor-commitment"]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (
+            2,
+            "error: --anchor-commitment needs a target: --chain or --rpc, and/or --ots or --calendar\n"
+        )
+    );
+    assert!(!ws.path().join("x").exists());
+}
+
+#[test]
+fn commitment_anchored_before_training_and_challenge_from_the_manifest_anchor() {
+    let chain = Anvil::start(31337);
+    let ws = Workspace::new();
+    honest(&ws, "plain");
+    let with_key = |args: &[&str]| {
+        let mut cmd = ws.cmd(args);
+        cmd.env("AUDITAI_ANCHOR_KEY", DEV_KEY);
+        output(cmd)
+    };
+    let out = with_key(&[
+        "run",
+        "spec.yaml",
+        "--device",
+        "cpu",
+        "--out",
+        "r",
+        "--key",
+        "me.key",
+        "--anchor-commitment",
+        "--chain",
+        "local",
+        "--rpc",
+        &chain.url,
+    ])
+    .success();
+    assert!(
+        out.stderr
+            .contains("committed: r/commitment.json, anchored on local in block "),
+        "{}",
+        out.stderr
+    );
+    let commit_receipt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.path().join("r/commitment.anchor.json")).unwrap())
+            .unwrap();
+    with_key(&[
+        "anchor",
+        "r/manifest.intoto.json",
+        "--chain",
+        "local",
+        "--rpc",
+        &chain.url,
+        "-q",
+    ])
+    .success();
+    let receipt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.path().join("r/manifest.anchor.json")).unwrap())
+            .unwrap();
+    assert!(receipt["evm"]["blockNumber"].as_u64() > commit_receipt["evm"]["blockNumber"].as_u64());
+
+    let (code, v) = audit(&ws, &["--challenge-from-anchor", "--rpc", &chain.url]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["challenge_source"], "anchor");
+    assert_eq!(
+        format!("0x{}", v["challenge"].as_str().unwrap()),
+        receipt["evm"]["blockHash"].as_str().unwrap()
+    );
+    assert_eq!(check(&v, "challenge")["status"], "pass");
+    let row = check(&v, "commitment anchor");
+    assert_eq!(row["status"], "pass");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("; the manifest is anchored later, in block "),
+        "{detail}"
+    );
+    assert!(detail.contains(", verified online ("), "{detail}");
+
+    // Offline, the receipt's block hash is used but flagged as unchecked.
+    let (code, v) = audit(&ws, &["--challenge-from-anchor"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(check(&v, "challenge")["status"], "warn");
+
+    // A reorg that drops the commitment's block fails the audit online.
+    let depth = chain.block_number() - commit_receipt["evm"]["blockNumber"].as_u64().unwrap() + 1;
+    chain.rpc("anvil_reorg", serde_json::json!([depth, []]));
+    let (code, v) = audit(&ws, &["--challenge", "00", "--rpc", &chain.url]);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(check(&v, "commitment anchor")["status"], "fail");
+}
