@@ -221,6 +221,12 @@ pub struct RunReport {
     pub manifest: PathBuf,
     /// Key ids of the manifest's signatures (empty: unsigned).
     pub signers: Vec<String>,
+    /// blake3 of `commitment.json` (`h_0`).
+    pub commitment_blake3: String,
+    /// Transcript entries.
+    pub transcript_entries: usize,
+    /// The transcript's chain head.
+    pub transcript_head: String,
 }
 
 /// Run the pipeline described by `opts`.
@@ -435,6 +441,7 @@ pub fn run(
             ),
         },
     );
+    let (commitment_blake3, transcript_head) = (audit.0.blake3.clone(), audit.1.head.clone());
     let statement = statement(
         &summary,
         subjects,
@@ -459,6 +466,9 @@ pub fn run(
             .iter()
             .map(|s| s.keyid.clone())
             .collect(),
+        commitment_blake3,
+        transcript_entries: outcome.transcript.len(),
+        transcript_head,
     })
 }
 

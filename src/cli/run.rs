@@ -247,6 +247,9 @@ fn json_report(r: &RunReport) -> serde_json::Value {
         "best_epoch": s.best_epoch,
         "stopped_early": s.stopped_early,
         "resumed_from": r.resumed_from,
+        "commitment_blake3": r.commitment_blake3,
+        "transcript_entries": r.transcript_entries,
+        "transcript_head": r.transcript_head,
         "samples_per_sec": s.samples_per_sec,
     })
 }
@@ -273,6 +276,13 @@ fn write_table(out: &mut dyn Write, r: &RunReport) -> std::io::Result<()> {
         b.push_record([format!("{}: {k}", s.held_out), format!("{v:.4}")]);
     }
     b.push_record(["weights blake3", &s.weights_blake3]);
+    b.push_record([
+        "transcript",
+        &format!(
+            "{} segments, chain head {}",
+            r.transcript_entries, r.transcript_head
+        ),
+    ]);
     let signed = match r.signers.as_slice() {
         [] => "unsigned".to_string(),
         keys => format!("signed by {}", keys.join(", ")),

@@ -5,9 +5,9 @@
 //! bytes depend only on the weights; the batch order of epoch `e` is a documented permutation of
 //! `(seed, e)`; dropout masks are a documented function of `(seed, e, step, layer)`
 //! ([`model::dropout_mask`]), independent of the backend, so a resumed run draws exactly what an
-//! uninterrupted one would and any segment of steps can be replayed on its own ([`replay`]). This module writes checkpoints and transcript entries into the run
-//! directory it is given, reports progress through a callback and never prints, signs or hashes
-//! files on disk.
+//! uninterrupted one would and any segment of steps can be replayed on its own ([`replay`]).
+//! This module writes checkpoints and transcript entries into the run directory it is given,
+//! reports progress through a callback and never prints, signs or hashes files on disk.
 
 pub mod device;
 pub mod metrics;

@@ -156,6 +156,29 @@ fn an_honest_run_passes_and_the_challenge_picks_reproducibly() {
         vec![(1, [0, 4]), (2, [0, 4]), (3, [0, 4]), (4, [0, 4])]
     );
 
+    // `run --json` reports the commitment and the chain head the manifest records.
+    let j = ws
+        .run(&[
+            "run",
+            "spec.yaml",
+            "--device",
+            "cpu",
+            "--out",
+            "j",
+            "--json",
+            "-q",
+        ])
+        .success()
+        .json();
+    let je = entries(&ws.path().join("j"));
+    assert_eq!(j["transcript_entries"], 4);
+    assert_eq!(j["transcript_head"], je[3].chain.as_str());
+    assert_eq!(
+        j["commitment_blake3"],
+        je[0].prev.as_str(),
+        "the chain starts from the commitment"
+    );
+
     let (code, v) = audit(&ws, &["--challenge", "c0ffee", "--segments", "2"]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["ok"], true);
