@@ -1,11 +1,7 @@
 #!/usr/bin/env bash
 # Gas per anchor transaction and per manifest for batches of 1, 100 and 10,000 manifests, on a
 # local anvil (installed by .ci/run), plus the wall time of `auditai anchor` for each batch.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/auditai/target}"
-cargo build --release --locked --quiet
-bin="$CARGO_TARGET_DIR/release/auditai"
+source "$(dirname "$0")/bench-common.sh"
 anvil="${AUDITAI_ANVIL:-$HOME/.cache/auditai/npm/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil}"
 work="$(mktemp -d)"
 log="$work/anvil.log"

@@ -2,11 +2,7 @@
 # Cost of `auditai audit` against the training it checks, checkpoint disk use, and how far honest
 # cross-backend replays land from the recorded weights.
 # Usage: scripts/bench-audit.sh   (release build; needs python3 to read the JSON)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/auditai/target}"
-cargo build --release --locked --quiet
-bin="$CARGO_TARGET_DIR/release/auditai"
+source "$(dirname "$0")/bench-common.sh"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 export XDG_RUNTIME_DIR="$work"

@@ -5,13 +5,9 @@
 #   - `auditai verify` on a ~1 GiB run directory (a wide MLP's checkpoints).
 # Needs hyperfine and b3sum (`apt-get install hyperfine`, `cargo install b3sum`).
 # Usage: scripts/bench-hash.sh [RUNS]   (default 7; hyperfine reports mean and median)
-set -euo pipefail
-cd "$(dirname "$0")/.."
 runs="${1:-7}"
+source "$(dirname "$0")/bench-common.sh"
 repo="$PWD"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/auditai/target}"
-cargo build --release --locked --quiet
-bin="$CARGO_TARGET_DIR/release/auditai"
 work="${BENCH_DIR:-$(mktemp -d)}"
 export AUDITAI_CACHE_DIR="$work/cache" XDG_RUNTIME_DIR="$work"
 cd "$work"

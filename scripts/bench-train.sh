@@ -2,12 +2,8 @@
 # Training throughput of the release build: samples/s of the training loop (forward, backward,
 # optimizer step; checkpointing and validation excluded), as recorded in summary.json.
 # Usage: scripts/bench-train.sh [RUNS]   (default 3 runs per pipeline and device; the median is shown)
-set -euo pipefail
-cd "$(dirname "$0")/.."
 runs="${1:-3}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/auditai/target}"
-cargo build --release --locked --quiet
-bin="$CARGO_TARGET_DIR/release/auditai"
+source "$(dirname "$0")/bench-common.sh"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 export XDG_RUNTIME_DIR="$work"
