@@ -638,7 +638,7 @@ fn commit(path: &Path, fresh: Commitment, resume: bool) -> Result<Vec<u8>, Pipel
             ("data", kept.data != fresh.data),
             ("backend", kept.backend != fresh.backend),
             (
-                "initial weights",
+                "initial-weights digest",
                 kept.initial_weights_blake3 != fresh.initial_weights_blake3,
             ),
         ];

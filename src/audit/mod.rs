@@ -169,7 +169,10 @@ impl AuditReport {
 /// Read a file named by the manifest (relative to `base`) and check its blake3.
 fn read_pinned(base: &Path, name: &str, blake3_hex: &str) -> Result<Vec<u8>, String> {
     let path = verify::safe_join(base, name, false).ok_or("path escapes the run directory")?;
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "missing".to_string(),
+        _ => format!("{}: {e}", path.display()),
+    })?;
     let actual = blake3::hash(&bytes).to_hex();
     if actual.as_str() != blake3_hex {
         return Err(format!(
@@ -237,9 +240,8 @@ pub fn audit(
         ),
     );
     report.trained_on = Some(commitment.backend);
-    let anchor_row = commitment_anchor(path, dir, &c_ref.path, &c_bytes, opts);
-    report.checks.push(anchor_row.0, anchor_row.1, anchor_row.2);
-    let r = &mut report.checks;
+    let (status, detail) = commitment_anchor(path, dir, &c_ref.path, &c_bytes, opts);
+    r.push("commitment anchor", status, detail);
     let Some(spec) = check_spec(dir, &commitment, &ext, r) else {
         return Ok(report);
     };
@@ -317,7 +319,8 @@ pub fn audit(
         Err(why) => r.push("transcript schedule", Status::Fail, why),
     }
     check_final_model(&opened.statement, &ext, &entries, r);
-    let files_ok = check_checkpoints(dir, &entries, r);
+    let pruned = spec.outputs.checkpoints == crate::spec::KeepCheckpoints::Last;
+    let files_ok = check_checkpoints(dir, &entries, pruned, r);
     report.segments_total = entries.len();
     report.total_steps = entries
         .iter()
@@ -360,7 +363,120 @@ pub fn audit(
         );
         report.segments.push(result);
     }
+    if files_ok {
+        let v = Validation {
+            dir,
+            spec: &spec,
+            data: &data,
+            backend: &backend,
+            bitwise,
+        };
+        let (status, detail) = v.check(&entries, &ext);
+        report.checks.push("validation", status, detail);
+    }
     Ok(report)
+}
+
+/// Relative tolerance on a validation loss recomputed on another backend.
+const VAL_LOSS_REL: f64 = 1e-5;
+
+/// Recomputing the validation losses and the early-stopping decisions they drove.
+struct Validation<'a> {
+    dir: &'a Path,
+    spec: &'a Spec,
+    data: &'a data::Prepared,
+    backend: &'a device::Backend,
+    bitwise: bool,
+}
+
+impl Validation<'_> {
+    /// Every epoch's validation loss must be the recorded one, and the early-stopping rule run on
+    /// them must end training where the transcript ends and pick the manifest's final epoch.
+    fn check(&self, entries: &[Entry], ext: &Extension) -> (Status, String) {
+        let t = &self.spec.training;
+        let last = entries.last().map_or(0, |e| e.body.epoch);
+        let mut tracker = train::Tracker::default();
+        for epoch in 1..=last {
+            let Some(e) = entries.iter().rev().find(|e| e.body.epoch == epoch) else {
+                return (
+                    Status::Fail,
+                    format!("no transcript entry ends epoch {epoch}"),
+                );
+            };
+            let Some(recorded) = ext
+                .checkpoints
+                .iter()
+                .find(|c| c.epoch == epoch)
+                .map(|c| c.val_loss)
+            else {
+                return (
+                    Status::Fail,
+                    format!("the manifest records no validation loss for epoch {epoch}"),
+                );
+            };
+            let loss =
+                read_pinned(self.dir, &e.body.weights, &e.body.weights_blake3).and_then(|w| {
+                    train::validation_loss(self.spec, self.data, &self.backend.device, &w)
+                        .map_err(|err| err.to_string())
+                });
+            let loss = match loss {
+                Ok(l) => l,
+                Err(why) => return (Status::Fail, format!("epoch {epoch}: {why}")),
+            };
+            let same = if self.bitwise {
+                loss == recorded
+            } else {
+                (loss - recorded).abs() <= VAL_LOSS_REL * recorded.abs().max(1.0)
+            };
+            if !same {
+                return (
+                    Status::Fail,
+                    format!(
+                        "epoch {epoch}: the validation loss is {loss}, the manifest records {recorded}"
+                    ),
+                );
+            }
+            tracker.after_epoch(t, epoch, loss);
+            if tracker.stop && epoch < last {
+                return (
+                    Status::Fail,
+                    format!(
+                        "early stopping ends training after epoch {epoch}, but the transcript goes on to epoch {last}"
+                    ),
+                );
+            }
+        }
+        if last < t.epochs && !tracker.stop {
+            return (
+                Status::Fail,
+                format!(
+                    "the transcript ends after epoch {last} of {}, but early stopping does not stop there",
+                    t.epochs
+                ),
+            );
+        }
+        let final_epoch = tracker.final_epoch(t, last);
+        if final_epoch != ext.final_epoch {
+            return (
+                Status::Fail,
+                format!(
+                    "the validation losses make epoch {final_epoch} the final model; the manifest says epoch {}",
+                    ext.final_epoch
+                ),
+            );
+        }
+        let how = if self.bitwise {
+            "bitwise".to_string()
+        } else {
+            format!("within {VAL_LOSS_REL:.0e}")
+        };
+        (
+            Status::Pass,
+            format!(
+                "{last} epochs' validation losses recomputed ({how}); training ends after epoch {last} and the final model is epoch {final_epoch}, as recorded"
+            ),
+        )
+    }
 }
 
 fn check_spec(dir: &Path, c: &Commitment, ext: &Extension, r: &mut Report) -> Option<Spec> {
@@ -603,7 +719,7 @@ fn check_final_model(
 }
 
 /// Every checkpoint the transcript names must be on disk with its digest. Returns whether all are.
-fn check_checkpoints(dir: &Path, entries: &[Entry], r: &mut Report) -> bool {
+fn check_checkpoints(dir: &Path, entries: &[Entry], pruned: bool, r: &mut Report) -> bool {
     let mut bad = Vec::new();
     let mut bytes = 0u64;
     for e in entries {
@@ -634,10 +750,15 @@ fn check_checkpoints(dir: &Path, entries: &[Entry], r: &mut Report) -> bool {
         } else {
             String::new()
         };
+        let hint = if pruned {
+            " (the spec's `outputs.checkpoints: last` deleted them; keep `all` for auditable runs)"
+        } else {
+            ""
+        };
         r.push(
             "checkpoints",
             Status::Fail,
-            format!("{}{more}", bad[..bad.len().min(3)].join("; ")),
+            format!("{}{more}{hint}", bad[..bad.len().min(3)].join("; ")),
         );
         false
     }
@@ -650,28 +771,25 @@ fn commitment_anchor(
     name: &str,
     c_bytes: &[u8],
     opts: &Options,
-) -> (String, Status, String) {
-    let label = "commitment anchor".to_string();
+) -> (Status, String) {
     let rpath = anchor::receipt_path(&dir.join(name));
     if !rpath.exists() {
         return (
-            label,
             Status::Skip,
             "not anchored before training (run with --anchor-commitment)".into(),
         );
     }
     let receipt = match anchor::read_receipt(&rpath) {
         Ok(r) => r,
-        Err(e) => return (label, Status::Fail, e.to_string()),
+        Err(e) => return (Status::Fail, e.to_string()),
     };
     let root = match anchor::check_inclusion(&receipt, c_bytes) {
         Ok(root) => root,
-        Err(why) => return (label, Status::Fail, why),
+        Err(why) => return (Status::Fail, why),
     };
     let Some(e) = &receipt.evm else {
         let ots = receipt.ots.as_ref().map_or("none", |o| o.status.as_str());
         return (
-            label,
             Status::Pass,
             format!("OpenTimestamps ({ots}); check with `auditai verify` on the proof"),
         );
@@ -687,7 +805,6 @@ fn commitment_anchor(
         ),
         Some(m) => {
             return (
-                label,
                 Status::Fail,
                 format!(
                     "the commitment's block {} is not before the manifest's block {}",
@@ -707,23 +824,31 @@ fn commitment_anchor(
     );
     match &opts.online {
         None => (
-            label,
             Status::Pass,
             format!("{claimed} (receipt; not checked online)"),
         ),
-        Some(chain) => {
-            let checked = anchor::evm::Rpc::new(&chain.rpc, std::time::Duration::from_secs(20))
-                .and_then(|rpc| anchor::evm::check_online(&rpc, e, &root));
-            match checked {
-                Ok(anchor::evm::OnlineCheck::Confirmed { confirmations, .. }) => (
-                    label,
-                    Status::Pass,
-                    format!("{claimed}, verified online ({confirmations} confirmations)"),
-                ),
-                Ok(anchor::evm::OnlineCheck::Failed(why)) => (label, Status::Fail, why),
-                Err(err) => (label, Status::Fail, format!("cannot check online: {err}")),
-            }
-        }
+        Some(chain) => match on_chain(chain, e, &root) {
+            Ok(confirmations) => (
+                Status::Pass,
+                format!("{claimed}, verified online ({confirmations} confirmations)"),
+            ),
+            Err(why) => (Status::Fail, why),
+        },
+    }
+}
+
+/// Check an EVM anchor on chain: its confirmations, or why it does not hold.
+fn on_chain(
+    chain: &anchor::evm::Chain,
+    e: &anchor::evm::EvmAnchor,
+    root: &[u8; 32],
+) -> Result<u64, String> {
+    let checked = anchor::evm::Rpc::new(&chain.rpc, std::time::Duration::from_secs(20))
+        .and_then(|rpc| anchor::evm::check_online(&rpc, e, root));
+    match checked {
+        Ok(anchor::evm::OnlineCheck::Confirmed { confirmations, .. }) => Ok(confirmations),
+        Ok(anchor::evm::OnlineCheck::Failed(why)) => Err(why),
+        Err(err) => Err(format!("cannot check online: {err}")),
     }
 }
 
@@ -757,30 +882,30 @@ fn challenge_bytes(
                 path: manifest.to_path_buf(),
                 source,
             })?;
-            let label = "challenge";
             let claimed = format!(
                 "block hash {} of {} block {}",
                 e.block_hash, e.chain, e.block_number
             );
-            match (anchor::check_inclusion(&receipt, &manifest_bytes), &opts.online) {
-                (Err(why), _) => r.push(label, Status::Fail, format!("the anchor receipt does not match the manifest: {why}")),
-                (Ok(_), None) => r.push(
-                    label,
-                    Status::Warn,
-                    format!("{claimed}, taken from the receipt; pass --rpc or --chain to check it on chain"),
+            let (status, detail) = match (
+                anchor::check_inclusion(&receipt, &manifest_bytes),
+                &opts.online,
+            ) {
+                (Err(why), _) => (
+                    Status::Fail,
+                    format!("the anchor receipt does not match the manifest: {why}"),
                 ),
-                (Ok(root), Some(chain)) => {
-                    let checked = anchor::evm::Rpc::new(&chain.rpc, std::time::Duration::from_secs(20))
-                        .and_then(|rpc| anchor::evm::check_online(&rpc, e, &root));
-                    match checked {
-                        Ok(anchor::evm::OnlineCheck::Confirmed { .. }) => {
-                            r.push(label, Status::Pass, format!("{claimed}, verified online"));
-                        }
-                        Ok(anchor::evm::OnlineCheck::Failed(why)) => r.push(label, Status::Fail, why),
-                        Err(err) => r.push(label, Status::Fail, format!("cannot check online: {err}")),
-                    }
-                }
-            }
+                (Ok(_), None) => (
+                    Status::Warn,
+                    format!(
+                        "{claimed}, taken from the receipt; pass --rpc or --chain to check it on chain"
+                    ),
+                ),
+                (Ok(root), Some(chain)) => match on_chain(chain, e, &root) {
+                    Ok(_) => (Status::Pass, format!("{claimed}, verified online")),
+                    Err(why) => (Status::Fail, why),
+                },
+            };
+            r.push("challenge", status, detail);
             Ok((hash, "anchor"))
         }
     }

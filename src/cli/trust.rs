@@ -270,6 +270,13 @@ pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
                 ext.final_epoch
             ),
         );
+        if let (Some(c), Some(t)) = (&ext.commitment, &ext.transcript) {
+            row("commitment", format!("{} blake3 {}", c.path, c.blake3));
+            row(
+                "transcript",
+                format!("{} segments, chain head {}", t.entries, t.head),
+            );
+        }
     }
     for s in &st.subject {
         row(

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Part, Prepared, Targets};
 use crate::fsio;
 use crate::shuffle;
-use crate::spec::{KeepCheckpoints, OptimizerKind, Spec};
+use crate::spec::{KeepCheckpoints, OptimizerKind, Spec, TrainingSpec};
 use crate::transcript::{self, Entry};
 
 pub use device::{Backend, BackendKind};
@@ -117,12 +117,60 @@ struct CheckpointState {
     spec_blake3: String,
     backend: BackendKind,
     record: EpochRecord,
-    best_epoch: usize,
-    best_val_loss: f64,
-    bad_epochs: usize,
-    stop: bool,
+    #[serde(flatten)]
+    tracker: Tracker,
     /// The epoch's transcript entries.
     transcript: Vec<Entry>,
+}
+
+/// Early-stopping bookkeeping: the best epoch so far and whether training stops.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Tracker {
+    /// The epoch with the lowest validation loss (0 before the first epoch).
+    pub best_epoch: usize,
+    /// Its validation loss.
+    pub best_val_loss: f64,
+    /// Epochs since the last improvement.
+    pub bad_epochs: usize,
+    /// Whether early stopping ends training after the latest epoch.
+    pub stop: bool,
+}
+
+impl Default for Tracker {
+    fn default() -> Tracker {
+        Tracker {
+            best_epoch: 0,
+            best_val_loss: f64::INFINITY,
+            bad_epochs: 0,
+            stop: false,
+        }
+    }
+}
+
+impl Tracker {
+    /// Account for 1-based `epoch` ending with `val_loss`.
+    pub fn after_epoch(&mut self, t: &TrainingSpec, epoch: usize, val_loss: f64) {
+        if val_loss < self.best_val_loss - t.early_stopping.map_or(0.0, |e| e.min_delta) {
+            self.best_val_loss = val_loss;
+            self.best_epoch = epoch;
+            self.bad_epochs = 0;
+        } else {
+            self.bad_epochs += 1;
+        }
+        if let Some(es) = t.early_stopping {
+            self.stop = self.bad_epochs >= es.patience;
+        }
+    }
+
+    /// The epoch whose weights are the final model when training ended after `last`.
+    pub fn final_epoch(&self, t: &TrainingSpec, last: usize) -> usize {
+        let restore_best = t.early_stopping.is_some_and(|e| e.restore_best);
+        if restore_best && self.best_epoch > 0 {
+            self.best_epoch
+        } else {
+            last
+        }
+    }
 }
 
 const STATE_SCHEMA: &str = "auditai.checkpoint/v2";
@@ -468,6 +516,21 @@ fn evaluate_chunks(
     (loss_sum / part.rows.max(1) as f64, metrics)
 }
 
+/// The validation loss of the weights `weights` (burnpack bytes), evaluated on `device` as
+/// training does after each epoch.
+pub fn validation_loss(
+    spec: &Spec,
+    data: &Prepared,
+    device: &Device,
+    weights: &[u8],
+) -> Result<f64, TrainError> {
+    let record =
+        ModuleRecord::from_bytes(Bytes::from_bytes_vec(weights.to_vec())).map_err(record_err)?;
+    let net = initial_model(spec, data).load_record(record).fork(device);
+    let chunks = upload_chunks(&data.validation, data.features(), device);
+    Ok(evaluate_chunks(&net, &chunks, &data.validation, data.outputs()).0)
+}
+
 /// Held-out metrics of `net` (inference mode) on `part`.
 pub fn evaluate(net: &Net, part: &Part, data: &Prepared, device: &Device) -> Metrics {
     let chunks = upload_chunks(part, data.features(), device);
@@ -626,10 +689,7 @@ pub fn train(
     let mut model = model.fork(&ad).train();
     let train_split = upload(&s.data.train, 0..s.data.train.rows, features, &ad);
     let val_chunks = upload_chunks(&s.data.validation, features, &s.backend.device);
-    let mut best_epoch = states.last().map_or(0, |st| st.best_epoch);
-    let mut best_val = states.last().map_or(f64::INFINITY, |st| st.best_val_loss);
-    let mut bad_epochs = states.last().map_or(0, |st| st.bad_epochs);
-    let mut stop = states.last().is_some_and(|st| st.stop);
+    let mut tracker = states.last().map(|st| st.tracker).unwrap_or_default();
     let start_epoch = states.len();
 
     let mut prev = match states.last().and_then(|st| st.transcript.last()) {
@@ -638,7 +698,7 @@ pub fn train(
     };
 
     for epoch in start_epoch..t.epochs {
-        if stop {
+        if tracker.stop {
             break;
         }
         let number = epoch + 1;
@@ -715,16 +775,7 @@ pub fn train(
         let (weights, optim_bytes) = epoch_files.unwrap_or_default();
         let [_, _, json_path] = checkpoint_paths(s.dir, number);
 
-        if val_loss < best_val - t.early_stopping.map_or(0.0, |e| e.min_delta) {
-            best_val = val_loss;
-            best_epoch = number;
-            bad_epochs = 0;
-        } else {
-            bad_epochs += 1;
-        }
-        if let Some(es) = t.early_stopping {
-            stop = bad_epochs >= es.patience;
-        }
+        tracker.after_epoch(t, number, val_loss);
         let record = EpochRecord {
             epoch: number,
             lr,
@@ -743,10 +794,7 @@ pub fn train(
             spec_blake3: spec_hex.clone(),
             backend: s.backend.kind,
             record: record.clone(),
-            best_epoch,
-            best_val_loss: best_val,
-            bad_epochs,
-            stop,
+            tracker,
             transcript: entries,
         };
         // The state file is written last: its presence marks the checkpoint complete.
@@ -757,19 +805,14 @@ pub fn train(
         states.push(state);
         write_transcript(s.dir, &states)?;
         if spec.outputs.checkpoints == KeepCheckpoints::Last {
-            prune(s.dir, &states, best_epoch)?;
+            prune(s.dir, &states, tracker.best_epoch)?;
         }
         progress(Progress::EpochEnd(&record));
     }
     write_transcript(s.dir, &states)?;
 
     let last = states.last().map_or(0, |st| st.record.epoch);
-    let restore_best = t.early_stopping.is_some_and(|e| e.restore_best);
-    let final_epoch = if restore_best && best_epoch > 0 {
-        best_epoch
-    } else {
-        last
-    };
+    let final_epoch = tracker.final_epoch(t, last);
     let eval = if final_epoch == last {
         model.valid()
     } else {
@@ -795,8 +838,8 @@ pub fn train(
         model_bytes: model_bytes.to_vec(),
         epochs: states.iter().map(|st| st.record.clone()).collect(),
         final_epoch,
-        best_epoch,
-        stopped_early: stop && last < t.epochs,
+        best_epoch: tracker.best_epoch,
+        stopped_early: tracker.stop && last < t.epochs,
         resumed_from,
         transcript: states.into_iter().flat_map(|st| st.transcript).collect(),
     })

@@ -94,6 +94,16 @@ fn entries(dir: &Path) -> Vec<Entry> {
 /// the transcript, chained from the commitment on disk, and re-sign a manifest whose digests match
 /// every file on disk.
 fn reseal(ws: &Workspace, dir: &Path, bodies: Vec<transcript::Body>) {
+    reseal_with(ws, dir, bodies, |_| {});
+}
+
+/// [`reseal`], with a last edit of the statement before it is signed.
+fn reseal_with(
+    ws: &Workspace,
+    dir: &Path,
+    bodies: Vec<transcript::Body>,
+    edit: impl FnOnce(&mut auditai::manifest::Statement),
+) {
     let c_bytes = std::fs::read(dir.join("commitment.json")).unwrap();
     let mut prev = transcript::chain_start(&c_bytes);
     let chained: Vec<Entry> = bodies
@@ -134,6 +144,7 @@ fn reseal(ws: &Workspace, dir: &Path, bodies: Vec<transcript::Body>) {
     t.blake3 = blake3::hash(t_bytes.as_bytes()).to_hex().to_string();
     t.entries = chained.len();
     t.head = hex::encode(prev);
+    edit(&mut st);
     let mut env = Envelope::new(sign::IN_TOTO_PAYLOAD_TYPE, &st.to_payload());
     env.sign(&SecretKey::read(&ws.path().join("me.key")).unwrap());
     std::fs::write(&m, env.to_bytes()).unwrap();
@@ -504,6 +515,112 @@ fn a_checkpoint_changed_on_disk_fails() {
         "{s4}"
     );
     assert_eq!(segment(&v, 3)["status"], "pass");
+}
+
+#[test]
+fn validation_losses_and_early_stopping_are_recomputed() {
+    let ws = Workspace::new();
+    ws.tiny_spec();
+    let spec = std::fs::read_to_string(ws.path().join("spec.yaml")).unwrap();
+    std::fs::write(
+        ws.path().join("spec.yaml"),
+        spec.replace(
+            "epochs: 2\n",
+            "epochs: 40\n  optimizer:\n    lr: 0.1\n  early_stopping:\n    patience: 2\n",
+        ),
+    )
+    .unwrap();
+    ws.run(&["keygen", "--out", "me"]).success();
+    let dir = train(&ws, "spec.yaml", "r");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        summary["stopped_early"], true,
+        "the fixture must stop early"
+    );
+    let (last, best) = (
+        summary["epochs_run"].as_u64().unwrap(),
+        summary["final_epoch"].as_u64().unwrap(),
+    );
+    let (code, v) = audit(&ws, &["--challenge", "00", "--segments", "1"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(
+        check(&v, "validation")["detail"],
+        format!(
+            "{last} epochs' validation losses recomputed (bitwise); training ends after epoch {last} and the final model is epoch {best}, as recorded"
+        )
+    );
+
+    // A re-signed manifest that claims a better validation loss than the weights give.
+    reseal_with(&ws, &dir, bodies(&dir), |st| {
+        let c = &mut st.predicate.auditai.as_mut().unwrap().checkpoints[0];
+        c.val_loss *= 0.5;
+    });
+    assert_eq!(verify_code(&ws), 0);
+    let (code, v) = audit(&ws, &["--challenge", "00", "--segments", "1"]);
+    assert_eq!(code, 1, "{v:#}");
+    let row = check(&v, "validation");
+    assert_eq!(row["status"], "fail");
+    assert!(
+        row["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("epoch 1: the validation loss is "),
+        "{row}"
+    );
+
+    // A transcript cut short of where early stopping ends it, passed off as an early stop.
+    let dir2 = train(&ws, "spec.yaml", "r2");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::rename(&dir2, &dir).unwrap();
+    let mut b = bodies(&dir);
+    b.truncate(b.len() - 1);
+    let keep = b.len();
+    reseal_with(&ws, &dir, b, |st| {
+        let ext = st.predicate.auditai.as_mut().unwrap();
+        ext.checkpoints.truncate(keep);
+        ext.final_epoch = ext.final_epoch.min(keep);
+    });
+    let (code, v) = audit(&ws, &["--challenge", "00", "--segments", "1"]);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(
+        check(&v, "validation")["detail"],
+        format!(
+            "the transcript ends after epoch {keep} of 40, but early stopping does not stop there"
+        )
+    );
+}
+
+#[test]
+fn pruned_checkpoints_cannot_be_audited() {
+    let ws = Workspace::new();
+    ws.tiny_spec();
+    let spec = std::fs::read_to_string(ws.path().join("spec.yaml")).unwrap();
+    std::fs::write(
+        ws.path().join("spec.yaml"),
+        format!(
+            "{}outputs:\n  checkpoints: last\n",
+            spec.replace("epochs: 2", "epochs: 4")
+        ),
+    )
+    .unwrap();
+    ws.run(&["keygen", "--out", "me"]).success();
+    train(&ws, "spec.yaml", "r");
+    let (code, v) = audit_all(&ws);
+    assert_eq!(code, 1, "{v:#}");
+    let row = check(&v, "checkpoints");
+    assert_eq!(row["status"], "fail");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("checkpoints/epoch-0001.bpk: missing; "),
+        "{detail}"
+    );
+    assert!(
+        detail.ends_with(
+            " (the spec's `outputs.checkpoints: last` deleted them; keep `all` for auditable runs)"
+        ),
+        "{detail}"
+    );
 }
 
 #[test]

@@ -662,6 +662,10 @@ fn inspect_summarises_without_verifying() {
         "5",
         "iris.csv  sha256 ",
         "model.bpk  sha256 ",
+        "│ commitment ",
+        "commitment.json blake3 ",
+        "│ transcript ",
+        "2 segments, chain head ",
         "(not checked here; use auditai verify)",
     ] {
         assert!(

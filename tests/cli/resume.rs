@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::support::{Workspace, b3, output, tree};
 
 fn spec(ws: &Workspace) -> String {
-    // Dropout on, so resuming must also restore the dropout RNG stream.
+    // Dropout on, so resuming must also draw the same dropout masks.
     ws.pipeline_copy("iris-mlp", |t| t.replace("epochs: 60", "epochs: 12"))
         .to_str()
         .unwrap()
@@ -86,6 +86,22 @@ fn resume_after_a_crash_ends_with_the_uninterrupted_weights() {
         b3(&cut.join("checkpoints/epoch-0012.bpk")),
         b3(&ws.path().join("full/checkpoints/epoch-0012.bpk"))
     );
+    // The transcript continues the chain across the interruption: every segment audits.
+    let audit = ws
+        .run(&[
+            "audit",
+            "cut/manifest.intoto.json",
+            "--segments",
+            "12",
+            "--challenge",
+            "00",
+            "--json",
+            "-q",
+        ])
+        .success()
+        .json();
+    assert_eq!(audit["segments_total"], 12);
+    assert_eq!(audit["ok"], true);
 }
 
 #[test]
