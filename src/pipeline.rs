@@ -93,7 +93,9 @@ pub enum PipelineError {
     #[error(transparent)]
     Hash(#[from] HashError),
     /// Anchoring the commitment failed (training did not start).
-    #[error("anchoring the training commitment: {0}")]
+    #[error(
+        "anchoring the training commitment failed, so training did not start (rerun with --resume once fixed): {0}"
+    )]
     Anchor(#[from] AnchorError),
     /// Exporting the weights failed.
     #[error("exporting {}: {message}", path.display())]

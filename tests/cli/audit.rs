@@ -665,6 +665,30 @@ fn usage_and_input_errors_exit_2() {
         )
     );
     assert!(!ws.path().join("x").exists());
+    // A commitment that cannot be anchored stops the run before training.
+    let mut cmd = ws.cmd(&[
+        "run",
+        "spec.yaml",
+        "--device",
+        "cpu",
+        "--out",
+        "y",
+        "--anchor-commitment",
+        "--rpc",
+        "http://127.0.0.1:9",
+    ]);
+    cmd.env("AUDITAI_ANCHOR_KEY", DEV_KEY);
+    let o = output(cmd);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains(
+            "error: anchoring the training commitment failed, so training did not start (rerun with --resume once fixed): "
+        ),
+        "{}",
+        o.stderr
+    );
+    assert!(ws.path().join("y/commitment.json").exists());
+    assert!(!ws.path().join("y/checkpoints").exists());
 }
 
 #[test]
