@@ -68,13 +68,26 @@ fn flatten(bytes: &[u8]) -> Result<Vec<Flat>, String> {
     Ok(out)
 }
 
+/// Tensor names and shapes, sorted by name.
+fn layout(v: &[Flat]) -> Vec<(&str, &[usize])> {
+    v.iter()
+        .map(|(n, s, _)| (n.as_str(), s.as_slice()))
+        .collect()
+}
+
+/// Whether two burnpacks hold the same tensors (names and shapes).
+pub fn same_layout(a: &[u8], b: &[u8]) -> Result<(), String> {
+    if layout(&flatten(a)?) == layout(&flatten(b)?) {
+        Ok(())
+    } else {
+        Err("its tensors' names or shapes differ from the model's".into())
+    }
+}
+
 impl Distance {
     /// Distances of `replayed` from `recorded`, with the update measured from `before`.
     pub fn between(replayed: &[u8], recorded: &[u8], before: &[u8]) -> Result<Distance, String> {
         let (a, b, z) = (flatten(replayed)?, flatten(recorded)?, flatten(before)?);
-        let layout = |v: &[Flat]| -> Vec<(String, Vec<usize>)> {
-            v.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect()
-        };
         if layout(&a) != layout(&b) || layout(&b) != layout(&z) {
             return Err("the checkpoints hold different tensors than the model".into());
         }

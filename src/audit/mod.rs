@@ -166,6 +166,11 @@ impl AuditReport {
     }
 }
 
+/// Steps in an entry's segment (0 for a malformed one).
+fn steps_of(e: &Entry) -> usize {
+    e.body.steps[1].saturating_sub(e.body.steps[0])
+}
+
 /// Read a file named by the manifest (relative to `base`) and check its blake3.
 fn read_pinned(base: &Path, name: &str, blake3_hex: &str) -> Result<Vec<u8>, String> {
     let path = verify::safe_join(base, name, false).ok_or("path escapes the run directory")?;
@@ -314,18 +319,21 @@ pub fn audit(
             entries.len()
         ),
     );
-    match check_schedule(&spec, &data, &entries) {
-        Ok(detail) => r.push("transcript schedule", Status::Pass, detail),
-        Err(why) => r.push("transcript schedule", Status::Fail, why),
-    }
+    let schedule_ok = match check_schedule(&spec, &data, &entries) {
+        Ok(detail) => {
+            r.push("transcript schedule", Status::Pass, detail);
+            true
+        }
+        Err(why) => {
+            r.push("transcript schedule", Status::Fail, why);
+            false
+        }
+    };
     check_final_model(&opened.statement, &ext, &entries, r);
     let pruned = spec.outputs.checkpoints == crate::spec::KeepCheckpoints::Last;
     let files_ok = check_checkpoints(dir, &entries, pruned, r);
     report.segments_total = entries.len();
-    report.total_steps = entries
-        .iter()
-        .map(|e| e.body.steps[1] - e.body.steps[0])
-        .sum();
+    report.total_steps = entries.iter().map(steps_of).sum();
 
     // The challenge and the segments it picks.
     let (challenge, source) = challenge_bytes(path, opts, &mut report.checks)?;
@@ -335,7 +343,7 @@ pub fn audit(
     report.replayed_steps = report
         .selected
         .iter()
-        .map(|&i| entries[i - 1].body.steps[1] - entries[i - 1].body.steps[0])
+        .map(|&i| steps_of(&entries[i - 1]))
         .sum();
 
     // Replay.
@@ -363,7 +371,7 @@ pub fn audit(
         );
         report.segments.push(result);
     }
-    if files_ok {
+    if files_ok && schedule_ok {
         let v = Validation {
             dir,
             spec: &spec,
@@ -396,6 +404,10 @@ impl Validation<'_> {
         let t = &self.spec.training;
         let last = entries.last().map_or(0, |e| e.body.epoch);
         let mut tracker = train::Tracker::default();
+        let initial = match train::initial_weights(self.spec, self.data) {
+            Ok(w) => w,
+            Err(err) => return (Status::Fail, err.to_string()),
+        };
         for epoch in 1..=last {
             let Some(e) = entries.iter().rev().find(|e| e.body.epoch == epoch) else {
                 return (
@@ -416,6 +428,7 @@ impl Validation<'_> {
             };
             let loss =
                 read_pinned(self.dir, &e.body.weights, &e.body.weights_blake3).and_then(|w| {
+                    distance::same_layout(&w, &initial)?;
                     train::validation_loss(self.spec, self.data, &self.backend.device, &w)
                         .map_err(|err| err.to_string())
                 });
@@ -972,6 +985,17 @@ fn replay_segment(
         distance: None,
         seconds: 0.0,
     };
+    let batches = data.train.rows.div_ceil(spec.training.batch_size);
+    if !(1..=spec.training.epochs).contains(&b.epoch)
+        || b.steps[0] > b.steps[1]
+        || b.steps[1] > batches
+    {
+        result.detail = format!(
+            "cannot replay epoch {} steps {}..{}: outside the committed {} epochs of {batches} steps",
+            b.epoch, b.steps[0], b.steps[1], spec.training.epochs
+        );
+        return result;
+    }
     let loaded = (|| -> Result<_, String> {
         let start = match before {
             None => None,
@@ -993,40 +1017,50 @@ fn replay_segment(
             return result;
         }
     };
+    let initial = match train::initial_weights(spec, data) {
+        Ok(w) => w,
+        Err(err) => {
+            result.detail = err.to_string();
+            return result;
+        }
+    };
+    let before_weights = start
+        .as_ref()
+        .map_or(initial.as_slice(), |(w, _)| w.as_slice());
+    // burn panics on a record whose tensors do not fit the model: refuse such checkpoints first.
+    for (what, w) in [("before", before_weights), ("after", recorded.as_slice())] {
+        if let Err(why) = distance::same_layout(w, &initial) {
+            result.detail = format!("the checkpoint {what} the segment is not this model's: {why}");
+            return result;
+        }
+    }
     let started = Instant::now();
-    let replayed = train::replay(
-        spec,
-        data,
-        &backend.device,
-        start.as_ref().map(|(w, o)| (w.as_slice(), o.as_slice())),
-        b.epoch,
-        b.steps[0]..b.steps[1],
-        &mut || progress(Progress::Step),
-    );
+    let replayed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train::replay(
+            spec,
+            data,
+            &backend.device,
+            start.as_ref().map(|(w, o)| (w.as_slice(), o.as_slice())),
+            b.epoch,
+            b.steps[0]..b.steps[1],
+            &mut || progress(Progress::Step),
+        )
+    }));
     result.seconds = started.elapsed().as_secs_f64();
     let (weights, optim) = match replayed {
-        Ok(x) => x,
-        Err(err) => {
+        Ok(Ok(x)) => x,
+        Ok(Err(err)) => {
             result.detail = format!("replay failed: {err}");
+            return result;
+        }
+        Err(_) => {
+            result.detail =
+                "replay failed: the checkpoint's optimizer state does not fit the model".into();
             return result;
         }
     };
     let got = blake3::hash(&weights).to_hex().to_string();
     result.replayed_blake3 = Some(got.clone());
-    let initial;
-    let before_weights = match &start {
-        Some((w, _)) => w.as_slice(),
-        None => match train::initial_weights(spec, data) {
-            Ok(w) => {
-                initial = w;
-                initial.as_slice()
-            }
-            Err(err) => {
-                result.detail = err.to_string();
-                return result;
-            }
-        },
-    };
     let distance = Distance::between(&weights, &recorded, before_weights);
     match &distance {
         Err(why) => {

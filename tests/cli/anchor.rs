@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::chain::{Anvil, BITCOIN_HEIGHT, Calendar, DEV_KEY};
-use crate::support::{Output, Workspace, output};
+use crate::support::{Output, Workspace, check, output};
 
 /// A signed two-epoch run in a workspace.
 fn signed_run(ws: &Workspace) -> PathBuf {
@@ -48,15 +48,6 @@ fn verify_json(ws: &Workspace, extra: &[&str]) -> (i32, serde_json::Value) {
     args.extend_from_slice(extra);
     let out = ws.run(&args);
     (out.code, out.json())
-}
-
-fn check<'a>(v: &'a serde_json::Value, name_prefix: &str) -> &'a serde_json::Value {
-    v["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"].as_str().unwrap().starts_with(name_prefix))
-        .unwrap_or_else(|| panic!("no check {name_prefix} in {v}"))
 }
 
 fn receipt(path: &Path) -> serde_json::Value {

@@ -11,17 +11,12 @@ use auditai::transcript::{self, Entry};
 use auditai::verify;
 
 use crate::chain::{Anvil, DEV_KEY};
-use crate::support::{Output, Workspace, output};
+use crate::support::{Output, Workspace, check, output};
 
 /// The tiny iris spec, trained for four epochs (4 steps each) on the CPU and signed.
 fn honest(ws: &Workspace, out: &str) -> PathBuf {
     ws.tiny_spec();
-    let spec = std::fs::read_to_string(ws.path().join("spec.yaml")).unwrap();
-    std::fs::write(
-        ws.path().join("spec.yaml"),
-        spec.replace("epochs: 2", "epochs: 4"),
-    )
-    .unwrap();
+    ws.derive_spec("spec.yaml", |spec| spec.replace("epochs: 2", "epochs: 4"));
     if !ws.path().join("me.key").exists() {
         ws.run(&["keygen", "--out", "me"]).success();
     }
@@ -65,15 +60,6 @@ fn verify_code(ws: &Workspace) -> i32 {
         "me.pub",
     ])
     .code
-}
-
-fn check<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    v["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"].as_str().unwrap().starts_with(name))
-        .unwrap_or_else(|| panic!("no check {name} in {v:#}"))
 }
 
 fn segment(v: &serde_json::Value, index: u64) -> &serde_json::Value {
@@ -264,12 +250,9 @@ fn an_honest_run_passes_and_the_challenge_picks_reproducibly() {
 fn step_segments_checkpoint_within_epochs_and_replay() {
     let ws = Workspace::new();
     ws.tiny_spec();
-    let spec = std::fs::read_to_string(ws.path().join("spec.yaml")).unwrap();
-    std::fs::write(
-        ws.path().join("spec.yaml"),
-        format!("{spec}audit:\n  every_steps: 3\n"),
-    )
-    .unwrap();
+    ws.derive_spec("spec.yaml", |spec| {
+        format!("{spec}audit:\n  every_steps: 3\n")
+    });
     ws.run(&["keygen", "--out", "me"]).success();
     let dir = train(&ws, "spec.yaml", "r");
     let steps: Vec<(usize, [usize; 2], String)> = entries(&dir)
@@ -374,12 +357,9 @@ fn a_transcript_trained_with_another_learning_rate_fails_the_replay() {
     let ws = Workspace::new();
     let dir = honest(&ws, "r");
     // Train the same spec at ten times the committed learning rate...
-    let spec = std::fs::read_to_string(ws.path().join("spec.yaml")).unwrap();
-    std::fs::write(
-        ws.path().join("fast.yaml"),
-        format!("{spec}  optimizer:\n    lr: 0.01\n"),
-    )
-    .unwrap();
+    ws.derive_spec("fast.yaml", |spec| {
+        format!("{spec}  optimizer:\n    lr: 0.01\n")
+    });
     let fast = train(&ws, "fast.yaml", "fast");
     // ...and pass its checkpoints off as the committed run's, claiming the committed rate.
     for f in std::fs::read_dir(fast.join("checkpoints")).unwrap() {
@@ -441,16 +421,64 @@ fn a_skipped_epoch_fails_the_schedule() {
 }
 
 #[test]
+fn a_malformed_segment_is_a_failure_not_a_crash() {
+    let ws = Workspace::new();
+    let dir = honest(&ws, "r");
+    let mut b = bodies(&dir);
+    b[1].steps = [3, 999];
+    reseal(&ws, &dir, b);
+    let (code, v) = audit_all(&ws);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(check(&v, "transcript schedule")["status"], "fail");
+    assert_eq!(
+        segment(&v, 2)["detail"],
+        "cannot replay epoch 2 steps 3..999: outside the committed 4 epochs of 4 steps"
+    );
+    assert_eq!(segment(&v, 1)["status"], "pass");
+
+    // Weights of another architecture are refused, not loaded (burn would panic on them).
+    let dir = honest(&ws, "r2");
+    ws.derive_spec("wide.yaml", |spec| {
+        spec.replace("hidden: [8]", "hidden: [9]")
+    });
+    let wide = train(&ws, "wide.yaml", "wide");
+    std::fs::copy(
+        wide.join("checkpoints/epoch-0002.bpk"),
+        dir.join("checkpoints/epoch-0002.bpk"),
+    )
+    .unwrap();
+    let mut b = bodies(&dir);
+    b[1].weights_blake3 = crate::support::b3(&dir.join("checkpoints/epoch-0002.bpk"));
+    reseal(&ws, &dir, b);
+    let out = ws.run(&[
+        "audit",
+        "r2/manifest.intoto.json",
+        "--challenge",
+        "00",
+        "--segments",
+        "4",
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let v = out.json();
+    assert_eq!(
+        segment(&v, 2)["detail"],
+        "the checkpoint after the segment is not this model's: its tensors' names or shapes differ from the model's"
+    );
+    assert_eq!(
+        segment(&v, 3)["detail"],
+        "the checkpoint before the segment is not this model's: its tensors' names or shapes differ from the model's"
+    );
+    assert_eq!(check(&v, "validation")["status"], "fail");
+}
+
+#[test]
 fn initial_weights_not_from_the_committed_seed_fail() {
     let ws = Workspace::new();
     let dir = honest(&ws, "r");
     // The weights another seed draws, claimed in the commitment of this run.
-    let spec = std::fs::read_to_string(ws.path().join("spec.yaml")).unwrap();
-    std::fs::write(
-        ws.path().join("other.yaml"),
-        spec.replace("seed: 5", "seed: 6"),
-    )
-    .unwrap();
+    ws.derive_spec("other.yaml", |spec| spec.replace("seed: 5", "seed: 6"));
     let other = train(&ws, "other.yaml", "other");
     let read = |d: &Path| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(d.join("commitment.json")).unwrap()).unwrap()
@@ -521,15 +549,12 @@ fn a_checkpoint_changed_on_disk_fails() {
 fn validation_losses_and_early_stopping_are_recomputed() {
     let ws = Workspace::new();
     ws.tiny_spec();
-    let spec = std::fs::read_to_string(ws.path().join("spec.yaml")).unwrap();
-    std::fs::write(
-        ws.path().join("spec.yaml"),
+    ws.derive_spec("spec.yaml", |spec| {
         spec.replace(
             "epochs: 2\n",
             "epochs: 40\n  optimizer:\n    lr: 0.1\n  early_stopping:\n    patience: 2\n",
-        ),
-    )
-    .unwrap();
+        )
+    });
     ws.run(&["keygen", "--out", "me"]).success();
     let dir = train(&ws, "spec.yaml", "r");
     let summary: serde_json::Value =
@@ -595,15 +620,12 @@ fn validation_losses_and_early_stopping_are_recomputed() {
 fn pruned_checkpoints_cannot_be_audited() {
     let ws = Workspace::new();
     ws.tiny_spec();
-    let spec = std::fs::read_to_string(ws.path().join("spec.yaml")).unwrap();
-    std::fs::write(
-        ws.path().join("spec.yaml"),
+    ws.derive_spec("spec.yaml", |spec| {
         format!(
             "{}outputs:\n  checkpoints: last\n",
             spec.replace("epochs: 2", "epochs: 4")
-        ),
-    )
-    .unwrap();
+        )
+    });
     ws.run(&["keygen", "--out", "me"]).success();
     train(&ws, "spec.yaml", "r");
     let (code, v) = audit_all(&ws);

@@ -87,6 +87,12 @@ impl Workspace {
         .unwrap();
     }
 
+    /// Write `name`, a copy of the workspace's `spec.yaml` rewritten with `edit`.
+    pub fn derive_spec(&self, name: &str, edit: impl Fn(String) -> String) {
+        let spec = std::fs::read_to_string(self.path().join("spec.yaml")).unwrap();
+        std::fs::write(self.path().join(name), edit(spec)).unwrap();
+    }
+
     /// A bundled pipeline rewritten with `edit`, saved into the workspace.
     pub fn pipeline_copy(&self, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
         let text = std::fs::read_to_string(pipeline(name)).unwrap();
@@ -136,4 +142,14 @@ pub fn tree(dir: &Path) -> Vec<(String, String)> {
     }
     out.sort();
     out
+}
+
+/// The row of a `verify` or `audit` JSON report whose check name starts with `name`.
+pub fn check<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"].as_str().unwrap().starts_with(name))
+        .unwrap_or_else(|| panic!("no check {name} in {v:#}"))
 }
