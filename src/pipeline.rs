@@ -411,6 +411,7 @@ pub fn run(
     ];
     let plain = hash::Hasher::new(None, true);
     let mut byproducts = Vec::new();
+    let mut transcript_blake3 = String::new();
     for name in [
         layout::SPEC,
         layout::PREPROCESSING,
@@ -419,6 +420,9 @@ pub fn run(
         layout::TRANSCRIPT,
     ] {
         let d = plain.hash_file(&run_dir.join(name))?;
+        if name == layout::TRANSCRIPT {
+            transcript_blake3 = d.blake3.hex();
+        }
         byproducts.push(manifest::ResourceDescriptor::file(name, None, &d));
     }
     let tree = plain.hash_tree(&run_dir.join(layout::CHECKPOINTS))?;
@@ -426,8 +430,6 @@ pub fn run(
         layout::CHECKPOINTS,
         &tree,
     ));
-    let transcript_bytes = std::fs::read(run_dir.join(layout::TRANSCRIPT))
-        .map_err(io_err(&run_dir.join(layout::TRANSCRIPT)))?;
     let audit = (
         manifest::CommitmentRef {
             path: layout::COMMITMENT.to_string(),
@@ -435,7 +437,7 @@ pub fn run(
         },
         manifest::TranscriptRef {
             path: layout::TRANSCRIPT.to_string(),
-            blake3: blake3::hash(&transcript_bytes).to_hex().to_string(),
+            blake3: transcript_blake3,
             entries: outcome.transcript.len(),
             head: outcome.transcript.last().map_or_else(
                 || hex::encode(transcript::chain_start(&commitment_bytes)),

@@ -257,27 +257,31 @@ pub fn audit(
     let Some(data) = check_data(&root, &spec, &commitment, r) else {
         return Ok(report);
     };
-    match train::initial_weights(&spec, &data) {
-        Ok(w) => {
-            let got = blake3::hash(&w).to_hex().to_string();
-            if got == commitment.initial_weights_blake3 {
-                r.push(
-                    "initial weights",
-                    Status::Pass,
-                    format!("drawn from seed {}: blake3 {got}", spec.seed),
-                );
-            } else {
-                r.push(
-                    "initial weights",
-                    Status::Fail,
-                    format!(
-                        "not from the committed seed: seed {} gives blake3 {got}, the commitment records {}",
-                        spec.seed, commitment.initial_weights_blake3
-                    ),
-                );
-            }
+    // The weights the committed seed draws: checked here, the start of the first segment and
+    // the model layout every checkpoint must have.
+    let initial = match train::initial_weights(&spec, &data) {
+        Ok(w) => w,
+        Err(e) => {
+            r.push("initial weights", Status::Fail, e.to_string());
+            return Ok(report);
         }
-        Err(e) => r.push("initial weights", Status::Fail, e.to_string()),
+    };
+    let got = blake3::hash(&initial).to_hex().to_string();
+    if got == commitment.initial_weights_blake3 {
+        r.push(
+            "initial weights",
+            Status::Pass,
+            format!("drawn from seed {}: blake3 {got}", spec.seed),
+        );
+    } else {
+        r.push(
+            "initial weights",
+            Status::Fail,
+            format!(
+                "not from the committed seed: seed {} gives blake3 {got}, the commitment records {}",
+                spec.seed, commitment.initial_weights_blake3
+            ),
+        );
     }
 
     // The transcript.
@@ -357,7 +361,14 @@ pub fn audit(
     progress(Progress::Plan {
         steps: report.replayed_steps,
     });
-    let bitwise = backend.kind == commitment.backend;
+    let ctx = Replayer {
+        dir,
+        spec: &spec,
+        data: &data,
+        backend: &backend,
+        initial: &initial,
+        bitwise: backend.kind == commitment.backend,
+    };
     for &i in &report.selected.clone() {
         let e = &entries[i - 1];
         progress(Progress::Segment {
@@ -366,20 +377,12 @@ pub fn audit(
             steps: e.body.steps,
         });
         let before = (i >= 2).then(|| &entries[i - 2]);
-        let result = replay_segment(
-            dir, &spec, &data, &backend, before, e, bitwise, files_ok, progress,
-        );
-        report.segments.push(result);
+        report
+            .segments
+            .push(ctx.segment(before, e, files_ok, progress));
     }
     if files_ok && schedule_ok {
-        let v = Validation {
-            dir,
-            spec: &spec,
-            data: &data,
-            backend: &backend,
-            bitwise,
-        };
-        let (status, detail) = v.check(&entries, &ext);
+        let (status, detail) = ctx.validation(&entries, &ext);
         report.checks.push("validation", status, detail);
     }
     Ok(report)
@@ -388,26 +391,24 @@ pub fn audit(
 /// Relative tolerance on a validation loss recomputed on another backend.
 const VAL_LOSS_REL: f64 = 1e-5;
 
-/// Recomputing the validation losses and the early-stopping decisions they drove.
-struct Validation<'a> {
+/// What replays and recomputations need: the run directory, the committed inputs, the initial
+/// weights and the replay device.
+struct Replayer<'a> {
     dir: &'a Path,
     spec: &'a Spec,
     data: &'a data::Prepared,
     backend: &'a device::Backend,
+    initial: &'a [u8],
     bitwise: bool,
 }
 
-impl Validation<'_> {
+impl Replayer<'_> {
     /// Every epoch's validation loss must be the recorded one, and the early-stopping rule run on
     /// them must end training where the transcript ends and pick the manifest's final epoch.
-    fn check(&self, entries: &[Entry], ext: &Extension) -> (Status, String) {
+    fn validation(&self, entries: &[Entry], ext: &Extension) -> (Status, String) {
         let t = &self.spec.training;
         let last = entries.last().map_or(0, |e| e.body.epoch);
         let mut tracker = train::Tracker::default();
-        let initial = match train::initial_weights(self.spec, self.data) {
-            Ok(w) => w,
-            Err(err) => return (Status::Fail, err.to_string()),
-        };
         for epoch in 1..=last {
             let Some(e) = entries.iter().rev().find(|e| e.body.epoch == epoch) else {
                 return (
@@ -428,7 +429,7 @@ impl Validation<'_> {
             };
             let loss =
                 read_pinned(self.dir, &e.body.weights, &e.body.weights_blake3).and_then(|w| {
-                    distance::same_layout(&w, &initial)?;
+                    distance::same_layout(&w, self.initial)?;
                     train::validation_loss(self.spec, self.data, &self.backend.device, &w)
                         .map_err(|err| err.to_string())
                 });
@@ -489,6 +490,133 @@ impl Validation<'_> {
                 "{last} epochs' validation losses recomputed ({how}); training ends after epoch {last} and the final model is epoch {final_epoch}, as recorded"
             ),
         )
+    }
+
+    /// Replay one segment from the checkpoint `before` it (the initial weights for the first)
+    /// and compare with the checkpoint it records.
+    fn segment(
+        &self,
+        before: Option<&Entry>,
+        e: &Entry,
+        files_ok: bool,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> SegmentResult {
+        let b = &e.body;
+        let mut result = SegmentResult {
+            index: b.index,
+            epoch: b.epoch,
+            steps: b.steps,
+            lr: b.lr,
+            status: Status::Fail,
+            comparison: if self.bitwise { "bitwise" } else { "tolerance" },
+            detail: String::new(),
+            replayed_blake3: None,
+            recorded_blake3: b.weights_blake3.clone(),
+            distance: None,
+            seconds: 0.0,
+        };
+        let batches = self.data.train.rows.div_ceil(self.spec.training.batch_size);
+        if !(1..=self.spec.training.epochs).contains(&b.epoch)
+            || b.steps[0] > b.steps[1]
+            || b.steps[1] > batches
+        {
+            result.detail = format!(
+                "cannot replay epoch {} steps {}..{}: outside the committed {} epochs of {batches} steps",
+                b.epoch, b.steps[0], b.steps[1], self.spec.training.epochs
+            );
+            return result;
+        }
+        let loaded = (|| -> Result<_, String> {
+            let start = match before {
+                None => None,
+                Some(p) => Some((
+                    read_pinned(self.dir, &p.body.weights, &p.body.weights_blake3)?,
+                    read_pinned(self.dir, &p.body.optimizer, &p.body.optimizer_blake3)?,
+                )),
+            };
+            let recorded = read_pinned(self.dir, &b.weights, &b.weights_blake3)?;
+            Ok((start, recorded))
+        })();
+        let (start, recorded) = match loaded {
+            Ok(x) => x,
+            Err(why) => {
+                result.detail = format!("cannot replay: {why}");
+                if files_ok {
+                    result.detail.push_str(" (changed during the audit)");
+                }
+                return result;
+            }
+        };
+        let before_weights = start.as_ref().map_or(self.initial, |(w, _)| w.as_slice());
+        // burn panics on a record whose tensors do not fit the model: refuse such checkpoints first.
+        for (what, w) in [("before", before_weights), ("after", recorded.as_slice())] {
+            if let Err(why) = distance::same_layout(w, self.initial) {
+                result.detail =
+                    format!("the checkpoint {what} the segment is not this model's: {why}");
+                return result;
+            }
+        }
+        let started = Instant::now();
+        let replayed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            train::replay(
+                self.spec,
+                self.data,
+                &self.backend.device,
+                start.as_ref().map(|(w, o)| (w.as_slice(), o.as_slice())),
+                b.epoch,
+                b.steps[0]..b.steps[1],
+                &mut || progress(Progress::Step),
+            )
+        }));
+        result.seconds = started.elapsed().as_secs_f64();
+        let (weights, optim) = match replayed {
+            Ok(Ok(x)) => x,
+            Ok(Err(err)) => {
+                result.detail = format!("replay failed: {err}");
+                return result;
+            }
+            Err(_) => {
+                result.detail =
+                    "replay failed: the checkpoint's optimizer state does not fit the model".into();
+                return result;
+            }
+        };
+        let got = blake3::hash(&weights).to_hex().to_string();
+        result.replayed_blake3 = Some(got.clone());
+        let distance = Distance::between(&weights, &recorded, before_weights);
+        match &distance {
+            Err(why) => {
+                result.detail = why.clone();
+                return result;
+            }
+            Ok(d) => result.distance = Some(*d),
+        }
+        if self.bitwise {
+            let optim_got = blake3::hash(&optim).to_hex().to_string();
+            if got == b.weights_blake3 && optim_got == b.optimizer_blake3 {
+                result.status = Status::Pass;
+                result.detail = "replayed weights and optimizer state are bitwise identical".into();
+            } else if got == b.weights_blake3 {
+                result.detail = format!(
+                    "the weights match but the optimizer state does not (blake3 {optim_got}, recorded {})",
+                    b.optimizer_blake3
+                );
+            } else {
+                result.detail = format!(
+                    "the replay does not reproduce the recorded weights{}",
+                    result.distance.map_or(String::new(), |d| format!(" ({d})"))
+                );
+            }
+        } else if let Some(d) = result.distance {
+            match d.within_tolerance() {
+                Ok(()) => {
+                    result.status = Status::Pass;
+                    result.detail = format!("within tolerance: {d}");
+                }
+                Err(why) => result.detail = format!("outside tolerance: {why} ({d})"),
+            }
+        }
+        result
     }
 }
 
@@ -957,144 +1085,6 @@ fn replay_device(
             }
         },
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn replay_segment(
-    dir: &Path,
-    spec: &Spec,
-    data: &data::Prepared,
-    backend: &device::Backend,
-    before: Option<&Entry>,
-    e: &Entry,
-    bitwise: bool,
-    files_ok: bool,
-    progress: &mut dyn FnMut(Progress<'_>),
-) -> SegmentResult {
-    let b = &e.body;
-    let mut result = SegmentResult {
-        index: b.index,
-        epoch: b.epoch,
-        steps: b.steps,
-        lr: b.lr,
-        status: Status::Fail,
-        comparison: if bitwise { "bitwise" } else { "tolerance" },
-        detail: String::new(),
-        replayed_blake3: None,
-        recorded_blake3: b.weights_blake3.clone(),
-        distance: None,
-        seconds: 0.0,
-    };
-    let batches = data.train.rows.div_ceil(spec.training.batch_size);
-    if !(1..=spec.training.epochs).contains(&b.epoch)
-        || b.steps[0] > b.steps[1]
-        || b.steps[1] > batches
-    {
-        result.detail = format!(
-            "cannot replay epoch {} steps {}..{}: outside the committed {} epochs of {batches} steps",
-            b.epoch, b.steps[0], b.steps[1], spec.training.epochs
-        );
-        return result;
-    }
-    let loaded = (|| -> Result<_, String> {
-        let start = match before {
-            None => None,
-            Some(p) => Some((
-                read_pinned(dir, &p.body.weights, &p.body.weights_blake3)?,
-                read_pinned(dir, &p.body.optimizer, &p.body.optimizer_blake3)?,
-            )),
-        };
-        let recorded = read_pinned(dir, &b.weights, &b.weights_blake3)?;
-        Ok((start, recorded))
-    })();
-    let (start, recorded) = match loaded {
-        Ok(x) => x,
-        Err(why) => {
-            result.detail = format!("cannot replay: {why}");
-            if files_ok {
-                result.detail.push_str(" (changed during the audit)");
-            }
-            return result;
-        }
-    };
-    let initial = match train::initial_weights(spec, data) {
-        Ok(w) => w,
-        Err(err) => {
-            result.detail = err.to_string();
-            return result;
-        }
-    };
-    let before_weights = start
-        .as_ref()
-        .map_or(initial.as_slice(), |(w, _)| w.as_slice());
-    // burn panics on a record whose tensors do not fit the model: refuse such checkpoints first.
-    for (what, w) in [("before", before_weights), ("after", recorded.as_slice())] {
-        if let Err(why) = distance::same_layout(w, &initial) {
-            result.detail = format!("the checkpoint {what} the segment is not this model's: {why}");
-            return result;
-        }
-    }
-    let started = Instant::now();
-    let replayed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        train::replay(
-            spec,
-            data,
-            &backend.device,
-            start.as_ref().map(|(w, o)| (w.as_slice(), o.as_slice())),
-            b.epoch,
-            b.steps[0]..b.steps[1],
-            &mut || progress(Progress::Step),
-        )
-    }));
-    result.seconds = started.elapsed().as_secs_f64();
-    let (weights, optim) = match replayed {
-        Ok(Ok(x)) => x,
-        Ok(Err(err)) => {
-            result.detail = format!("replay failed: {err}");
-            return result;
-        }
-        Err(_) => {
-            result.detail =
-                "replay failed: the checkpoint's optimizer state does not fit the model".into();
-            return result;
-        }
-    };
-    let got = blake3::hash(&weights).to_hex().to_string();
-    result.replayed_blake3 = Some(got.clone());
-    let distance = Distance::between(&weights, &recorded, before_weights);
-    match &distance {
-        Err(why) => {
-            result.detail = why.clone();
-            return result;
-        }
-        Ok(d) => result.distance = Some(*d),
-    }
-    if bitwise {
-        let optim_got = blake3::hash(&optim).to_hex().to_string();
-        if got == b.weights_blake3 && optim_got == b.optimizer_blake3 {
-            result.status = Status::Pass;
-            result.detail = "replayed weights and optimizer state are bitwise identical".into();
-        } else if got == b.weights_blake3 {
-            result.detail = format!(
-                "the weights match but the optimizer state does not (blake3 {optim_got}, recorded {})",
-                b.optimizer_blake3
-            );
-        } else {
-            result.detail = format!(
-                "the replay does not reproduce the recorded weights{}",
-                result.distance.map_or(String::new(), |d| format!(" ({d})"))
-            );
-        }
-    } else if let Some(d) = result.distance {
-        match d.within_tolerance() {
-            Ok(()) => {
-                result.status = Status::Pass;
-                result.detail = format!("within tolerance: {d}");
-            }
-            Err(why) => result.detail = format!("outside tolerance: {why} ({d})"),
-        }
-    }
-    result
 }
 
 #[cfg(test)]

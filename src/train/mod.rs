@@ -692,6 +692,7 @@ pub fn train(
     let mut tracker = states.last().map(|st| st.tracker).unwrap_or_default();
     let start_epoch = states.len();
 
+    let mut prev_entries: usize = states.iter().map(|st| st.transcript.len()).sum();
     let mut prev = match states.last().and_then(|st| st.transcript.last()) {
         Some(e) => link_hash(e)?,
         None => s.commitment,
@@ -739,9 +740,7 @@ pub fn train(
             let entry = Entry::new(
                 &prev,
                 transcript::Body {
-                    index: states.iter().map(|st| st.transcript.len()).sum::<usize>()
-                        + entries.len()
-                        + 1,
+                    index: prev_entries + entries.len() + 1,
                     epoch: number,
                     steps: [from, to],
                     lr,
@@ -802,6 +801,7 @@ pub fn train(
         fsio::write_atomic(&json_path, &json).map_err(io_err(&json_path))?;
         let line = serde_json::to_string(&record).map_err(record_err)?;
         fsio::append_line(&metrics_path, &line).map_err(io_err(&metrics_path))?;
+        prev_entries += state.transcript.len();
         states.push(state);
         write_transcript(s.dir, &states)?;
         if spec.outputs.checkpoints == KeepCheckpoints::Last {
