@@ -646,6 +646,96 @@ fn pruned_checkpoints_cannot_be_audited() {
 }
 
 #[test]
+fn tampering_outside_the_replay_is_caught_by_its_own_check() {
+    let ws = Workspace::new();
+    let dir = honest(&ws, "r");
+    let fails = |name: &str, detail_start: &str| {
+        let (code, v) = audit_all(&ws);
+        assert_eq!(code, 1, "{v:#}");
+        let row = check(&v, name);
+        assert_eq!(row["status"], "fail", "{row}");
+        let detail = row["detail"].as_str().unwrap();
+        assert!(detail.starts_with(detail_start), "{name}: {detail}");
+    };
+    let edit = |path: &Path, f: &dyn Fn(String) -> String| {
+        let text = std::fs::read_to_string(path).unwrap();
+        std::fs::write(path, f(text)).unwrap();
+    };
+
+    // The commitment file, the transcript file and the data, each changed in place.
+    let commitment = dir.join("commitment.json");
+    let original = std::fs::read_to_string(&commitment).unwrap();
+    edit(&commitment, &|t| t.replace("\"seed\": 5", "\"seed\": 6"));
+    fails("commitment", "changed: blake3 is ");
+    std::fs::write(&commitment, &original).unwrap();
+
+    let transcript_path = dir.join("transcript.jsonl");
+    let original = std::fs::read_to_string(&transcript_path).unwrap();
+    edit(&transcript_path, &|t| {
+        t.replacen("\"epoch\":2", "\"epoch\":3", 1)
+    });
+    fails("transcript", "changed: blake3 is ");
+
+    // The same edit with the manifest's transcript digest updated: the chain breaks.
+    reseal_with(&ws, &dir, bodies(&dir), |st| {
+        let mut lines: Vec<String> = original.lines().map(str::to_string).collect();
+        lines[1] = lines[1].replacen("\"epoch\":2", "\"epoch\":3", 1);
+        let text = format!("{}\n", lines.join("\n"));
+        std::fs::write(&transcript_path, &text).unwrap();
+        let t = st
+            .predicate
+            .auditai
+            .as_mut()
+            .unwrap()
+            .transcript
+            .as_mut()
+            .unwrap();
+        t.blake3 = blake3::hash(text.as_bytes()).to_hex().to_string();
+    });
+    fails(
+        "transcript chain",
+        "entry 2 was altered after it was chained",
+    );
+    reseal(&ws, &dir, bodies(&dir));
+
+    let data = ws.path().join("iris.csv");
+    let original = std::fs::read_to_string(&data).unwrap();
+    edit(&data, &|t| t.replacen("5.1", "5.2", 1));
+    fails("data iris.csv", "changed: blake3 is ");
+    std::fs::write(&data, &original).unwrap();
+
+    // A manifest without a commitment cannot be audited.
+    reseal_with(&ws, &dir, bodies(&dir), |st| {
+        st.predicate.auditai.as_mut().unwrap().commitment = None;
+    });
+    fails(
+        "manifest",
+        "no training commitment and transcript: the run cannot be audited",
+    );
+
+    // --resume refuses data that no longer matches the commitment.
+    let again = train(&ws, "spec.yaml", "again");
+    std::fs::remove_file(again.join("manifest.intoto.json")).unwrap();
+    edit(&data, &|t| t.replacen("5.1", "5.2", 1));
+    let o = ws.run(&[
+        "run",
+        "spec.yaml",
+        "--device",
+        "cpu",
+        "--out",
+        "again",
+        "--resume",
+    ]);
+    assert_eq!(
+        (o.code, o.stderr.lines().last().unwrap_or("")),
+        (
+            2,
+            "error: cannot resume again: the data differs from the run's training commitment; start a new run"
+        )
+    );
+}
+
+#[test]
 fn usage_and_input_errors_exit_2() {
     let ws = Workspace::new();
     honest(&ws, "r");
@@ -687,6 +777,43 @@ fn usage_and_input_errors_exit_2() {
         )
     );
     assert!(!ws.path().join("x").exists());
+    let o = ws.run(&["run", "spec.yaml", "--out", "x", "--chain", "local"]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (
+            2,
+            "error: --chain, --rpc, --ots and --calendar apply to --anchor-commitment; add it or drop them\n"
+        )
+    );
+    // A receipt without an EVM anchor has no block hash to challenge with.
+    let sha = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(ws.path().join("r/manifest.intoto.json")).unwrap(),
+        ))
+    };
+    let receipt = serde_json::json!({
+        "schema": "auditai.anchor-receipt/v1",
+        "manifest": "manifest.intoto.json",
+        "manifestSha256": sha,
+        "leafIndex": 0,
+        "treeSize": 1,
+        "path": [],
+        "root": sha,
+    });
+    std::fs::write(
+        ws.path().join("r/manifest.anchor.json"),
+        serde_json::to_vec(&receipt).unwrap(),
+    )
+    .unwrap();
+    let o = run(&["--challenge-from-anchor"]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (
+            2,
+            "error: --challenge-from-anchor: r/manifest.anchor.json records no EVM anchor (OpenTimestamps gives no block hash yet)\n"
+        )
+    );
     // A commitment that cannot be anchored stops the run before training.
     let mut cmd = ws.cmd(&[
         "run",
