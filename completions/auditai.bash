@@ -112,7 +112,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__anchor)
-            opts="-q -h --chain --rpc --keystore --password-file --confirmations --timeout --ots --calendar --dry-run --force --json --quiet --help upgrade help"
+            opts="-q -h --chain --rpc --chain-id --max-fee-gwei --max-priority-fee-gwei --max-gas --keystore --password-file --confirmations --timeout --ots --calendar --dry-run --force --json --quiet --help upgrade help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -123,6 +123,22 @@ _auditai() {
                     return 0
                     ;;
                 --rpc)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --chain-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-fee-gwei)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-priority-fee-gwei)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-gas)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -196,12 +212,16 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__anchor__subcmd__upgrade)
-            opts="-h --json --help"
+            opts="-h --calendar --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --calendar)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -210,7 +230,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__audit)
-            opts="-q -h --segments --challenge --challenge-from-anchor --device --root --rpc --chain --json --quiet --help"
+            opts="-q -h --segments --challenge --challenge-from-anchor --allow-unconfirmed-challenge --device --tolerance --allow-extra --root --rpc --chain --json --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -226,6 +246,10 @@ _auditai() {
                     ;;
                 --device)
                     COMPREPLY=($(compgen -W "auto wgpu cpu" -- "${cur}"))
+                    return 0
+                    ;;
+                --allow-extra)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --root)
@@ -476,7 +500,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__run)
-            opts="-q -h --device --out --resume --force --key --json --quiet --anchor-commitment --chain --rpc --keystore --password-file --confirmations --timeout --ots --calendar --help"
+            opts="-q -h --device --out --resume --force --key --json --quiet --anchor-commitment --chain --rpc --chain-id --max-fee-gwei --max-priority-fee-gwei --max-gas --keystore --password-file --confirmations --timeout --ots --calendar --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -499,6 +523,22 @@ _auditai() {
                     return 0
                     ;;
                 --rpc)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --chain-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-fee-gwei)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-priority-fee-gwei)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-gas)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -548,7 +588,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__verify)
-            opts="-h --key --policy --root --rpc --chain --json --help"
+            opts="-h --key --policy --root --rpc --chain --bitcoin-header --bitcoin-rpc --allow-extra --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -571,6 +611,18 @@ _auditai() {
                     return 0
                     ;;
                 --chain)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bitcoin-header)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bitcoin-rpc)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-extra)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -42,7 +42,11 @@ cpu\t''"
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l out -d 'Run directory (overrides the spec\'s outputs.dir; default runs/<name>)' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l key -d 'Sign the manifest with this ed25519 private key (PKCS#8 PEM, mode 0600). Otherwise the key comes from AUDITAI_SIGNING_KEY (PEM text), then AUDITAI_SIGNING_KEY_FILE; with none the manifest is written unsigned' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l chain -d 'An EVM chain preset: 0g-mainnet, 0g-galileo, ethereum, sepolia or local. The node\'s eth_chainId must match the preset' -r
-complete -c auditai -n "__fish_auditai_using_subcommand run" -l rpc -d 'The JSON-RPC URL (overrides the preset\'s; alone, any chain id is accepted)' -r
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l rpc -d 'The JSON-RPC URL (overrides the preset\'s). Alone, it needs --chain-id: the endpoint never chooses which chain the key signs for' -r
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l chain-id -d 'The chain id the transaction is signed for; the node\'s eth_chainId must match it. Required with a bare --rpc; with --chain it must equal the preset\'s' -r
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l max-fee-gwei -d 'The most the anchor may pay per gas (max fee per gas), in gwei; the node\'s fee suggestion is capped at this, and a base fee above it is an error' -r
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l max-priority-fee-gwei -d 'The most the anchor may tip per gas (max priority fee per gas), in gwei' -r
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l max-gas -d 'The most gas the anchor transaction may use (it needs about 22,600); a larger estimate from the node is an error' -r
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l keystore -d 'The anchoring account\'s Web3 Secret Storage v3 keystore (as cast and geth write). Its password comes from AUDITAI_KEYSTORE_PASSWORD or --password-file. Without a keystore the key comes from AUDITAI_ANCHOR_KEY (hex)' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l password-file -d 'A file holding the keystore\'s password' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l confirmations -d 'Blocks on top of the anchor\'s block to wait for (default: the preset\'s, 1 on local)' -r
@@ -60,6 +64,9 @@ complete -c auditai -n "__fish_auditai_using_subcommand verify" -l policy -d 'A 
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l root -d 'Where the data and spec files named by the manifest live (default: the git work tree holding the manifest, else the current directory)' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l rpc -d 'Check the anchor receipt online against this JSON-RPC endpoint' -r
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l chain -d 'Check the anchor receipt online against this chain preset\'s endpoint' -r
+complete -c auditai -n "__fish_auditai_using_subcommand verify" -l bitcoin-header -d 'A Bitcoin block header the verifier trusts, as HEIGHT:MERKLEROOT (the merkle root as `bitcoin-cli getblockheader` prints it); repeatable. An OpenTimestamps Bitcoin attestation is reported as checked only against such a header or --bitcoin-rpc, else as claimed' -r
+complete -c auditai -n "__fish_auditai_using_subcommand verify" -l bitcoin-rpc -d 'The verifier\'s own bitcoind JSON-RPC URL (http://user:password@127.0.0.1:8332), asked for the headers of attested blocks. Credentials are used, never printed' -r
+complete -c auditai -n "__fish_auditai_using_subcommand verify" -l allow-extra -d 'A file or directory in the run directory that the manifest does not name but that is expected there (repeatable). Anything else unnamed fails verification, as in OpenSSF model-signing; the manifest\'s own receipts and proofs are always expected' -r
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l json -d 'Print one JSON object instead of the table'
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c auditai -n "__fish_auditai_using_subcommand sign" -l key -d 'The ed25519 private key (PKCS#8 PEM, mode 0600). Otherwise AUDITAI_SIGNING_KEY (PEM text), then AUDITAI_SIGNING_KEY_FILE' -r -F
@@ -72,7 +79,11 @@ complete -c auditai -n "__fish_auditai_using_subcommand hash" -l no-cache -d 'Re
 complete -c auditai -n "__fish_auditai_using_subcommand hash" -l json -d 'Print one JSON object instead of `digest  path` lines'
 complete -c auditai -n "__fish_auditai_using_subcommand hash" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l chain -d 'An EVM chain preset: 0g-mainnet, 0g-galileo, ethereum, sepolia or local. The node\'s eth_chainId must match the preset' -r
-complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l rpc -d 'The JSON-RPC URL (overrides the preset\'s; alone, any chain id is accepted)' -r
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l rpc -d 'The JSON-RPC URL (overrides the preset\'s). Alone, it needs --chain-id: the endpoint never chooses which chain the key signs for' -r
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l chain-id -d 'The chain id the transaction is signed for; the node\'s eth_chainId must match it. Required with a bare --rpc; with --chain it must equal the preset\'s' -r
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l max-fee-gwei -d 'The most the anchor may pay per gas (max fee per gas), in gwei; the node\'s fee suggestion is capped at this, and a base fee above it is an error' -r
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l max-priority-fee-gwei -d 'The most the anchor may tip per gas (max priority fee per gas), in gwei' -r
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l max-gas -d 'The most gas the anchor transaction may use (it needs about 22,600); a larger estimate from the node is an error' -r
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l keystore -d 'The anchoring account\'s Web3 Secret Storage v3 keystore (as cast and geth write). Its password comes from AUDITAI_KEYSTORE_PASSWORD or --password-file. Without a keystore the key comes from AUDITAI_ANCHOR_KEY (hex)' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l password-file -d 'A file holding the keystore\'s password' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -l confirmations -d 'Blocks on top of the anchor\'s block to wait for (default: the preset\'s, 1 on local)' -r
@@ -86,19 +97,23 @@ complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_s
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -s h -l help -d 'Print help'
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -a "upgrade" -d 'Ask the OpenTimestamps calendars for completed Bitcoin attestations and update each manifest\'s .ots proof and receipt. Still pending is a status, not an error'
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and not __fish_seen_subcommand_from upgrade help" -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from upgrade" -l calendar -d 'A calendar that may be asked (repeatable; default: the public calendars). Pending attestations naming any other URL are left as they are: a proof someone sent cannot make auditai contact a server of their choosing' -r
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from upgrade" -l json -d 'Print one JSON object instead of the table'
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from upgrade" -s h -l help -d 'Print help'
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from help" -f -a "upgrade" -d 'Ask the OpenTimestamps calendars for completed Bitcoin attestations and update each manifest\'s .ots proof and receipt. Still pending is a status, not an error'
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c auditai -n "__fish_auditai_using_subcommand audit" -l segments -d 'How many transcript segments to replay. Replaying K of E segments costs about K/E of the training time' -r
 complete -c auditai -n "__fish_auditai_using_subcommand audit" -l challenge -d 'The challenge that picks the segments, hex (e.g. a beacon value the auditor trusts). Without it and without --challenge-from-anchor, fresh OS randomness is used and printed' -r
-complete -c auditai -n "__fish_auditai_using_subcommand audit" -l device -d 'Where to replay: default the backend that trained (bitwise comparison), else the CPU (comparison under the documented tolerances)' -r -f -a "auto\t''
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l device -d 'Where to replay: default the backend that trained (compared bitwise). Another backend needs --tolerance' -r -f -a "auto\t''
 wgpu\t''
 cpu\t''"
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l allow-extra -d 'A file or directory in the run directory that the manifest does not name but that is expected there (repeatable), as for `auditai verify`' -r
 complete -c auditai -n "__fish_auditai_using_subcommand audit" -l root -d 'Where the data files named by the commitment live (default: the git work tree holding the manifest, else the current directory)' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand audit" -l rpc -d 'Check the anchors (commitment and challenge) online against this JSON-RPC endpoint' -r
 complete -c auditai -n "__fish_auditai_using_subcommand audit" -l chain -d 'Check the anchors online against this chain preset\'s endpoint' -r
-complete -c auditai -n "__fish_auditai_using_subcommand audit" -l challenge-from-anchor -d 'Take the challenge from the block hash of the manifest\'s EVM anchor (randomness that did not exist while the run trained). Pass --rpc or --chain to check that block on chain'
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l challenge-from-anchor -d 'Take the challenge from the chain the manifest is anchored on: the hash of the block 6 blocks after the anchor\'s, read online (needs --rpc or --chain). The prover cannot choose that block by choosing what to anchor; what grinding remains (anchoring many runs, block producers) is in docs/audit.md'
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l allow-unconfirmed-challenge -d 'With --challenge-from-anchor and no --rpc/--chain: take the anchor block hash the receipt claims, unchecked. The prover wrote that receipt and could have chosen it; the challenge is reported as claimed, never as verified'
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l tolerance -d 'Accept a replay on another backend than the one that trained (for example a wgpu run on a machine without a GPU), compared within the tolerances in docs/audit.md, not bitwise'
 complete -c auditai -n "__fish_auditai_using_subcommand audit" -l json -d 'Print one JSON object instead of the tables'
 complete -c auditai -n "__fish_auditai_using_subcommand audit" -s q -l quiet -d 'No progress on stderr'
 complete -c auditai -n "__fish_auditai_using_subcommand audit" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -12,9 +12,13 @@ pub mod hash;
 pub mod manifest;
 pub mod pipeline;
 pub mod provenance;
+pub mod run_dir;
 pub mod shuffle;
 pub mod sign;
 pub mod spec;
 pub mod train;
 pub mod transcript;
 pub mod verify;
+
+#[cfg(test)]
+mod fuzz_tests;

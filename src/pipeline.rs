@@ -16,6 +16,7 @@ use crate::fsio;
 use crate::hash::{self, HashError};
 use crate::manifest;
 use crate::provenance;
+use crate::run_dir::{self, RunDirError};
 use crate::sign::{self, Envelope, SecretKey};
 use crate::spec::{DeviceChoice, Spec, SpecError};
 use crate::train::{self, BackendKind, EpochRecord, Metrics, Progress, TrainError, device};
@@ -66,12 +67,9 @@ pub enum PipelineError {
         /// The run directory.
         dir: PathBuf,
     },
-    /// `--force` on a non-empty directory that is not a run directory.
-    #[error("{} is not empty and is not an auditai run directory; refusing to replace it", dir.display())]
-    NotARun {
-        /// The directory.
-        dir: PathBuf,
-    },
+    /// `--force` on a directory that may not be replaced.
+    #[error(transparent)]
+    Replace(#[from] RunDirError),
     /// `--resume` on a directory with nothing to resume.
     #[error("cannot resume {}: {message}", dir.display())]
     Resume {
@@ -150,6 +148,10 @@ pub enum Event<'a> {
     },
     /// A message from anchoring the commitment.
     Anchoring(&'a str),
+    /// `--force` moved the previous run aside, to this path.
+    MovedAside(&'a Path),
+    /// Something the user should know that does not stop the run.
+    Notice(&'a str),
     /// Training progress.
     Train(Progress<'a>),
 }
@@ -274,6 +276,14 @@ pub fn run(
         dependency(&opts.spec, &spec_bytes),
     ];
     drop(data_bytes);
+    for d in &dependencies {
+        if let Some(name) = d.name.as_deref().filter(|n| Path::new(n).is_absolute()) {
+            on_event(Event::Notice(&format!(
+                "{name} lies outside the project root {}; the manifest records its absolute path, which `auditai verify` refuses (move it under the root)",
+                root.display()
+            )));
+        }
+    }
     let file_ref = |d: &manifest::ResourceDescriptor| FileRef {
         name: d.name.clone().unwrap_or_default(),
         blake3: d.digest.get("blake3").cloned().unwrap_or_default(),
@@ -291,10 +301,14 @@ pub fn run(
         adapter: &backend.adapter,
         notice: notice.as_deref(),
     });
-    if opts.force && !opts.resume && run_dir.exists() {
-        std::fs::remove_dir_all(&run_dir).map_err(io_err(&run_dir))?;
+    if opts.force && !opts.resume && occupied(&run_dir) {
+        let aside = run_dir::move_aside(&run_dir)?;
+        on_event(Event::MovedAside(&aside));
     }
     std::fs::create_dir_all(&run_dir).map_err(io_err(&run_dir))?;
+    if !opts.resume {
+        run_dir::mark(&run_dir).map_err(io_err(&run_dir.join(run_dir::MARKER)))?;
+    }
     if !opts.resume || !run_dir.join(layout::SPEC).exists() {
         write(&run_dir.join(layout::SPEC), &spec_bytes)?;
         let pre = serde_json::to_vec_pretty(&data.preprocessing).unwrap_or_default();
@@ -674,14 +688,27 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
     fsio::write_atomic(path, bytes).map_err(io_err(path))
 }
 
+fn occupied(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+}
+
 /// Check the run directory against `--resume` / `--force` before any work is done.
 fn check_dir(dir: &Path, opts: &RunOptions) -> Result<(), PipelineError> {
-    let occupied = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+    let occupied = occupied(dir);
     if opts.resume {
         if !occupied {
             return Err(PipelineError::Resume {
                 dir: dir.to_path_buf(),
                 message: "it holds no run".into(),
+            });
+        }
+        if !run_dir::is_run_dir(dir) {
+            return Err(PipelineError::Resume {
+                dir: dir.to_path_buf(),
+                message: format!(
+                    "it is not an auditai run directory (no valid {} marker)",
+                    run_dir::MARKER
+                ),
             });
         }
         if dir.join(layout::MANIFEST).exists() {
@@ -696,15 +723,8 @@ fn check_dir(dir: &Path, opts: &RunOptions) -> Result<(), PipelineError> {
                 dir: dir.to_path_buf(),
             });
         }
-        // --force deletes a previous run, never a directory that is not one.
-        let is_run = [layout::SPEC, layout::METRICS, "checkpoints"]
-            .iter()
-            .any(|f| dir.join(f).exists());
-        if !is_run {
-            return Err(PipelineError::NotARun {
-                dir: dir.to_path_buf(),
-            });
-        }
+        // --force moves a previous run aside, never a directory that is not one.
+        run_dir::check_replaceable(dir, &opts.spec)?;
     }
     Ok(())
 }

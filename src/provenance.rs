@@ -80,7 +80,8 @@ fn git_state(path: &Path) -> Result<GitState, git2::Error> {
                 .url()
                 .ok()
                 .map(str::to_string)
-        });
+        })
+        .map(|u| strip_userinfo(&u));
 
     let mut status_opts = git2::StatusOptions::new();
     status_opts
@@ -129,6 +130,26 @@ fn git_state(path: &Path) -> Result<GitState, git2::Error> {
     })
 }
 
+/// A URL without its user-info (`https://oauth2:TOKEN@host/x` → `https://host/x`), query and
+/// fragment, so that credentials CI puts into remote URLs never reach a manifest or a log.
+/// scp-like remotes (`git@host:path`) carry no secret and are kept.
+pub fn strip_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}://{host}{path}")
+}
+
+/// The root of the git work tree containing `path`, found without reading the repository's
+/// status (so a repository someone else controls is not walked).
+pub fn work_tree_root(path: &Path) -> Option<PathBuf> {
+    let repo = git2::Repository::discover(path).ok()?;
+    repo.workdir().map(Path::to_path_buf)
+}
+
 /// Whether `commit` exists in the repository containing `path` (`None`: no repository there).
 pub fn commit_exists(path: &Path, commit: &str) -> Option<bool> {
     let repo = git2::Repository::discover(path).ok()?;
@@ -159,5 +180,30 @@ pub fn toolchain() -> Toolchain {
         rustc: env!("AUDITAI_RUSTC_VERSION").to_string(),
         os: std::env::consts::OS.to_string(),
         arch: std::env::consts::ARCH.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_userinfo;
+
+    #[test]
+    fn credentials_never_survive_in_a_remote_url() {
+        for (url, want) in [
+            (
+                "https://oauth2:ghp_SECRET@github.com/o/r.git",
+                "https://github.com/o/r.git",
+            ),
+            (
+                "https://x-access-token:T@host:8443/o/r",
+                "https://host:8443/o/r",
+            ),
+            ("https://host/o/r?private_token=T#x", "https://host/o/r"),
+            ("ssh://git@host/o/r", "ssh://host/o/r"),
+            ("git@github.com:o/r.git", "git@github.com:o/r.git"),
+            ("https://host", "https://host"),
+        ] {
+            assert_eq!(strip_userinfo(url), want, "{url}");
+        }
     }
 }

@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 pub const CALLDATA_TAG: &[u8; 7] = b"auditai";
 /// The calldata layout version.
 pub const CALLDATA_VERSION: u8 = 1;
+/// The largest JSON-RPC answer read (a block header or receipt is a few KiB).
+const MAX_RPC_BODY: u64 = 4 << 20;
 /// anvil's default chain id.
 pub const ANVIL_CHAIN_ID: u64 = 31337;
 
@@ -40,7 +42,8 @@ const DEV_KEYS: [&str; 10] = [
 /// Errors from EVM anchoring.
 #[derive(Debug, thiserror::Error)]
 pub enum EvmError {
-    /// The RPC endpoint could not be reached (after retries).
+    /// The RPC endpoint could not be reached (after retries). `url` is redacted: scheme, host
+    /// and port only, since providers put API keys in paths and queries.
     #[error("RPC {url} unreachable: {message}")]
     Unreachable {
         /// The endpoint.
@@ -78,6 +81,11 @@ pub enum EvmError {
         /// What the node reports.
         actual: u64,
     },
+    /// The fees or gas the node asks for exceed the user's caps.
+    #[error(
+        "refusing to anchor: {0} (raise --max-fee-gwei, --max-priority-fee-gwei or --max-gas to allow it)"
+    )]
+    FeeCap(String),
     /// A well-known development key on a real chain.
     #[error(
         "the anchoring key is one of anvil's public development keys; refusing to use it on chain id {chain_id} (only on 31337 or --chain local)"
@@ -196,14 +204,19 @@ impl Rpc {
             .timeout(timeout)
             .build()
             .map_err(|e| EvmError::Unreachable {
-                url: url.to_string(),
-                message: e.to_string(),
+                url: super::redact_url(url),
+                message: e.without_url().to_string(),
             })?;
         Ok(Rpc {
             url: url.to_string(),
             client,
             retries: 3,
         })
+    }
+
+    /// The endpoint as it may be shown: scheme, host and port.
+    pub fn shown(&self) -> String {
+        super::redact_url(&self.url)
     }
 
     /// Call `method`; transport errors are retried with backoff, JSON-RPC errors are not.
@@ -219,7 +232,7 @@ impl Rpc {
             let resp = match self.client.post(&self.url).json(&body).send() {
                 Ok(r) => r,
                 Err(e) => {
-                    last = e.to_string();
+                    last = e.without_url().to_string();
                     continue;
                 }
             };
@@ -227,11 +240,16 @@ impl Rpc {
                 last = format!("HTTP {}", resp.status());
                 continue;
             }
-            let v: Value = resp.json().map_err(|e| EvmError::BadAnswer {
+            let bytes =
+                super::read_body(resp, MAX_RPC_BODY).map_err(|message| EvmError::BadAnswer {
+                    method: method.to_string(),
+                    message,
+                })?;
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| EvmError::BadAnswer {
                 method: method.to_string(),
                 message: format!("not JSON-RPC: {e}"),
             })?;
-            if let Some(err) = v.get("error") {
+            if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
                 return Err(EvmError::Rpc {
                     method: method.to_string(),
                     code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
@@ -245,7 +263,7 @@ impl Rpc {
             return Ok(v.get("result").cloned().unwrap_or(Value::Null));
         }
         Err(EvmError::Unreachable {
-            url: self.url.clone(),
+            url: self.shown(),
             message: last,
         })
     }
@@ -323,13 +341,20 @@ pub fn load_key(
     password_file: Option<&Path>,
 ) -> Result<PrivateKeySigner, EvmError> {
     if let Some(ks) = keystore {
+        let secret_mode = |p: &Path| {
+            crate::sign::check_private_permissions(p).map_err(|e| EvmError::Key(e.to_string()))
+        };
+        secret_mode(ks)?;
         let password = match password_file {
-            Some(p) => zeroize::Zeroizing::new(
-                std::fs::read_to_string(p)
-                    .map_err(|e| EvmError::Key(format!("{}: {e}", p.display())))?
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string(),
-            ),
+            Some(p) => {
+                secret_mode(p)?;
+                zeroize::Zeroizing::new(
+                    std::fs::read_to_string(p)
+                        .map_err(|e| EvmError::Key(format!("{}: {e}", p.display())))?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string(),
+                )
+            }
             None => zeroize::Zeroizing::new(std::env::var("AUDITAI_KEYSTORE_PASSWORD").map_err(|_| {
                 EvmError::Key(format!(
                     "{}: a keystore needs its password in AUDITAI_KEYSTORE_PASSWORD or --password-file",
@@ -394,12 +419,25 @@ pub struct Prepared {
     pub chain_id: u64,
 }
 
-/// Build and sign an anchor transaction for `root` (reads chain id, nonce, fees and gas).
+/// The most an anchor transaction may pay, set by the user: the node's suggestions are capped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeeCaps {
+    /// Max fee per gas, wei.
+    pub max_fee_per_gas: u128,
+    /// Max priority fee (tip) per gas, wei.
+    pub max_priority_fee_per_gas: u128,
+    /// Gas limit.
+    pub max_gas: u64,
+}
+
+/// Build and sign an anchor transaction for `root` (reads chain id, nonce, fees and gas from the
+/// node, within `caps`).
 pub fn prepare(
     rpc: &Rpc,
     chain: &Chain,
     signer: &PrivateKeySigner,
     root: &[u8; 32],
+    caps: &FeeCaps,
 ) -> Result<Prepared, EvmError> {
     let chain_id = rpc.chain_id()?;
     if let Some(expected) = chain.chain_id
@@ -427,19 +465,35 @@ pub fn prepare(
         .get("baseFeePerGas")
         .and_then(parse_u256)
         .unwrap_or(U256::ZERO);
+    if gas_limit > caps.max_gas {
+        return Err(EvmError::FeeCap(format!(
+            "the node estimates {gas_limit} gas, over the {} gas cap",
+            caps.max_gas
+        )));
+    }
+    let fee_cap = U256::from(caps.max_fee_per_gas);
     let tip = rpc
         .call("eth_maxPriorityFeePerGas", json!([]))
         .ok()
         .and_then(|v| parse_u256(&v))
-        .unwrap_or(U256::from(1_000_000_000u64));
-    let max_fee = base_fee * U256::from(2) + tip;
+        .unwrap_or(U256::from(1_000_000_000u64))
+        .min(U256::from(caps.max_priority_fee_per_gas));
+    if base_fee.saturating_add(tip) > fee_cap {
+        return Err(EvmError::FeeCap(format!(
+            "the base fee is {base_fee} wei per gas; with a {tip} wei tip that is over the {fee_cap} wei max fee per gas"
+        )));
+    }
+    let max_fee = base_fee
+        .saturating_mul(U256::from(2))
+        .saturating_add(tip)
+        .min(fee_cap);
     let to_u128 = |v: U256| u128::try_from(v).unwrap_or(u128::MAX);
     let balance = rpc
         .call("eth_getBalance", json!([from_hex, "pending"]))
         .ok()
         .and_then(|v| parse_u256(&v))
         .unwrap_or(U256::ZERO);
-    let needed = max_fee * U256::from(gas_limit);
+    let needed = max_fee.saturating_mul(U256::from(gas_limit));
     if balance < needed {
         return Err(EvmError::InsufficientFunds {
             address: from_hex,

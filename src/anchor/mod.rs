@@ -7,6 +7,7 @@
 //! each backend's record) and, with OpenTimestamps, a standard `.ots` proof. The only module that
 //! talks to a network. Receipts are written only for anchors that happened.
 
+pub mod bitcoin;
 pub mod evm;
 pub mod merkle;
 pub mod ots;
@@ -22,6 +23,39 @@ use evm::{Chain, EvmAnchor, EvmError};
 
 /// The receipt format tag.
 pub const RECEIPT_SCHEMA: &str = "auditai.anchor-receipt/v1";
+
+/// A URL as it may appear in messages: scheme, host and port, with `/…` where a path or query
+/// was cut (RPC providers put API keys there; user-info is never shown).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(unparsable URL)".to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let cut = if rest[end..].trim_matches('/').is_empty() {
+        ""
+    } else {
+        "/…"
+    };
+    format!("{scheme}://{host}{cut}")
+}
+
+/// Read an HTTP body of at most `max` bytes.
+pub(crate) fn read_body(resp: reqwest::blocking::Response, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    if resp.content_length().is_some_and(|n| n > max) {
+        return Err(format!("the answer is over the {max}-byte limit"));
+    }
+    let mut body = Vec::new();
+    resp.take(max + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| e.to_string())?;
+    if body.len() as u64 > max {
+        return Err(format!("the answer is over the {max}-byte limit"));
+    }
+    Ok(body)
+}
 
 /// Install rustls' ring provider once (reqwest is built without a default provider).
 pub fn install_crypto_provider() {
@@ -140,8 +174,13 @@ pub fn ots_path(manifest: &Path) -> PathBuf {
 
 /// Read a receipt.
 pub fn read_receipt(path: &Path) -> Result<Receipt, AnchorError> {
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let r: Receipt = serde_json::from_slice(&bytes).map_err(|e| AnchorError::Malformed {
+    let bytes = fsio::read_bounded(path, fsio::MAX_DOCUMENT).map_err(io_err(path))?;
+    parse_receipt(&bytes, path)
+}
+
+/// Parse a receipt's bytes (`path` names it in errors).
+pub fn parse_receipt(bytes: &[u8], path: &Path) -> Result<Receipt, AnchorError> {
+    let r: Receipt = serde_json::from_slice(bytes).map_err(|e| AnchorError::Malformed {
         path: path.to_path_buf(),
         message: format!("not an anchor receipt: {e}"),
     })?;
@@ -166,6 +205,8 @@ pub struct EvmOptions {
     pub timeout: Duration,
     /// Sign but do not send.
     pub dry_run: bool,
+    /// The most the transaction may pay.
+    pub fees: evm::FeeCaps,
 }
 
 /// What to anchor with.
@@ -225,7 +266,7 @@ pub fn anchor(
     let mut evm_anchor = None;
     if let Some(e) = &opts.evm {
         let rpc = evm::Rpc::new(&e.chain.rpc, Duration::from_secs(20))?;
-        let prepared = evm::prepare(&rpc, &e.chain, &e.signer, &root)?;
+        let prepared = evm::prepare(&rpc, &e.chain, &e.signer, &root, &e.fees)?;
         if e.dry_run {
             out.dry_run_tx = Some(format!("0x{}", hex::encode(&prepared.raw)));
             return Ok(out);
@@ -384,10 +425,15 @@ pub struct Upgraded {
 }
 
 /// Ask the calendars for completed attestations and update each `.ots` proof and receipt.
+///
+/// Only calendars in `allowed` are contacted; a pending attestation naming any other URL (the
+/// proof is untrusted input) is left pending and reported.
 pub fn upgrade(
     manifests: &[PathBuf],
+    allowed: &[String],
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Upgraded>, AnchorError> {
+    let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
     install_crypto_provider();
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -404,7 +450,7 @@ pub fn upgrade(
             });
         };
         let opath = ots_path(m);
-        let bytes = std::fs::read(&opath).map_err(io_err(&opath))?;
+        let bytes = fsio::read_bounded(&opath, ots::MAX_PROOF).map_err(io_err(&opath))?;
         let (digest, mut ts) = ots::decode_file(&bytes).map_err(|e| AnchorError::Malformed {
             path: opath.clone(),
             message: e.to_string(),
@@ -419,6 +465,13 @@ pub fn upgrade(
             .collect();
         let mut errors = Vec::new();
         for (commitment, url) in pending {
+            if !allowed.iter().any(|a| same(a, &url)) {
+                errors.push(format!(
+                    "calendar {}: not a configured calendar; not contacted (pass --calendar URL to allow it)",
+                    redact_url(&url)
+                ));
+                continue;
+            }
             progress(&format!("asking {url}"));
             match ots::upgrade(&client, &url, &commitment) {
                 Ok(Some(up)) => {

@@ -4,8 +4,6 @@
 //! attestations (a calendar's pending promise, or a Bitcoin block). The serialisation follows the
 //! reference implementation (python-opentimestamps) so the standard client reads our files.
 
-use std::io::Read;
-
 use sha2::{Digest as _, Sha256};
 
 /// The magic bytes that start every `.ots` file.
@@ -21,9 +19,15 @@ const OP_APPEND: u8 = 0xf0;
 const OP_PREPEND: u8 = 0xf1;
 const FORK: u8 = 0xff;
 const ATTESTATION: u8 = 0x00;
-/// Bounds that keep a hostile proof from exhausting memory or the stack.
+/// Bounds that keep a hostile proof from exhausting memory, time or the stack: an operation's
+/// argument and result (as python-opentimestamps), the nesting depth, and the number of nodes and
+/// attestations. Parsing keeps at most `MAX_NODES × MAX_MSG` bytes of messages (16 MiB).
 const MAX_ARG: usize = 4096;
+const MAX_MSG: usize = 4096;
 const MAX_DEPTH: usize = 256;
+const MAX_NODES: usize = 4096;
+/// The largest `.ots` file or calendar answer read.
+pub const MAX_PROOF: u64 = 1 << 20;
 
 /// Errors in proofs and calendar answers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,7 +176,11 @@ impl Timestamp {
 
     /// Parse a serialised timestamp of `msg`.
     pub fn parse(bytes: &[u8], msg: Vec<u8>) -> Result<Timestamp, OtsError> {
-        let mut r = Reader { bytes, pos: 0 };
+        let mut r = Reader {
+            bytes,
+            pos: 0,
+            nodes: 0,
+        };
         let t = parse_node(&mut r, msg, 0)?;
         if r.pos != bytes.len() {
             return bad("trailing bytes after the timestamp");
@@ -196,29 +204,38 @@ impl Timestamp {
     /// Replace the pending attestation from `url` at the node whose message is `commitment`
     /// with the calendar's upgraded timestamp. Returns whether it was found.
     pub fn merge_upgrade(&mut self, commitment: &[u8], url: &str, upgrade: Timestamp) -> bool {
+        let mut upgrade = Some(upgrade);
+        self.merge_into(commitment, url, &mut upgrade);
+        upgrade.is_none()
+    }
+
+    fn merge_into(&mut self, commitment: &[u8], url: &str, upgrade: &mut Option<Timestamp>) {
         if self.msg == commitment
             && let Some(i) = self
                 .attestations
                 .iter()
-                .position(|a| *a == Attestation::Pending(url.to_string()))
+                .position(|a| matches!(a, Attestation::Pending(u) if u == url))
+            && let Some(up) = upgrade.take()
         {
             self.attestations.remove(i);
-            self.attestations.extend(upgrade.attestations);
-            self.ops.extend(upgrade.ops);
-            return true;
+            self.attestations.extend(up.attestations);
+            self.ops.extend(up.ops);
+            return;
         }
         for (_, child) in &mut self.ops {
-            if child.merge_upgrade(commitment, url, upgrade.clone()) {
-                return true;
+            if upgrade.is_none() {
+                return;
             }
+            child.merge_into(commitment, url, upgrade);
         }
-        false
     }
 }
 
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Nodes and attestations parsed so far.
+    nodes: usize,
 }
 
 impl Reader<'_> {
@@ -267,6 +284,10 @@ fn parse_node(r: &mut Reader<'_>, msg: Vec<u8>, depth: usize) -> Result<Timestam
     }
     let mut t = Timestamp::new(msg);
     loop {
+        r.nodes += 1;
+        if r.nodes > MAX_NODES {
+            return bad(format!("more than {MAX_NODES} operations and attestations"));
+        }
         let tag = r.byte()?;
         let (tag, more) = if tag == FORK {
             (r.byte()?, true)
@@ -280,6 +301,7 @@ fn parse_node(r: &mut Reader<'_>, msg: Vec<u8>, depth: usize) -> Result<Timestam
             let mut p = Reader {
                 bytes: &payload,
                 pos: 0,
+                nodes: 0,
             };
             let att = match att_tag {
                 PENDING_TAG => {
@@ -299,6 +321,11 @@ fn parse_node(r: &mut Reader<'_>, msg: Vec<u8>, depth: usize) -> Result<Timestam
                 OP_PREPEND => Op::Prepend(r.varbytes(MAX_ARG)?),
                 other => return bad(format!("unsupported operation 0x{other:02x}")),
             };
+            if let Op::Append(a) | Op::Prepend(a) = &op
+                && t.msg.len() + a.len() > MAX_MSG
+            {
+                return bad(format!("an operation's result exceeds {MAX_MSG} bytes"));
+            }
             let next = op.apply(&t.msg);
             let child = parse_node(r, next, depth + 1)?;
             t.ops.push((op, child));
@@ -344,6 +371,7 @@ pub fn decode_file(bytes: &[u8]) -> Result<([u8; 32], Timestamp), OtsError> {
     let mut r = Reader {
         bytes: rest,
         pos: 0,
+        nodes: 0,
     };
     if r.varuint()? != 1 {
         return bad("unsupported proof version");
@@ -380,14 +408,10 @@ pub enum CalendarError {
 }
 
 fn read_body(url: &str, resp: reqwest::blocking::Response) -> Result<Vec<u8>, CalendarError> {
-    let mut body = Vec::new();
-    resp.take(1 << 20)
-        .read_to_end(&mut body)
-        .map_err(|e| CalendarError::Http {
-            url: url.to_string(),
-            message: e.to_string(),
-        })?;
-    Ok(body)
+    super::read_body(resp, MAX_PROOF).map_err(|message| CalendarError::Http {
+        url: url.to_string(),
+        message,
+    })
 }
 
 /// Submit `digest` to a calendar (`POST <url>/digest`); returns its timestamp of the digest.
@@ -406,7 +430,7 @@ pub fn submit(
         .header("User-Agent", concat!("auditai/", env!("CARGO_PKG_VERSION")))
         .body(digest.to_vec())
         .send()
-        .map_err(|e| http(e.to_string()))?;
+        .map_err(|e| http(e.without_url().to_string()))?;
     if !resp.status().is_success() {
         return Err(http(format!("HTTP {}", resp.status())));
     }
@@ -433,7 +457,7 @@ pub fn upgrade(
         .get(format!("{}/timestamp/{hex}", url.trim_end_matches('/')))
         .header("Accept", "application/vnd.opentimestamps.v1")
         .send()
-        .map_err(|e| http(e.to_string()))?;
+        .map_err(|e| http(e.without_url().to_string()))?;
     if resp.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);
     }
@@ -497,6 +521,14 @@ mod tests {
         }
         let deep = vec![OP_SHA256; 10_000];
         assert!(Timestamp::parse(&deep, vec![0; 32]).is_err());
+        // A fork-heavy proof whose appends grow the message: bounded, not gigabytes.
+        let mut wide = Vec::new();
+        for _ in 0..200_000 {
+            wide.extend_from_slice(&[FORK, OP_APPEND, 0xff, 0x1f]);
+            wide.extend(std::iter::repeat_n(0u8, 0xfff));
+        }
+        let e = Timestamp::parse(&wide, vec![0; 32]).unwrap_err();
+        assert!(e.to_string().contains("exceeds") || e.to_string().contains("more than"));
         assert!(decode_file(b"not a proof").is_err());
     }
 }

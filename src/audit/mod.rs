@@ -28,14 +28,23 @@ pub use distance::{Distance, tolerance};
 
 /// The key-derivation context that turns a challenge into a choice of segments.
 const CHALLENGE_CONTEXT: &str = "auditai 2025 audit challenge v1";
+/// With `--challenge-from-anchor`, the challenge is the hash of the block this many blocks after
+/// the manifest's anchor block: it did not exist when the prover anchored, so the prover could not
+/// choose it by picking what to anchor.
+pub const CHALLENGE_DELAY_BLOCKS: u64 = 6;
 
 /// Where the challenge comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
     /// Bytes the auditor chose.
     Explicit(Vec<u8>),
-    /// The block hash of the manifest's EVM anchor.
-    FromAnchor,
+    /// From the chain the manifest is anchored on: the hash of the block
+    /// [`CHALLENGE_DELAY_BLOCKS`] after the anchor's, read online. With `unconfirmed`, the
+    /// auditor accepts the anchor block hash the receipt claims, unchecked (reported as claimed).
+    FromAnchor {
+        /// Accept the receipt's block hash without an online check.
+        unconfirmed: bool,
+    },
     /// Fresh randomness from the operating system, printed so the audit can be repeated.
     Random,
 }
@@ -53,6 +62,11 @@ pub struct Options {
     pub root: Option<PathBuf>,
     /// Check the anchor behind `--challenge-from-anchor` online against this chain.
     pub online: Option<anchor::evm::Chain>,
+    /// Accept a replay on another backend than the one that trained, compared within the
+    /// documented tolerances instead of bitwise.
+    pub tolerance: bool,
+    /// Expected extra files in the run directory (as for `verify`).
+    pub allow_extra: Vec<String>,
 }
 
 /// Errors that stop an audit before it can judge anything (exit 2).
@@ -70,6 +84,19 @@ pub enum AuditError {
     /// No challenge could be formed.
     #[error("{0}")]
     Challenge(String),
+    /// The replay would run on another backend than the one that trained, and the auditor did
+    /// not accept a comparison within tolerances.
+    #[error(
+        "the run trained on {trained}; a replay on {replay} can only be compared within tolerances, not bitwise: pass --tolerance to accept that, or replay on {trained}{why}"
+    )]
+    NeedsTolerance {
+        /// The training backend.
+        trained: BackendKind,
+        /// The replay backend.
+        replay: BackendKind,
+        /// Why the training backend is not used (e.g. no adapter).
+        why: String,
+    },
     /// The requested replay device is not available.
     #[error("{0} (use --device cpu)")]
     Device(#[from] device::NoAdapter),
@@ -171,10 +198,20 @@ fn steps_of(e: &Entry) -> usize {
     e.body.steps[1].saturating_sub(e.body.steps[0])
 }
 
+/// Steps in all of `entries` (saturating: the counts come from an untrusted transcript).
+fn sum_steps<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> usize {
+    entries
+        .into_iter()
+        .fold(0usize, |acc, e| acc.saturating_add(steps_of(e)))
+}
+
+/// The largest run-directory file the audit reads (weights, optimizer state, transcript).
+const MAX_RUN_FILE: u64 = 4 << 30;
+
 /// Read a file named by the manifest (relative to `base`) and check its blake3.
-fn read_pinned(base: &Path, name: &str, blake3_hex: &str) -> Result<Vec<u8>, String> {
-    let path = verify::safe_join(base, name, false).ok_or("path escapes the run directory")?;
-    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+fn read_pinned(base: &Path, name: &str, blake3_hex: &str, max: u64) -> Result<Vec<u8>, String> {
+    let path = crate::fsio::safe_join(base, name).map_err(|e| e.to_string())?;
+    let bytes = crate::fsio::read_bounded(&path, max).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => "missing".to_string(),
         _ => format!("{}: {e}", path.display()),
     })?;
@@ -193,9 +230,11 @@ pub fn audit(
     opts: &Options,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<AuditReport, AuditError> {
-    let bytes = std::fs::read(path).map_err(|source| AuditError::Read {
-        path: path.to_path_buf(),
-        source,
+    let bytes = crate::fsio::read_bounded(path, crate::fsio::MAX_DOCUMENT).map_err(|source| {
+        AuditError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     let mut report = AuditReport::default();
     let r = &mut report.checks;
@@ -206,6 +245,7 @@ pub fn audit(
             return Ok(report);
         }
     };
+    run_directory(path, &opened.statement, opts, r);
     let ext = opened.statement.predicate.auditai.clone();
     let Some((ext, c_ref, t_ref)) = ext.and_then(|e| {
         let (c, t) = (e.commitment.clone()?, e.transcript.clone()?);
@@ -224,11 +264,12 @@ pub fn audit(
         .unwrap_or(Path::new("."));
 
     // The commitment, and everything it pins.
-    let committed = read_pinned(dir, &c_ref.path, &c_ref.blake3).and_then(|b| {
-        serde_json::from_slice::<Commitment>(&b)
-            .map(|c| (b, c))
-            .map_err(|e| format!("not a training commitment: {e}"))
-    });
+    let committed = read_pinned(dir, &c_ref.path, &c_ref.blake3, crate::fsio::MAX_DOCUMENT)
+        .and_then(|b| {
+            serde_json::from_slice::<Commitment>(&b)
+                .map(|c| (b, c))
+                .map_err(|e| format!("not a training commitment: {e}"))
+        });
     let (c_bytes, commitment) = match committed {
         Ok(x) => x,
         Err(why) => {
@@ -285,7 +326,7 @@ pub fn audit(
     }
 
     // The transcript.
-    let entries = match read_pinned(dir, &t_ref.path, &t_ref.blake3)
+    let entries = match read_pinned(dir, &t_ref.path, &t_ref.blake3, crate::fsio::MAX_DOCUMENT)
         .and_then(|b| transcript::parse_jsonl(&String::from_utf8_lossy(&b), &dir.join(&t_ref.path)))
     {
         Ok(e) => e,
@@ -337,27 +378,39 @@ pub fn audit(
     let pruned = spec.outputs.checkpoints == crate::spec::KeepCheckpoints::Last;
     let files_ok = check_checkpoints(dir, &entries, pruned, r);
     report.segments_total = entries.len();
-    report.total_steps = entries.iter().map(steps_of).sum();
+    report.total_steps = sum_steps(&entries);
 
     // The challenge and the segments it picks.
     let (challenge, source) = challenge_bytes(path, opts, &mut report.checks)?;
     report.challenge = Some(hex::encode(&challenge));
     report.challenge_source = source;
     report.selected = select(&challenge, &head, entries.len(), opts.segments);
-    report.replayed_steps = report
-        .selected
-        .iter()
-        .map(|&i| steps_of(&entries[i - 1]))
-        .sum();
+    report.replayed_steps = sum_steps(report.selected.iter().map(|&i| &entries[i - 1]));
 
     // Replay.
-    let (backend, notice) = replay_device(commitment.backend, opts.device)?;
+    let (backend, notice) = replay_device(commitment.backend, opts)?;
     progress(Progress::Device {
         kind: backend.kind,
         adapter: &backend.adapter,
         notice: notice.as_deref(),
     });
     report.replayed_on = Some(backend.kind);
+    let bitwise = backend.kind == commitment.backend;
+    report.checks.push(
+        "replay",
+        if bitwise { Status::Pass } else { Status::Warn },
+        if bitwise {
+            format!(
+                "on {} ({}), the backend that trained: compared bitwise",
+                backend.kind, backend.adapter
+            )
+        } else {
+            format!(
+                "on {} ({}), trained on {}: compared within tolerances, not bitwise (--tolerance)",
+                backend.kind, backend.adapter, commitment.backend
+            )
+        },
+    );
     progress(Progress::Plan {
         steps: report.replayed_steps,
     });
@@ -367,7 +420,7 @@ pub fn audit(
         data: &data,
         backend: &backend,
         initial: &initial,
-        bitwise: backend.kind == commitment.backend,
+        bitwise,
     };
     for &i in &report.selected.clone() {
         let e = &entries[i - 1];
@@ -427,12 +480,17 @@ impl Replayer<'_> {
                     format!("the manifest records no validation loss for epoch {epoch}"),
                 );
             };
-            let loss =
-                read_pinned(self.dir, &e.body.weights, &e.body.weights_blake3).and_then(|w| {
-                    distance::same_layout(&w, self.initial)?;
-                    train::validation_loss(self.spec, self.data, &self.backend.device, &w)
-                        .map_err(|err| err.to_string())
-                });
+            let loss = read_pinned(
+                self.dir,
+                &e.body.weights,
+                &e.body.weights_blake3,
+                MAX_RUN_FILE,
+            )
+            .and_then(|w| {
+                distance::same_layout(&w, self.initial)?;
+                train::validation_loss(self.spec, self.data, &self.backend.device, &w)
+                    .map_err(|err| err.to_string())
+            });
             let loss = match loss {
                 Ok(l) => l,
                 Err(why) => return (Status::Fail, format!("epoch {epoch}: {why}")),
@@ -530,11 +588,21 @@ impl Replayer<'_> {
             let start = match before {
                 None => None,
                 Some(p) => Some((
-                    read_pinned(self.dir, &p.body.weights, &p.body.weights_blake3)?,
-                    read_pinned(self.dir, &p.body.optimizer, &p.body.optimizer_blake3)?,
+                    read_pinned(
+                        self.dir,
+                        &p.body.weights,
+                        &p.body.weights_blake3,
+                        MAX_RUN_FILE,
+                    )?,
+                    read_pinned(
+                        self.dir,
+                        &p.body.optimizer,
+                        &p.body.optimizer_blake3,
+                        MAX_RUN_FILE,
+                    )?,
                 )),
             };
-            let recorded = read_pinned(self.dir, &b.weights, &b.weights_blake3)?;
+            let recorded = read_pinned(self.dir, &b.weights, &b.weights_blake3, MAX_RUN_FILE)?;
             Ok((start, recorded))
         })();
         let (start, recorded) = match loaded {
@@ -622,7 +690,7 @@ impl Replayer<'_> {
 
 fn check_spec(dir: &Path, c: &Commitment, ext: &Extension, r: &mut Report) -> Option<Spec> {
     let path = dir.join(crate::pipeline::layout::SPEC);
-    let parsed = std::fs::read(&path)
+    let parsed = crate::fsio::read_bounded(&path, crate::fsio::MAX_DOCUMENT)
         .map_err(|e| format!("{}: {e}", path.display()))
         .and_then(|b| {
             let file = blake3::hash(&b).to_hex().to_string();
@@ -678,15 +746,14 @@ fn check_data(root: &Path, spec: &Spec, c: &Commitment, r: &mut Report) -> Optio
         );
         return None;
     };
-    let Some(path) = verify::safe_join(root, &d.name, true) else {
-        r.push(
-            "data",
-            Status::Fail,
-            format!("{}: path escapes the root", d.name),
-        );
-        return None;
+    let path = match crate::fsio::safe_join(root, &d.name) {
+        Ok(p) => p,
+        Err(why) => {
+            r.push(format!("data {}", d.name), Status::Fail, why.to_string());
+            return None;
+        }
     };
-    let bytes = match std::fs::read(&path) {
+    let bytes = match crate::fsio::read_bounded(&path, crate::data::MAX_DATA_BYTES) {
         Ok(b) => b,
         Err(e) => {
             r.push(
@@ -750,24 +817,24 @@ fn check_schedule(spec: &Spec, data: &data::Prepared, entries: &[Entry]) -> Resu
             t.epochs
         ));
     }
-    let mut expected = Vec::new();
-    for epoch in 1..=epochs {
-        let mut from = 0;
-        for to in spec.audit.segment_ends(batches) {
-            expected.push((epoch, from, to));
-            from = to;
-        }
-    }
-    if expected.len() != entries.len() {
+    // Count before listing: the epoch count comes from an untrusted transcript.
+    let ends = spec.audit.segment_ends(batches);
+    let want = epochs.saturating_mul(ends.len());
+    if want != entries.len() {
         let have: Vec<usize> = entries.iter().map(|e| e.body.epoch).collect();
         return Err(format!(
-            "{} entries for {epochs} epochs, the committed schedule calls for {} (epochs recorded: {})",
+            "{} entries for {epochs} epochs, the committed schedule calls for {want} (epochs recorded: {})",
             entries.len(),
-            expected.len(),
             compact(&have)
         ));
     }
-    for (i, (e, &(epoch, from, to))) in entries.iter().zip(&expected).enumerate() {
+    let expected = (1..=epochs).flat_map(|epoch| {
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        starts
+            .zip(ends.iter().copied())
+            .map(move |(from, to)| (epoch, from, to))
+    });
+    for (i, (e, (epoch, from, to))) in entries.iter().zip(expected).enumerate() {
         let b = &e.body;
         let n = i + 1;
         if b.index != n || b.epoch != epoch || b.steps != [from, to] {
@@ -868,7 +935,7 @@ fn check_checkpoints(dir: &Path, entries: &[Entry], pruned: bool, r: &mut Report
             (&e.body.weights, &e.body.weights_blake3),
             (&e.body.optimizer, &e.body.optimizer_blake3),
         ] {
-            match read_pinned(dir, name, digest) {
+            match read_pinned(dir, name, digest, MAX_RUN_FILE) {
                 Ok(b) => bytes += b.len() as u64,
                 Err(why) => bad.push(format!("{name}: {why}")),
             }
@@ -959,13 +1026,11 @@ fn commitment_anchor(
         "{} block {} at {}{order}",
         e.chain,
         e.block_number,
-        humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(e.block_timestamp)
-        )
+        crate::manifest::format_unix(e.block_timestamp)
     );
     match &opts.online {
         None => (
-            Status::Pass,
+            Status::Claimed,
             format!("{claimed} (receipt; not checked online)"),
         ),
         Some(chain) => match on_chain(chain, e, &root) {
@@ -1006,49 +1071,125 @@ fn challenge_bytes(
                 .map_err(|e| AuditError::Challenge(format!("no OS randomness: {e}")))?;
             Ok((b.to_vec(), "random"))
         }
-        Challenge::FromAnchor => {
+        Challenge::FromAnchor { unconfirmed } => {
+            let fail = |m: String| AuditError::Challenge(format!("--challenge-from-anchor: {m}"));
+            if opts.online.is_none() && !unconfirmed {
+                return Err(fail(
+                    "the challenge must come from the chain, not from the receipt the prover wrote: pass --rpc or --chain (or accept an unchecked challenge with --allow-unconfirmed-challenge)".into(),
+                ));
+            }
             let rpath = anchor::receipt_path(manifest);
-            let receipt = anchor::read_receipt(&rpath)
-                .map_err(|e| AuditError::Challenge(format!("--challenge-from-anchor: {e}")))?;
+            let receipt = anchor::read_receipt(&rpath).map_err(|e| fail(e.to_string()))?;
             let Some(e) = &receipt.evm else {
-                return Err(AuditError::Challenge(format!(
-                    "--challenge-from-anchor: {} records no EVM anchor (OpenTimestamps gives no block hash yet)",
+                return Err(fail(format!(
+                    "{} records no EVM anchor (OpenTimestamps gives no block hash yet)",
                     rpath.display()
                 )));
             };
-            let hash = hex::decode(e.block_hash.trim_start_matches("0x")).map_err(|_| {
-                AuditError::Challenge(format!("{}: malformed block hash", rpath.display()))
-            })?;
             let manifest_bytes = std::fs::read(manifest).map_err(|source| AuditError::Read {
                 path: manifest.to_path_buf(),
                 source,
             })?;
-            let claimed = format!(
-                "block hash {} of {} block {}",
-                e.block_hash, e.chain, e.block_number
-            );
-            let (status, detail) = match (
-                anchor::check_inclusion(&receipt, &manifest_bytes),
-                &opts.online,
-            ) {
-                (Err(why), _) => (
-                    Status::Fail,
-                    format!("the anchor receipt does not match the manifest: {why}"),
-                ),
-                (Ok(_), None) => (
-                    Status::Warn,
-                    format!(
-                        "{claimed}, taken from the receipt; pass --rpc or --chain to check it on chain"
-                    ),
-                ),
-                (Ok(root), Some(chain)) => match on_chain(chain, e, &root) {
-                    Ok(_) => (Status::Pass, format!("{claimed}, verified online")),
-                    Err(why) => (Status::Fail, why),
-                },
+            let root = match anchor::check_inclusion(&receipt, &manifest_bytes) {
+                Ok(root) => root,
+                Err(why) => {
+                    r.push(
+                        "challenge",
+                        Status::Fail,
+                        format!("the anchor receipt does not match the manifest: {why}"),
+                    );
+                    return Ok((Vec::new(), "anchor"));
+                }
             };
-            r.push("challenge", status, detail);
-            Ok((hash, "anchor"))
+            let Some(chain) = &opts.online else {
+                let hash = hex::decode(e.block_hash.trim_start_matches("0x"))
+                    .ok()
+                    .filter(|h| h.len() == 32)
+                    .ok_or_else(|| fail(format!("{}: malformed block hash", rpath.display())))?;
+                r.push(
+                    "challenge",
+                    Status::Claimed,
+                    format!(
+                        "block hash {} of {} block {}, taken from the receipt and not checked on chain (--allow-unconfirmed-challenge): the prover could have chosen it",
+                        e.block_hash, e.chain, e.block_number
+                    ),
+                );
+                return Ok((hash, "anchor-unconfirmed"));
+            };
+            if let Err(why) = on_chain(chain, e, &root) {
+                r.push("challenge", Status::Fail, why);
+                return Ok((Vec::new(), "anchor"));
+            }
+            let (number, hash) = challenge_block(chain, e.block_number).map_err(fail)?;
+            r.push(
+                "challenge",
+                Status::Pass,
+                format!(
+                    "hash {hash} of {} block {number}, {CHALLENGE_DELAY_BLOCKS} blocks after the anchor's block {} (verified online)",
+                    e.chain, e.block_number
+                ),
+            );
+            let bytes = hex::decode(hash.trim_start_matches("0x"))
+                .map_err(|_| fail(format!("the node returned a malformed block hash {hash}")))?;
+            Ok((bytes, "anchor"))
         }
+    }
+}
+
+/// The number and hash of the block [`CHALLENGE_DELAY_BLOCKS`] after `anchor_block`, read from
+/// the chain; an error while it is not mined yet.
+fn challenge_block(chain: &anchor::evm::Chain, anchor_block: u64) -> Result<(u64, String), String> {
+    let number = anchor_block
+        .checked_add(CHALLENGE_DELAY_BLOCKS)
+        .ok_or("the anchor's block number is out of range")?;
+    let rpc = anchor::evm::Rpc::new(&chain.rpc, std::time::Duration::from_secs(20))
+        .map_err(|e| e.to_string())?;
+    let head = rpc.block_number().map_err(|e| e.to_string())?;
+    if head < number {
+        return Err(format!(
+            "the challenge block {number} ({CHALLENGE_DELAY_BLOCKS} blocks after the anchor) is not mined yet (the chain is at block {head}); audit again once it is"
+        ));
+    }
+    let block = rpc
+        .block(number)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("the node has no block {number}"))?;
+    let hash = block
+        .get("hash")
+        .and_then(|h| h.as_str())
+        .filter(|h| h.len() == 66)
+        .ok_or_else(|| format!("the node returned block {number} without a hash"))?;
+    Ok((number, hash.to_string()))
+}
+
+/// The run directory against the manifest, exactly as `verify` checks it (every subject,
+/// byproduct and dependency re-hashed, nothing unnamed), so that a run directory `verify` rejects
+/// can never pass an audit. Signatures stay `verify`'s.
+fn run_directory(path: &Path, st: &crate::manifest::Statement, opts: &Options, r: &mut Report) {
+    let vopts = verify::Options {
+        root: opts.root.clone(),
+        allow_extra: opts.allow_extra.clone(),
+        ..Default::default()
+    };
+    let mut files = Report::default();
+    verify::check_files(path, st, &vopts, &mut files);
+    let failed: Vec<String> = files
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| format!("{}: {}", c.check, c.detail))
+        .collect();
+    if failed.is_empty() {
+        r.push(
+            "run directory",
+            Status::Pass,
+            format!(
+                "{} files and directories match the manifest, nothing unnamed",
+                files.checks.len().saturating_sub(1)
+            ),
+        );
+    } else {
+        r.push("run directory", Status::Fail, failed.join("; "));
     }
 }
 
@@ -1067,24 +1208,35 @@ pub fn select(challenge: &[u8], head: &str, n: usize, k: usize) -> Vec<usize> {
 
 fn replay_device(
     trained: BackendKind,
-    asked: Option<DeviceChoice>,
+    opts: &Options,
 ) -> Result<(device::Backend, Option<String>), AuditError> {
-    match (asked, trained) {
-        (Some(choice), _) => Ok(device::select(choice)?),
-        (None, BackendKind::Cpu) => Ok(device::select(DeviceChoice::Cpu)?),
-        (None, BackendKind::Wgpu) => match device::select(DeviceChoice::Wgpu) {
-            Ok(b) => Ok(b),
-            Err(e) => {
-                let (b, _) = device::select(DeviceChoice::Cpu)?;
-                Ok((
-                    b,
-                    Some(format!(
-                        "{e}; replaying the wgpu-trained run on the CPU, compared under tolerances"
-                    )),
-                ))
-            }
-        },
+    let asked = opts.device.unwrap_or(match trained {
+        BackendKind::Cpu => DeviceChoice::Cpu,
+        BackendKind::Wgpu => DeviceChoice::Wgpu,
+    });
+    let (backend, why) = match device::select(asked) {
+        Ok((b, notice)) => (b, notice),
+        Err(e) if opts.device.is_none() && opts.tolerance => {
+            let (b, _) = device::select(DeviceChoice::Cpu)?;
+            (b, Some(format!("{e}; replaying on the CPU")))
+        }
+        Err(e) if opts.device.is_none() => {
+            return Err(AuditError::NeedsTolerance {
+                trained,
+                replay: BackendKind::Cpu,
+                why: format!(" (not possible here: {e})"),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if backend.kind != trained && !opts.tolerance {
+        return Err(AuditError::NeedsTolerance {
+            trained,
+            replay: backend.kind,
+            why: String::new(),
+        });
     }
+    Ok((backend, why))
 }
 
 #[cfg(test)]

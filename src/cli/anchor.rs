@@ -54,9 +54,25 @@ pub(super) struct TargetArgs {
     /// eth_chainId must match the preset.
     #[arg(long, value_name = "NAME")]
     chain: Option<String>,
-    /// The JSON-RPC URL (overrides the preset's; alone, any chain id is accepted).
+    /// The JSON-RPC URL (overrides the preset's). Alone, it needs --chain-id: the endpoint never
+    /// chooses which chain the key signs for.
     #[arg(long, value_name = "URL")]
     rpc: Option<String>,
+    /// The chain id the transaction is signed for; the node's eth_chainId must match it.
+    /// Required with a bare --rpc; with --chain it must equal the preset's.
+    #[arg(long, value_name = "ID")]
+    chain_id: Option<u64>,
+    /// The most the anchor may pay per gas (max fee per gas), in gwei; the node's fee
+    /// suggestion is capped at this, and a base fee above it is an error.
+    #[arg(long, value_name = "GWEI", default_value_t = 200.0)]
+    max_fee_gwei: f64,
+    /// The most the anchor may tip per gas (max priority fee per gas), in gwei.
+    #[arg(long, value_name = "GWEI", default_value_t = 2.0)]
+    max_priority_fee_gwei: f64,
+    /// The most gas the anchor transaction may use (it needs about 22,600); a larger estimate
+    /// from the node is an error.
+    #[arg(long, value_name = "GAS", default_value_t = 100_000)]
+    max_gas: u64,
     /// The anchoring account's Web3 Secret Storage v3 keystore (as cast and geth write). Its
     /// password comes from AUDITAI_KEYSTORE_PASSWORD or --password-file. Without a keystore the
     /// key comes from AUDITAI_ANCHOR_KEY (hex).
@@ -88,8 +104,27 @@ impl TargetArgs {
     /// The anchoring options: loads the key for an EVM chain, picks the calendars.
     pub(super) fn options(&self, dry_run: bool, force: bool) -> anyhow::Result<anchor::Options> {
         let evm = if self.chain.is_some() || self.rpc.is_some() {
-            let chain = evm::Chain::resolve(self.chain.as_deref(), self.rpc.as_deref())
+            let mut chain = evm::Chain::resolve(self.chain.as_deref(), self.rpc.as_deref())
                 .map_err(anyhow::Error::msg)?;
+            match (chain.chain_id, self.chain_id) {
+                (None, None) => anyhow::bail!(
+                    "a bare --rpc needs --chain-id ID (or a --chain preset), so that the endpoint cannot choose which chain the key signs for"
+                ),
+                (Some(preset), Some(given)) if preset != given => anyhow::bail!(
+                    "--chain-id {given} contradicts --chain {}, which is chain id {preset}",
+                    chain.name
+                ),
+                (_, Some(given)) => chain.chain_id = Some(given),
+                (Some(_), None) => {}
+            }
+            let fees = evm::FeeCaps {
+                max_fee_per_gas: gwei(self.max_fee_gwei, "--max-fee-gwei")?,
+                max_priority_fee_per_gas: gwei(
+                    self.max_priority_fee_gwei,
+                    "--max-priority-fee-gwei",
+                )?,
+                max_gas: self.max_gas,
+            };
             let signer = evm::load_key(self.keystore.as_deref(), self.password_file.as_deref())?;
             Some(anchor::EvmOptions {
                 confirmations: self.confirmations.unwrap_or(chain.confirmations),
@@ -97,6 +132,7 @@ impl TargetArgs {
                 signer,
                 timeout: Duration::from_secs(self.timeout),
                 dry_run,
+                fees,
             })
         } else {
             None
@@ -119,6 +155,15 @@ impl TargetArgs {
     }
 }
 
+/// A fee in gwei from the command line, as wei.
+fn gwei(value: f64, flag: &str) -> anyhow::Result<u128> {
+    if !value.is_finite() || value <= 0.0 || value > 1e9 {
+        anyhow::bail!("{flag} must be a positive number of gwei up to 1e9, not {value}");
+    }
+    // Exact for any value a user types with up to 9 decimals.
+    Ok((value * 1e9).round() as u128)
+}
+
 #[derive(Debug, clap::Subcommand)]
 enum AnchorCommand {
     /// Ask the OpenTimestamps calendars for completed Bitcoin attestations and update each
@@ -127,6 +172,11 @@ enum AnchorCommand {
         /// Anchored manifests.
         #[arg(required = true)]
         manifests: Vec<PathBuf>,
+        /// A calendar that may be asked (repeatable; default: the public calendars). Pending
+        /// attestations naming any other URL are left as they are: a proof someone sent cannot
+        /// make auditai contact a server of their choosing.
+        #[arg(long = "calendar", value_name = "URL")]
+        calendars: Vec<String>,
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -142,8 +192,18 @@ fn spinner(quiet: bool) -> Option<ProgressBar> {
 }
 
 pub(super) fn anchor_cmd(args: &AnchorArgs) -> anyhow::Result<u8> {
-    if let Some(AnchorCommand::Upgrade { manifests, json }) = &args.command {
-        return upgrade(manifests, *json);
+    if let Some(AnchorCommand::Upgrade {
+        manifests,
+        calendars,
+        json,
+    }) = &args.command
+    {
+        let allowed: Vec<String> = if calendars.is_empty() {
+            PUBLIC_CALENDARS.iter().map(|s| s.to_string()).collect()
+        } else {
+            calendars.clone()
+        };
+        return upgrade(manifests, &allowed, *json);
     }
     let opts = args.target.options(args.dry_run, args.force)?;
     let bar = spinner(args.quiet);
@@ -218,9 +278,9 @@ pub(super) fn anchor_cmd(args: &AnchorArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn upgrade(manifests: &[PathBuf], json: bool) -> anyhow::Result<u8> {
-    let results =
-        anchor::upgrade(manifests, &mut |m| eprintln!("{m}")).context("upgrade failed")?;
+fn upgrade(manifests: &[PathBuf], calendars: &[String], json: bool) -> anyhow::Result<u8> {
+    let results = anchor::upgrade(manifests, calendars, &mut |m| eprintln!("{m}"))
+        .context("upgrade failed")?;
     let mut out = std::io::stdout().lock();
     if json {
         let v: Vec<_> = results

@@ -12,7 +12,7 @@ use auditai::audit::{self, AuditReport, Challenge, Progress};
 use auditai::verify::Status;
 
 use super::run::DeviceArg;
-use super::{EXIT_FAILED, EXIT_OK, stderr_is_terminal};
+use super::{EXIT_FAILED, EXIT_OK, claimed_note, clean, stderr_is_terminal};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct AuditArgs {
@@ -26,14 +26,29 @@ pub(super) struct AuditArgs {
     /// Without it and without --challenge-from-anchor, fresh OS randomness is used and printed.
     #[arg(long, value_name = "HEX", conflicts_with = "challenge_from_anchor")]
     challenge: Option<String>,
-    /// Take the challenge from the block hash of the manifest's EVM anchor (randomness that did
-    /// not exist while the run trained). Pass --rpc or --chain to check that block on chain.
+    /// Take the challenge from the chain the manifest is anchored on: the hash of the block 6
+    /// blocks after the anchor's, read online (needs --rpc or --chain). The prover cannot choose
+    /// that block by choosing what to anchor; what grinding remains (anchoring many runs, block
+    /// producers) is in docs/audit.md.
     #[arg(long)]
     challenge_from_anchor: bool,
-    /// Where to replay: default the backend that trained (bitwise comparison), else the CPU
-    /// (comparison under the documented tolerances).
+    /// With --challenge-from-anchor and no --rpc/--chain: take the anchor block hash the receipt
+    /// claims, unchecked. The prover wrote that receipt and could have chosen it; the challenge
+    /// is reported as claimed, never as verified.
+    #[arg(long, requires = "challenge_from_anchor")]
+    allow_unconfirmed_challenge: bool,
+    /// Where to replay: default the backend that trained (compared bitwise). Another backend
+    /// needs --tolerance.
     #[arg(long, value_enum)]
     device: Option<DeviceArg>,
+    /// Accept a replay on another backend than the one that trained (for example a wgpu run on
+    /// a machine without a GPU), compared within the tolerances in docs/audit.md, not bitwise.
+    #[arg(long)]
+    tolerance: bool,
+    /// A file or directory in the run directory that the manifest does not name but that is
+    /// expected there (repeatable), as for `auditai verify`.
+    #[arg(long, value_name = "NAME")]
+    allow_extra: Vec<String>,
     /// Where the data files named by the commitment live (default: the git work tree holding
     /// the manifest, else the current directory).
     #[arg(long, value_name = "DIR")]
@@ -66,7 +81,9 @@ pub(super) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
                 })?;
             Challenge::Explicit(bytes)
         }
-        (None, true) => Challenge::FromAnchor,
+        (None, true) => Challenge::FromAnchor {
+            unconfirmed: args.allow_unconfirmed_challenge,
+        },
         (None, false) => Challenge::Random,
     };
     let online = if args.rpc.is_some() || args.chain.is_some() {
@@ -83,6 +100,8 @@ pub(super) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
         device: args.device.map(Into::into),
         root: args.root.clone(),
         online,
+        tolerance: args.tolerance,
+        allow_extra: args.allow_extra.clone(),
     };
     let mut bar: Option<ProgressBar> = None;
     let (quiet, tty) = (args.quiet, stderr_is_terminal());
@@ -173,7 +192,7 @@ fn write_tables(out: &mut dyn Write, args: &AuditArgs, r: &AuditReport) -> std::
     let mut b = Builder::default();
     b.push_record(["check", "status", "detail"]);
     for c in &r.checks.checks {
-        b.push_record([c.check.clone(), c.status.to_string(), c.detail.clone()]);
+        b.push_record([clean(&c.check), c.status.to_string(), clean(&c.detail)]);
     }
     writeln!(out, "{}", b.build().with(Style::sharp()))?;
     if let Some(ch) = &r.challenge {
@@ -202,7 +221,7 @@ fn write_tables(out: &mut dyn Write, args: &AuditArgs, r: &AuditReport) -> std::
                 format!("{:.3e}", seg.lr),
                 format!("{} ({})", seg.status, seg.comparison),
                 format!("{:.2}", seg.seconds),
-                seg.detail.clone(),
+                clean(&seg.detail),
             ]);
         }
         writeln!(out, "{}", s.build().with(Style::sharp()))?;
@@ -225,12 +244,13 @@ fn write_tables(out: &mut dyn Write, args: &AuditArgs, r: &AuditReport) -> std::
     if r.ok() {
         writeln!(
             out,
-            "audit passed: {} — replayed {} of {} segments ({} of {} steps, {share:.1}%)",
+            "audit passed: {} — replayed {} of {} segments ({} of {} steps, {share:.1}%){}",
             args.manifest.display(),
             r.segments.len(),
             r.segments_total,
             r.replayed_steps,
-            r.total_steps
+            r.total_steps,
+            claimed_note(r.checks.claimed())
         )?;
     } else {
         writeln!(out, "audit FAILED: {failed} check(s) or segment(s) failed")?;

@@ -141,6 +141,29 @@ fn write_completions(shell: Shell, out: &mut dyn Write) {
     clap_complete::generate(shell, &mut cmd, "auditai", out);
 }
 
+/// Text from a file or server made safe for a terminal: control characters (escape sequences,
+/// carriage returns, bidirectional overrides) are shown as `\u{..}` escapes, never sent raw.
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if c.is_control() || bidi {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// What a verdict line adds when some rows are only claimed.
+fn claimed_note(claimed: usize) -> String {
+    match claimed {
+        0 => String::new(),
+        n => format!(" ({n} claim(s) not checked: see the rows marked claimed)"),
+    }
+}
+
 /// The error and its causes on one line, without repeating a cause already in the message.
 fn one_line(e: &anyhow::Error) -> String {
     let mut msg = e.to_string();
@@ -151,7 +174,7 @@ fn one_line(e: &anyhow::Error) -> String {
             msg.push_str(&c);
         }
     }
-    msg.replace('\n', " ")
+    clean(&msg.replace('\n', " "))
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

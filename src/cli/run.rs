@@ -159,6 +159,11 @@ impl Display {
                 }
             }
             Event::Anchoring(msg) => self.line(&format!("anchoring commitment: {msg}")),
+            Event::MovedAside(path) => self.line(&format!(
+                "notice: --force moved the previous run aside to {}",
+                path.display()
+            )),
+            Event::Notice(msg) => self.line(&format!("notice: {msg}")),
             Event::Committed { path, receipt } => {
                 let anchored = receipt.map_or(String::new(), |r| {
                     let evm = r.evm.as_ref().map_or(String::new(), |e| {

@@ -12,7 +12,7 @@ use auditai::fsio;
 use auditai::sign::{self, PublicKey};
 use auditai::verify::{self, Policy};
 
-use super::{EXIT_FAILED, EXIT_OK};
+use super::{EXIT_FAILED, EXIT_OK, claimed_note, clean};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct KeygenArgs {
@@ -54,6 +54,21 @@ pub(super) struct VerifyArgs {
     /// Check the anchor receipt online against this chain preset's endpoint.
     #[arg(long, value_name = "NAME")]
     chain: Option<String>,
+    /// A Bitcoin block header the verifier trusts, as HEIGHT:MERKLEROOT (the merkle root as
+    /// `bitcoin-cli getblockheader` prints it); repeatable. An OpenTimestamps Bitcoin
+    /// attestation is reported as checked only against such a header or --bitcoin-rpc, else as
+    /// claimed.
+    #[arg(long = "bitcoin-header", value_name = "HEIGHT:ROOT")]
+    bitcoin_headers: Vec<String>,
+    /// The verifier's own bitcoind JSON-RPC URL (http://user:password@127.0.0.1:8332), asked for
+    /// the headers of attested blocks. Credentials are used, never printed.
+    #[arg(long, value_name = "URL")]
+    bitcoin_rpc: Option<String>,
+    /// A file or directory in the run directory that the manifest does not name but that is
+    /// expected there (repeatable). Anything else unnamed fails verification, as in OpenSSF
+    /// model-signing; the manifest's own receipts and proofs are always expected.
+    #[arg(long, value_name = "NAME")]
+    allow_extra: Vec<String>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -88,8 +103,7 @@ pub(super) fn sign_cmd(args: &SignArgs) -> anyhow::Result<u8> {
             "no signing key: pass --key FILE or set AUDITAI_SIGNING_KEY or AUDITAI_SIGNING_KEY_FILE"
         );
     };
-    let bytes = std::fs::read(&args.manifest)
-        .with_context(|| format!("{}: cannot read manifest", args.manifest.display()))?;
+    let bytes = verify::read_manifest(&args.manifest)?;
     let mut opened = verify::open(&bytes)
         .map_err(|why| anyhow::anyhow!("{}: {why}", args.manifest.display()))?;
     let keyid = key.public().keyid;
@@ -123,11 +137,22 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
     } else {
         None
     };
+    let mut bitcoin = auditai::anchor::bitcoin::Headers {
+        rpc: args.bitcoin_rpc.clone(),
+        ..Default::default()
+    };
+    for h in &args.bitcoin_headers {
+        let (height, root) = auditai::anchor::bitcoin::parse_header(h)
+            .map_err(|e| anyhow::anyhow!("--bitcoin-header {e}"))?;
+        bitcoin.roots.insert(height, root);
+    }
     let opts = verify::Options {
         keys,
         policy,
         root: args.root.clone(),
         online,
+        allow_extra: args.allow_extra.clone(),
+        bitcoin,
     };
     let report = verify::verify(&args.manifest, &opts)?;
     let mut out = std::io::stdout().lock();
@@ -142,7 +167,7 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
         let mut b = Builder::default();
         b.push_record(["check", "status", "detail"]);
         for c in &report.checks {
-            b.push_record([c.check.clone(), c.status.to_string(), c.detail.clone()]);
+            b.push_record([clean(&c.check), c.status.to_string(), clean(&c.detail)]);
         }
         writeln!(out, "{}", b.build().with(Style::sharp()))?;
         let failed = report
@@ -151,7 +176,12 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
             .filter(|c| c.status == verify::Status::Fail)
             .count();
         if failed == 0 {
-            writeln!(out, "verified: {}", args.manifest.display())?;
+            writeln!(
+                out,
+                "verified: {}{}",
+                args.manifest.display(),
+                claimed_note(report.claimed())
+            )?;
         } else {
             writeln!(out, "NOT verified: {failed} check(s) failed")?;
         }
@@ -161,8 +191,7 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
 }
 
 pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
-    let bytes = std::fs::read(&args.manifest)
-        .with_context(|| format!("{}: cannot read manifest", args.manifest.display()))?;
+    let bytes = verify::read_manifest(&args.manifest)?;
     let opened = verify::open(&bytes)
         .map_err(|why| anyhow::anyhow!("{}: {why}", args.manifest.display()))?;
     let mut out = std::io::stdout().lock();
@@ -175,7 +204,7 @@ pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
     let p = &st.predicate;
     let spec = &p.build_definition.external_parameters["spec"];
     let mut b = Builder::default();
-    let mut row = |k: &str, v: String| b.push_record([k.to_string(), v]);
+    let mut row = |k: &str, v: String| b.push_record([k.to_string(), clean(&v)]);
     row("pipeline", spec["name"].as_str().unwrap_or("?").to_string());
     row("seed", spec["seed"].to_string());
     row(

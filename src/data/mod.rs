@@ -118,6 +118,9 @@ impl Prepared {
     }
 }
 
+/// The largest CSV auditai loads (it is held in memory while splits are prepared).
+pub const MAX_DATA_BYTES: u64 = 8 << 30;
+
 /// Read the bytes of the spec's data file.
 pub fn read(spec: &Spec) -> Result<Vec<u8>, DataError> {
     let path = spec.data.resolved_path(&spec.source);

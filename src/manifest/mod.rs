@@ -254,6 +254,17 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
+/// A Unix time (seconds) from an untrusted file or server as RFC 3339, or a plain note when it
+/// lies outside what RFC 3339 can show (years 1970 to 9999); never panics.
+pub fn format_unix(secs: u64) -> String {
+    // 10000-01-01T00:00:00Z: humantime formats only four-digit years.
+    const YEAR_10000: u64 = 253_402_300_800;
+    match std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs)) {
+        Some(t) if secs < YEAR_10000 => humantime::format_rfc3339_seconds(t).to_string(),
+        _ => format!("unix time {secs} (out of range)"),
+    }
+}
+
 /// A random invocation id (UUID v4 text form).
 pub fn invocation_id() -> String {
     let mut b = [0u8; 16];

@@ -182,7 +182,9 @@ impl SecretKey {
     }
 }
 
-fn check_private_permissions(path: &Path) -> Result<(), SignError> {
+/// Refuse a secret file (private key, keystore, password file) that group or others can read,
+/// as ssh does.
+pub fn check_private_permissions(path: &Path) -> Result<(), SignError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -19,6 +19,23 @@ pub use raw::{
 
 use raw::{RawSpec, Sp};
 
+/// Bounds on what a spec may ask for, so that a hostile or mistyped spec is an error naming the
+/// field instead of an allocation that exhausts memory or an arithmetic overflow.
+pub const MAX_WIDTH: usize = 1 << 16;
+/// Most hidden or conv layers.
+pub const MAX_LAYERS: usize = 64;
+/// Most weights in one dense layer between two hidden layers.
+pub const MAX_LAYER_PARAMS: usize = 1 << 28;
+/// Most conv channels per layer.
+pub const MAX_CHANNELS: usize = 4096;
+/// Largest conv kernel.
+pub const MAX_KERNEL: usize = 31;
+/// Most epochs.
+pub const MAX_EPOCHS: usize = 1_000_000;
+/// Largest batch.
+pub const MAX_BATCH: usize = 1 << 20;
+/// Most values in one image row (`data.shape`).
+pub const MAX_PIXELS: usize = 1 << 24;
 /// A position in the spec file (1-based line and column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pos {
@@ -481,6 +498,16 @@ impl Checker<'_> {
                 if let Some(zero) = s.value.iter().find(|d| d.value == 0) {
                     return self.fail(pos(zero), "data.shape dimensions must be at least 1");
                 }
+                let pixels = s
+                    .value
+                    .iter()
+                    .try_fold(1usize, |acc, d| acc.checked_mul(d.value));
+                if pixels.is_none_or(|n| n > MAX_PIXELS) {
+                    return self.fail(
+                        pos(&s),
+                        format!("data.shape must describe at most {MAX_PIXELS} values per row"),
+                    );
+                }
                 let shape = match dims.as_slice() {
                     [h, w] => [1, *h, *w],
                     [c, h, w] => [*c, *h, *w],
@@ -567,6 +594,31 @@ impl Checker<'_> {
                 if let Some(zero) = h.value.iter().find(|w| w.value == 0) {
                     return self.fail(pos(zero), "model.hidden layer widths must be at least 1");
                 }
+                if let Some(big) = h.value.iter().find(|w| w.value > MAX_WIDTH) {
+                    return self.fail(
+                        pos(big),
+                        format!("model.hidden layer widths must be at most {MAX_WIDTH}"),
+                    );
+                }
+                if h.value.len() > MAX_LAYERS {
+                    return self.fail(
+                        pos(&h),
+                        format!("model.hidden may list at most {MAX_LAYERS} layers"),
+                    );
+                }
+                if let Some(pair) = h.value.windows(2).find(|p| {
+                    p[0].value
+                        .checked_mul(p[1].value)
+                        .is_none_or(|n| n > MAX_LAYER_PARAMS)
+                }) {
+                    return self.fail(
+                        pos(&pair[1]),
+                        format!(
+                            "model.hidden: a {}x{} layer has over {MAX_LAYER_PARAMS} weights",
+                            pair[0].value, pair[1].value
+                        ),
+                    );
+                }
                 h.value.into_iter().map(|w| w.value).collect()
             }
         };
@@ -623,11 +675,29 @@ impl Checker<'_> {
                 if let Some(zero) = c.value.iter().find(|w| w.value == 0) {
                     return self.fail(pos(zero), "model.conv.channels must be at least 1");
                 }
+                if let Some(big) = c.value.iter().find(|w| w.value > MAX_CHANNELS) {
+                    return self.fail(
+                        pos(big),
+                        format!("model.conv.channels must be at most {MAX_CHANNELS}"),
+                    );
+                }
+                if c.value.len() > MAX_LAYERS {
+                    return self.fail(
+                        pos(&c),
+                        format!("model.conv.channels may list at most {MAX_LAYERS} layers"),
+                    );
+                }
                 c.value.into_iter().map(|w| w.value).collect()
             }
         };
         let kernel = match raw.kernel {
             None => 3,
+            Some(k) if k.value > MAX_KERNEL => {
+                return self.fail(
+                    pos(&k),
+                    format!("model.conv.kernel must be at most {MAX_KERNEL}"),
+                );
+            }
             Some(k) if k.value == 0 || k.value % 2 == 0 => {
                 return self.fail(
                     pos(&k),
@@ -667,12 +737,24 @@ impl Checker<'_> {
             Some(e) if e.value == 0 => {
                 return self.fail(pos(&e), "training.epochs must be at least 1");
             }
+            Some(e) if e.value > MAX_EPOCHS => {
+                return self.fail(
+                    pos(&e),
+                    format!("training.epochs must be at most {MAX_EPOCHS}"),
+                );
+            }
             Some(e) => e.value,
         };
         let batch_size = match raw.batch_size {
             None => 32,
             Some(b) if b.value == 0 => {
                 return self.fail(pos(&b), "training.batch_size must be at least 1");
+            }
+            Some(b) if b.value > MAX_BATCH => {
+                return self.fail(
+                    pos(&b),
+                    format!("training.batch_size must be at most {MAX_BATCH}"),
+                );
             }
             Some(b) => b.value,
         };

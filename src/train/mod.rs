@@ -112,7 +112,7 @@ pub struct EpochRecord {
 
 /// The state saved next to each checkpoint: everything needed to continue after it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct CheckpointState {
+pub(crate) struct CheckpointState {
     schema: String,
     spec_blake3: String,
     backend: BackendKind,
@@ -574,8 +574,13 @@ fn load_weights(net: Net, path: &Path, blake3_hex: &str) -> Result<Net, TrainErr
 }
 
 fn read_state(path: &Path) -> Result<CheckpointState, TrainError> {
-    let text = std::fs::read(path).map_err(io_err(path))?;
-    serde_json::from_slice(&text).map_err(|e| TrainError::Checkpoint {
+    let bytes = crate::fsio::read_bounded(path, crate::fsio::MAX_DOCUMENT).map_err(io_err(path))?;
+    parse_state(&bytes, path)
+}
+
+/// Parse a checkpoint state file's bytes (`path` names it in errors).
+pub(crate) fn parse_state(bytes: &[u8], path: &Path) -> Result<CheckpointState, TrainError> {
+    serde_json::from_slice(bytes).map_err(|e| TrainError::Checkpoint {
         path: path.to_path_buf(),
         message: format!("not a checkpoint state: {e}"),
     })
@@ -877,7 +882,10 @@ fn prune(dir: &Path, states: &[CheckpointState], best: usize) -> Result<(), Trai
             if epoch == latest || (epoch == best && is_epoch_file) {
                 continue;
             }
-            for p in [dir.join(&e.body.weights), dir.join(&e.body.optimizer)] {
+            // Only names auditai's own scheme produces, inside the run directory: never a path
+            // read from a state file, which a hostile run directory controls.
+            for name in segment_names(epoch, e.body.steps[1], is_epoch_file) {
+                let p = dir.join(name);
                 match std::fs::remove_file(&p) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

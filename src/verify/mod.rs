@@ -32,6 +32,9 @@ pub enum Status {
     Warn,
     /// Not applicable here.
     Skip,
+    /// Recorded in a file but not checked (no online check, no header to compare with): not a
+    /// failure, and never shown as a pass.
+    Claimed,
 }
 
 impl std::fmt::Display for Status {
@@ -41,6 +44,7 @@ impl std::fmt::Display for Status {
             Status::Fail => "FAIL",
             Status::Warn => "warn",
             Status::Skip => "skip",
+            Status::Claimed => "claimed",
         })
     }
 }
@@ -81,6 +85,14 @@ impl Report {
     pub fn ok(&self) -> bool {
         !self.checks.iter().any(|c| c.status == Status::Fail)
     }
+
+    /// How many rows are claims that were not checked.
+    pub fn claimed(&self) -> usize {
+        self.checks
+            .iter()
+            .filter(|c| c.status == Status::Claimed)
+            .count()
+    }
 }
 
 /// Errors that stop verification before it can judge anything (exit 2).
@@ -109,6 +121,11 @@ pub struct Options {
     pub root: Option<PathBuf>,
     /// Check an EVM anchor online against this chain's RPC endpoint.
     pub online: Option<anchor::evm::Chain>,
+    /// Top-level names in the run directory that the manifest does not name but that are
+    /// expected there (files or directories).
+    pub allow_extra: Vec<String>,
+    /// Where OpenTimestamps Bitcoin attestations are checked: block headers the auditor trusts.
+    pub bitcoin: anchor::bitcoin::Headers,
 }
 
 /// A parsed, not yet trusted, manifest.
@@ -163,10 +180,7 @@ pub fn open(bytes: &[u8]) -> Result<Opened, String> {
 
 /// Verify the manifest at `path`.
 pub fn verify(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
-    let bytes = std::fs::read(path).map_err(|source| VerifyError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_manifest(path)?;
     let mut report = Report::default();
     let opened = match open(&bytes) {
         Ok(o) => {
@@ -183,33 +197,120 @@ pub fn verify(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
         }
     };
     check_signatures(&opened, opts, &mut report);
+    check_files(path, &opened.statement, opts, &mut report);
+    check_anchor(path, &bytes, opts, &mut report);
+    Ok(report)
+}
 
-    let dir = path
+/// Read a manifest named on the command line (bounded, regular files only).
+pub fn read_manifest(path: &Path) -> Result<Vec<u8>, VerifyError> {
+    crate::fsio::read_bounded(path, crate::fsio::MAX_DOCUMENT).map_err(|source| VerifyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The run directory of a manifest: the directory holding it.
+pub fn run_dir_of(manifest: &Path) -> &Path {
+    manifest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+        .unwrap_or(Path::new("."))
+}
+
+/// Re-hash every file the statement names (subjects and byproducts next to the manifest,
+/// dependencies under the root), look up the code commit, and check that the run directory holds
+/// nothing the manifest does not name. The part of `verify` that `audit` repeats before replay.
+pub fn check_files(path: &Path, st: &Statement, opts: &Options, report: &mut Report) {
+    let dir = run_dir_of(path);
     let hasher = Hasher::new(None, true);
-    let st = &opened.statement;
     for s in &st.subject {
-        check_file("subject", s, dir, &hasher, &mut report);
+        check_file("subject", s, dir, &hasher, report);
     }
     for b in &st.predicate.run_details.byproducts {
         if b.is_directory() {
-            check_tree(b, dir, &hasher, &mut report);
+            check_tree(b, dir, &hasher, report);
         } else {
-            check_file("byproduct", b, dir, &hasher, &mut report);
+            check_file("byproduct", b, dir, &hasher, report);
         }
     }
     let root = opts.root.clone().unwrap_or_else(|| default_root(dir));
     for d in &st.predicate.build_definition.resolved_dependencies {
         if d.uri.as_deref().is_some_and(|u| u.starts_with("file:")) {
-            check_file("dependency", d, &root, &hasher, &mut report);
+            check_file("dependency", d, &root, &hasher, report);
         } else if d.name.as_deref() == Some("code") {
-            check_code(d, &root, &mut report);
+            check_code(d, &root, report);
         }
     }
-    check_anchor(path, &bytes, opts, &mut report);
-    Ok(report)
+    check_extras(path, st, &opts.allow_extra, report);
+}
+
+/// The run directory must hold only what the manifest names, the manifest with its receipts and
+/// proofs, the run-directory marker, and the extras the verifier declared.
+fn check_extras(path: &Path, st: &Statement, allow: &[String], report: &mut Report) {
+    let dir = run_dir_of(path);
+    let manifest_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let named = st
+        .subject
+        .iter()
+        .chain(&st.predicate.run_details.byproducts)
+        .filter_map(|d| d.name.clone())
+        .chain(std::iter::once(manifest_name));
+    let mut expected: std::collections::BTreeSet<String> = allow
+        .iter()
+        .map(|a| a.trim_end_matches('/').to_string())
+        .collect();
+    expected.insert(crate::run_dir::MARKER.to_string());
+    for name in named {
+        let top = name.split('/').next().unwrap_or_default().to_string();
+        for sidecar in [
+            anchor::receipt_path(Path::new(&top)),
+            anchor::ots_path(Path::new(&top)),
+        ] {
+            expected.insert(sidecar.to_string_lossy().into_owned());
+        }
+        expected.insert(top);
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            report.push(
+                "run directory",
+                Status::Fail,
+                format!("{}: {e}", dir.display()),
+            );
+            return;
+        }
+    };
+    let mut extra: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !expected.contains(n))
+        .collect();
+    extra.sort();
+    if extra.is_empty() {
+        report.push(
+            "run directory",
+            Status::Pass,
+            "holds only files the manifest names, its receipts and proofs",
+        );
+    } else {
+        let shown: Vec<&str> = extra.iter().take(10).map(String::as_str).collect();
+        let more = extra.len().saturating_sub(shown.len());
+        report.push(
+            "run directory",
+            Status::Fail,
+            format!(
+                "{} not named by the manifest: {}{} (declare expected extras with --allow-extra NAME)",
+                if extra.len() == 1 { "a file" } else { "files" },
+                shown.join(", "),
+                if more > 0 { format!(" and {more} more") } else { String::new() }
+            ),
+        );
+    }
 }
 
 /// The anchor receipt's checks, when a receipt sits next to the manifest.
@@ -252,7 +353,7 @@ fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut
         match &opts.online {
             None => report.push(
                 label,
-                Status::Skip,
+                Status::Claimed,
                 format!(
                     "anchored (claimed; not checked online): block {} tx {}; pass --rpc or --chain to check",
                     e.block_number, e.tx_hash
@@ -271,9 +372,7 @@ fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut
                         format!(
                             "verified online: block {} at {} ({confirmations} confirmations), tx {}",
                             e.block_number,
-                            humantime::format_rfc3339_seconds(
-                                std::time::UNIX_EPOCH + std::time::Duration::from_secs(block_timestamp)
-                            ),
+                            crate::manifest::format_unix(block_timestamp),
                             e.tx_hash
                         ),
                     ),
@@ -297,20 +396,17 @@ fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut
             use sha2::Digest as _;
             sha2::Sha256::digest(manifest_bytes).into()
         };
-        let checked = std::fs::read(&proof_path)
+        let checked = crate::fsio::read_bounded(&proof_path, anchor::ots::MAX_PROOF)
             .map_err(|e| format!("{}: {e}", proof_path.display()))
             .and_then(|b| anchor::check_ots(&b, &digest, &root));
         match checked {
             Err(why) => report.push("anchor opentimestamps", Status::Fail, why),
             Ok(ts) => {
-                let bitcoin: Vec<String> = ts
+                let bitcoin: Vec<(u64, Vec<u8>)> = ts
                     .attestations()
                     .into_iter()
                     .filter_map(|(msg, a)| match a {
-                        anchor::ots::Attestation::Bitcoin(h) => Some(format!(
-                            "Bitcoin block {h} (check its merkle root is {})",
-                            hex::encode(msg)
-                        )),
+                        anchor::ots::Attestation::Bitcoin(h) => Some((*h, msg.to_vec())),
                         _ => None,
                     })
                     .collect();
@@ -324,18 +420,27 @@ fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut
                         ),
                     );
                 } else {
-                    report.push("anchor opentimestamps", Status::Pass, bitcoin.join("; "));
+                    use anchor::bitcoin::Judgement;
+                    let (status, detail) = match anchor::bitcoin::judge(&opts.bitcoin, &bitcoin) {
+                        Judgement::Checked(d) => (Status::Pass, d),
+                        Judgement::Claimed(d) => (Status::Claimed, d),
+                        Judgement::Mismatch(d) => (Status::Fail, d),
+                        Judgement::Unavailable(d) => (
+                            Status::Fail,
+                            format!("cannot check the Bitcoin header: {d}"),
+                        ),
+                    };
+                    report.push("anchor opentimestamps", status, detail);
                 }
             }
         }
     }
 }
 
+/// The git work tree holding `dir`, else the current directory. Only discovers the repository:
+/// never reads its status (a sender's repository is not walked).
 pub(crate) fn default_root(dir: &Path) -> PathBuf {
-    match provenance::code(dir) {
-        provenance::Code::Git(g) => g.root,
-        provenance::Code::None { .. } => PathBuf::from("."),
-    }
+    provenance::work_tree_root(dir).unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn check_signatures(o: &Opened, opts: &Options, report: &mut Report) {
@@ -490,17 +595,31 @@ fn check_file(
         return;
     };
     let label = format!("{kind} {name}");
-    let Some(path) = safe_join(base, name, kind == "dependency") else {
-        report.push(label, Status::Fail, "path escapes its directory");
-        return;
+    let path = match crate::fsio::safe_join(base, name) {
+        Ok(p) => p,
+        Err(why) => {
+            report.push(label, Status::Fail, why.to_string());
+            return;
+        }
     };
-    if !path.exists() {
-        report.push(
-            label,
-            Status::Fail,
-            format!("missing: {} not found", path.display()),
-        );
-        return;
+    match std::fs::symlink_metadata(&path) {
+        Err(_) => {
+            report.push(
+                label,
+                Status::Fail,
+                format!("missing: {} not found", path.display()),
+            );
+            return;
+        }
+        Ok(m) if m.file_type().is_symlink() => {
+            report.push(label, Status::Fail, "is a symlink; not followed");
+            return;
+        }
+        Ok(m) if !m.is_file() => {
+            report.push(label, Status::Fail, "is not a regular file; not opened");
+            return;
+        }
+        Ok(_) => {}
     }
     match hasher.hash_file(&path) {
         Ok(actual) => match compare(d, &actual) {
@@ -511,29 +630,24 @@ fn check_file(
     }
 }
 
-/// Join a manifest path to its base directory, refusing `..` so a manifest cannot point the
-/// verifier outside the directories it was given. Absolute paths are only allowed where
-/// `absolute_ok` (a dependency recorded outside the project root).
-pub(crate) fn safe_join(base: &Path, name: &str, absolute_ok: bool) -> Option<PathBuf> {
-    let p = Path::new(name);
-    if p.is_absolute() {
-        return absolute_ok.then(|| p.to_path_buf());
-    }
-    if p.components()
-        .any(|c| !matches!(c, std::path::Component::Normal(_)))
-    {
-        return None;
-    }
-    Some(base.join(p))
-}
-
 fn check_tree(d: &ResourceDescriptor, base: &Path, hasher: &Hasher<'_>, report: &mut Report) {
     let name = d.name.clone().unwrap_or_default();
     let label = format!("directory {name}/");
-    let Some(path) = safe_join(base, &name, false).filter(|_| !name.is_empty()) else {
-        report.push(label, Status::Fail, "bad directory name");
-        return;
+    let path = match crate::fsio::safe_join(base, &name) {
+        Ok(p) => p,
+        Err(why) => {
+            report.push(label, Status::Fail, why.to_string());
+            return;
+        }
     };
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
+        report.push(
+            label,
+            Status::Fail,
+            "is not a directory (symlinks are not followed)",
+        );
+        return;
+    }
     let listed: Vec<TreeEntry> = match d
         .annotations
         .as_ref()

@@ -82,16 +82,25 @@ pub struct Policy {
 impl Policy {
     /// Read and validate a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let bytes =
+            crate::fsio::read_bounded(path, crate::fsio::MAX_DOCUMENT).map_err(|source| {
+                PolicyError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+        Policy::parse(&String::from_utf8_lossy(&bytes), path)
+    }
+
+    /// Parse and validate a policy's text; `path` names it in errors, and key files it names are
+    /// read relative to its directory.
+    pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         let invalid = |message: String| PolicyError::Invalid {
             path: path.to_path_buf(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
         let raw: RawPolicy =
-            serde_saphyr::from_str(&text).map_err(|e| invalid(e.without_snippet().to_string()))?;
+            serde_saphyr::from_str(text).map_err(|e| invalid(e.without_snippet().to_string()))?;
         if raw.version != 1 {
             return Err(invalid(format!(
                 "unsupported policy version {}",

@@ -88,7 +88,7 @@ fn anchor_one_manifest_then_verify_offline_and_online() {
     assert_eq!(code, 0, "{v}");
     assert_eq!(check(&v, "anchor merkle path")["status"], "pass");
     let evm = check(&v, "anchor evm local (31337)");
-    assert_eq!(evm["status"], "skip");
+    assert_eq!(evm["status"], "claimed");
     assert!(
         evm["detail"]
             .as_str()
@@ -364,7 +364,7 @@ fn wrong_chain_id_dev_keys_and_unreachable_rpc_are_refused() {
     )
     .success();
     assert_eq!(out.json()["anchored"][0]["anchor"]["evm"]["chainId"], 16602);
-    // RPC down: a clear error and no receipt.
+    // RPC down: a clear error and no receipt; an API key in the URL is never printed.
     std::fs::remove_file(manifest.with_file_name("manifest.anchor.json")).unwrap();
     let out = anchor(
         &ws,
@@ -372,16 +372,127 @@ fn wrong_chain_id_dev_keys_and_unreachable_rpc_are_refused() {
         &[
             "r/manifest.intoto.json",
             "--rpc",
-            "http://127.0.0.1:9",
+            "http://127.0.0.1:9/v3/SECRETAPIKEY?token=SECRET2",
+            "--chain-id",
+            "31337",
             "-q",
         ],
     );
     assert_eq!(out.code, 2);
     assert!(
         out.stderr
-            .starts_with("error: RPC http://127.0.0.1:9 unreachable: "),
+            .starts_with("error: RPC http://127.0.0.1:9/… unreachable: "),
         "{}",
         out.stderr
+    );
+    assert!(!out.stderr.contains("SECRET"), "{}", out.stderr);
+    assert!(!manifest.with_file_name("manifest.anchor.json").exists());
+
+    // A bare --rpc never lets the endpoint choose the chain id the key signs for.
+    let out = anchor(
+        &ws,
+        &rich,
+        &["r/manifest.intoto.json", "--rpc", &galileo.url, "-q"],
+    );
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (
+            2,
+            "error: a bare --rpc needs --chain-id ID (or a --chain preset), so that the endpoint cannot choose which chain the key signs for\n"
+        )
+    );
+    let out = anchor(
+        &ws,
+        &rich,
+        &[
+            "r/manifest.intoto.json",
+            "--rpc",
+            &galileo.url,
+            "--chain-id",
+            "1",
+            "-q",
+        ],
+    );
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (
+            2,
+            "error: the RPC endpoint is on chain id 16602, but custom is chain id 1; refusing to send\n"
+        )
+    );
+    let out = anchor(
+        &ws,
+        &rich,
+        &[
+            "r/manifest.intoto.json",
+            "--chain",
+            "0g-galileo",
+            "--chain-id",
+            "16661",
+            "-q",
+        ],
+    );
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (
+            2,
+            "error: --chain-id 16661 contradicts --chain 0g-galileo, which is chain id 16602\n"
+        )
+    );
+    // Fees the node asks for are capped by the user's maximums.
+    for (flag, value, message) in [
+        (
+            "--max-gas",
+            "21000",
+            "error: refusing to anchor: the node estimates ",
+        ),
+        (
+            "--max-fee-gwei",
+            "0.000000001",
+            "error: refusing to anchor: the base fee is ",
+        ),
+    ] {
+        let out = anchor(
+            &ws,
+            &rich,
+            &[
+                "r/manifest.intoto.json",
+                "--chain",
+                "0g-galileo",
+                "--rpc",
+                &galileo.url,
+                flag,
+                value,
+                "-q",
+            ],
+        );
+        assert_eq!(out.code, 2, "{flag}");
+        assert!(out.stderr.starts_with(message), "{flag}: {}", out.stderr);
+        assert!(
+            out.stderr.ends_with(
+                "(raise --max-fee-gwei, --max-priority-fee-gwei or --max-gas to allow it)\n"
+            ),
+            "{}",
+            out.stderr
+        );
+    }
+    let out = anchor(
+        &ws,
+        &rich,
+        &[
+            "r/manifest.intoto.json",
+            "--chain",
+            "0g-galileo",
+            "--max-fee-gwei",
+            "0",
+        ],
+    );
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (
+            2,
+            "error: --max-fee-gwei must be a positive number of gwei up to 1e9, not 0\n"
+        )
     );
     assert!(!manifest.with_file_name("manifest.anchor.json").exists());
 }
@@ -405,9 +516,19 @@ fn keystores_decrypt_with_the_right_password_only() {
         json!([format!("{:#x}", signer.address()), "0x56bc75e2d63100000"]),
     );
     std::fs::write(ws.path().join("pw"), "wrong\n").unwrap();
-    let out = ws.run(&[
+    let chmod = |name: &str, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(ws.path().join(name), std::fs::Permissions::from_mode(mode))
+            .unwrap();
+    };
+    // Keystores and password files are secrets: readable by others, they are refused.
+    chmod("keystore.json", 0o644);
+    chmod("pw", 0o600);
+    let args = [
         "anchor",
         "r/manifest.intoto.json",
+        "--chain",
+        "local",
         "--rpc",
         &chain.url,
         "--keystore",
@@ -415,7 +536,27 @@ fn keystores_decrypt_with_the_right_password_only() {
         "--password-file",
         "pw",
         "-q",
-    ]);
+    ];
+    let out = ws.run(&args);
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (
+            2,
+            "error: keystore.json: private key is readable by group or others (mode 644); run `chmod 600 keystore.json`\n"
+        )
+    );
+    chmod("keystore.json", 0o600);
+    chmod("pw", 0o640);
+    let out = ws.run(&args);
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (
+            2,
+            "error: pw: private key is readable by group or others (mode 640); run `chmod 600 pw`\n"
+        )
+    );
+    chmod("pw", 0o600);
+    let out = ws.run(&args);
     assert_eq!(out.code, 2);
     assert!(
         out.stderr
@@ -429,6 +570,8 @@ fn keystores_decrypt_with_the_right_password_only() {
         "r/manifest.intoto.json",
         "--rpc",
         &chain.url,
+        "--chain-id",
+        "31337",
         "--keystore",
         "keystore.json",
         "--json",
@@ -521,9 +664,14 @@ fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
     assert_eq!(check(&v, "anchor opentimestamps")["status"], "warn");
 
     // Still pending: a status, not an error.
-    let out = ws
-        .run(&["anchor", "upgrade", "r/manifest.intoto.json"])
-        .success();
+    let upgrade = [
+        "anchor",
+        "upgrade",
+        "r/manifest.intoto.json",
+        "--calendar",
+        &calendar.url,
+    ];
+    let out = ws.run(&upgrade).success();
     assert_eq!(
         out.stdout,
         "r/manifest.intoto.json: pending: the calendars have not committed it to Bitcoin yet\n"
@@ -532,21 +680,69 @@ fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
     calendar
         .complete
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let v = ws
-        .run(&["anchor", "upgrade", "r/manifest.intoto.json", "--json"])
-        .success()
-        .json();
+    // A calendar URL inside a proof is not contacted unless the user configured it.
+    let before = std::fs::read(ws.path().join("r/manifest.intoto.json.ots")).unwrap();
+    let out = ws
+        .run(&["anchor", "upgrade", "r/manifest.intoto.json"])
+        .success();
+    assert_eq!(
+        out.stderr,
+        format!(
+            "warning: calendar {}: not a configured calendar; not contacted (pass --calendar URL to allow it)\n",
+            calendar.url
+        )
+    );
+    assert_eq!(
+        std::fs::read(ws.path().join("r/manifest.intoto.json.ots")).unwrap(),
+        before
+    );
+    let mut upgrade_json = upgrade.to_vec();
+    upgrade_json.push("--json");
+    let v = ws.run(&upgrade_json).success().json();
     assert_eq!(v["upgraded"][0]["status"], "bitcoin");
     assert_eq!(v["upgraded"][0]["bitcoin"][0]["height"], BITCOIN_HEIGHT);
     let r = receipt(&ws.path().join("r/manifest.anchor.json"));
     assert_eq!(r["ots"]["status"], "bitcoin");
+    // Without a header the verifier trusts, the Bitcoin attestation is only claimed.
     let (code, v) = verify_json(&ws, &[]);
     assert_eq!(code, 0, "{v}");
     let ots = check(&v, "anchor opentimestamps");
+    assert_eq!(ots["status"], "claimed");
+    assert_eq!(
+        ots["detail"],
+        format!(
+            "Bitcoin block {BITCOIN_HEIGHT} (claimed: no trusted block header to compare with; pass --bitcoin-header HEIGHT:MERKLEROOT or --bitcoin-rpc URL)"
+        )
+    );
+    // Checked against the header's merkle root (display order, as bitcoind prints it).
+    let mut root = hex::decode(r["ots"]["bitcoin"][0]["merkleRoot"].as_str().unwrap()).unwrap();
+    root.reverse();
+    let header = format!("{BITCOIN_HEIGHT}:{}", hex::encode(&root));
+    let (code, v) = verify_json(&ws, &["--bitcoin-header", &header]);
+    assert_eq!(code, 0, "{v}");
+    let ots = check(&v, "anchor opentimestamps");
     assert_eq!(ots["status"], "pass");
-    assert!(ots["detail"].as_str().unwrap().starts_with(&format!(
-        "Bitcoin block {BITCOIN_HEIGHT} (check its merkle root is "
-    )));
+    assert_eq!(
+        ots["detail"],
+        format!("Bitcoin block {BITCOIN_HEIGHT}: merkle root matches the trusted header")
+    );
+    let wrong = format!("{BITCOIN_HEIGHT}:{}", "11".repeat(32));
+    let (code, v) = verify_json(&ws, &["--bitcoin-header", &wrong]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(check(&v, "anchor opentimestamps")["status"], "fail");
+    let out = ws.run(&[
+        "verify",
+        "r/manifest.intoto.json",
+        "--bitcoin-header",
+        "12:xyz",
+    ]);
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (
+            2,
+            "error: --bitcoin-header `12:xyz` is not HEIGHT:MERKLEROOT (64 hex digits, as bitcoind prints it)\n"
+        )
+    );
 
     // A proof for another file fails.
     let mut other = proof.clone();
@@ -606,12 +802,20 @@ fn bad_keys_and_missing_backends_are_clear_errors_before_any_network() {
             "error: AUDITAI_ANCHOR_KEY is not a valid secp256k1 key\n",
         ),
     ] {
-        let mut args = vec![m];
+        let mut args = vec![m, "--chain-id", "31337"];
         args.extend(rpc);
         let out = anchor(&ws, key, &args);
         assert_eq!((out.code, out.stderr.as_str()), (2, message), "key {key:?}");
     }
-    let out = ws.run(&["anchor", m, "--rpc", "http://127.0.0.1:9", "-q"]);
+    let out = ws.run(&[
+        "anchor",
+        m,
+        "--rpc",
+        "http://127.0.0.1:9",
+        "--chain-id",
+        "31337",
+        "-q",
+    ]);
     assert_eq!(out.code, 2);
     assert_eq!(
         out.stderr,

@@ -757,7 +757,17 @@ fn usage_and_input_errors_exit_2() {
         (o.code, o.stderr.as_str()),
         (2, "error: --segments must be at least 1\n")
     );
+    // A challenge from the anchor must be read from the chain, not from the prover's receipt.
     let o = run(&["--challenge-from-anchor"]);
+    assert_eq!(
+        (o.code, o.stdout.as_str(), o.stderr.as_str()),
+        (
+            2,
+            "",
+            "error: --challenge-from-anchor: the challenge must come from the chain, not from the receipt the prover wrote: pass --rpc or --chain (or accept an unchecked challenge with --allow-unconfirmed-challenge)\n"
+        )
+    );
+    let o = run(&["--challenge-from-anchor", "--allow-unconfirmed-challenge"]);
     assert_eq!(o.code, 2);
     assert!(
         o.stderr
@@ -806,7 +816,7 @@ fn usage_and_input_errors_exit_2() {
         serde_json::to_vec(&receipt).unwrap(),
     )
     .unwrap();
-    let o = run(&["--challenge-from-anchor"]);
+    let o = run(&["--challenge-from-anchor", "--allow-unconfirmed-challenge"]);
     assert_eq!(
         (o.code, o.stderr.as_str()),
         (
@@ -825,6 +835,8 @@ fn usage_and_input_errors_exit_2() {
         "--anchor-commitment",
         "--rpc",
         "http://127.0.0.1:9",
+        "--chain-id",
+        "31337",
     ]);
     cmd.env("AUDITAI_ANCHOR_KEY", DEV_KEY);
     let o = output(cmd);
@@ -890,13 +902,40 @@ fn commitment_anchored_before_training_and_challenge_from_the_manifest_anchor() 
             .unwrap();
     assert!(receipt["evm"]["blockNumber"].as_u64() > commit_receipt["evm"]["blockNumber"].as_u64());
 
+    // The challenge block comes 6 blocks after the anchor: not there yet, the audit waits.
+    let anchor_block = receipt["evm"]["blockNumber"].as_u64().unwrap();
+    let o = ws.run(&[
+        "audit",
+        "r/manifest.intoto.json",
+        "--root",
+        ".",
+        "--challenge-from-anchor",
+        "--rpc",
+        &chain.url,
+        "-q",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert_eq!(
+        o.stderr,
+        format!(
+            "error: --challenge-from-anchor: the challenge block {} (6 blocks after the anchor) is not mined yet (the chain is at block {}); audit again once it is\n",
+            anchor_block + 6,
+            chain.block_number()
+        )
+    );
+    chain.rpc("anvil_mine", serde_json::json!(["0x6"]));
     let (code, v) = audit(&ws, &["--challenge-from-anchor", "--rpc", &chain.url]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["challenge_source"], "anchor");
+    let challenge_block = chain.rpc(
+        "eth_getBlockByNumber",
+        serde_json::json!([format!("0x{:x}", anchor_block + 6), false]),
+    );
     assert_eq!(
         format!("0x{}", v["challenge"].as_str().unwrap()),
-        receipt["evm"]["blockHash"].as_str().unwrap()
+        challenge_block["hash"].as_str().unwrap()
     );
+    assert_ne!(v["challenge"], receipt["evm"]["blockHash"]);
     assert_eq!(check(&v, "challenge")["status"], "pass");
     let row = check(&v, "commitment anchor");
     assert_eq!(row["status"], "pass");
@@ -907,10 +946,15 @@ fn commitment_anchored_before_training_and_challenge_from_the_manifest_anchor() 
     );
     assert!(detail.contains(", verified online ("), "{detail}");
 
-    // Offline, the receipt's block hash is used but flagged as unchecked.
-    let (code, v) = audit(&ws, &["--challenge-from-anchor"]);
+    // Offline, only by name: the receipt's block hash is used and reported as claimed.
+    let (code, v) = audit(
+        &ws,
+        &["--challenge-from-anchor", "--allow-unconfirmed-challenge"],
+    );
     assert_eq!(code, 0, "{v:#}");
-    assert_eq!(check(&v, "challenge")["status"], "warn");
+    assert_eq!(v["challenge_source"], "anchor-unconfirmed");
+    assert_eq!(check(&v, "challenge")["status"], "claimed");
+    assert_eq!(check(&v, "commitment anchor")["status"], "claimed");
 
     // A reorg that drops the commitment's block fails the audit online.
     let depth = chain.block_number() - commit_receipt["evm"]["blockNumber"].as_u64().unwrap() + 1;

@@ -9,6 +9,7 @@ mod support;
 mod anchor;
 mod audit;
 mod cli;
+mod hardening;
 mod hash;
 mod provenance;
 mod resume;

@@ -271,7 +271,7 @@ fn an_existing_run_is_not_overwritten_without_force() {
     assert_eq!(refused.code, 2);
     assert_eq!(
         refused.stderr,
-        "error: precious is not empty and is not an auditai run directory; refusing to replace it\n"
+        "error: precious is not an auditai run directory (no valid .auditai-run marker); refusing to replace it\n"
     );
     assert!(ws.path().join("precious/notes.txt").exists());
 }

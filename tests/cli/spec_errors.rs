@@ -92,6 +92,36 @@ fn zero_epochs_are_refused() {
 }
 
 #[test]
+fn sizes_that_would_exhaust_memory_are_refused_before_any_work() {
+    let ws = Workspace::new();
+    for (from, to, message) in [
+        (
+            "epochs: 2",
+            "epochs: 18446744073709551615",
+            "bad.yaml:13:11: training.epochs must be at most 1000000",
+        ),
+        (
+            "hidden: [8]",
+            "hidden: [100000]",
+            "bad.yaml:11:12: model.hidden layer widths must be at most 65536",
+        ),
+        (
+            "hidden: [8]",
+            "hidden: [60000, 60000]",
+            "bad.yaml:11:19: model.hidden: a 60000x60000 layer has over 268435456 weights",
+        ),
+        (
+            "epochs: 2",
+            "epochs: 2\n  batch_size: 99999999",
+            "bad.yaml:14:15: training.batch_size must be at most 1048576",
+        ),
+    ] {
+        let yaml = iris(&ws).replace(from, to);
+        assert_eq!(refused(&ws, &yaml), message, "{to}");
+    }
+}
+
+#[test]
 fn shape_that_does_not_match_the_columns_is_refused() {
     let ws = Workspace::new();
     let yaml = iris(&ws).replace(

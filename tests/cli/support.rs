@@ -93,11 +93,20 @@ impl Workspace {
         std::fs::write(self.path().join(name), edit(spec)).unwrap();
     }
 
-    /// A bundled pipeline rewritten with `edit`, saved into the workspace.
+    /// A bundled pipeline rewritten with `edit`, saved into the workspace with a copy of the
+    /// fixtures it reads (data stays inside the project root, where `verify` looks for it).
     pub fn pipeline_copy(&self, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
         let text = std::fs::read_to_string(pipeline(name)).unwrap();
-        let fixtures = repo().join("fixtures");
-        let text = text.replace("../fixtures", fixtures.to_str().unwrap());
+        let fixtures = self.path().join("fixtures");
+        std::fs::create_dir_all(&fixtures).unwrap();
+        for f in ["iris.csv", "digits.csv", "breast_cancer.csv"] {
+            std::fs::copy(repo().join("fixtures").join(f), fixtures.join(f)).unwrap();
+        }
+        let text = text.replace("../fixtures", "fixtures");
+        assert!(
+            text.contains("path: fixtures/"),
+            "{name}: no fixture path to rewrite"
+        );
         self.spec(&format!("{name}.yaml"), &edit(text))
     }
 }

@@ -66,6 +66,19 @@ fn auto_never_picks_a_software_adapter_silently() {
 }
 
 #[test]
+fn a_successful_wgpu_run_prints_only_auditais_own_output() {
+    let ws = Workspace::new();
+    ws.tiny_spec();
+    // As on a fresh Debian machine or in CI: no desktop session, so no XDG_RUNTIME_DIR.
+    let mut cmd = ws.cmd(&["run", "spec.yaml", "--device", "wgpu", "--out", "r"]);
+    cmd.env_remove("XDG_RUNTIME_DIR");
+    let out = crate::support::output(cmd);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("XDG_RUNTIME_DIR"), "{}", out.stderr);
+    assert!(out.stderr.starts_with("device: wgpu ("), "{}", out.stderr);
+}
+
+#[test]
 fn wgpu_without_an_adapter_is_a_clear_error() {
     let ws = Workspace::new();
     let mut cmd = ws.cmd(&[
@@ -130,8 +143,36 @@ fn a_wgpu_run_audits_bitwise_on_wgpu_and_within_tolerance_on_the_cpu() {
             "{s}"
         );
     }
-    let v = audit(&["--device", "cpu"]);
+    assert_eq!(crate::support::check(&v, "replay")["status"], "pass");
+    // Another backend compares within tolerances, and only when the auditor asks for it.
+    let out = ws.run(&[
+        "audit",
+        "r/manifest.intoto.json",
+        "--root",
+        ".",
+        "--device",
+        "cpu",
+        "-q",
+    ]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (
+            2,
+            "",
+            "error: the run trained on wgpu; a replay on cpu can only be compared within tolerances, not bitwise: pass --tolerance to accept that, or replay on wgpu\n"
+        )
+    );
+    let v = audit(&["--device", "cpu", "--tolerance"]);
     assert_eq!(v["replayed_on"], "cpu");
+    let replay = crate::support::check(&v, "replay");
+    assert_eq!(replay["status"], "warn");
+    assert!(
+        replay["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("trained on wgpu: compared within tolerances, not bitwise (--tolerance)"),
+        "{replay}"
+    );
     let segments = v["segments"].as_array().unwrap();
     assert_eq!(segments.len(), 2);
     for s in segments {

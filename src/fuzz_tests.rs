@@ -1,0 +1,201 @@
+//! Property tests over every parser of untrusted input: random bytes and mutations of real
+//! documents (from `fixtures/fuzz/`) must give a value or an error, never a panic or a hang.
+//!
+//! The number of cases per parser is proptest's `PROPTEST_CASES` (256 when unset; CI runs the
+//! default). `docs/security.md` says how to run longer and what was found.
+
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use crate::{anchor, data, spec, train, transcript, verify};
+
+const MANIFEST: &[u8] = include_bytes!("../fixtures/fuzz/manifest.intoto.json");
+const RECEIPT: &[u8] = include_bytes!("../fixtures/fuzz/manifest.anchor.json");
+const TRANSCRIPT: &[u8] = include_bytes!("../fixtures/fuzz/transcript.jsonl");
+const STATE: &[u8] = include_bytes!("../fixtures/fuzz/checkpoint-state.json");
+const COMMITMENT: &[u8] = include_bytes!("../fixtures/fuzz/commitment.json");
+const POLICY: &[u8] = include_bytes!("../fixtures/fuzz/policy.yaml");
+const SPEC: &[u8] = include_bytes!("../fixtures/fuzz/spec.yaml");
+const CSV: &[u8] = include_bytes!("../fixtures/iris.csv");
+
+/// A valid `.ots` proof with a fork, both attestation kinds and every operation.
+fn ots_seed() -> Vec<u8> {
+    use anchor::ots::{Attestation, Op, Timestamp, encode_file};
+    let mut t = Timestamp::new(vec![7; 32]);
+    let c = t.add_op(Op::Prepend(vec![0])).add_op(Op::Sha256);
+    c.add_op(Op::Append(vec![1; 32]))
+        .add_op(Op::Sha256)
+        .attestations
+        .push(Attestation::Pending("https://calendar.example".into()));
+    c.add_op(Op::Keccak256)
+        .attestations
+        .push(Attestation::Bitcoin(840_000));
+    encode_file(&[7; 32], &t)
+}
+
+/// One edit of a document: overwrite, insert or delete a byte, or duplicate a slice (which
+/// grows nesting and lengths).
+#[derive(Debug, Clone)]
+enum Edit {
+    Set(usize, u8),
+    Insert(usize, u8),
+    Delete(usize),
+    Repeat(usize, usize, u8),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Edit::Set(i, b)),
+        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Edit::Insert(i, b)),
+        any::<usize>().prop_map(Edit::Delete),
+        (any::<usize>(), 1usize..64, 1u8..32).prop_map(|(i, n, k)| Edit::Repeat(i, n, k)),
+    ]
+}
+
+fn mutate(seed: &[u8], edits: &[Edit]) -> Vec<u8> {
+    let mut v = seed.to_vec();
+    for e in edits {
+        let len = v.len().max(1);
+        match *e {
+            Edit::Set(i, b) if !v.is_empty() => v[i % len] = b,
+            Edit::Insert(i, b) => v.insert(i % (v.len() + 1), b),
+            Edit::Delete(i) if !v.is_empty() => {
+                v.remove(i % len);
+            }
+            Edit::Repeat(i, n, k) if !v.is_empty() => {
+                let start = i % len;
+                let end = (start + n).min(v.len());
+                let piece = v[start..end].to_vec();
+                for _ in 0..k {
+                    v.splice(end..end, piece.iter().copied());
+                }
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+/// Random bytes, or a mutated seed: the input every target gets.
+fn input(seed: &'static [u8]) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..2048),
+        proptest::collection::vec(edit(), 1..8).prop_map(move |e| mutate(seed, &e)),
+    ]
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+proptest! {
+    #[test]
+    fn envelopes_and_statements(b in input(MANIFEST)) {
+        let _ = verify::open(&b);
+    }
+
+    #[test]
+    fn receipts(b in input(RECEIPT)) {
+        if let Ok(r) = anchor::parse_receipt(&b, Path::new("r.anchor.json")) {
+            let _ = anchor::check_inclusion(&r, MANIFEST);
+        }
+    }
+
+    #[test]
+    fn ots_proofs(edits in proptest::collection::vec(edit(), 0..8), random in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        for b in [mutate(&ots_seed(), &edits), random] {
+            if let Ok((_, ts)) = anchor::ots::decode_file(&b) {
+                let _ = ts.attestations();
+                let mut out = Vec::new();
+                ts.serialize(&mut out);
+            }
+        }
+    }
+
+    #[test]
+    fn transcripts(b in input(TRANSCRIPT)) {
+        if let Ok(entries) = transcript::parse_jsonl(&text(&b), Path::new("t.jsonl")) {
+            let _ = transcript::check_chain(&[0; 32], &entries);
+        }
+    }
+
+    #[test]
+    fn checkpoint_states(b in input(STATE)) {
+        let _ = train::parse_state(&b, Path::new("epoch-0001.json"));
+    }
+
+    #[test]
+    fn commitments(b in input(COMMITMENT)) {
+        let _ = serde_json::from_slice::<transcript::Commitment>(&b);
+    }
+
+    #[test]
+    fn policies(b in input(POLICY)) {
+        let _ = verify::Policy::parse(&text(&b), Path::new("/nonexistent/policy.yaml"));
+    }
+
+    #[test]
+    fn specs(b in input(SPEC)) {
+        let _ = spec::Spec::parse(&text(&b), Path::new("spec.yaml"));
+    }
+
+    #[test]
+    fn csv_data(b in input(CSV)) {
+        let spec = spec::Spec::parse(&text(SPEC), Path::new("spec.yaml"));
+        prop_assert!(spec.is_ok());
+        if let Ok(spec) = spec {
+            let _ = data::parse(&spec, &b);
+        }
+    }
+
+    #[test]
+    fn small_formats(s in "\\PC{0,80}") {
+        let _ = anchor::bitcoin::parse_header(&s);
+        let _ = anchor::evm::parse_quantity(&serde_json::Value::String(s.clone()));
+        let _ = anchor::evm::root_from_calldata(s.as_bytes());
+        let _ = crate::provenance::strip_userinfo(&s);
+        let _ = anchor::redact_url(&s);
+    }
+
+    #[test]
+    fn unix_times(secs in any::<u64>()) {
+        let _ = crate::manifest::format_unix(secs);
+    }
+}
+
+#[test]
+fn the_seeds_parse() {
+    assert!(verify::open(MANIFEST).is_ok());
+    assert!(anchor::parse_receipt(RECEIPT, Path::new("r")).is_ok());
+    assert!(anchor::ots::decode_file(&ots_seed()).is_ok());
+    assert!(transcript::parse_jsonl(&text(TRANSCRIPT), Path::new("t")).is_ok());
+    assert!(train::parse_state(STATE, Path::new("s")).is_ok());
+    assert!(serde_json::from_slice::<transcript::Commitment>(COMMITMENT).is_ok());
+    assert!(verify::Policy::parse(&text(POLICY), Path::new("/p.yaml")).is_ok());
+    let spec = spec::Spec::parse(&text(SPEC), Path::new("spec.yaml")).unwrap();
+    assert!(data::parse(&spec, CSV).is_ok());
+}
+
+#[test]
+fn a_630_kb_proof_stays_bounded() {
+    // The shape that made an earlier parser copy the message at every node: forks whose
+    // appends keep growing the message.
+    let mut proof = anchor::ots::MAGIC.to_vec();
+    proof.extend_from_slice(&[0x01, 0x08]);
+    proof.extend_from_slice(&[0; 32]);
+    for _ in 0..160 {
+        proof.extend_from_slice(&[0xff, 0xf0, 0xff, 0x1f]);
+        proof.extend(std::iter::repeat_n(0u8, 0xfff));
+    }
+    assert!(proof.len() > 630_000);
+    let err = anchor::ots::decode_file(&proof).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "malformed OpenTimestamps proof: an operation's result exceeds 4096 bytes"
+    );
+    assert_eq!(
+        crate::manifest::format_unix(u64::MAX),
+        "unix time 18446744073709551615 (out of range)"
+    );
+}
