@@ -19,6 +19,14 @@ const POLICY: &[u8] = include_bytes!("../fixtures/fuzz/policy.yaml");
 const SPEC: &[u8] = include_bytes!("../fixtures/fuzz/spec.yaml");
 const CSV: &[u8] = include_bytes!("../fixtures/iris.csv");
 
+/// The fixture spec and data, prepared once (the schedule check needs them).
+static PREPARED: std::sync::LazyLock<(spec::Spec, data::Prepared)> =
+    std::sync::LazyLock::new(|| {
+        let spec = spec::Spec::parse(&text(SPEC), Path::new("spec.yaml")).unwrap();
+        let data = data::parse(&spec, CSV).unwrap();
+        (spec, data)
+    });
+
 /// A valid `.ots` proof with a fork, both attestation kinds and every operation.
 fn ots_seed() -> Vec<u8> {
     use anchor::ots::{Attestation, Op, Timestamp, encode_file};
@@ -117,6 +125,8 @@ proptest! {
     fn transcripts(b in input(TRANSCRIPT)) {
         if let Ok(entries) = transcript::parse_jsonl(&text(&b), Path::new("t.jsonl")) {
             let _ = transcript::check_chain(&[0; 32], &entries);
+            let (spec, data) = &*PREPARED;
+            let _ = crate::audit::check_schedule(spec, data, &entries);
         }
     }
 

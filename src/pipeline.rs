@@ -276,14 +276,6 @@ pub fn run(
         dependency(&opts.spec, &spec_bytes),
     ];
     drop(data_bytes);
-    for d in &dependencies {
-        if let Some(name) = d.name.as_deref().filter(|n| Path::new(n).is_absolute()) {
-            on_event(Event::Notice(&format!(
-                "{name} lies outside the project root {}; the manifest records its absolute path, which `auditai verify` refuses (move it under the root)",
-                root.display()
-            )));
-        }
-    }
     let file_ref = |d: &manifest::ResourceDescriptor| FileRef {
         name: d.name.clone().unwrap_or_default(),
         blake3: d.digest.get("blake3").cloned().unwrap_or_default(),
@@ -295,6 +287,16 @@ pub fn run(
         .clone()
         .unwrap_or_else(|| PathBuf::from(&spec.outputs.dir));
     check_dir(&run_dir, opts)?;
+    // Before the run directory is touched: this also refuses a model too large to build.
+    let initial = train::initial_weights(&spec, &data)?;
+    for d in &dependencies {
+        if let Some(name) = d.name.as_deref().filter(|n| Path::new(n).is_absolute()) {
+            on_event(Event::Notice(&format!(
+                "{name} lies outside the project root {}; the manifest records its absolute path, which `auditai verify` refuses (move it under the root)",
+                root.display()
+            )));
+        }
+    }
     let (backend, notice) = device::select(opts.device.unwrap_or(spec.training.device))?;
     on_event(Event::Device {
         kind: backend.kind,
@@ -315,7 +317,6 @@ pub fn run(
         write(&run_dir.join(layout::PREPROCESSING), &pre)?;
     }
 
-    let initial = train::initial_weights(&spec, &data)?;
     let commitment = Commitment {
         schema: transcript::COMMITMENT_SCHEMA.to_string(),
         name: spec.name.clone(),

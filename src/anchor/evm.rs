@@ -563,7 +563,7 @@ pub fn send_and_wait(
                     });
                 }
                 let head = rpc.block_number()?;
-                let have = head.saturating_sub(block_number) + 1;
+                let have = head.saturating_sub(block_number).saturating_add(1);
                 if have >= confirmations.max(1) {
                     let block_hash = r
                         .get("blockHash")
@@ -699,7 +699,7 @@ pub fn check_online(rpc: &Rpc, a: &EvmAnchor, root: &[u8; 32]) -> Result<OnlineC
     }
     let head = rpc.block_number()?;
     Ok(OnlineCheck::Confirmed {
-        confirmations: head.saturating_sub(number) + 1,
+        confirmations: head.saturating_sub(number).saturating_add(1),
         block_timestamp: canonical
             .as_ref()
             .and_then(|b| b.get("timestamp"))

@@ -244,7 +244,7 @@ pub fn anchor(
     let mut out = Outcome::default();
     let mut batch: Vec<(PathBuf, [u8; 32])> = Vec::new();
     for m in manifests {
-        let bytes = std::fs::read(m).map_err(io_err(m))?;
+        let bytes = fsio::read_bounded(m, fsio::MAX_DOCUMENT).map_err(io_err(m))?;
         if receipt_path(m).exists() && !opts.force {
             out.skipped.push(m.clone());
             continue;
@@ -290,7 +290,7 @@ pub fn anchor(
             .build()
             .map_err(|e| AnchorError::Calendars(e.to_string()))?;
         for url in &opts.calendars {
-            progress(&format!("submitting to {url}"));
+            progress(&format!("submitting to {}", redact_url(url)));
             match ots::submit(&client, url, &root) {
                 Ok(t) => calendar_stamps.push((url.clone(), t)),
                 Err(e) => out.calendar_errors.push(e.to_string()),
@@ -472,7 +472,7 @@ pub fn upgrade(
                 ));
                 continue;
             }
-            progress(&format!("asking {url}"));
+            progress(&format!("asking {}", redact_url(&url)));
             match ots::upgrade(&client, &url, &commitment) {
                 Ok(Some(up)) => {
                     ts.merge_upgrade(&commitment, &url, up);
@@ -539,4 +539,28 @@ pub fn check_ots(
         return Err("the proof does not commit to the anchored Merkle root".into());
     }
     Ok(ts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_in_messages_keep_only_scheme_host_and_port() {
+        for (url, shown) in [
+            (
+                "https://eth-mainnet.g.alchemy.com/v2/SECRETKEY",
+                "https://eth-mainnet.g.alchemy.com/…",
+            ),
+            (
+                "https://user:pw@rpc.example:8545/?key=S",
+                "https://rpc.example:8545/…",
+            ),
+            ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
+            ("http://127.0.0.1:8545/", "http://127.0.0.1:8545"),
+            ("not a url SECRET", "(unparsable URL)"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
 }

@@ -409,7 +409,7 @@ pub enum CalendarError {
 
 fn read_body(url: &str, resp: reqwest::blocking::Response) -> Result<Vec<u8>, CalendarError> {
     super::read_body(resp, MAX_PROOF).map_err(|message| CalendarError::Http {
-        url: url.to_string(),
+        url: super::redact_url(url),
         message,
     })
 }
@@ -421,7 +421,7 @@ pub fn submit(
     digest: &[u8],
 ) -> Result<Timestamp, CalendarError> {
     let http = |message: String| CalendarError::Http {
-        url: url.to_string(),
+        url: super::redact_url(url),
         message,
     };
     let resp = client
@@ -436,7 +436,7 @@ pub fn submit(
     }
     let body = read_body(url, resp)?;
     Timestamp::parse(&body, digest.to_vec()).map_err(|source| CalendarError::Proof {
-        url: url.to_string(),
+        url: super::redact_url(url),
         source,
     })
 }
@@ -449,7 +449,7 @@ pub fn upgrade(
     commitment: &[u8],
 ) -> Result<Option<Timestamp>, CalendarError> {
     let http = |message: String| CalendarError::Http {
-        url: url.to_string(),
+        url: super::redact_url(url),
         message,
     };
     let hex = hex::encode(commitment);
@@ -468,7 +468,7 @@ pub fn upgrade(
     Timestamp::parse(&body, commitment.to_vec())
         .map(Some)
         .map_err(|source| CalendarError::Proof {
-            url: url.to_string(),
+            url: super::redact_url(url),
             source,
         })
 }

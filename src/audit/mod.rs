@@ -797,7 +797,11 @@ fn check_data(root: &Path, spec: &Spec, c: &Commitment, r: &mut Report) -> Optio
 
 /// The entries the committed spec and data call for must be exactly the recorded ones: every
 /// epoch in order, every segment of it, with the committed learning rate and batch order.
-fn check_schedule(spec: &Spec, data: &data::Prepared, entries: &[Entry]) -> Result<String, String> {
+pub(crate) fn check_schedule(
+    spec: &Spec,
+    data: &data::Prepared,
+    entries: &[Entry],
+) -> Result<String, String> {
     let t = &spec.training;
     let rows = data.train.rows;
     let batches = rows.div_ceil(t.batch_size);
@@ -870,7 +874,7 @@ fn compact(v: &[usize]) -> String {
     let mut i = 0;
     while i < v.len() {
         let mut j = i;
-        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+        while j + 1 < v.len() && v[j].checked_add(1) == Some(v[j + 1]) {
             j += 1;
         }
         out.push(if j > i {
@@ -1086,10 +1090,11 @@ fn challenge_bytes(
                     rpath.display()
                 )));
             };
-            let manifest_bytes = std::fs::read(manifest).map_err(|source| AuditError::Read {
-                path: manifest.to_path_buf(),
-                source,
-            })?;
+            let manifest_bytes = crate::fsio::read_bounded(manifest, crate::fsio::MAX_DOCUMENT)
+                .map_err(|source| AuditError::Read {
+                    path: manifest.to_path_buf(),
+                    source,
+                })?;
             let root = match anchor::check_inclusion(&receipt, &manifest_bytes) {
                 Ok(root) => root,
                 Err(why) => {
@@ -1242,6 +1247,15 @@ fn replay_device(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_epoch_numbers_do_not_overflow() {
+        assert_eq!(compact(&[1, 2, 3, 5]), "1-3, 5");
+        assert_eq!(
+            compact(&[usize::MAX, usize::MAX]),
+            format!("{}, {}", usize::MAX, usize::MAX)
+        );
+    }
 
     #[test]
     fn selection_is_pinned_and_bounded() {

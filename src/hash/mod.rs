@@ -186,6 +186,16 @@ impl<'c> Hasher<'c> {
     /// Hash one regular file.
     pub fn hash_file(&self, path: &Path) -> Result<FileDigest, HashError> {
         let meta = std::fs::metadata(path).map_err(err(path))?;
+        if !meta.is_file() {
+            // A FIFO or device would block or never end: never opened.
+            return Err(HashError {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not a regular file; not opened",
+                ),
+            });
+        }
         self.hash_file_meta(path, &meta)
     }
 

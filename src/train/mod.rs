@@ -81,6 +81,21 @@ pub enum TrainError {
     /// burn could not serialise or load a record.
     #[error("model record: {0}")]
     Record(String),
+    /// The model the spec describes for this data is too large to build.
+    #[error(
+        "{} with {features} input features has {}, over the limit of {} parameters",
+        spec.display(),
+        count.map_or("more parameters than can be counted".to_string(), |c| format!("{c} parameters")),
+        model::MAX_PARAMETERS
+    )]
+    TooLarge {
+        /// The spec file.
+        spec: PathBuf,
+        /// Input features (columns of the data).
+        features: usize,
+        /// The parameter count, when it fits a `usize`.
+        count: Option<usize>,
+    },
 }
 
 /// One epoch's results, as written to `metrics.jsonl`.
@@ -242,6 +257,16 @@ pub fn initial_model(spec: &Spec, data: &Prepared) -> Net {
 
 /// The burnpack bytes of the initial weights (what the commitment pins).
 pub fn initial_weights(spec: &Spec, data: &Prepared) -> Result<Vec<u8>, TrainError> {
+    // Counted with checked arithmetic before anything is allocated: a spec (or a run directory
+    // someone sent) must not be able to ask for more memory than exists.
+    let count = model::parameter_count(spec, data.features(), data.outputs());
+    if count.is_none_or(|c| c > model::MAX_PARAMETERS) {
+        return Err(TrainError::TooLarge {
+            spec: spec.source.clone(),
+            features: data.features(),
+            count,
+        });
+    }
     Ok(initial_model(spec, data)
         .into_record()
         .into_bytes()

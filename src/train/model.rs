@@ -15,6 +15,37 @@ use burn::tensor::activation;
 
 use crate::spec::{Activation, ModelKind, Pool, Spec};
 
+/// The most parameters a model may have (4 GiB of f32 weights).
+pub const MAX_PARAMETERS: usize = 1 << 30;
+
+/// The number of parameters [`Net::new`] would allocate for `spec` with `inputs` features and
+/// `outputs` logits, or `None` when it does not fit a `usize`. Mirrors `Net::new`'s shapes.
+pub fn parameter_count(spec: &Spec, inputs: usize, outputs: usize) -> Option<usize> {
+    let m = &spec.model;
+    let dense = |i: usize, o: usize| i.checked_mul(o)?.checked_add(o);
+    let mut total = 0usize;
+    let mut width = inputs;
+    if let (ModelKind::Cnn, Some(conv), Some([c, h0, w0])) = (m.kind, &m.conv, spec.image_shape()) {
+        let (mut ch, mut h, mut w) = (c, h0, w0);
+        let k2 = conv.kernel.checked_mul(conv.kernel)?;
+        for &out in &conv.channels {
+            let weights = ch.checked_mul(out)?.checked_mul(k2)?.checked_add(out)?;
+            total = total.checked_add(weights)?;
+            ch = out;
+            if conv.pool != Pool::None {
+                h /= 2;
+                w /= 2;
+            }
+        }
+        width = ch.checked_mul(h)?.checked_mul(w)?;
+    }
+    for &h in &m.hidden {
+        total = total.checked_add(dense(width, h)?)?;
+        width = h;
+    }
+    total.checked_add(dense(width, outputs)?)
+}
+
 /// A feed-forward network: optional conv blocks (conv → activation → pool), then dense layers.
 #[derive(Module, Debug)]
 pub struct Net {
@@ -33,6 +64,7 @@ pub struct Net {
 
 impl Net {
     /// Build the network for `spec` with `inputs` features and `outputs` logits on `device`.
+    /// Check [`parameter_count`] first: this allocates every parameter.
     ///
     /// Parameters come from `device`'s RNG; call on a seeded CPU device for reproducible weights.
     pub fn new(spec: &Spec, inputs: usize, outputs: usize, device: &Device) -> Net {
@@ -165,5 +197,23 @@ impl ModuleMapper for CanonicalIds {
         let id = ParamId::from(self.next);
         self.next += 1;
         Param::from_mapped_value(id, value, mapper)
+    }
+}
+
+#[cfg(test)]
+mod parameter_tests {
+    use super::*;
+
+    #[test]
+    fn parameter_count_matches_the_built_network() {
+        let mlp = "version: 1\nname: m\nseed: 1\ndata:\n  path: x.csv\n  label: y\n  task: classification\nmodel:\n  type: mlp\n  hidden: [16, 8]\n";
+        let cnn = "version: 1\nname: c\nseed: 1\ndata:\n  path: x.csv\n  label: y\n  task: classification\n  shape: [1, 8, 8]\nmodel:\n  type: cnn\n  hidden: [12]\n  conv: { channels: [4, 6], kernel: 3 }\n";
+        for (yaml, inputs) in [(mlp, 5), (cnn, 64)] {
+            let spec = Spec::parse(yaml, std::path::Path::new("s.yaml")).unwrap();
+            let net = Net::new(&spec, inputs, 3, &Device::flex());
+            assert_eq!(parameter_count(&spec, inputs, 3), Some(net.num_params()));
+        }
+        let spec = Spec::parse(mlp, std::path::Path::new("s.yaml")).unwrap();
+        assert_eq!(parameter_count(&spec, usize::MAX, 3), None);
     }
 }

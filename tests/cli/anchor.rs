@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::chain::{Anvil, BITCOIN_HEIGHT, Calendar, DEV_KEY};
+use crate::chain::{Anvil, BITCOIN_HEIGHT, Bitcoind, Calendar, DEV_KEY};
 use crate::support::{Output, Workspace, check, output};
 
 /// A signed two-epoch run in a workspace.
@@ -730,6 +730,43 @@ fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
     let (code, v) = verify_json(&ws, &["--bitcoin-header", &wrong]);
     assert_eq!(code, 1, "{v}");
     assert_eq!(check(&v, "anchor opentimestamps")["status"], "fail");
+    // Or against the verifier's own bitcoind, whose credentials are used and never printed.
+    let node = Bitcoind::start(BITCOIN_HEIGHT, hex::encode(&root));
+    let (code, v) = verify_json(&ws, &["--bitcoin-rpc", &node.url_with_credentials]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(check(&v, "anchor opentimestamps")["status"], "pass");
+    let liar = Bitcoind::start(BITCOIN_HEIGHT, "22".repeat(32));
+    let out = ws.run(&[
+        "verify",
+        "r/manifest.intoto.json",
+        "--key",
+        "me.pub",
+        "--root",
+        ".",
+        "--bitcoin-rpc",
+        &liar.url_with_credentials,
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!(
+            "but that block's merkle root is {}",
+            "22".repeat(32)
+        )),
+        "{}",
+        out.stdout
+    );
+    let down = "http://user:SECRETPW@127.0.0.1:9";
+    let (code, v) = verify_json(&ws, &["--bitcoin-rpc", down]);
+    assert_eq!(code, 1, "{v}");
+    let ots = check(&v, "anchor opentimestamps");
+    assert!(
+        ots["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot check the Bitcoin header: RPC http://127.0.0.1:9 unreachable: "),
+        "{ots}"
+    );
+    assert!(!out.stdout.contains("SECRETPW") && !v.to_string().contains("SECRETPW"));
     let out = ws.run(&[
         "verify",
         "r/manifest.intoto.json",

@@ -108,48 +108,47 @@ impl Drop for Anvil {
     }
 }
 
-/// A minimal OpenTimestamps calendar speaking the real protocol: `POST /digest` answers with a
-/// pending attestation; `GET /timestamp/<hex>` answers 404 until `complete` is set, then with a
-/// Bitcoin attestation at height 800000.
-pub struct Calendar {
-    pub url: String,
-    pub complete: Arc<AtomicBool>,
+/// A local HTTP/1.1 server on 127.0.0.1 answering each request with `handle(request)`; stopped
+/// when dropped.
+struct Stub {
+    url: String,
     stop: Arc<AtomicBool>,
 }
 
-pub const BITCOIN_HEIGHT: u64 = 800_000;
+/// What a stub sees of a request.
+struct Request {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    body: Vec<u8>,
+}
 
-impl Calendar {
-    pub fn start() -> Calendar {
+impl Stub {
+    fn start(handle: impl Fn(&Request) -> (&'static str, Vec<u8>) + Send + 'static) -> Stub {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let complete = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, s, u) = (complete.clone(), stop.clone(), url.clone());
+        let s = stop.clone();
         listener.set_nonblocking(true).unwrap();
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((stream, _)) => serve(stream, &u, c.load(Ordering::Relaxed)),
+                    Ok((stream, _)) => serve(stream, &handle),
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
         });
-        Calendar {
-            url,
-            complete,
-            stop,
-        }
+        Stub { url, stop }
     }
 }
 
-impl Drop for Calendar {
+impl Drop for Stub {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
 
-fn serve(mut stream: std::net::TcpStream, url: &str, complete: bool) {
+fn serve(mut stream: std::net::TcpStream, handle: &dyn Fn(&Request) -> (&'static str, Vec<u8>)) {
     stream.set_nonblocking(false).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -157,24 +156,73 @@ fn serve(mut stream: std::net::TcpStream, url: &str, complete: bool) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
     reader.read_line(&mut request_line).unwrap();
-    let mut length = 0;
+    let (mut length, mut authorization) = (0, None);
     loop {
         let mut h = String::new();
         reader.read_line(&mut h).unwrap();
         if h == "\r\n" || h.is_empty() {
             break;
         }
-        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+        let lower = h.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
             length = v.trim().parse().unwrap();
+        }
+        if lower.starts_with("authorization:") {
+            authorization = Some(h["authorization:".len()..].trim().to_string());
         }
     }
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body).unwrap();
     let parts: Vec<&str> = request_line.split_whitespace().collect();
-    let (status, payload) = match (parts[0], parts[1]) {
+    let request = Request {
+        method: parts[0].to_string(),
+        path: parts[1].to_string(),
+        authorization,
+        body,
+    };
+    let (status, payload) = handle(&request);
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        payload.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&payload).unwrap();
+}
+
+/// A minimal OpenTimestamps calendar speaking the real protocol: `POST /digest` answers with a
+/// pending attestation; `GET /timestamp/<hex>` answers 404 until `complete` is set, then with a
+/// Bitcoin attestation at height 800000.
+pub struct Calendar {
+    pub url: String,
+    pub complete: Arc<AtomicBool>,
+    _stub: Stub,
+}
+
+pub const BITCOIN_HEIGHT: u64 = 800_000;
+
+impl Calendar {
+    pub fn start() -> Calendar {
+        let complete = Arc::new(AtomicBool::new(false));
+        let c = complete.clone();
+        // The pending attestation names the calendar's own URL, known once it listens.
+        let own = Arc::new(std::sync::OnceLock::<String>::new());
+        let url_cell = own.clone();
+        let stub =
+            Stub::start(move |r| calendar(r, url_cell.get().unwrap(), c.load(Ordering::Relaxed)));
+        own.set(stub.url.clone()).unwrap();
+        Calendar {
+            url: stub.url.clone(),
+            complete,
+            _stub: stub,
+        }
+    }
+}
+
+fn calendar(r: &Request, url: &str, complete: bool) -> (&'static str, Vec<u8>) {
+    match (r.method.as_str(), r.path.as_str()) {
         ("POST", "/digest") => {
             // What public calendars do: append a nonce, hash, promise a later attestation.
-            let mut t = Timestamp::new(body.clone());
+            let mut t = Timestamp::new(r.body.clone());
             t.add_op(Op::Append(vec![0xab; 16]))
                 .add_op(Op::Sha256)
                 .attestations
@@ -185,11 +233,7 @@ fn serve(mut stream: std::net::TcpStream, url: &str, complete: bool) {
         }
         ("GET", path) if path.starts_with("/timestamp/") => {
             if complete {
-                let hex = &path["/timestamp/".len()..];
-                let msg: Vec<u8> = (0..hex.len())
-                    .step_by(2)
-                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                    .collect();
+                let msg = hex::decode(&path["/timestamp/".len()..]).unwrap();
                 let mut t = Timestamp::new(msg);
                 t.add_op(Op::Prepend(vec![0x11; 32]))
                     .add_op(Op::Sha256)
@@ -206,11 +250,44 @@ fn serve(mut stream: std::net::TcpStream, url: &str, complete: bool) {
             }
         }
         _ => ("400 Bad Request", Vec::new()),
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        payload.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(&payload).unwrap();
+    }
+}
+
+/// A bitcoind JSON-RPC stand-in that knows one block (height, merkle root as bitcoind prints it)
+/// and requires basic auth `user:SECRETPW`, as a real node does.
+pub struct Bitcoind {
+    pub url_with_credentials: String,
+    _stub: Stub,
+}
+
+impl Bitcoind {
+    pub fn start(height: u64, merkleroot: String) -> Bitcoind {
+        let stub = Stub::start(move |r| {
+            use base64::Engine as _;
+            let expected = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("user:SECRETPW")
+            );
+            if r.authorization.as_deref() != Some(expected.as_str()) {
+                return ("401 Unauthorized", Vec::new());
+            }
+            let req: Value = serde_json::from_slice(&r.body).unwrap();
+            let result = match req["method"].as_str().unwrap() {
+                "getblockhash" if req["params"][0] == height => json!("00".repeat(32)),
+                "getblockheader" => json!({ "height": height, "merkleroot": merkleroot }),
+                _ => Value::Null,
+            };
+            let error = if result.is_null() {
+                json!({"code": -8, "message": "Block height out of range"})
+            } else {
+                Value::Null
+            };
+            let body = json!({"result": result, "error": error, "id": req["id"]});
+            ("200 OK", serde_json::to_vec(&body).unwrap())
+        });
+        Bitcoind {
+            url_with_credentials: stub.url.replace("http://", "http://user:SECRETPW@"),
+            _stub: stub,
+        }
+    }
 }

@@ -338,3 +338,45 @@ fn credentials_in_the_git_remote_never_reach_the_manifest_or_the_output() {
     let inspect = ws.run(&["inspect", "r/manifest.intoto.json"]).success();
     assert!(!inspect.stdout.contains("SECRET"));
 }
+
+#[test]
+fn data_outside_the_project_root_is_announced_at_run_and_refused_at_verify() {
+    let ws = Workspace::new();
+    let csv = crate::support::repo().join("fixtures/iris.csv");
+    let spec = format!(
+        "version: 1\nname: outside\nseed: 5\ndata:\n  path: {}\n  label: species\n  task: classification\nmodel:\n  type: mlp\n  hidden: [8]\ntraining:\n  epochs: 1\n",
+        csv.display()
+    );
+    std::fs::write(ws.path().join("spec.yaml"), spec).unwrap();
+    let out = ws
+        .run(&[
+            "run",
+            "spec.yaml",
+            "--device",
+            "cpu",
+            "--out",
+            "r",
+            "--json",
+        ])
+        .success();
+    let root = std::fs::canonicalize(ws.path()).unwrap();
+    assert!(
+        out.stderr.contains(&format!(
+            "notice: {} lies outside the project root {}; the manifest records its absolute path, which `auditai verify` refuses (move it under the root)\n",
+            csv.display(),
+            root.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    let out = ws.run(&["verify", "r/manifest.intoto.json", "--json"]);
+    assert_eq!(out.code, 1);
+    let v = out.json();
+    assert_eq!(
+        check(&v, &format!("dependency {}", csv.display()))["detail"],
+        format!(
+            "path `{}` is absolute or leaves its directory; refused",
+            csv.display()
+        )
+    );
+}

@@ -119,6 +119,12 @@ fn sizes_that_would_exhaust_memory_are_refused_before_any_work() {
         let yaml = iris(&ws).replace(from, to);
         assert_eq!(refused(&ws, &yaml), message, "{to}");
     }
+    // Each layer within bounds, the whole model not: counted before anything is allocated.
+    let yaml = iris(&ws).replace("hidden: [8]", "hidden: [65536, 4096, 65536, 4096, 65536]");
+    assert_eq!(
+        refused(&ws, &yaml),
+        "bad.yaml with 4 input features has 1074405379 parameters, over the limit of 1073741824 parameters"
+    );
 }
 
 #[test]
