@@ -984,7 +984,10 @@ fn commitment_anchor(
     c_bytes: &[u8],
     opts: &Options,
 ) -> (Status, String) {
-    let rpath = anchor::receipt_path(&dir.join(name));
+    let rpath = match crate::fsio::safe_join(dir, name) {
+        Ok(p) => anchor::receipt_path(&p),
+        Err(why) => return (Status::Fail, why.to_string()),
+    };
     if !rpath.exists() {
         return (
             Status::Skip,

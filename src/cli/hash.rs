@@ -7,7 +7,7 @@ use serde_json::json;
 
 use auditai::hash::{Hashed, Hasher, StatCache, TreeEntry};
 
-use super::EXIT_OK;
+use super::{EXIT_OK, clean};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct HashArgs {
@@ -48,12 +48,15 @@ pub(super) fn hash(args: &HashArgs) -> anyhow::Result<u8> {
                     match e {
                         TreeEntry::Symlink { path: p, target } => {
                             eprintln!(
-                                "notice: {shown}/{p} is a symlink to {target}; recorded, not followed"
+                                "notice: {shown}/{} is a symlink to {}; recorded, not followed",
+                                clean(p),
+                                clean(target)
                             )
                         }
                         TreeEntry::Special { path: p } => {
                             eprintln!(
-                                "notice: {shown}/{p} is not a regular file; recorded, not read"
+                                "notice: {shown}/{} is not a regular file; recorded, not read",
+                                clean(p)
                             )
                         }
                         TreeEntry::File { .. } => {}

@@ -253,26 +253,34 @@ fn check_extras(path: &Path, st: &Statement, allow: &[String], report: &mut Repo
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let named = st
-        .subject
-        .iter()
-        .chain(&st.predicate.run_details.byproducts)
-        .filter_map(|d| d.name.clone())
-        .chain(std::iter::once(manifest_name));
     let mut expected: std::collections::BTreeSet<String> = allow
         .iter()
         .map(|a| a.trim_end_matches('/').to_string())
         .collect();
     expected.insert(crate::run_dir::MARKER.to_string());
-    for name in named {
-        let top = name.split('/').next().unwrap_or_default().to_string();
+    for name in st
+        .subject
+        .iter()
+        .chain(&st.predicate.run_details.byproducts)
+        .filter_map(|d| d.name.as_deref())
+    {
+        expected.insert(name.split('/').next().unwrap_or_default().to_string());
+    }
+    // Receipts and proofs only of what auditai anchors: the manifest and the commitment.
+    let commitment = st
+        .predicate
+        .auditai
+        .as_ref()
+        .and_then(|e| e.commitment.as_ref())
+        .map(|c| c.path.clone());
+    for anchored in std::iter::once(manifest_name).chain(commitment) {
         for sidecar in [
-            anchor::receipt_path(Path::new(&top)),
-            anchor::ots_path(Path::new(&top)),
+            anchor::receipt_path(Path::new(&anchored)),
+            anchor::ots_path(Path::new(&anchored)),
         ] {
             expected.insert(sidecar.to_string_lossy().into_owned());
         }
-        expected.insert(top);
+        expected.insert(anchored);
     }
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,

@@ -201,6 +201,17 @@ fn stray_files_fail_verify_and_audit_unless_declared() {
     let (code, v) = audit(&["--allow-extra", "model_v2.safetensors"]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(check(&v, "run directory")["status"], "pass");
+
+    // Receipts and proofs are expected only for what auditai anchors (manifest, commitment).
+    std::fs::write(ws.path().join("r/manifest.intoto.json.ots"), b"proof").unwrap();
+    std::fs::write(ws.path().join("r/commitment.anchor.json"), b"{}").unwrap();
+    std::fs::write(ws.path().join("r/model.bpk.ots"), b"not a proof").unwrap();
+    let (o, v) = verify_json(&ws, &["--allow-extra", "model_v2.safetensors"]);
+    assert_eq!(o.code, 1, "{v:#}");
+    assert_eq!(
+        check(&v, "run directory")["detail"],
+        "a file not named by the manifest: model.bpk.ots (declare expected extras with --allow-extra NAME)"
+    );
 }
 
 #[test]
