@@ -5,17 +5,20 @@
 //! Each module owns one concern and says at its top what it must not do.
 
 pub mod anchor;
+#[cfg(feature = "train")]
 pub mod audit;
 pub mod data;
 pub mod fsio;
 pub mod hash;
 pub mod manifest;
+#[cfg(feature = "train")]
 pub mod pipeline;
 pub mod provenance;
 pub mod run_dir;
 pub mod shuffle;
 pub mod sign;
 pub mod spec;
+#[cfg(feature = "train")]
 pub mod train;
 pub mod transcript;
 pub mod verify;

@@ -13,7 +13,24 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::train::BackendKind;
+/// The backend family a run trained on; weights are bitwise reproducible within one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// burn's flex CPU backend.
+    Cpu,
+    /// burn's wgpu backend (Vulkan, Metal, DX12 or GL through wgpu).
+    Wgpu,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Wgpu => "wgpu",
+        })
+    }
+}
 
 /// `commitment.json` in a run directory.
 pub const COMMITMENT_FILE: &str = "commitment.json";

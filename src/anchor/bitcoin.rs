@@ -7,11 +7,6 @@
 //! attestation stays "claimed". Talks only to the bitcoind the auditor names.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
-
-use serde_json::json;
-
-use super::evm::Rpc;
 
 /// Where trusted block headers come from.
 #[derive(Debug, Default, Clone)]
@@ -52,42 +47,52 @@ impl Headers {
         self.roots.is_empty() && self.rpc.is_none()
     }
 
-    fn root_at(&self, rpc: Option<&Rpc>, height: u64) -> Result<Option<[u8; 32]>, String> {
+    /// The trusted merkle root of block `height` (internal byte order), if a source knows it.
+    fn root_at(&self, height: u64) -> Result<Option<[u8; 32]>, String> {
         if let Some(r) = self.roots.get(&height) {
             return Ok(Some(*r));
         }
-        let Some(rpc) = rpc else { return Ok(None) };
-        let hash = rpc
-            .call("getblockhash", json!([height]))
-            .map_err(|e| e.to_string())?;
-        let hash = hash
-            .as_str()
-            .filter(|h| h.len() == 64)
-            .ok_or("bitcoind: getblockhash did not return a block hash")?
-            .to_string();
-        let header = rpc
-            .call("getblockheader", json!([hash, true]))
-            .map_err(|e| e.to_string())?;
-        let root = header
-            .get("merkleroot")
-            .and_then(|m| m.as_str())
-            .ok_or("bitcoind: getblockheader returned no merkleroot")?;
-        parse_header(&format!("{height}:{root}")).map(|(_, r)| Some(r))
+        match &self.rpc {
+            Some(url) => node_root(url, height).map(Some),
+            None => Ok(None),
+        }
     }
+}
+
+/// Ask the verifier's bitcoind for the merkle root of block `height`.
+#[cfg(feature = "anchor")]
+fn node_root(url: &str, height: u64) -> Result<[u8; 32], String> {
+    use serde_json::json;
+    let rpc =
+        super::evm::Rpc::new(url, std::time::Duration::from_secs(20)).map_err(|e| e.to_string())?;
+    let hash = rpc
+        .call("getblockhash", json!([height]))
+        .map_err(|e| e.to_string())?;
+    let hash = hash
+        .as_str()
+        .filter(|h| h.len() == 64)
+        .ok_or("bitcoind: getblockhash did not return a block hash")?
+        .to_string();
+    let header = rpc
+        .call("getblockheader", json!([hash, true]))
+        .map_err(|e| e.to_string())?;
+    let root = header
+        .get("merkleroot")
+        .and_then(|m| m.as_str())
+        .ok_or("bitcoind: getblockheader returned no merkleroot")?;
+    parse_header(&format!("{height}:{root}")).map(|(_, r)| r)
+}
+
+#[cfg(not(feature = "anchor"))]
+fn node_root(_url: &str, _height: u64) -> Result<[u8; 32], String> {
+    Err("this auditai was built without the `anchor` feature, so it cannot ask a bitcoind; pass --bitcoin-header".into())
 }
 
 /// Check each `(height, attested message)` against the trusted headers.
 pub fn judge(headers: &Headers, attestations: &[(u64, Vec<u8>)]) -> Judgement {
-    let rpc = match &headers.rpc {
-        Some(url) => match Rpc::new(url, Duration::from_secs(20)) {
-            Ok(r) => Some(r),
-            Err(e) => return Judgement::Unavailable(e.to_string()),
-        },
-        None => None,
-    };
     let (mut checked, mut claimed) = (Vec::new(), Vec::new());
     for (height, msg) in attestations {
-        match headers.root_at(rpc.as_ref(), *height) {
+        match headers.root_at(*height) {
             Err(why) => return Judgement::Unavailable(why),
             Ok(None) => claimed.push(height.to_string()),
             Ok(Some(root)) if root.as_slice() == msg.as_slice() => checked.push(height.to_string()),

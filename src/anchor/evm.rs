@@ -13,18 +13,12 @@ use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// The calldata prefix: ASCII `auditai`.
-pub const CALLDATA_TAG: &[u8; 7] = b"auditai";
-/// The calldata layout version.
-pub const CALLDATA_VERSION: u8 = 1;
+pub use super::chain::*;
+
 /// The largest JSON-RPC answer read (a block header or receipt is a few KiB).
 const MAX_RPC_BODY: u64 = 4 << 20;
-/// anvil's default chain id.
-pub const ANVIL_CHAIN_ID: u64 = 31337;
-
 /// anvil's (and hardhat's) well-known development keys, from the `test test … junk` mnemonic.
 const DEV_KEYS: [&str; 10] = [
     "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
@@ -130,63 +124,6 @@ pub enum EvmError {
         /// The timeout.
         secs: u64,
     },
-}
-
-/// A chain preset.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chain {
-    /// Preset name (or `custom`).
-    pub name: String,
-    /// RPC URL.
-    pub rpc: String,
-    /// The chain id the endpoint must report (`None` for a bare `--rpc`).
-    pub chain_id: Option<u64>,
-    /// Default confirmations to wait for.
-    pub confirmations: u64,
-}
-
-/// The chain presets: `(name, chain id, rpc, default confirmations)`.
-pub const PRESETS: [(&str, u64, &str, u64); 5] = [
-    ("0g-mainnet", 16661, "https://evmrpc.0g.ai", 3),
-    ("0g-galileo", 16602, "https://evmrpc-testnet.0g.ai", 3),
-    ("ethereum", 1, "https://ethereum-rpc.publicnode.com", 6),
-    (
-        "sepolia",
-        11155111,
-        "https://ethereum-sepolia-rpc.publicnode.com",
-        3,
-    ),
-    ("local", ANVIL_CHAIN_ID, "http://127.0.0.1:8545", 1),
-];
-
-impl Chain {
-    /// Resolve `--chain` and `--rpc`: a preset (its URL replaced by `rpc` when given), or a bare
-    /// RPC URL whose chain id is whatever it reports.
-    pub fn resolve(chain: Option<&str>, rpc: Option<&str>) -> Result<Chain, String> {
-        match (chain, rpc) {
-            (Some(name), rpc) => {
-                let (n, id, url, conf) = PRESETS.iter().find(|p| p.0 == name).ok_or_else(|| {
-                    format!(
-                        "unknown chain `{name}` (known: {})",
-                        PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
-                    )
-                })?;
-                Ok(Chain {
-                    name: n.to_string(),
-                    rpc: rpc.unwrap_or(url).to_string(),
-                    chain_id: Some(*id),
-                    confirmations: *conf,
-                })
-            }
-            (None, Some(url)) => Ok(Chain {
-                name: "custom".to_string(),
-                rpc: url.to_string(),
-                chain_id: None,
-                confirmations: 1,
-            }),
-            (None, None) => Err("pass --chain NAME or --rpc URL".to_string()),
-        }
-    }
 }
 
 /// A JSON-RPC client with retries for transport errors.
@@ -308,31 +245,8 @@ impl Rpc {
     }
 }
 
-/// Parse a JSON-RPC hex quantity.
-pub fn parse_quantity(v: &Value) -> Option<u64> {
-    u64::from_str_radix(v.as_str()?.strip_prefix("0x")?, 16).ok()
-}
-
 fn parse_u256(v: &Value) -> Option<U256> {
     U256::from_str_radix(v.as_str()?.strip_prefix("0x")?, 16).ok()
-}
-
-/// The calldata of an anchor of `root`.
-pub fn calldata(root: &[u8; 32]) -> Vec<u8> {
-    let mut d = CALLDATA_TAG.to_vec();
-    d.push(CALLDATA_VERSION);
-    d.extend_from_slice(root);
-    d
-}
-
-/// The root in anchor calldata, if it has the layout.
-pub fn root_from_calldata(input: &[u8]) -> Option<[u8; 32]> {
-    let rest = input.strip_prefix(CALLDATA_TAG.as_slice())?;
-    let (version, root) = rest.split_first()?;
-    if *version != CALLDATA_VERSION || root.len() != 32 {
-        return None;
-    }
-    root.try_into().ok()
 }
 
 /// The anchoring key from `--keystore` (Web3 Secret Storage v3) or `AUDITAI_ANCHOR_KEY`.
@@ -383,28 +297,6 @@ pub fn load_key(
 pub fn is_dev_key(signer: &PrivateKeySigner) -> bool {
     let mine = hex::encode(signer.to_bytes());
     DEV_KEYS.contains(&mine.as_str())
-}
-
-/// What an EVM anchor records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EvmAnchor {
-    /// Preset name or `custom`.
-    pub chain: String,
-    /// Chain id reported by the node.
-    pub chain_id: u64,
-    /// Transaction hash.
-    pub tx_hash: String,
-    /// Sender (= recipient).
-    pub from: String,
-    /// Block number.
-    pub block_number: u64,
-    /// Block hash.
-    pub block_hash: String,
-    /// Block timestamp (seconds since the epoch).
-    pub block_timestamp: u64,
-    /// Gas used.
-    pub gas_used: u64,
 }
 
 /// A signed, ready-to-send anchor transaction.
@@ -713,19 +605,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn calldata_round_trips_and_rejects_other_layouts() {
-        let root = [7u8; 32];
-        let d = calldata(&root);
-        assert_eq!(d.len(), 40);
-        assert_eq!(&d[..8], b"auditai\x01");
-        assert_eq!(root_from_calldata(&d), Some(root));
-        assert_eq!(root_from_calldata(&d[..39]), None);
-        let mut v2 = d.clone();
-        v2[7] = 2;
-        assert_eq!(root_from_calldata(&v2), None);
-    }
-
-    #[test]
     fn dev_keys_are_recognised() {
         let dev = PrivateKeySigner::from_slice(&hex::decode(DEV_KEYS[0]).unwrap()).unwrap();
         assert_eq!(
@@ -734,20 +613,5 @@ mod tests {
         );
         assert!(is_dev_key(&dev));
         assert!(!is_dev_key(&PrivateKeySigner::random()));
-    }
-
-    #[test]
-    fn presets_resolve() {
-        let c = Chain::resolve(Some("0g-galileo"), None).unwrap();
-        assert_eq!(
-            (c.chain_id, c.rpc.as_str()),
-            (Some(16602), "https://evmrpc-testnet.0g.ai")
-        );
-        let c = Chain::resolve(Some("local"), Some("http://127.0.0.1:9")).unwrap();
-        assert_eq!(
-            (c.chain_id, c.rpc.as_str()),
-            (Some(31337), "http://127.0.0.1:9")
-        );
-        assert!(Chain::resolve(Some("nope"), None).is_err());
     }
 }

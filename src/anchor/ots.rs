@@ -68,7 +68,7 @@ impl Op {
     pub fn apply(&self, msg: &[u8]) -> Vec<u8> {
         match self {
             Op::Sha256 => Sha256::digest(msg).to_vec(),
-            Op::Keccak256 => alloy_primitives::keccak256(msg).to_vec(),
+            Op::Keccak256 => sha3::Keccak256::digest(msg).to_vec(),
             Op::Append(a) => [msg, a].concat(),
             Op::Prepend(p) => [p.as_slice(), msg].concat(),
         }
@@ -385,6 +385,7 @@ pub fn decode_file(bytes: &[u8]) -> Result<([u8; 32], Timestamp), OtsError> {
     Ok((digest, ts))
 }
 
+#[cfg(feature = "anchor")]
 /// Errors talking to a calendar.
 #[derive(Debug, thiserror::Error)]
 pub enum CalendarError {
@@ -407,6 +408,7 @@ pub enum CalendarError {
     },
 }
 
+#[cfg(feature = "anchor")]
 fn read_body(url: &str, resp: reqwest::blocking::Response) -> Result<Vec<u8>, CalendarError> {
     super::read_body(resp, MAX_PROOF).map_err(|message| CalendarError::Http {
         url: super::redact_url(url),
@@ -414,6 +416,7 @@ fn read_body(url: &str, resp: reqwest::blocking::Response) -> Result<Vec<u8>, Ca
     })
 }
 
+#[cfg(feature = "anchor")]
 /// Submit `digest` to a calendar (`POST <url>/digest`); returns its timestamp of the digest.
 pub fn submit(
     client: &reqwest::blocking::Client,
@@ -441,6 +444,7 @@ pub fn submit(
     })
 }
 
+#[cfg(feature = "anchor")]
 /// Ask a calendar for the completed timestamp of `commitment`
 /// (`GET <url>/timestamp/<hex>`); `Ok(None)` while it is still pending.
 pub fn upgrade(

@@ -61,7 +61,7 @@ pub struct Options {
     /// Where the data files named by the commitment live (default as for `auditai verify`).
     pub root: Option<PathBuf>,
     /// Check the anchor behind `--challenge-from-anchor` online against this chain.
-    pub online: Option<anchor::evm::Chain>,
+    pub online: Option<anchor::chain::Chain>,
     /// Accept a replay on another backend than the one that trained, compared within the
     /// documented tolerances instead of bitwise.
     pub tolerance: bool,
@@ -1052,17 +1052,11 @@ fn commitment_anchor(
 
 /// Check an EVM anchor on chain: its confirmations, or why it does not hold.
 fn on_chain(
-    chain: &anchor::evm::Chain,
-    e: &anchor::evm::EvmAnchor,
+    chain: &anchor::chain::Chain,
+    e: &anchor::chain::EvmAnchor,
     root: &[u8; 32],
 ) -> Result<u64, String> {
-    let checked = anchor::evm::Rpc::new(&chain.rpc, std::time::Duration::from_secs(20))
-        .and_then(|rpc| anchor::evm::check_online(&rpc, e, root));
-    match checked {
-        Ok(anchor::evm::OnlineCheck::Confirmed { confirmations, .. }) => Ok(confirmations),
-        Ok(anchor::evm::OnlineCheck::Failed(why)) => Err(why),
-        Err(err) => Err(format!("cannot check online: {err}")),
-    }
+    anchor::check_evm_online(chain, e, root).map(|c| c.confirmations)
 }
 
 fn challenge_bytes(
@@ -1146,7 +1140,10 @@ fn challenge_bytes(
 
 /// The number and hash of the block [`CHALLENGE_DELAY_BLOCKS`] after `anchor_block`, read from
 /// the chain; an error while it is not mined yet.
-fn challenge_block(chain: &anchor::evm::Chain, anchor_block: u64) -> Result<(u64, String), String> {
+fn challenge_block(
+    chain: &anchor::chain::Chain,
+    anchor_block: u64,
+) -> Result<(u64, String), String> {
     let number = anchor_block
         .checked_add(CHALLENGE_DELAY_BLOCKS)
         .ok_or("the anchor's block number is out of range")?;

@@ -156,6 +156,14 @@ fn clean(s: &str) -> String {
         .collect()
 }
 
+/// The error of a command this build left out: which cargo feature it needs (exit 2).
+#[cfg(not(all(feature = "train", feature = "anchor")))]
+fn needs_feature(feature: &str, what: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{what} needs the `{feature}` feature, and this auditai was built without it (build with `cargo build --features {feature}`, or with the default features)"
+    )
+}
+
 /// What a verdict line adds when some rows are only claimed.
 fn claimed_note(claimed: usize) -> String {
     match claimed {
@@ -185,6 +193,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 /// Whether stderr is a terminal (progress bars draw only there).
+#[cfg(feature = "anchor")]
 fn stderr_is_terminal() -> bool {
     use std::io::IsTerminal;
     std::io::stderr().is_terminal()

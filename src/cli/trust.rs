@@ -129,9 +129,16 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
         .map(|p| PublicKey::read(p))
         .collect::<Result<Vec<_>, _>>()?;
     let policy = args.policy.as_deref().map(Policy::load).transpose()?;
+    #[cfg(not(feature = "anchor"))]
+    if args.rpc.is_some() || args.chain.is_some() || args.bitcoin_rpc.is_some() {
+        return Err(super::needs_feature(
+            "anchor",
+            "checking anchors online (--rpc, --chain, --bitcoin-rpc)",
+        ));
+    }
     let online = if args.rpc.is_some() || args.chain.is_some() {
         Some(
-            auditai::anchor::evm::Chain::resolve(args.chain.as_deref(), args.rpc.as_deref())
+            auditai::anchor::chain::Chain::resolve(args.chain.as_deref(), args.rpc.as_deref())
                 .map_err(anyhow::Error::msg)?,
         )
     } else {

@@ -4,28 +4,10 @@ use std::sync::OnceLock;
 
 use burn::prelude::Device;
 use burn::tensor::wgpu::WgpuInitError;
-use serde::Serialize;
 
 use crate::spec::DeviceChoice;
 
-/// The backend family a run trained on; weights are bitwise reproducible within one family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// burn's flex CPU backend.
-    Cpu,
-    /// burn's wgpu backend (Vulkan, Metal, DX12 or GL through wgpu).
-    Wgpu,
-}
-
-impl std::fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            BackendKind::Cpu => "cpu",
-            BackendKind::Wgpu => "wgpu",
-        })
-    }
-}
+pub use crate::transcript::BackendKind;
 
 /// A ready device and what it is.
 #[derive(Debug, Clone)]

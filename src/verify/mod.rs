@@ -120,7 +120,7 @@ pub struct Options {
     /// manifest, else the current directory).
     pub root: Option<PathBuf>,
     /// Check an EVM anchor online against this chain's RPC endpoint.
-    pub online: Option<anchor::evm::Chain>,
+    pub online: Option<anchor::chain::Chain>,
     /// Top-level names in the run directory that the manifest does not name but that are
     /// expected there (files or directories).
     pub allow_extra: Vec<String>,
@@ -367,27 +367,20 @@ fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut
                     e.block_number, e.tx_hash
                 ),
             ),
-            Some(chain) => {
-                let checked = anchor::evm::Rpc::new(&chain.rpc, std::time::Duration::from_secs(20))
-                    .and_then(|rpc| anchor::evm::check_online(&rpc, e, &root));
-                match checked {
-                    Ok(anchor::evm::OnlineCheck::Confirmed {
-                        confirmations,
-                        block_timestamp,
-                    }) => report.push(
-                        label,
-                        Status::Pass,
-                        format!(
-                            "verified online: block {} at {} ({confirmations} confirmations), tx {}",
-                            e.block_number,
-                            crate::manifest::format_unix(block_timestamp),
-                            e.tx_hash
-                        ),
+            Some(chain) => match anchor::check_evm_online(chain, e, &root) {
+                Ok(c) => report.push(
+                    label,
+                    Status::Pass,
+                    format!(
+                        "verified online: block {} at {} ({} confirmations), tx {}",
+                        e.block_number,
+                        crate::manifest::format_unix(c.block_timestamp),
+                        c.confirmations,
+                        e.tx_hash
                     ),
-                    Ok(anchor::evm::OnlineCheck::Failed(why)) => report.push(label, Status::Fail, why),
-                    Err(err) => report.push(label, Status::Fail, format!("cannot check online: {err}")),
-                }
-            }
+                ),
+                Err(why) => report.push(label, Status::Fail, why),
+            },
         }
     }
     if let Some(o) = &receipt.ots {

@@ -3,16 +3,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[cfg(feature = "train")]
 mod chain;
 mod support;
 
+#[cfg(feature = "train")]
 mod anchor;
+#[cfg(feature = "train")]
 mod audit;
 mod cli;
+#[cfg(feature = "train")]
 mod hardening;
 mod hash;
+mod offline;
+#[cfg(feature = "train")]
 mod provenance;
+#[cfg(feature = "train")]
 mod resume;
+#[cfg(feature = "train")]
 mod run;
+#[cfg(feature = "train")]
 mod spec_errors;
+#[cfg(feature = "train")]
 mod wgpu;

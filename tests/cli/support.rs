@@ -1,5 +1,8 @@
 //! The shared harness: a temp workspace, a way to run the binary, and file helpers.
 
+// The verify-only build runs only the offline tests, which use a few of these helpers.
+#![cfg_attr(not(feature = "train"), allow(dead_code))]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

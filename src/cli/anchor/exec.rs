@@ -1,0 +1,222 @@
+//! `auditai anchor` and `anchor upgrade`'s execution (behind the `anchor` feature).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget};
+use serde_json::json;
+use tabled::builder::Builder;
+use tabled::settings::Style;
+
+use auditai::anchor::{self, evm};
+
+use super::super::{EXIT_OK, stderr_is_terminal};
+use super::{AnchorArgs, AnchorCommand, TargetArgs};
+
+/// The public OpenTimestamps calendars used when `--calendar` is not given.
+const PUBLIC_CALENDARS: [&str; 4] = [
+    "https://a.pool.opentimestamps.org",
+    "https://b.pool.opentimestamps.org",
+    "https://a.pool.eternitywall.com",
+    "https://ots.btc.catallaxy.com",
+];
+
+impl TargetArgs {
+    /// Whether any anchoring target was given.
+    #[cfg(feature = "train")]
+    pub(in crate::cli) fn any(&self) -> bool {
+        self.chain.is_some() || self.rpc.is_some() || self.ots || !self.calendars.is_empty()
+    }
+
+    /// The anchoring options: loads the key for an EVM chain, picks the calendars.
+    pub(in crate::cli) fn options(
+        &self,
+        dry_run: bool,
+        force: bool,
+    ) -> anyhow::Result<anchor::Options> {
+        let evm = if self.chain.is_some() || self.rpc.is_some() {
+            let mut chain = evm::Chain::resolve(self.chain.as_deref(), self.rpc.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            match (chain.chain_id, self.chain_id) {
+                (None, None) => anyhow::bail!(
+                    "a bare --rpc needs --chain-id ID (or a --chain preset), so that the endpoint cannot choose which chain the key signs for"
+                ),
+                (Some(preset), Some(given)) if preset != given => anyhow::bail!(
+                    "--chain-id {given} contradicts --chain {}, which is chain id {preset}",
+                    chain.name
+                ),
+                (_, Some(given)) => chain.chain_id = Some(given),
+                (Some(_), None) => {}
+            }
+            let fees = evm::FeeCaps {
+                max_fee_per_gas: gwei(self.max_fee_gwei, "--max-fee-gwei")?,
+                max_priority_fee_per_gas: gwei(
+                    self.max_priority_fee_gwei,
+                    "--max-priority-fee-gwei",
+                )?,
+                max_gas: self.max_gas,
+            };
+            let signer = evm::load_key(self.keystore.as_deref(), self.password_file.as_deref())?;
+            Some(anchor::EvmOptions {
+                confirmations: self.confirmations.unwrap_or(chain.confirmations),
+                chain,
+                signer,
+                timeout: Duration::from_secs(self.timeout),
+                dry_run,
+                fees,
+            })
+        } else {
+            None
+        };
+        if dry_run && evm.is_none() {
+            anyhow::bail!("--dry-run needs an EVM chain (--chain or --rpc)");
+        }
+        let calendars = if self.ots && self.calendars.is_empty() {
+            PUBLIC_CALENDARS.iter().map(|s| s.to_string()).collect()
+        } else if self.ots || !self.calendars.is_empty() {
+            self.calendars.clone()
+        } else {
+            Vec::new()
+        };
+        Ok(anchor::Options {
+            evm,
+            calendars,
+            force,
+        })
+    }
+}
+
+/// A fee in gwei from the command line, as wei.
+fn gwei(value: f64, flag: &str) -> anyhow::Result<u128> {
+    if !value.is_finite() || value <= 0.0 || value > 1e9 {
+        anyhow::bail!("{flag} must be a positive number of gwei up to 1e9, not {value}");
+    }
+    // Exact for any value a user types with up to 9 decimals.
+    Ok((value * 1e9).round() as u128)
+}
+
+fn spinner(quiet: bool) -> Option<ProgressBar> {
+    (!quiet && stderr_is_terminal()).then(|| {
+        let s = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        s.enable_steady_tick(Duration::from_millis(120));
+        s
+    })
+}
+
+pub(in crate::cli) fn anchor_cmd(args: &AnchorArgs) -> anyhow::Result<u8> {
+    if let Some(AnchorCommand::Upgrade {
+        manifests,
+        calendars,
+        json,
+    }) = &args.command
+    {
+        let allowed: Vec<String> = if calendars.is_empty() {
+            PUBLIC_CALENDARS.iter().map(|s| s.to_string()).collect()
+        } else {
+            calendars.clone()
+        };
+        return upgrade(manifests, &allowed, *json);
+    }
+    let opts = args.target.options(args.dry_run, args.force)?;
+    let bar = spinner(args.quiet);
+    let quiet = args.quiet;
+    let mut progress = |msg: &str| match &bar {
+        Some(b) => b.set_message(msg.to_string()),
+        None if !quiet => eprintln!("{msg}"),
+        None => {}
+    };
+    let result = anchor::anchor(&args.manifests, &opts, &mut progress);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let outcome = result?;
+    for e in &outcome.calendar_errors {
+        if !args.quiet {
+            eprintln!("warning: {e}");
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if let Some(tx) = &outcome.dry_run_tx {
+        if args.json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&json!({ "dry_run": true, "raw_transaction": tx }))?
+            )?;
+        } else {
+            writeln!(out, "{tx}")?;
+        }
+        return Ok(EXIT_OK);
+    }
+    if args.json {
+        let anchored: Vec<_> = outcome
+            .anchored
+            .iter()
+            .map(|(m, r)| json!({ "manifest": m, "receipt": anchor::receipt_path(m), "anchor": r }))
+            .collect();
+        let v = json!({
+            "anchored": anchored,
+            "skipped": outcome.skipped,
+            "calendar_errors": outcome.calendar_errors,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(EXIT_OK);
+    }
+    for m in &outcome.skipped {
+        writeln!(
+            out,
+            "already anchored (pass --force to anchor again): {}",
+            m.display()
+        )?;
+    }
+    if !outcome.anchored.is_empty() {
+        let mut b = Builder::default();
+        b.push_record(["manifest", "leaf", "root", "evm", "opentimestamps"]);
+        for (m, r) in &outcome.anchored {
+            let evm = r.evm.as_ref().map_or("-".to_string(), |e| {
+                format!("{} block {} tx {}", e.chain, e.block_number, e.tx_hash)
+            });
+            let ots = r.ots.as_ref().map_or("-".to_string(), |o| o.status.clone());
+            b.push_record([
+                m.display().to_string(),
+                format!("{}/{}", r.leaf_index, r.tree_size),
+                r.root.clone(),
+                evm,
+                ots,
+            ]);
+        }
+        writeln!(out, "{}", b.build().with(Style::sharp()))?;
+    }
+    Ok(EXIT_OK)
+}
+
+fn upgrade(manifests: &[PathBuf], calendars: &[String], json: bool) -> anyhow::Result<u8> {
+    let results = anchor::upgrade(manifests, calendars, &mut |m| eprintln!("{m}"))
+        .context("upgrade failed")?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v: Vec<_> = results
+            .iter()
+            .map(|u| json!({ "manifest": u.manifest, "status": u.status, "bitcoin": u.bitcoin, "errors": u.errors }))
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json!({ "upgraded": v }))?
+        )?;
+        return Ok(EXIT_OK);
+    }
+    for u in &results {
+        let detail = match u.bitcoin.first() {
+            Some(b) => format!("Bitcoin block {} (merkle root {})", b.height, b.merkle_root),
+            None => "pending: the calendars have not committed it to Bitcoin yet".to_string(),
+        };
+        writeln!(out, "{}: {detail}", u.manifest.display())?;
+        for e in &u.errors {
+            eprintln!("warning: {e}");
+        }
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,205 @@
+//! `auditai audit`'s execution: progress on stderr, tables (or JSON) on stdout.
+
+use std::io::Write;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use tabled::builder::Builder;
+use tabled::settings::Style;
+
+use auditai::audit::{self, AuditReport, Challenge, Progress};
+use auditai::verify::Status;
+
+use super::super::{EXIT_FAILED, EXIT_OK, claimed_note, clean, stderr_is_terminal};
+use super::AuditArgs;
+
+pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
+    if args.segments == 0 {
+        anyhow::bail!("--segments must be at least 1");
+    }
+    let challenge = match (&args.challenge, args.challenge_from_anchor) {
+        (Some(h), _) => {
+            let bytes = hex::decode(h.trim_start_matches("0x"))
+                .ok()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--challenge `{h}` is not a non-empty hex string")
+                })?;
+            Challenge::Explicit(bytes)
+        }
+        (None, true) => Challenge::FromAnchor {
+            unconfirmed: args.allow_unconfirmed_challenge,
+        },
+        (None, false) => Challenge::Random,
+    };
+    let online = if args.rpc.is_some() || args.chain.is_some() {
+        Some(
+            auditai::anchor::chain::Chain::resolve(args.chain.as_deref(), args.rpc.as_deref())
+                .map_err(anyhow::Error::msg)?,
+        )
+    } else {
+        None
+    };
+    let opts = audit::Options {
+        segments: args.segments,
+        challenge,
+        device: args.device.map(Into::into),
+        root: args.root.clone(),
+        online,
+        tolerance: args.tolerance,
+        allow_extra: args.allow_extra.clone(),
+    };
+    let mut bar: Option<ProgressBar> = None;
+    let (quiet, tty) = (args.quiet, stderr_is_terminal());
+    let result = audit::audit(&args.manifest, &opts, &mut |p| match p {
+        Progress::Device {
+            kind,
+            adapter,
+            notice,
+        } => {
+            if !quiet {
+                if let Some(n) = notice {
+                    eprintln!("notice: {n}");
+                }
+                eprintln!("replaying on {kind} ({adapter})");
+            }
+        }
+        Progress::Plan { steps } => {
+            if !quiet && tty {
+                let b =
+                    ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());
+                if let Ok(style) = ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {pos}/{len} steps {elapsed_precise}",
+                ) {
+                    b.set_style(style.progress_chars("=> "));
+                }
+                bar = Some(b);
+            }
+        }
+        Progress::Segment {
+            index,
+            epoch,
+            steps,
+        } => {
+            let msg = format!(
+                "segment {index} (epoch {epoch}, steps {}..{})",
+                steps[0], steps[1]
+            );
+            match &bar {
+                Some(b) => b.set_message(msg),
+                None if !quiet => eprintln!("replaying {msg}"),
+                None => {}
+            }
+        }
+        Progress::Step => {
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+        }
+    });
+    if let Some(b) = bar.take() {
+        b.finish_and_clear();
+    }
+    let report = result?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json_report(args, &report))?
+        )?;
+    } else {
+        write_tables(&mut out, args, &report)?;
+    }
+    out.flush()?;
+    Ok(if report.ok() { EXIT_OK } else { EXIT_FAILED })
+}
+
+fn json_report(args: &AuditArgs, r: &AuditReport) -> serde_json::Value {
+    let (linf, rel_l2, cosine) = audit::tolerance();
+    json!({
+        "manifest": args.manifest,
+        "ok": r.ok(),
+        "challenge": r.challenge,
+        "challenge_source": r.challenge_source,
+        "segments_total": r.segments_total,
+        "selected": r.selected,
+        "trained_on": r.trained_on,
+        "replayed_on": r.replayed_on,
+        "replayed_steps": r.replayed_steps,
+        "total_steps": r.total_steps,
+        "tolerance": { "linf": linf, "relative_l2": rel_l2, "cosine_distance": cosine },
+        "checks": r.checks.checks,
+        "segments": r.segments,
+    })
+}
+
+fn write_tables(out: &mut dyn Write, args: &AuditArgs, r: &AuditReport) -> std::io::Result<()> {
+    let mut b = Builder::default();
+    b.push_record(["check", "status", "detail"]);
+    for c in &r.checks.checks {
+        b.push_record([clean(&c.check), c.status.to_string(), clean(&c.detail)]);
+    }
+    writeln!(out, "{}", b.build().with(Style::sharp()))?;
+    if let Some(ch) = &r.challenge {
+        writeln!(
+            out,
+            "challenge ({}): {ch}\nsegments chosen: {} of {}",
+            r.challenge_source,
+            r.selected
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            r.segments_total
+        )?;
+    }
+    if !r.segments.is_empty() {
+        let mut s = Builder::default();
+        s.push_record([
+            "segment", "epoch", "steps", "lr", "result", "seconds", "detail",
+        ]);
+        for seg in &r.segments {
+            s.push_record([
+                seg.index.to_string(),
+                seg.epoch.to_string(),
+                format!("{}..{}", seg.steps[0], seg.steps[1]),
+                format!("{:.3e}", seg.lr),
+                format!("{} ({})", seg.status, seg.comparison),
+                format!("{:.2}", seg.seconds),
+                clean(&seg.detail),
+            ]);
+        }
+        writeln!(out, "{}", s.build().with(Style::sharp()))?;
+    }
+    let failed = r
+        .checks
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .count()
+        + r.segments
+            .iter()
+            .filter(|s| s.status == Status::Fail)
+            .count();
+    let share = if r.total_steps > 0 {
+        100.0 * r.replayed_steps as f64 / r.total_steps as f64
+    } else {
+        0.0
+    };
+    if r.ok() {
+        writeln!(
+            out,
+            "audit passed: {} — replayed {} of {} segments ({} of {} steps, {share:.1}%){}",
+            args.manifest.display(),
+            r.segments.len(),
+            r.segments_total,
+            r.replayed_steps,
+            r.total_steps,
+            claimed_note(r.checks.claimed())
+        )?;
+    } else {
+        writeln!(out, "audit FAILED: {failed} check(s) or segment(s) failed")?;
+    }
+    Ok(())
+}

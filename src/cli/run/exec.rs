@@ -1,0 +1,252 @@
+//! `auditai run`'s execution: progress on stderr, a results table (or JSON) on stdout.
+
+use std::io::Write;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use tabled::builder::Builder;
+use tabled::settings::Style;
+
+use auditai::pipeline::{self, Event, RunOptions, RunReport};
+use auditai::sign;
+use auditai::train::{Metrics, Progress};
+
+use super::super::{EXIT_OK, stderr_is_terminal};
+use super::RunArgs;
+
+pub(in crate::cli) fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    let opts = RunOptions {
+        spec: args.spec.clone(),
+        device: args.device.map(Into::into),
+        out: args.out.clone(),
+        resume: args.resume,
+        force: args.force,
+    };
+    let key = sign::signing_key(args.key.as_deref())?;
+    let commit_anchor = match (args.anchor_commitment, args.target.any()) {
+        (true, true) => Some(args.target.options(false, false)?),
+        (true, false) => anyhow::bail!(
+            "--anchor-commitment needs a target: --chain or --rpc, and/or --ots or --calendar"
+        ),
+        (false, true) => anyhow::bail!(
+            "--chain, --rpc, --ots and --calendar apply to --anchor-commitment; add it or drop them"
+        ),
+        (false, false) => None,
+    };
+    let mut display = Display::new(args.quiet, key.is_none());
+    let report = pipeline::run(
+        &opts,
+        key.as_ref().map(|(k, _)| k),
+        commit_anchor.as_ref(),
+        &mut |e| display.event(e),
+    );
+    display.finish();
+    let report = report?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json_report(&report))?
+        )?;
+    } else {
+        write_table(&mut out, &report)?;
+    }
+    out.flush()?;
+    Ok(EXIT_OK)
+}
+
+/// Progress bar per epoch when stderr is a terminal; one line per epoch otherwise.
+struct Display {
+    quiet: bool,
+    unsigned: bool,
+    bar: Option<ProgressBar>,
+    tty: bool,
+}
+
+impl Display {
+    fn new(quiet: bool, unsigned: bool) -> Display {
+        Display {
+            quiet,
+            unsigned,
+            bar: None,
+            tty: stderr_is_terminal(),
+        }
+    }
+
+    fn line(&self, msg: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(b) => b.println(msg),
+            None => eprintln!("{msg}"),
+        }
+    }
+
+    fn event(&mut self, e: Event<'_>) {
+        match e {
+            Event::Device {
+                kind,
+                adapter,
+                notice,
+            } => {
+                if let Some(n) = notice {
+                    self.line(&format!("notice: {n}"));
+                }
+                self.line(&format!("device: {kind} ({adapter})"));
+                if self.unsigned {
+                    self.line("notice: no signing key (--key, AUDITAI_SIGNING_KEY or AUDITAI_SIGNING_KEY_FILE); the manifest will be unsigned");
+                }
+            }
+            Event::Anchoring(msg) => self.line(&format!("anchoring commitment: {msg}")),
+            Event::MovedAside(path) => self.line(&format!(
+                "notice: --force moved the previous run aside to {}",
+                path.display()
+            )),
+            Event::Notice(msg) => self.line(&format!("notice: {msg}")),
+            Event::Committed { path, receipt } => {
+                let anchored = receipt.map_or(String::new(), |r| {
+                    let evm = r.evm.as_ref().map_or(String::new(), |e| {
+                        format!(", anchored on {} in block {}", e.chain, e.block_number)
+                    });
+                    let ots = r.ots.as_ref().map_or(String::new(), |o| {
+                        format!(", timestamped by {} calendar(s)", o.calendars.len())
+                    });
+                    format!("{evm}{ots}")
+                });
+                self.line(&format!("committed: {}{anchored}", path.display()));
+            }
+            Event::Train(Progress::Resumed { epoch }) => {
+                self.line(&format!("resuming after epoch {epoch}"));
+            }
+            Event::Train(Progress::EpochStart {
+                epoch,
+                epochs,
+                batches,
+            }) => {
+                if self.quiet || !self.tty {
+                    return;
+                }
+                let bar = ProgressBar::with_draw_target(
+                    Some(batches as u64),
+                    ProgressDrawTarget::stderr(),
+                );
+                if let Ok(style) = ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} batches {elapsed_precise}",
+                ) {
+                    bar.set_style(style.progress_chars("=> "));
+                }
+                bar.set_prefix(format!("{epoch}/{epochs}"));
+                self.bar = Some(bar);
+            }
+            Event::Train(Progress::Batch) => {
+                if let Some(b) = &self.bar {
+                    b.inc(1);
+                }
+            }
+            Event::Train(Progress::EpochEnd(r)) => {
+                if let Some(b) = self.bar.take() {
+                    b.finish_and_clear();
+                }
+                self.line(&format!(
+                    "epoch {:>3}  lr {:.2e}  train_loss {:.4}  val_loss {:.4}  val_{} {:.4}  {:.0} samples/s",
+                    r.epoch, r.lr, r.train_loss, r.val_loss, r.metric, r.val_metric, r.samples_per_sec
+                ));
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn metrics_json(m: &Metrics) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (k, v) in m.scalars() {
+        map.insert(k.to_string(), json!(v));
+    }
+    if let Metrics::Classification { confusion, .. } = m {
+        map.insert("confusion".to_string(), json!(confusion));
+    }
+    serde_json::Value::Object(map)
+}
+
+fn json_report(r: &RunReport) -> serde_json::Value {
+    let s = &r.summary;
+    json!({
+        "run_dir": r.run_dir,
+        "manifest": r.manifest,
+        "signed": !r.signers.is_empty(),
+        "signers": r.signers,
+        "device": s.device,
+        "adapter": s.adapter,
+        "held_out": s.held_out,
+        "metrics": metrics_json(&s.metrics),
+        "classes": s.classes,
+        "weights_blake3": s.weights_blake3,
+        "epochs_run": s.epochs_run,
+        "final_epoch": s.final_epoch,
+        "best_epoch": s.best_epoch,
+        "stopped_early": s.stopped_early,
+        "resumed_from": r.resumed_from,
+        "commitment_blake3": r.commitment_blake3,
+        "transcript_entries": r.transcript_entries,
+        "transcript_head": r.transcript_head,
+        "samples_per_sec": s.samples_per_sec,
+    })
+}
+
+fn write_table(out: &mut dyn Write, r: &RunReport) -> std::io::Result<()> {
+    let s = &r.summary;
+    let mut b = Builder::default();
+    b.push_record(["run", &s.name]);
+    b.push_record(["run directory", &r.run_dir.display().to_string()]);
+    b.push_record(["device", &format!("{} ({})", s.device, s.adapter)]);
+    let mut epochs = format!(
+        "{} (final weights from epoch {})",
+        s.epochs_run, s.final_epoch
+    );
+    if s.stopped_early {
+        epochs.push_str(", stopped early");
+    }
+    b.push_record(["epochs", &epochs]);
+    b.push_record([
+        "rows train/val/test",
+        &format!("{}/{}/{}", s.rows.train, s.rows.validation, s.rows.test),
+    ]);
+    for (k, v) in s.metrics.scalars() {
+        b.push_record([format!("{}: {k}", s.held_out), format!("{v:.4}")]);
+    }
+    b.push_record(["weights blake3", &s.weights_blake3]);
+    b.push_record([
+        "transcript",
+        &format!(
+            "{} segments, chain head {}",
+            r.transcript_entries, r.transcript_head
+        ),
+    ]);
+    let signed = match r.signers.as_slice() {
+        [] => "unsigned".to_string(),
+        keys => format!("signed by {}", keys.join(", ")),
+    };
+    b.push_record(["manifest", &format!("{} ({signed})", r.manifest.display())]);
+    writeln!(out, "{}", b.build().with(Style::sharp()))?;
+    if let (Metrics::Classification { confusion, .. }, Some(classes)) = (&s.metrics, &s.classes) {
+        let mut c = Builder::default();
+        let mut header = vec!["true \\ predicted".to_string()];
+        header.extend(classes.iter().cloned());
+        c.push_record(header);
+        for (name, row) in classes.iter().zip(confusion) {
+            let mut rec = vec![name.clone()];
+            rec.extend(row.iter().map(u64::to_string));
+            c.push_record(rec);
+        }
+        writeln!(out, "confusion matrix ({} split):", s.held_out)?;
+        writeln!(out, "{}", c.build().with(Style::sharp()))?;
+    }
+    Ok(())
+}
