@@ -1,7 +1,7 @@
 //! `auditai run` end to end: spec → data → device → run directory → training → final outputs.
 //!
-//! Owns the run directory's layout and its lifecycle (fresh, `--resume`, `--force`) and the final
-//! files (`model.bpk`, `model.safetensors`, `summary.json`). Everything is checked before the run
+//! Owns the run directory's lifecycle (fresh, `--resume`, `--force`; file names are
+//! [`crate::run_dir`]'s) and the final files (`model.bpk`, `model.safetensors`, `summary.json`). Everything is checked before the run
 //! directory is touched, and `summary.json` is written last: its presence marks a complete run.
 //! Reports progress through a callback; never prints.
 
@@ -21,30 +21,6 @@ use crate::sign::{self, Envelope, SecretKey};
 use crate::spec::{DeviceChoice, Spec, SpecError};
 use crate::train::{self, BackendKind, EpochRecord, Metrics, Progress, TrainError, device};
 use crate::transcript::{self, CodeRef, Commitment, FileRef};
-
-/// File names inside a run directory.
-pub mod layout {
-    /// Exact copy of the spec file's bytes.
-    pub const SPEC: &str = "spec.yaml";
-    /// Feature names, class names and normalisation statistics.
-    pub const PREPROCESSING: &str = "preprocessing.json";
-    /// One JSON object per completed epoch.
-    pub const METRICS: &str = "metrics.jsonl";
-    /// Final weights, burnpack.
-    pub const MODEL_BPK: &str = "model.bpk";
-    /// Final weights, safetensors.
-    pub const MODEL_SAFETENSORS: &str = "model.safetensors";
-    /// Run summary.
-    pub const SUMMARY: &str = "summary.json";
-    /// Checkpoint directory.
-    pub const CHECKPOINTS: &str = "checkpoints";
-    /// The DSSE-wrapped provenance manifest; written last, it marks the run complete.
-    pub const MANIFEST: &str = crate::manifest::FILE_NAME;
-    /// The training commitment, written before the first step.
-    pub const COMMITMENT: &str = crate::transcript::COMMITMENT_FILE;
-    /// The hash-chained training transcript.
-    pub const TRANSCRIPT: &str = crate::transcript::TRANSCRIPT_FILE;
-}
 
 /// Errors from running a pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -311,10 +287,10 @@ pub fn run(
     if !opts.resume {
         run_dir::mark(&run_dir).map_err(io_err(&run_dir.join(run_dir::MARKER)))?;
     }
-    if !opts.resume || !run_dir.join(layout::SPEC).exists() {
-        write(&run_dir.join(layout::SPEC), &spec_bytes)?;
+    if !opts.resume || !run_dir.join(run_dir::SPEC).exists() {
+        write(&run_dir.join(run_dir::SPEC), &spec_bytes)?;
         let pre = serde_json::to_vec_pretty(&data.preprocessing).unwrap_or_default();
-        write(&run_dir.join(layout::PREPROCESSING), &pre)?;
+        write(&run_dir.join(run_dir::PREPROCESSING), &pre)?;
     }
 
     let commitment = Commitment {
@@ -336,7 +312,7 @@ pub fn run(
         initial_weights_blake3: blake3::hash(&initial).to_hex().to_string(),
         committed_on: manifest::now_rfc3339(),
     };
-    let commitment_path = run_dir.join(layout::COMMITMENT);
+    let commitment_path = run_dir.join(run_dir::COMMITMENT);
     let commitment_bytes = commit(&commitment_path, commitment, opts.resume)?;
     let receipt = match commit_anchor {
         Some(a) => {
@@ -363,9 +339,9 @@ pub fn run(
     let (part, held_out) = train::held_out(&data);
     let metrics = train::evaluate(&outcome.model, part, &data, &backend.device);
 
-    let bpk_path = run_dir.join(layout::MODEL_BPK);
+    let bpk_path = run_dir.join(run_dir::MODEL_BPK);
     write(&bpk_path, &outcome.model_bytes)?;
-    let st_path = run_dir.join(layout::MODEL_SAFETENSORS);
+    let st_path = run_dir.join(run_dir::MODEL_SAFETENSORS);
     let mut store = SafetensorsStore::from_bytes(None);
     outcome
         .model
@@ -407,51 +383,51 @@ pub fn run(
         epochs: outcome.epochs,
     };
     let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-    write(&run_dir.join(layout::SUMMARY), &json)?;
+    write(&run_dir.join(run_dir::SUMMARY), &json)?;
 
     dependencies.push(code_descriptor(&code));
     dependencies.push(toolchain_descriptor(&backend));
     let subjects = vec![
         manifest::ResourceDescriptor::file(
-            layout::MODEL_BPK,
+            run_dir::MODEL_BPK,
             None,
             &hash::bytes_digest(&outcome.model_bytes),
         ),
         manifest::ResourceDescriptor::file(
-            layout::MODEL_SAFETENSORS,
+            run_dir::MODEL_SAFETENSORS,
             None,
             &hash::bytes_digest(&st_bytes),
         ),
-        manifest::ResourceDescriptor::file(layout::SUMMARY, None, &hash::bytes_digest(&json)),
+        manifest::ResourceDescriptor::file(run_dir::SUMMARY, None, &hash::bytes_digest(&json)),
     ];
     let plain = hash::Hasher::new(None, true);
     let mut byproducts = Vec::new();
     let mut transcript_blake3 = String::new();
     for name in [
-        layout::SPEC,
-        layout::PREPROCESSING,
-        layout::METRICS,
-        layout::COMMITMENT,
-        layout::TRANSCRIPT,
+        run_dir::SPEC,
+        run_dir::PREPROCESSING,
+        run_dir::METRICS,
+        run_dir::COMMITMENT,
+        run_dir::TRANSCRIPT,
     ] {
         let d = plain.hash_file(&run_dir.join(name))?;
-        if name == layout::TRANSCRIPT {
+        if name == run_dir::TRANSCRIPT {
             transcript_blake3 = d.blake3.hex();
         }
         byproducts.push(manifest::ResourceDescriptor::file(name, None, &d));
     }
-    let tree = plain.hash_tree(&run_dir.join(layout::CHECKPOINTS))?;
+    let tree = plain.hash_tree(&run_dir.join(run_dir::CHECKPOINTS))?;
     byproducts.push(manifest::ResourceDescriptor::tree(
-        layout::CHECKPOINTS,
+        run_dir::CHECKPOINTS,
         &tree,
     ));
     let audit = (
         manifest::CommitmentRef {
-            path: layout::COMMITMENT.to_string(),
+            path: run_dir::COMMITMENT.to_string(),
             blake3: blake3::hash(&commitment_bytes).to_hex().to_string(),
         },
         manifest::TranscriptRef {
-            path: layout::TRANSCRIPT.to_string(),
+            path: run_dir::TRANSCRIPT.to_string(),
             blake3: transcript_blake3,
             entries: outcome.transcript.len(),
             head: outcome.transcript.last().map_or_else(
@@ -473,7 +449,7 @@ pub fn run(
     if let Some(k) = key {
         envelope.sign(k);
     }
-    let manifest_path = run_dir.join(layout::MANIFEST);
+    let manifest_path = run_dir.join(run_dir::MANIFEST);
     write(&manifest_path, &envelope.to_bytes())?;
     Ok(RunReport {
         run_dir,
@@ -712,10 +688,10 @@ fn check_dir(dir: &Path, opts: &RunOptions) -> Result<(), PipelineError> {
                 ),
             });
         }
-        if dir.join(layout::MANIFEST).exists() {
+        if dir.join(run_dir::MANIFEST).exists() {
             return Err(PipelineError::Resume {
                 dir: dir.to_path_buf(),
-                message: format!("the run is already complete ({} exists)", layout::MANIFEST),
+                message: format!("the run is already complete ({} exists)", run_dir::MANIFEST),
             });
         }
     } else if occupied {

@@ -1,4 +1,7 @@
-//! What makes a directory an auditai run directory, and the only way one is replaced.
+//! The run directory: every file name in it, the checkpoint naming scheme, what makes a
+//! directory a run directory, and the only way one is replaced.
+//!
+//! Every other module asks this one for a run-directory path; no other module spells a file name.
 //!
 //! A run directory carries a marker file, [`MARKER`], that auditai writes when it creates the
 //! directory and that holds exactly [`MARKER_CONTENT`]. `--force` replaces a directory only when
@@ -10,6 +13,58 @@
 use std::path::{Path, PathBuf};
 
 use crate::fsio;
+
+/// The spec file, byte for byte.
+pub const SPEC: &str = "spec.yaml";
+/// Feature names, class names and normalisation statistics.
+pub const PREPROCESSING: &str = "preprocessing.json";
+/// One JSON object per completed epoch.
+pub const METRICS: &str = "metrics.jsonl";
+/// Final weights, burnpack.
+pub const MODEL_BPK: &str = "model.bpk";
+/// Final weights, safetensors.
+pub const MODEL_SAFETENSORS: &str = "model.safetensors";
+/// Run summary.
+pub const SUMMARY: &str = "summary.json";
+/// Checkpoint directory.
+pub const CHECKPOINTS: &str = "checkpoints";
+/// The DSSE-wrapped provenance manifest; written last, it marks the run complete.
+pub const MANIFEST: &str = "manifest.intoto.json";
+/// The training commitment, written before the first step.
+pub const COMMITMENT: &str = "commitment.json";
+/// The hash-chained training transcript.
+pub const TRANSCRIPT: &str = "transcript.jsonl";
+
+/// The checkpoint stem after step `end` of 1-based `epoch` (the epoch's own when `last`):
+/// `epoch-NNNN` or `epoch-NNNN-step-SSSSS`.
+fn stem(epoch: usize, end: usize, last: bool) -> String {
+    if last {
+        format!("epoch-{epoch:04}")
+    } else {
+        format!("epoch-{epoch:04}-step-{end:05}")
+    }
+}
+
+/// Weights and optimizer-state paths, relative to the run directory, of the checkpoint after
+/// step `end` of 1-based `epoch` (the epoch's own checkpoint when `last`). The only names
+/// pruning ever deletes.
+pub fn segment_files(epoch: usize, end: usize, last: bool) -> [String; 2] {
+    let stem = stem(epoch, end, last);
+    [
+        format!("{CHECKPOINTS}/{stem}.bpk"),
+        format!("{CHECKPOINTS}/{stem}.optim.bpk"),
+    ]
+}
+
+/// The weights, optimizer-state and state-file paths of epoch `epoch`'s checkpoint.
+pub fn epoch_files(run_dir: &Path, epoch: usize) -> [PathBuf; 3] {
+    let [weights, optimizer] = segment_files(epoch, 0, true);
+    [
+        run_dir.join(weights),
+        run_dir.join(optimizer),
+        run_dir.join(format!("{CHECKPOINTS}/{}.json", stem(epoch, 0, true))),
+    ]
+}
 
 /// The marker file's name inside a run directory.
 pub const MARKER: &str = ".auditai-run";

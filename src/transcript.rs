@@ -32,10 +32,6 @@ impl std::fmt::Display for BackendKind {
     }
 }
 
-/// `commitment.json` in a run directory.
-pub const COMMITMENT_FILE: &str = "commitment.json";
-/// `transcript.jsonl` in a run directory.
-pub const TRANSCRIPT_FILE: &str = "transcript.jsonl";
 /// The commitment's schema tag.
 pub const COMMITMENT_SCHEMA: &str = "auditai.commitment/v1";
 /// The blake3 key-derivation context of the chain.

@@ -21,8 +21,6 @@ pub const BUILD_TYPE: &str = "https://auditai.dev/run/v1";
 pub const BUILDER_ID: &str = "https://auditai.dev/builder/cli";
 /// The schema tag of the auditai extension.
 pub const EXTENSION_SCHEMA: &str = "https://auditai.dev/provenance-extension/v1";
-/// The manifest file name in a run directory.
-pub const FILE_NAME: &str = "manifest.intoto.json";
 
 /// An in-toto Statement v1.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Part, Prepared, Targets};
 use crate::fsio;
+use crate::run_dir;
 use crate::shuffle;
 use crate::spec::{KeepCheckpoints, OptimizerKind, Spec, TrainingSpec};
 use crate::transcript::{self, Entry};
@@ -272,34 +273,6 @@ pub fn initial_weights(spec: &Spec, data: &Prepared) -> Result<Vec<u8>, TrainErr
         .into_bytes()
         .map_err(record_err)?
         .to_vec())
-}
-
-/// The checkpoint directory inside a run directory.
-pub fn checkpoint_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join("checkpoints")
-}
-
-fn checkpoint_paths(run_dir: &Path, epoch: usize) -> [PathBuf; 3] {
-    let dir = checkpoint_dir(run_dir);
-    [
-        dir.join(format!("epoch-{epoch:04}.bpk")),
-        dir.join(format!("epoch-{epoch:04}.optim.bpk")),
-        dir.join(format!("epoch-{epoch:04}.json")),
-    ]
-}
-
-/// Weights and optimizer paths, relative to the run directory, of the checkpoint after step
-/// `end` of 1-based `epoch` (the epoch's own checkpoint when `last`).
-fn segment_names(epoch: usize, end: usize, last: bool) -> [String; 2] {
-    let stem = if last {
-        format!("epoch-{epoch:04}")
-    } else {
-        format!("epoch-{epoch:04}-step-{end:05}")
-    };
-    [
-        format!("checkpoints/{stem}.bpk"),
-        format!("checkpoints/{stem}.optim.bpk"),
-    ]
 }
 
 /// The dropout key of step `step` (0-based) of 0-based `epoch`:
@@ -615,7 +588,7 @@ pub(crate) fn parse_state(bytes: &[u8], path: &Path) -> Result<CheckpointState, 
 fn completed_states(s: &Session<'_>) -> Result<Vec<CheckpointState>, TrainError> {
     let mut states = Vec::new();
     for epoch in 1..=s.spec.training.epochs {
-        let [_, _, json] = checkpoint_paths(s.dir, epoch);
+        let [_, _, json] = run_dir::epoch_files(s.dir, epoch);
         if !json.exists() {
             break;
         }
@@ -662,7 +635,7 @@ fn resume(s: &Session<'_>, fresh: Net) -> Result<Option<Resumed>, TrainError> {
             ),
         });
     }
-    let [weights, optim_path, _] = checkpoint_paths(s.dir, last.record.epoch);
+    let [weights, optim_path, _] = run_dir::epoch_files(s.dir, last.record.epoch);
     let model = load_weights(fresh, &weights, &last.record.checkpoint_blake3)?;
     let optim_bytes = read_verified(&optim_path, &last.record.optimizer_blake3)?;
     let optim = optimizer(s.spec)
@@ -688,9 +661,9 @@ pub fn train(
     let t = &spec.training;
     let features = s.data.features();
     let ad = s.backend.device.clone().autodiff();
-    let ckpt_dir = checkpoint_dir(s.dir);
+    let ckpt_dir = s.dir.join(run_dir::CHECKPOINTS);
     std::fs::create_dir_all(&ckpt_dir).map_err(io_err(&ckpt_dir))?;
-    let metrics_path = s.dir.join("metrics.jsonl");
+    let metrics_path = s.dir.join(run_dir::METRICS);
     let spec_hex = spec.digest().to_hex().to_string();
 
     let fresh = initial_model(spec, s.data);
@@ -762,7 +735,7 @@ pub fn train(
             );
             let last = k + 1 == ends.len();
             let (weights, optim_bytes) = snapshot(&model, &optim)?;
-            let [w_name, o_name] = segment_names(number, to, last);
+            let [w_name, o_name] = run_dir::segment_files(number, to, last);
             let (w_path, o_path) = (s.dir.join(&w_name), s.dir.join(&o_name));
             fsio::write_atomic(&w_path, &weights).map_err(io_err(&w_path))?;
             fsio::write_atomic(&o_path, &optim_bytes).map_err(io_err(&o_path))?;
@@ -802,7 +775,7 @@ pub fn train(
             evaluate_chunks(&eval, &val_chunks, &s.data.validation, s.data.outputs());
         let (val_metric, metric) = validation_metric(&val_metrics);
         let (weights, optim_bytes) = epoch_files.unwrap_or_default();
-        let [_, _, json_path] = checkpoint_paths(s.dir, number);
+        let [_, _, json_path] = run_dir::epoch_files(s.dir, number);
 
         tracker.after_epoch(t, number, val_loss);
         let record = EpochRecord {
@@ -814,7 +787,7 @@ pub fn train(
             metric: metric.to_string(),
             seconds,
             samples_per_sec: train_split.rows as f64 / seconds.max(1e-9),
-            checkpoint: format!("checkpoints/epoch-{number:04}.bpk"),
+            checkpoint: run_dir::segment_files(number, 0, true)[0].clone(),
             checkpoint_blake3: blake3::hash(&weights).to_hex().to_string(),
             optimizer_blake3: blake3::hash(&optim_bytes).to_hex().to_string(),
         };
@@ -849,7 +822,7 @@ pub fn train(
         // The final weights are the best epoch's checkpoint: read them back, checking the digest
         // recorded when they were written.
         let st = &states[final_epoch - 1];
-        let [w_path, _, _] = checkpoint_paths(s.dir, final_epoch);
+        let [w_path, _, _] = run_dir::epoch_files(s.dir, final_epoch);
         load_weights(
             initial_model(spec, s.data),
             &w_path,
@@ -909,7 +882,7 @@ fn prune(dir: &Path, states: &[CheckpointState], best: usize) -> Result<(), Trai
             }
             // Only names auditai's own scheme produces, inside the run directory: never a path
             // read from a state file, which a hostile run directory controls.
-            for name in segment_names(epoch, e.body.steps[1], is_epoch_file) {
+            for name in run_dir::segment_files(epoch, e.body.steps[1], is_epoch_file) {
                 let p = dir.join(name);
                 match std::fs::remove_file(&p) {
                     Ok(()) => {}
@@ -925,7 +898,7 @@ fn prune(dir: &Path, states: &[CheckpointState], best: usize) -> Result<(), Trai
 /// Rewrite `transcript.jsonl` from the checkpoint states.
 fn write_transcript(dir: &Path, states: &[CheckpointState]) -> Result<(), TrainError> {
     let entries: Vec<Entry> = states.iter().flat_map(|st| st.transcript.clone()).collect();
-    let path = dir.join(transcript::TRANSCRIPT_FILE);
+    let path = dir.join(run_dir::TRANSCRIPT);
     fsio::write_atomic(&path, transcript::to_jsonl(&entries).as_bytes()).map_err(io_err(&path))
 }
 

@@ -1,0 +1,256 @@
+//! The audit's input checks: the run directory against the manifest (as `verify` checks it),
+//! and the files the commitment pins (spec, data), read through bounded, digest-checked reads.
+
+use std::path::Path;
+
+use super::Options;
+use crate::data;
+use crate::manifest::CommitmentRef;
+use crate::manifest::Extension;
+use crate::spec::Spec;
+use crate::train;
+use crate::transcript::Commitment;
+use crate::verify::{self, Report, Status};
+
+/// The largest run-directory file the audit reads (weights, optimizer state, transcript).
+pub(super) const MAX_RUN_FILE: u64 = 4 << 30;
+
+/// Read a file named by the manifest (relative to `base`) and check its blake3.
+pub(super) fn read_pinned(
+    base: &Path,
+    name: &str,
+    blake3_hex: &str,
+    max: u64,
+) -> Result<Vec<u8>, String> {
+    let path = crate::fsio::safe_join(base, name).map_err(|e| e.to_string())?;
+    let bytes = crate::fsio::read_bounded(&path, max).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "missing".to_string(),
+        _ => format!("{}: {e}", path.display()),
+    })?;
+    let actual = blake3::hash(&bytes).to_hex();
+    if actual.as_str() != blake3_hex {
+        return Err(format!(
+            "changed: blake3 is {actual}, the manifest records {blake3_hex}"
+        ));
+    }
+    Ok(bytes)
+}
+
+pub(super) fn check_spec(
+    dir: &Path,
+    c: &Commitment,
+    ext: &Extension,
+    r: &mut Report,
+) -> Option<Spec> {
+    let path = dir.join(crate::run_dir::SPEC);
+    let parsed = crate::fsio::read_bounded(&path, crate::fsio::MAX_DOCUMENT)
+        .map_err(|e| format!("{}: {e}", path.display()))
+        .and_then(|b| {
+            let file = blake3::hash(&b).to_hex().to_string();
+            if file != c.spec_file.blake3 {
+                return Err(format!(
+                    "{} changed: blake3 is {file}, the commitment records {}",
+                    path.display(),
+                    c.spec_file.blake3
+                ));
+            }
+            Spec::parse(&String::from_utf8_lossy(&b), &path).map_err(|e| e.to_string())
+        });
+    match parsed {
+        Ok(spec) => {
+            let d = spec.digest().to_hex().to_string();
+            if d != c.spec_blake3 || d != ext.spec_blake3 {
+                r.push(
+                    "spec",
+                    Status::Fail,
+                    format!(
+                        "resolved spec blake3 {d}; the commitment records {} and the manifest {}",
+                        c.spec_blake3, ext.spec_blake3
+                    ),
+                );
+                return None;
+            }
+            r.push(
+                "spec",
+                Status::Pass,
+                format!(
+                    "committed hyper-parameters and seed {}: blake3 {d}",
+                    spec.seed
+                ),
+            );
+            Some(spec)
+        }
+        Err(why) => {
+            r.push("spec", Status::Fail, why);
+            None
+        }
+    }
+}
+
+pub(super) fn check_data(
+    root: &Path,
+    spec: &Spec,
+    c: &Commitment,
+    r: &mut Report,
+) -> Option<data::Prepared> {
+    let [d] = c.data.as_slice() else {
+        r.push(
+            "data",
+            Status::Fail,
+            format!(
+                "the commitment names {} data files, expected 1",
+                c.data.len()
+            ),
+        );
+        return None;
+    };
+    let path = match crate::fsio::safe_join(root, &d.name) {
+        Ok(p) => p,
+        Err(why) => {
+            r.push(format!("data {}", d.name), Status::Fail, why.to_string());
+            return None;
+        }
+    };
+    let bytes = match crate::fsio::read_bounded(&path, crate::data::MAX_DATA_BYTES) {
+        Ok(b) => b,
+        Err(e) => {
+            r.push(
+                format!("data {}", d.name),
+                Status::Fail,
+                format!(
+                    "{}: {e} (pass --root to say where the data lives)",
+                    path.display()
+                ),
+            );
+            return None;
+        }
+    };
+    let got = blake3::hash(&bytes).to_hex().to_string();
+    if got != d.blake3 {
+        r.push(
+            format!("data {}", d.name),
+            Status::Fail,
+            format!(
+                "changed: blake3 is {got}, the commitment records {}",
+                d.blake3
+            ),
+        );
+        return None;
+    }
+    match data::parse(spec, &bytes) {
+        Ok(p) => {
+            r.push(
+                format!("data {}", d.name),
+                Status::Pass,
+                format!("blake3 {got}, {} training rows", p.train.rows),
+            );
+            Some(p)
+        }
+        Err(e) => {
+            r.push(format!("data {}", d.name), Status::Fail, e.to_string());
+            None
+        }
+    }
+}
+
+/// The run directory against the manifest, exactly as `verify` checks it (every subject,
+/// byproduct and dependency re-hashed, nothing unnamed), so that a run directory `verify` rejects
+/// can never pass an audit. Signatures stay `verify`'s.
+pub(super) fn run_directory(
+    path: &Path,
+    st: &crate::manifest::Statement,
+    opts: &Options,
+    r: &mut Report,
+) {
+    let vopts = verify::Options {
+        root: opts.root.clone(),
+        allow_extra: opts.allow_extra.clone(),
+        ..Default::default()
+    };
+    let mut files = Report::default();
+    verify::check_files(path, st, &vopts, &mut files);
+    let failed: Vec<String> = files
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| format!("{}: {}", c.check, c.detail))
+        .collect();
+    if failed.is_empty() {
+        r.push(
+            "run directory",
+            Status::Pass,
+            format!(
+                "{} files and directories match the manifest, nothing unnamed",
+                files.checks.len().saturating_sub(1)
+            ),
+        );
+    } else {
+        r.push("run directory", Status::Fail, failed.join("; "));
+    }
+}
+
+/// The commitment the manifest pins: its bytes (for `h_0`) and its content.
+pub(super) fn read_commitment(
+    dir: &Path,
+    c_ref: &CommitmentRef,
+    r: &mut Report,
+) -> Option<(Vec<u8>, Commitment)> {
+    let committed = read_pinned(dir, &c_ref.path, &c_ref.blake3, crate::fsio::MAX_DOCUMENT)
+        .and_then(|b| {
+            serde_json::from_slice::<Commitment>(&b)
+                .map(|c| (b, c))
+                .map_err(|e| format!("not a training commitment: {e}"))
+        });
+    match committed {
+        Ok((bytes, commitment)) => {
+            r.push(
+                "commitment",
+                Status::Pass,
+                format!(
+                    "blake3 {}, made {} (claimed) for {} training",
+                    c_ref.blake3, commitment.committed_on, commitment.backend
+                ),
+            );
+            Some((bytes, commitment))
+        }
+        Err(why) => {
+            r.push("commitment", Status::Fail, why);
+            None
+        }
+    }
+}
+
+/// The weights the committed seed draws: checked against the commitment, and returned as the
+/// start of the first segment and the model layout every checkpoint must have.
+pub(super) fn check_initial_weights(
+    spec: &Spec,
+    data: &data::Prepared,
+    commitment: &Commitment,
+    r: &mut Report,
+) -> Option<Vec<u8>> {
+    let initial = match train::initial_weights(spec, data) {
+        Ok(w) => w,
+        Err(e) => {
+            r.push("initial weights", Status::Fail, e.to_string());
+            return None;
+        }
+    };
+    let got = blake3::hash(&initial).to_hex().to_string();
+    if got == commitment.initial_weights_blake3 {
+        r.push(
+            "initial weights",
+            Status::Pass,
+            format!("drawn from seed {}: blake3 {got}", spec.seed),
+        );
+    } else {
+        r.push(
+            "initial weights",
+            Status::Fail,
+            format!(
+                "not from the committed seed: seed {} gives blake3 {got}, the commitment records {}",
+                spec.seed, commitment.initial_weights_blake3
+            ),
+        );
+    }
+    Some(initial)
+}

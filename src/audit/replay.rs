@@ -1,0 +1,373 @@
+//! The audit's replays: the device to replay on, each challenged segment replayed from the
+//! checkpoint before it and compared with the one after it, and the validation losses.
+
+use std::path::Path;
+use std::time::Instant;
+
+use super::distance::{self, Distance};
+use super::inputs::{MAX_RUN_FILE, read_pinned};
+use super::{AuditError, AuditReport, Options, Progress, SegmentResult};
+use crate::data;
+use crate::manifest::Extension;
+use crate::spec::{DeviceChoice, Spec};
+use crate::train::{self, BackendKind, device};
+use crate::transcript::Entry;
+use crate::verify::Status;
+
+/// Relative tolerance on a validation loss recomputed on another backend.
+pub(super) const VAL_LOSS_REL: f64 = 1e-5;
+
+/// What replays and recomputations need: the run directory, the committed inputs, the initial
+/// weights and the replay device.
+pub(super) struct Replayer<'a> {
+    pub(super) dir: &'a Path,
+    pub(super) spec: &'a Spec,
+    pub(super) data: &'a data::Prepared,
+    pub(super) backend: &'a device::Backend,
+    pub(super) initial: &'a [u8],
+    pub(super) bitwise: bool,
+}
+
+impl Replayer<'_> {
+    /// Every epoch's validation loss must be the recorded one, and the early-stopping rule run on
+    /// them must end training where the transcript ends and pick the manifest's final epoch.
+    pub(super) fn validation(&self, entries: &[Entry], ext: &Extension) -> (Status, String) {
+        let t = &self.spec.training;
+        let last = entries.last().map_or(0, |e| e.body.epoch);
+        let mut tracker = train::Tracker::default();
+        for epoch in 1..=last {
+            let Some(e) = entries.iter().rev().find(|e| e.body.epoch == epoch) else {
+                return (
+                    Status::Fail,
+                    format!("no transcript entry ends epoch {epoch}"),
+                );
+            };
+            let Some(recorded) = ext
+                .checkpoints
+                .iter()
+                .find(|c| c.epoch == epoch)
+                .map(|c| c.val_loss)
+            else {
+                return (
+                    Status::Fail,
+                    format!("the manifest records no validation loss for epoch {epoch}"),
+                );
+            };
+            let loss = read_pinned(
+                self.dir,
+                &e.body.weights,
+                &e.body.weights_blake3,
+                MAX_RUN_FILE,
+            )
+            .and_then(|w| {
+                distance::same_layout(&w, self.initial)?;
+                train::validation_loss(self.spec, self.data, &self.backend.device, &w)
+                    .map_err(|err| err.to_string())
+            });
+            let loss = match loss {
+                Ok(l) => l,
+                Err(why) => return (Status::Fail, format!("epoch {epoch}: {why}")),
+            };
+            let same = if self.bitwise {
+                loss == recorded
+            } else {
+                (loss - recorded).abs() <= VAL_LOSS_REL * recorded.abs().max(1.0)
+            };
+            if !same {
+                return (
+                    Status::Fail,
+                    format!(
+                        "epoch {epoch}: the validation loss is {loss}, the manifest records {recorded}"
+                    ),
+                );
+            }
+            tracker.after_epoch(t, epoch, loss);
+            if tracker.stop && epoch < last {
+                return (
+                    Status::Fail,
+                    format!(
+                        "early stopping ends training after epoch {epoch}, but the transcript goes on to epoch {last}"
+                    ),
+                );
+            }
+        }
+        if last < t.epochs && !tracker.stop {
+            return (
+                Status::Fail,
+                format!(
+                    "the transcript ends after epoch {last} of {}, but early stopping does not stop there",
+                    t.epochs
+                ),
+            );
+        }
+        let final_epoch = tracker.final_epoch(t, last);
+        if final_epoch != ext.final_epoch {
+            return (
+                Status::Fail,
+                format!(
+                    "the validation losses make epoch {final_epoch} the final model; the manifest says epoch {}",
+                    ext.final_epoch
+                ),
+            );
+        }
+        let how = if self.bitwise {
+            "bitwise".to_string()
+        } else {
+            format!("within {VAL_LOSS_REL:.0e}")
+        };
+        (
+            Status::Pass,
+            format!(
+                "{last} epochs' validation losses recomputed ({how}); training ends after epoch {last} and the final model is epoch {final_epoch}, as recorded"
+            ),
+        )
+    }
+
+    /// Replay one segment from the checkpoint `before` it (the initial weights for the first)
+    /// and compare with the checkpoint it records.
+    pub(super) fn segment(
+        &self,
+        before: Option<&Entry>,
+        e: &Entry,
+        files_ok: bool,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> SegmentResult {
+        let b = &e.body;
+        let mut result = SegmentResult {
+            index: b.index,
+            epoch: b.epoch,
+            steps: b.steps,
+            lr: b.lr,
+            status: Status::Fail,
+            comparison: if self.bitwise { "bitwise" } else { "tolerance" },
+            detail: String::new(),
+            replayed_blake3: None,
+            recorded_blake3: b.weights_blake3.clone(),
+            distance: None,
+            seconds: 0.0,
+        };
+        let batches = self.data.train.rows.div_ceil(self.spec.training.batch_size);
+        if !(1..=self.spec.training.epochs).contains(&b.epoch)
+            || b.steps[0] > b.steps[1]
+            || b.steps[1] > batches
+        {
+            result.detail = format!(
+                "cannot replay epoch {} steps {}..{}: outside the committed {} epochs of {batches} steps",
+                b.epoch, b.steps[0], b.steps[1], self.spec.training.epochs
+            );
+            return result;
+        }
+        let loaded = (|| -> Result<_, String> {
+            let start = match before {
+                None => None,
+                Some(p) => Some((
+                    read_pinned(
+                        self.dir,
+                        &p.body.weights,
+                        &p.body.weights_blake3,
+                        MAX_RUN_FILE,
+                    )?,
+                    read_pinned(
+                        self.dir,
+                        &p.body.optimizer,
+                        &p.body.optimizer_blake3,
+                        MAX_RUN_FILE,
+                    )?,
+                )),
+            };
+            let recorded = read_pinned(self.dir, &b.weights, &b.weights_blake3, MAX_RUN_FILE)?;
+            Ok((start, recorded))
+        })();
+        let (start, recorded) = match loaded {
+            Ok(x) => x,
+            Err(why) => {
+                result.detail = format!("cannot replay: {why}");
+                if files_ok {
+                    result.detail.push_str(" (changed during the audit)");
+                }
+                return result;
+            }
+        };
+        let before_weights = start.as_ref().map_or(self.initial, |(w, _)| w.as_slice());
+        // burn panics on a record whose tensors do not fit the model: refuse such checkpoints first.
+        for (what, w) in [("before", before_weights), ("after", recorded.as_slice())] {
+            if let Err(why) = distance::same_layout(w, self.initial) {
+                result.detail =
+                    format!("the checkpoint {what} the segment is not this model's: {why}");
+                return result;
+            }
+        }
+        let started = Instant::now();
+        let replayed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            train::replay(
+                self.spec,
+                self.data,
+                &self.backend.device,
+                start.as_ref().map(|(w, o)| (w.as_slice(), o.as_slice())),
+                b.epoch,
+                b.steps[0]..b.steps[1],
+                &mut || progress(Progress::Step),
+            )
+        }));
+        result.seconds = started.elapsed().as_secs_f64();
+        let (weights, optim) = match replayed {
+            Ok(Ok(x)) => x,
+            Ok(Err(err)) => {
+                result.detail = format!("replay failed: {err}");
+                return result;
+            }
+            Err(_) => {
+                result.detail =
+                    "replay failed: the checkpoint's optimizer state does not fit the model".into();
+                return result;
+            }
+        };
+        let got = blake3::hash(&weights).to_hex().to_string();
+        result.replayed_blake3 = Some(got.clone());
+        let distance = Distance::between(&weights, &recorded, before_weights);
+        match &distance {
+            Err(why) => {
+                result.detail = why.clone();
+                return result;
+            }
+            Ok(d) => result.distance = Some(*d),
+        }
+        if self.bitwise {
+            let optim_got = blake3::hash(&optim).to_hex().to_string();
+            if got == b.weights_blake3 && optim_got == b.optimizer_blake3 {
+                result.status = Status::Pass;
+                result.detail = "replayed weights and optimizer state are bitwise identical".into();
+            } else if got == b.weights_blake3 {
+                result.detail = format!(
+                    "the weights match but the optimizer state does not (blake3 {optim_got}, recorded {})",
+                    b.optimizer_blake3
+                );
+            } else {
+                result.detail = format!(
+                    "the replay does not reproduce the recorded weights{}",
+                    result.distance.map_or(String::new(), |d| format!(" ({d})"))
+                );
+            }
+        } else if let Some(d) = result.distance {
+            match d.within_tolerance() {
+                Ok(()) => {
+                    result.status = Status::Pass;
+                    result.detail = format!("within tolerance: {d}");
+                }
+                Err(why) => result.detail = format!("outside tolerance: {why} ({d})"),
+            }
+        }
+        result
+    }
+}
+
+pub(super) fn replay_device(
+    trained: BackendKind,
+    opts: &Options,
+) -> Result<(device::Backend, Option<String>), AuditError> {
+    let asked = opts.device.unwrap_or(match trained {
+        BackendKind::Cpu => DeviceChoice::Cpu,
+        BackendKind::Wgpu => DeviceChoice::Wgpu,
+    });
+    let (backend, why) = match device::select(asked) {
+        Ok((b, notice)) => (b, notice),
+        Err(e) if opts.device.is_none() && opts.tolerance => {
+            let (b, _) = device::select(DeviceChoice::Cpu)?;
+            (b, Some(format!("{e}; replaying on the CPU")))
+        }
+        Err(e) if opts.device.is_none() => {
+            return Err(AuditError::NeedsTolerance {
+                trained,
+                replay: BackendKind::Cpu,
+                why: format!(" (not possible here: {e})"),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if backend.kind != trained && !opts.tolerance {
+        return Err(AuditError::NeedsTolerance {
+            trained,
+            replay: backend.kind,
+            why: String::new(),
+        });
+    }
+    Ok((backend, why))
+}
+
+/// What the replay phase needs from the checks before it.
+pub(super) struct Replay<'a> {
+    pub(super) dir: &'a Path,
+    pub(super) spec: &'a Spec,
+    pub(super) data: &'a data::Prepared,
+    pub(super) initial: &'a [u8],
+    pub(super) trained_on: BackendKind,
+    /// Every checkpoint the transcript names is on disk with its digest.
+    pub(super) files_ok: bool,
+    /// The transcript follows the committed schedule.
+    pub(super) schedule_ok: bool,
+}
+
+impl Replay<'_> {
+    /// Choose the device, replay the selected segments into `report`, then recompute the
+    /// validation losses.
+    pub(super) fn run(
+        &self,
+        entries: &[Entry],
+        ext: &Extension,
+        opts: &Options,
+        report: &mut AuditReport,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<(), AuditError> {
+        let (backend, notice) = replay_device(self.trained_on, opts)?;
+        progress(Progress::Device {
+            kind: backend.kind,
+            adapter: &backend.adapter,
+            notice: notice.as_deref(),
+        });
+        report.replayed_on = Some(backend.kind);
+        let bitwise = backend.kind == self.trained_on;
+        report.checks.push(
+            "replay",
+            if bitwise { Status::Pass } else { Status::Warn },
+            if bitwise {
+                format!(
+                    "on {} ({}), the backend that trained: compared bitwise",
+                    backend.kind, backend.adapter
+                )
+            } else {
+                format!(
+                    "on {} ({}), trained on {}: compared within tolerances, not bitwise (--tolerance)",
+                    backend.kind, backend.adapter, self.trained_on
+                )
+            },
+        );
+        progress(Progress::Plan {
+            steps: report.replayed_steps,
+        });
+        let ctx = Replayer {
+            dir: self.dir,
+            spec: self.spec,
+            data: self.data,
+            backend: &backend,
+            initial: self.initial,
+            bitwise,
+        };
+        for &i in &report.selected.clone() {
+            let e = &entries[i - 1];
+            progress(Progress::Segment {
+                index: i,
+                epoch: e.body.epoch,
+                steps: e.body.steps,
+            });
+            let before = (i >= 2).then(|| &entries[i - 2]);
+            report
+                .segments
+                .push(ctx.segment(before, e, self.files_ok, progress));
+        }
+        if self.files_ok && self.schedule_ok {
+            let (status, detail) = ctx.validation(entries, ext);
+            report.checks.push("validation", status, detail);
+        }
+        Ok(())
+    }
+}
