@@ -629,12 +629,12 @@ fn commit(path: &Path, fresh: Commitment, resume: bool) -> Result<Vec<u8>, Pipel
                 message: format!("{} is not a training commitment: {e}", path.display()),
             })?;
         let changed = [
-            ("spec", kept.spec_blake3 != fresh.spec_blake3),
+            ("spec", !hash::hex_eq(&kept.spec_blake3, &fresh.spec_blake3)),
             ("data", kept.data != fresh.data),
             ("backend", kept.backend != fresh.backend),
             (
                 "initial-weights digest",
-                kept.initial_weights_blake3 != fresh.initial_weights_blake3,
+                !hash::hex_eq(&kept.initial_weights_blake3, &fresh.initial_weights_blake3),
             ),
         ];
         if let Some((what, _)) = changed.iter().find(|(_, c)| *c) {

@@ -19,6 +19,15 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The one HTTP client builder (rustls on ring, a per-request timeout) that every network call
+/// of auditai uses: EVM JSON-RPC, bitcoind and the calendars.
+pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::blocking::Client, reqwest::Error> {
+    install_crypto_provider();
+    reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .build()
+}
+
 /// Read an HTTP body of at most `max` bytes.
 pub(crate) fn read_body(resp: reqwest::blocking::Response, max: u64) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
@@ -26,7 +35,7 @@ pub(crate) fn read_body(resp: reqwest::blocking::Response, max: u64) -> Result<V
         return Err(format!("the answer is over the {max}-byte limit"));
     }
     let mut body = Vec::new();
-    resp.take(max + 1)
+    resp.take(max.saturating_add(1))
         .read_to_end(&mut body)
         .map_err(|e| e.to_string())?;
     if body.len() as u64 > max {
@@ -126,10 +135,7 @@ pub fn anchor(
 
     let mut calendar_stamps = Vec::new();
     if !opts.calendars.is_empty() {
-        install_crypto_provider();
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
+        let client = http_client(Duration::from_secs(30))
             .map_err(|e| AnchorError::Calendars(e.to_string()))?;
         for url in &opts.calendars {
             progress(&format!("submitting to {}", redact_url(url)));
@@ -276,11 +282,8 @@ pub fn upgrade(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Upgraded>, AnchorError> {
     let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
-    install_crypto_provider();
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| AnchorError::Calendars(e.to_string()))?;
+    let client =
+        http_client(Duration::from_secs(30)).map_err(|e| AnchorError::Calendars(e.to_string()))?;
     let mut out = Vec::new();
     for m in manifests {
         let rpath = receipt_path(m);

@@ -136,14 +136,10 @@ pub struct Rpc {
 impl Rpc {
     /// A client for `url` with a per-request timeout.
     pub fn new(url: &str, timeout: Duration) -> Result<Rpc, EvmError> {
-        super::install_crypto_provider();
-        let client = reqwest::blocking::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| EvmError::Unreachable {
-                url: super::redact_url(url),
-                message: e.without_url().to_string(),
-            })?;
+        let client = super::http_client(timeout).map_err(|e| EvmError::Unreachable {
+            url: super::redact_url(url),
+            message: e.without_url().to_string(),
+        })?;
         Ok(Rpc {
             url: url.to_string(),
             client,

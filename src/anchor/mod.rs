@@ -17,9 +17,9 @@ pub mod merkle;
 pub mod ots;
 
 #[cfg(feature = "anchor")]
-pub(crate) use batch::read_body;
-#[cfg(feature = "anchor")]
 pub use batch::{EvmOptions, Options, Outcome, Upgraded, anchor, install_crypto_provider, upgrade};
+#[cfg(feature = "anchor")]
+pub(crate) use batch::{http_client, read_body};
 
 use std::path::{Path, PathBuf};
 
@@ -228,7 +228,7 @@ pub fn check_evm_online(
 /// root. Returns the root on success.
 pub fn check_inclusion(r: &Receipt, manifest_bytes: &[u8]) -> Result<[u8; 32], String> {
     let digest: [u8; 32] = Sha256::digest(manifest_bytes).into();
-    if hex::encode(digest) != r.manifest_sha256 {
+    if !crate::hash::hex_eq(&hex::encode(digest), &r.manifest_sha256) {
         return Err(format!(
             "the manifest's sha256 is {}, the receipt records {}",
             hex::encode(digest),

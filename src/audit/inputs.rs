@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::Options;
 use crate::data;
+use crate::hash::{self, PinnedError};
 use crate::manifest::CommitmentRef;
 use crate::manifest::Extension;
 use crate::spec::Spec;
@@ -23,17 +24,13 @@ pub(super) fn read_pinned(
     max: u64,
 ) -> Result<Vec<u8>, String> {
     let path = crate::fsio::safe_join(base, name).map_err(|e| e.to_string())?;
-    let bytes = crate::fsio::read_bounded(&path, max).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => "missing".to_string(),
-        _ => format!("{}: {e}", path.display()),
-    })?;
-    let actual = blake3::hash(&bytes).to_hex();
-    if actual.as_str() != blake3_hex {
-        return Err(format!(
-            "changed: blake3 is {actual}, the manifest records {blake3_hex}"
-        ));
-    }
-    Ok(bytes)
+    crate::hash::read_pinned(&path, blake3_hex, max).map_err(|e| match e {
+        PinnedError::Read(e) if e.kind() == std::io::ErrorKind::NotFound => "missing".to_string(),
+        PinnedError::Read(e) => format!("{}: {e}", path.display()),
+        PinnedError::Changed { actual, expected } => {
+            format!("changed: blake3 is {actual}, the manifest records {expected}")
+        }
+    })
 }
 
 pub(super) fn check_spec(
@@ -46,8 +43,8 @@ pub(super) fn check_spec(
     let parsed = crate::fsio::read_bounded(&path, crate::fsio::MAX_DOCUMENT)
         .map_err(|e| format!("{}: {e}", path.display()))
         .and_then(|b| {
-            let file = blake3::hash(&b).to_hex().to_string();
-            if file != c.spec_file.blake3 {
+            let file = hash::Digest::of(&b).hex();
+            if !hash::hex_eq(&file, &c.spec_file.blake3) {
                 return Err(format!(
                     "{} changed: blake3 is {file}, the commitment records {}",
                     path.display(),
@@ -59,7 +56,7 @@ pub(super) fn check_spec(
     match parsed {
         Ok(spec) => {
             let d = spec.digest().to_hex().to_string();
-            if d != c.spec_blake3 || d != ext.spec_blake3 {
+            if !hash::hex_eq(&d, &c.spec_blake3) || !hash::hex_eq(&d, &ext.spec_blake3) {
                 r.push(
                     "spec",
                     Status::Fail,
@@ -125,8 +122,8 @@ pub(super) fn check_data(
             return None;
         }
     };
-    let got = blake3::hash(&bytes).to_hex().to_string();
-    if got != d.blake3 {
+    let got = hash::Digest::of(&bytes).hex();
+    if !hash::hex_eq(&got, &d.blake3) {
         r.push(
             format!("data {}", d.name),
             Status::Fail,
@@ -235,8 +232,8 @@ pub(super) fn check_initial_weights(
             return None;
         }
     };
-    let got = blake3::hash(&initial).to_hex().to_string();
-    if got == commitment.initial_weights_blake3 {
+    let got = hash::Digest::of(&initial).hex();
+    if hash::hex_eq(&got, &commitment.initial_weights_blake3) {
         r.push(
             "initial weights",
             Status::Pass,

@@ -222,7 +222,7 @@ impl Replayer<'_> {
                 return result;
             }
         };
-        let got = blake3::hash(&weights).to_hex().to_string();
+        let got = crate::hash::Digest::of(&weights).hex();
         result.replayed_blake3 = Some(got.clone());
         let distance = Distance::between(&weights, &recorded, before_weights);
         match &distance {
@@ -233,11 +233,12 @@ impl Replayer<'_> {
             Ok(d) => result.distance = Some(*d),
         }
         if self.bitwise {
-            let optim_got = blake3::hash(&optim).to_hex().to_string();
-            if got == b.weights_blake3 && optim_got == b.optimizer_blake3 {
+            let optim_got = crate::hash::Digest::of(&optim).hex();
+            let same = crate::hash::hex_eq;
+            if same(&got, &b.weights_blake3) && same(&optim_got, &b.optimizer_blake3) {
                 result.status = Status::Pass;
                 result.detail = "replayed weights and optimizer state are bitwise identical".into();
-            } else if got == b.weights_blake3 {
+            } else if same(&got, &b.weights_blake3) {
                 result.detail = format!(
                     "the weights match but the optimizer state does not (blake3 {optim_got}, recorded {})",
                     b.optimizer_blake3

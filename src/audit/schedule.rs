@@ -72,7 +72,7 @@ pub(crate) fn check_schedule(
         }
         let order = shuffle::epoch_order(spec.seed, epoch - 1, rows);
         let seg = &order[from * t.batch_size..(to * t.batch_size).min(rows)];
-        if b.batch_order_blake3 != transcript::order_digest(seg) {
+        if !crate::hash::hex_eq(&b.batch_order_blake3, &transcript::order_digest(seg)) {
             return Err(format!(
                 "entry {n} (epoch {epoch}) records a batch order that is not the committed seed's"
             ));
@@ -119,7 +119,7 @@ pub(super) fn check_final_model(
         .rev()
         .find(|e| e.body.epoch == ext.final_epoch);
     match (subject, epoch_end) {
-        (Some(s), Some(e)) if *s == e.body.weights_blake3 => r.push(
+        (Some(s), Some(e)) if crate::hash::hex_eq(s, &e.body.weights_blake3) => r.push(
             "final model",
             Status::Pass,
             format!(

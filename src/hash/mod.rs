@@ -56,6 +56,11 @@ impl Digest {
         Some(Digest(out))
     }
 
+    /// The blake3 digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest(*blake3::hash(bytes).as_bytes())
+    }
+
     /// Compare in constant time (no early exit on the first differing byte).
     pub fn ct_eq(&self, other: &Digest) -> bool {
         self.0
@@ -352,6 +357,47 @@ fn sha256_stream(path: &Path) -> Result<Digest, HashError> {
 }
 
 /// blake3 and sha256 of bytes in memory.
+/// Whether two hex digests name the same 32 bytes, compared in constant time. A malformed digest
+/// equals nothing: every digest comparison in auditai goes through this or [`Digest::ct_eq`].
+pub fn hex_eq(a: &str, b: &str) -> bool {
+    match (Digest::from_hex(a), Digest::from_hex(b)) {
+        (Some(x), Some(y)) => x.ct_eq(&y),
+        _ => false,
+    }
+}
+
+/// Why a digest-pinned file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PinnedError {
+    /// It could not be read (missing, not a regular file, over the size limit).
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    /// Its blake3 is not the recorded one.
+    #[error("blake3 is {actual}, expected {expected}")]
+    Changed {
+        /// What the file hashes to.
+        actual: Digest,
+        /// What was recorded (hex, as found).
+        expected: String,
+    },
+}
+
+/// Read a file of at most `max` bytes (regular files only, see [`crate::fsio::read_bounded`])
+/// and check that its blake3 is `expected` (hex). The one digest-checked read that `verify`,
+/// `audit` and `--resume` share.
+pub fn read_pinned(path: &Path, expected: &str, max: u64) -> Result<Vec<u8>, PinnedError> {
+    let bytes = crate::fsio::read_bounded(path, max)?;
+    let actual = Digest::of(&bytes);
+    if !Digest::from_hex(expected).is_some_and(|e| e.ct_eq(&actual)) {
+        return Err(PinnedError::Changed {
+            actual,
+            expected: expected.to_string(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// blake3 and sha256 of `bytes`.
 pub fn bytes_digest(bytes: &[u8]) -> FileDigest {
     FileDigest {
         size: bytes.len() as u64,

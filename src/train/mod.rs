@@ -549,15 +549,13 @@ struct Resumed {
 }
 
 fn read_verified(path: &Path, blake3_hex: &str) -> Result<Vec<u8>, TrainError> {
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let actual = blake3::hash(&bytes).to_hex();
-    if actual.as_str() != blake3_hex {
-        return Err(TrainError::Checkpoint {
+    crate::hash::read_pinned(path, blake3_hex, u64::MAX).map_err(|e| match e {
+        crate::hash::PinnedError::Read(source) => io_err(path)(source),
+        crate::hash::PinnedError::Changed { actual, expected } => TrainError::Checkpoint {
             path: path.to_path_buf(),
-            message: format!("blake3 is {actual}, the checkpoint state records {blake3_hex}"),
-        });
-    }
-    Ok(bytes)
+            message: format!("blake3 is {actual}, the checkpoint state records {expected}"),
+        },
+    })
 }
 
 fn load_weights(net: Net, path: &Path, blake3_hex: &str) -> Result<Net, TrainError> {
@@ -610,7 +608,7 @@ fn resume(s: &Session<'_>, fresh: Net) -> Result<Option<Resumed>, TrainError> {
         return Ok(None);
     };
     let spec_hex = s.spec.digest().to_hex().to_string();
-    if last.spec_blake3 != spec_hex {
+    if !crate::hash::hex_eq(&last.spec_blake3, &spec_hex) {
         return Err(TrainError::Resume {
             dir: s.dir.to_path_buf(),
             message: "the spec changed since these checkpoints were written (its digest differs); start a new run".into(),

@@ -139,3 +139,93 @@ fn commands_left_out_of_this_build_name_the_feature() {
         );
     }
 }
+
+/// The structure of a JSON value: object keys and value types, recursively, arrays as the union
+/// of their elements. The code dependency's annotations are left out (they differ between a run
+/// inside and outside git).
+fn shape(v: &serde_json::Value, path: &str) -> std::collections::BTreeSet<String> {
+    use serde_json::Value;
+    let mut out = std::collections::BTreeSet::new();
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let p = format!("{path}.{k}");
+                if p.ends_with("resolvedDependencies[].annotations") {
+                    continue;
+                }
+                out.insert(p.clone());
+                out.extend(shape(x, &p));
+            }
+        }
+        Value::Array(a) => {
+            for x in a {
+                out.extend(shape(x, &format!("{path}[]")));
+            }
+        }
+        Value::Null => {
+            out.insert(format!("{path}: null"));
+        }
+        Value::Bool(_) => {
+            out.insert(format!("{path}: bool"));
+        }
+        Value::Number(_) => {
+            out.insert(format!("{path}: number"));
+        }
+        Value::String(_) => {
+            out.insert(format!("{path}: string"));
+        }
+    }
+    out
+}
+
+fn payload(manifest: &[u8]) -> serde_json::Value {
+    let st = auditai::verify::open(manifest).unwrap().statement;
+    serde_json::from_slice(&st.to_payload()).unwrap()
+}
+
+#[test]
+fn the_manifest_example_in_the_docs_has_the_golden_manifests_shape() {
+    let docs = std::fs::read_to_string(repo().join("docs/manifest.md")).unwrap();
+    let after = docs.split("Its decoded payload:").nth(1).unwrap();
+    let block = after.split("```json").nth(1).unwrap();
+    let example: serde_json::Value =
+        serde_json::from_str(block.split("```").next().unwrap()).unwrap();
+    let golden =
+        payload(&std::fs::read(repo().join("fixtures/offline/run/manifest.intoto.json")).unwrap());
+    let (docs_shape, golden_shape) = (shape(&example, ""), shape(&golden, ""));
+    assert_eq!(
+        docs_shape
+            .symmetric_difference(&golden_shape)
+            .collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "docs/manifest.md's example and fixtures/offline differ in structure: regenerate the stale one"
+    );
+}
+
+#[cfg(feature = "train")]
+#[test]
+fn the_golden_manifest_has_the_shape_of_a_fresh_run() {
+    let ws = Workspace::new();
+    golden(&ws);
+    let out = ws.run(&[
+        "run",
+        "spec.yaml",
+        "--device",
+        "cpu",
+        "--out",
+        "fresh",
+        "-q",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let fresh = payload(&std::fs::read(ws.path().join("fresh/manifest.intoto.json")).unwrap());
+    let golden = payload(&std::fs::read(ws.path().join("run/manifest.intoto.json")).unwrap());
+    let (a, b) = (shape(&fresh, ""), shape(&golden, ""));
+    assert_eq!(
+        a.symmetric_difference(&b).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "fixtures/offline/run is stale: regenerate it (see fixtures/README.md)"
+    );
+    // Same spec, data and seed: the same weights as the committed run.
+    let digest = |p: &str| blake3::hash(&std::fs::read(ws.path().join(p)).unwrap());
+    assert_eq!(digest("fresh/model.bpk"), digest("run/model.bpk"));
+}
