@@ -1,8 +1,8 @@
-//! `auditai run` end to end: spec → data → device → run directory → training → final outputs.
-//!
-//! Owns the run directory's lifecycle (fresh, `--resume`, `--force`; file names are
-//! [`crate::run_dir`]'s) and the final files (`model.bpk`, `model.safetensors`, `summary.json`). Everything is checked before the run
-//! directory is touched, and `summary.json` is written last: its presence marks a complete run.
+//! `auditai run` end to end, as a short list of phases: inputs (spec, data, code) → run
+//! directory (checked, moved aside on `--force`, marked) → commitment (anchored on request) →
+//! training → export (`model.bpk`, `model.safetensors`, `summary.json`) → manifest, written last:
+//! its presence marks a complete run. Everything is checked before the run directory is touched.
+//! File names are [`crate::run_dir`]'s; the statement is built by [`crate::manifest`].
 //! Reports progress through a callback; never prints.
 
 use std::path::{Path, PathBuf};
@@ -219,12 +219,67 @@ pub fn run(
     commit_anchor: Option<&anchor::Options>,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<RunReport, PipelineError> {
+    let inputs = read_inputs(opts)?;
+    let (run_dir, backend, initial) = prepare_run_dir(opts, &inputs, on_event)?;
+    let commitment_bytes = commit_phase(
+        opts,
+        &inputs,
+        &run_dir,
+        &backend,
+        &initial,
+        commit_anchor,
+        on_event,
+    )?;
+    let session = train::Session {
+        spec: &inputs.spec,
+        data: &inputs.data,
+        backend: &backend,
+        dir: &run_dir,
+        commitment: transcript::chain_start(&commitment_bytes),
+    };
+    let outcome = train::train(&session, opts.resume, &mut |p| on_event(Event::Train(p)))?;
+    let exported = export(&run_dir, &inputs, &backend, &outcome)?;
+    let written = write_manifest(
+        &run_dir,
+        inputs,
+        &backend,
+        &outcome,
+        &exported,
+        &commitment_bytes,
+        key,
+    )?;
+    Ok(RunReport {
+        run_dir,
+        summary: exported.summary,
+        resumed_from: outcome.resumed_from,
+        manifest: written.path,
+        signers: written.signers,
+        commitment_blake3: written.commitment_blake3,
+        transcript_entries: outcome.transcript.len(),
+        transcript_head: written.transcript_head,
+    })
+}
+
+/// What a run starts from, read and hashed once: the digests are of exactly the bytes that were
+/// parsed, not of a second read.
+struct Inputs {
+    spec_bytes: Vec<u8>,
+    spec: Spec,
+    data: Prepared,
+    code: provenance::Code,
+    /// The project root (the git work tree, else the current directory).
+    root: PathBuf,
+    /// The data and spec files as manifest dependencies, in that order.
+    dependencies: Vec<manifest::ResourceDescriptor>,
+    started_on: String,
+}
+
+fn read_inputs(opts: &RunOptions) -> Result<Inputs, PipelineError> {
     let spec_bytes = std::fs::read(&opts.spec).map_err(|source| SpecError::Read {
         path: opts.spec.clone(),
         source,
     })?;
-    let spec_text = String::from_utf8_lossy(&spec_bytes);
-    let spec = Spec::parse(&spec_text, &opts.spec)?;
+    let spec = Spec::parse(&String::from_utf8_lossy(&spec_bytes), &opts.spec)?;
     let data_bytes = data::read(&spec)?;
     let data = data::parse(&spec, &data_bytes)?;
     let started_on = manifest::now_rfc3339();
@@ -238,7 +293,6 @@ pub fn run(
         provenance::Code::Git(g) => g.root.clone(),
         provenance::Code::None { .. } => std::env::current_dir().map_err(io_err(Path::new(".")))?,
     };
-    // The digests are of exactly the bytes that were parsed, not of a second read.
     let dependency = |path: &Path, bytes: &[u8]| {
         let rel = project_relative(path, &root);
         manifest::ResourceDescriptor::file(
@@ -247,29 +301,42 @@ pub fn run(
             &hash::bytes_digest(bytes),
         )
     };
-    let mut dependencies = vec![
+    let dependencies = vec![
         dependency(&data.path, &data_bytes),
         dependency(&opts.spec, &spec_bytes),
     ];
-    drop(data_bytes);
-    let file_ref = |d: &manifest::ResourceDescriptor| FileRef {
-        name: d.name.clone().unwrap_or_default(),
-        blake3: d.digest.get("blake3").cloned().unwrap_or_default(),
-        sha256: d.digest.get("sha256").cloned().unwrap_or_default(),
-    };
-    let (data_ref, spec_ref) = (file_ref(&dependencies[0]), file_ref(&dependencies[1]));
+    Ok(Inputs {
+        spec_bytes,
+        spec,
+        data,
+        code,
+        root,
+        dependencies,
+        started_on,
+    })
+}
+
+/// Check the run directory against `--resume` / `--force` and the model's size before touching
+/// anything; then choose the device, move a replaced run aside, mark the directory and write the
+/// spec and preprocessing. Returns the directory, the device and the initial weights.
+fn prepare_run_dir(
+    opts: &RunOptions,
+    inputs: &Inputs,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<(PathBuf, device::Backend, Vec<u8>), PipelineError> {
+    let spec = &inputs.spec;
     let run_dir = opts
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(&spec.outputs.dir));
     check_dir(&run_dir, opts)?;
     // Before the run directory is touched: this also refuses a model too large to build.
-    let initial = train::initial_weights(&spec, &data)?;
-    for d in &dependencies {
+    let initial = train::initial_weights(spec, &inputs.data)?;
+    for d in &inputs.dependencies {
         if let Some(name) = d.name.as_deref().filter(|n| Path::new(n).is_absolute()) {
             on_event(Event::Notice(&format!(
                 "{name} lies outside the project root {}; the manifest records its absolute path, which `auditai verify` refuses (move it under the root)",
-                root.display()
+                inputs.root.display()
             )));
         }
     }
@@ -288,19 +355,38 @@ pub fn run(
         run_dir::mark(&run_dir).map_err(io_err(&run_dir.join(run_dir::MARKER)))?;
     }
     if !opts.resume || !run_dir.join(run_dir::SPEC).exists() {
-        write(&run_dir.join(run_dir::SPEC), &spec_bytes)?;
-        let pre = serde_json::to_vec_pretty(&data.preprocessing).unwrap_or_default();
+        write(&run_dir.join(run_dir::SPEC), &inputs.spec_bytes)?;
+        let pre = serde_json::to_vec_pretty(&inputs.data.preprocessing).unwrap_or_default();
         write(&run_dir.join(run_dir::PREPROCESSING), &pre)?;
     }
+    Ok((run_dir, backend, initial))
+}
 
+/// Write (or on `--resume` re-check) the training commitment and, when asked, anchor it before
+/// the first step. Returns the commitment file's bytes.
+fn commit_phase(
+    opts: &RunOptions,
+    inputs: &Inputs,
+    run_dir: &Path,
+    backend: &device::Backend,
+    initial: &[u8],
+    commit_anchor: Option<&anchor::Options>,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Vec<u8>, PipelineError> {
+    let file_ref = |d: &manifest::ResourceDescriptor| FileRef {
+        name: d.name.clone().unwrap_or_default(),
+        blake3: d.digest.get("blake3").cloned().unwrap_or_default(),
+        sha256: d.digest.get("sha256").cloned().unwrap_or_default(),
+    };
+    let spec = &inputs.spec;
     let commitment = Commitment {
         schema: transcript::COMMITMENT_SCHEMA.to_string(),
         name: spec.name.clone(),
         spec_blake3: spec.digest().to_hex().to_string(),
         seed: spec.seed,
-        spec_file: spec_ref,
-        data: vec![data_ref],
-        code: match &code {
+        spec_file: file_ref(&inputs.dependencies[1]),
+        data: vec![file_ref(&inputs.dependencies[0])],
+        code: match &inputs.code {
             provenance::Code::Git(g) => Some(CodeRef {
                 git_commit: g.commit.clone(),
                 dirty: g.dirty,
@@ -309,7 +395,7 @@ pub fn run(
             provenance::Code::None { .. } => None,
         },
         backend: backend.kind,
-        initial_weights_blake3: blake3::hash(&initial).to_hex().to_string(),
+        initial_weights_blake3: hash::Digest::of(initial).hex(),
         committed_on: manifest::now_rfc3339(),
     };
     let commitment_path = run_dir.join(run_dir::COMMITMENT);
@@ -326,39 +412,43 @@ pub fn run(
         path: &commitment_path,
         receipt: receipt.as_ref(),
     });
+    Ok(commitment_bytes)
+}
 
-    let session = train::Session {
-        spec: &spec,
-        data: &data,
-        backend: &backend,
-        dir: &run_dir,
-        commitment: transcript::chain_start(&commitment_bytes),
-    };
-    let outcome = train::train(&session, opts.resume, &mut |p| on_event(Event::Train(p)))?;
+/// The final files: `model.bpk`, `model.safetensors` and `summary.json`.
+struct Exported {
+    summary: Summary,
+    safetensors: Vec<u8>,
+    summary_json: Vec<u8>,
+}
 
-    let (part, held_out) = train::held_out(&data);
-    let metrics = train::evaluate(&outcome.model, part, &data, &backend.device);
-
-    let bpk_path = run_dir.join(run_dir::MODEL_BPK);
-    write(&bpk_path, &outcome.model_bytes)?;
+/// Evaluate the final model on the held-out split and write the final files.
+fn export(
+    run_dir: &Path,
+    inputs: &Inputs,
+    backend: &device::Backend,
+    outcome: &train::TrainOutcome,
+) -> Result<Exported, PipelineError> {
+    let (spec, data) = (&inputs.spec, &inputs.data);
+    let (part, held_out) = train::held_out(data);
+    let metrics = train::evaluate(&outcome.model, part, data, &backend.device);
+    write(&run_dir.join(run_dir::MODEL_BPK), &outcome.model_bytes)?;
     let st_path = run_dir.join(run_dir::MODEL_SAFETENSORS);
+    let export_err = |message: String| PipelineError::Export {
+        path: st_path.clone(),
+        message,
+    };
     let mut store = SafetensorsStore::from_bytes(None);
     outcome
         .model
         .save_into(&mut store)
-        .map_err(|e| PipelineError::Export {
-            path: st_path.clone(),
-            message: e.to_string(),
-        })?;
-    let st_bytes = store
+        .map_err(|e| export_err(e.to_string()))?;
+    let safetensors = store
         .get_bytes()
         .map_err(|e| e.to_string())
         .and_then(|b| canonical_safetensors(&b))
-        .map_err(|message| PipelineError::Export {
-            path: st_path.clone(),
-            message,
-        })?;
-    write(&st_path, &st_bytes)?;
+        .map_err(export_err)?;
+    write(&st_path, &safetensors)?;
 
     let total_secs: f64 = outcome.epochs.iter().map(|e| e.seconds).sum();
     let summary = Summary {
@@ -369,7 +459,7 @@ pub fn run(
         spec: spec.clone(),
         device: backend.kind,
         adapter: backend.adapter.clone(),
-        rows: rows(&data),
+        rows: rows(data),
         held_out,
         metrics,
         classes: data.preprocessing.classes.clone(),
@@ -377,16 +467,39 @@ pub fn run(
         final_epoch: outcome.final_epoch,
         best_epoch: outcome.best_epoch,
         stopped_early: outcome.stopped_early,
-        weights_blake3: blake3::hash(&outcome.model_bytes).to_hex().to_string(),
-        safetensors_blake3: blake3::hash(&st_bytes).to_hex().to_string(),
+        weights_blake3: hash::Digest::of(&outcome.model_bytes).hex(),
+        safetensors_blake3: hash::Digest::of(&safetensors).hex(),
         samples_per_sec: (data.train.rows * outcome.epochs.len()) as f64 / total_secs.max(1e-9),
-        epochs: outcome.epochs,
+        epochs: outcome.epochs.clone(),
     };
-    let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-    write(&run_dir.join(run_dir::SUMMARY), &json)?;
+    let summary_json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+    write(&run_dir.join(run_dir::SUMMARY), &summary_json)?;
+    Ok(Exported {
+        summary,
+        safetensors,
+        summary_json,
+    })
+}
 
-    dependencies.push(code_descriptor(&code));
-    dependencies.push(toolchain_descriptor(&backend));
+/// The manifest as written.
+struct Written {
+    path: PathBuf,
+    signers: Vec<String>,
+    commitment_blake3: String,
+    transcript_head: String,
+}
+
+/// Hash the byproducts, build the statement (see [`manifest::provenance_statement`]), sign it
+/// and write `manifest.intoto.json`, last.
+fn write_manifest(
+    run_dir: &Path,
+    inputs: Inputs,
+    backend: &device::Backend,
+    outcome: &train::TrainOutcome,
+    exported: &Exported,
+    commitment_bytes: &[u8],
+    key: Option<&SecretKey>,
+) -> Result<Written, PipelineError> {
     let subjects = vec![
         manifest::ResourceDescriptor::file(
             run_dir::MODEL_BPK,
@@ -396,9 +509,13 @@ pub fn run(
         manifest::ResourceDescriptor::file(
             run_dir::MODEL_SAFETENSORS,
             None,
-            &hash::bytes_digest(&st_bytes),
+            &hash::bytes_digest(&exported.safetensors),
         ),
-        manifest::ResourceDescriptor::file(run_dir::SUMMARY, None, &hash::bytes_digest(&json)),
+        manifest::ResourceDescriptor::file(
+            run_dir::SUMMARY,
+            None,
+            &hash::bytes_digest(&exported.summary_json),
+        ),
     ];
     let plain = hash::Hasher::new(None, true);
     let mut byproducts = Vec::new();
@@ -421,48 +538,65 @@ pub fn run(
         run_dir::CHECKPOINTS,
         &tree,
     ));
-    let audit = (
-        manifest::CommitmentRef {
-            path: run_dir::COMMITMENT.to_string(),
-            blake3: blake3::hash(&commitment_bytes).to_hex().to_string(),
-        },
-        manifest::TranscriptRef {
-            path: run_dir::TRANSCRIPT.to_string(),
-            blake3: transcript_blake3,
-            entries: outcome.transcript.len(),
-            head: outcome.transcript.last().map_or_else(
-                || hex::encode(transcript::chain_start(&commitment_bytes)),
-                |e| e.chain.clone(),
-            ),
-        },
-    );
-    let (commitment_blake3, transcript_head) = (audit.0.blake3.clone(), audit.1.head.clone());
-    let statement = statement(
-        &summary,
-        subjects,
-        dependencies,
-        byproducts,
-        started_on,
-        audit,
-    );
+    let commitment = manifest::CommitmentRef {
+        path: run_dir::COMMITMENT.to_string(),
+        blake3: hash::Digest::of(commitment_bytes).hex(),
+    };
+    let transcript = manifest::TranscriptRef {
+        path: run_dir::TRANSCRIPT.to_string(),
+        blake3: transcript_blake3,
+        entries: outcome.transcript.len(),
+        head: outcome.transcript.last().map_or_else(
+            || hex::encode(transcript::chain_start(commitment_bytes)),
+            |e| e.chain.clone(),
+        ),
+    };
+    let (commitment_blake3, transcript_head) = (commitment.blake3.clone(), transcript.head.clone());
+    let s = &exported.summary;
+    let mut dependencies = inputs.dependencies;
+    dependencies.push(manifest::code_descriptor(&inputs.code));
+    dependencies.push(manifest::toolchain_descriptor(
+        &backend.kind.to_string(),
+        &backend.adapter,
+    ));
+    let facts = manifest::RunFacts {
+        spec: serde_json::to_value(&s.spec).unwrap_or_default(),
+        spec_blake3: s.spec_blake3.clone(),
+        backend: s.device.to_string(),
+        adapter: s.adapter.clone(),
+        held_out: s.held_out.to_string(),
+        metrics: serde_json::to_value(&s.metrics).unwrap_or_default(),
+        final_epoch: s.final_epoch,
+        checkpoints: s
+            .epochs
+            .iter()
+            .map(|e| manifest::CheckpointEntry {
+                epoch: e.epoch,
+                path: e.checkpoint.clone(),
+                blake3: e.checkpoint_blake3.clone(),
+                optimizer_blake3: e.optimizer_blake3.clone(),
+                val_loss: e.val_loss,
+            })
+            .collect(),
+        commitment,
+        transcript,
+        started_on: inputs.started_on,
+    };
+    let statement = manifest::provenance_statement(facts, subjects, dependencies, byproducts);
     let mut envelope = Envelope::new(sign::IN_TOTO_PAYLOAD_TYPE, &statement.to_payload());
     if let Some(k) = key {
         envelope.sign(k);
     }
-    let manifest_path = run_dir.join(run_dir::MANIFEST);
-    write(&manifest_path, &envelope.to_bytes())?;
-    Ok(RunReport {
-        run_dir,
-        summary,
-        resumed_from: outcome.resumed_from,
-        manifest: manifest_path,
+    let path = run_dir.join(run_dir::MANIFEST);
+    write(&path, &envelope.to_bytes())?;
+    Ok(Written {
+        path,
         signers: envelope
             .signatures
             .iter()
             .map(|s| s.keyid.clone())
             .collect(),
         commitment_blake3,
-        transcript_entries: outcome.transcript.len(),
         transcript_head,
     })
 }
@@ -503,118 +637,6 @@ fn project_relative(path: &Path, root: &Path) -> String {
             .collect::<Vec<_>>()
             .join("/"),
         Err(_) => abs.display().to_string(),
-    }
-}
-
-fn code_descriptor(code: &provenance::Code) -> manifest::ResourceDescriptor {
-    let mut d = manifest::ResourceDescriptor {
-        name: Some("code".to_string()),
-        ..Default::default()
-    };
-    match code {
-        provenance::Code::Git(g) => {
-            if let Some(c) = &g.commit {
-                d.digest.insert("gitCommit".to_string(), c.clone());
-            }
-            if let Some(t) = &g.tree {
-                d.digest.insert("gitTree".to_string(), t.clone());
-            }
-            d.uri = g.remote.as_ref().map(|r| match &g.branch {
-                Some(b) => format!("git+{r}@refs/heads/{b}"),
-                None => format!("git+{r}"),
-            });
-            d.annotations = serde_json::to_value(g).ok();
-        }
-        provenance::Code::None { reason } => {
-            d.uri = Some("about:no-vcs".to_string());
-            d.annotations = Some(serde_json::json!({ "vcs": "none", "reason": reason }));
-        }
-    }
-    d
-}
-
-fn toolchain_descriptor(backend: &device::Backend) -> manifest::ResourceDescriptor {
-    let t = provenance::toolchain();
-    manifest::ResourceDescriptor {
-        name: Some("toolchain".to_string()),
-        uri: Some(format!("pkg:cargo/auditai@{}", t.auditai)),
-        digest: Default::default(),
-        annotations: Some(serde_json::json!({
-            "auditai": t.auditai,
-            "burn": t.burn,
-            "rustc": t.rustc,
-            "os": t.os,
-            "arch": t.arch,
-            "backend": backend.kind,
-            "adapter": backend.adapter,
-        })),
-    }
-}
-
-fn statement(
-    summary: &Summary,
-    subject: Vec<manifest::ResourceDescriptor>,
-    resolved_dependencies: Vec<manifest::ResourceDescriptor>,
-    byproducts: Vec<manifest::ResourceDescriptor>,
-    started_on: String,
-    (commitment, transcript): (manifest::CommitmentRef, manifest::TranscriptRef),
-) -> manifest::Statement {
-    use manifest::*;
-    let t = provenance::toolchain();
-    Statement {
-        statement_type: STATEMENT_TYPE.to_string(),
-        subject,
-        predicate_type: PREDICATE_TYPE.to_string(),
-        predicate: Provenance {
-            build_definition: BuildDefinition {
-                build_type: BUILD_TYPE.to_string(),
-                external_parameters: serde_json::json!({
-                    "spec": summary.spec,
-                    "device": summary.device,
-                }),
-                internal_parameters: serde_json::json!({
-                    "adapter": summary.adapter,
-                }),
-                resolved_dependencies,
-            },
-            run_details: RunDetails {
-                builder: Builder {
-                    id: BUILDER_ID.to_string(),
-                    version: [
-                        ("auditai".to_string(), t.auditai),
-                        ("burn".to_string(), t.burn),
-                    ]
-                    .into(),
-                },
-                metadata: Metadata {
-                    invocation_id: invocation_id(),
-                    started_on,
-                    finished_on: now_rfc3339(),
-                },
-                byproducts,
-            },
-            auditai: Some(Extension {
-                schema: EXTENSION_SCHEMA.to_string(),
-                spec_blake3: summary.spec_blake3.clone(),
-                backend: summary.device.to_string(),
-                held_out: summary.held_out.to_string(),
-                metrics: serde_json::to_value(&summary.metrics).unwrap_or_default(),
-                final_epoch: summary.final_epoch,
-                checkpoints: summary
-                    .epochs
-                    .iter()
-                    .map(|e| CheckpointEntry {
-                        epoch: e.epoch,
-                        path: e.checkpoint.clone(),
-                        blake3: e.checkpoint_blake3.clone(),
-                        optimizer_blake3: e.optimizer_blake3.clone(),
-                        val_loss: e.val_loss,
-                    })
-                    .collect(),
-                commitment: Some(commitment),
-                transcript: Some(transcript),
-            }),
-        },
     }
 }
 

@@ -2,7 +2,8 @@
 //! auditai extension, and its exact bytes.
 //!
 //! Types here serialise to the documented format (`docs/manifest.md`) and parse it back leniently
-//! enough to report precise reasons when something is missing. No crypto, no files, no network.
+//! enough to report precise reasons when something is missing; [`provenance_statement`] builds a
+//! run's statement from plain facts. No crypto, no files, no network, no burn.
 
 use std::collections::BTreeMap;
 
@@ -279,4 +280,136 @@ pub fn invocation_id() -> String {
         &h[16..20],
         &h[20..]
     )
+}
+
+/// What a finished run contributes to its provenance statement, as plain values (this module
+/// knows no burn types).
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    /// The resolved spec.
+    pub spec: Value,
+    /// blake3 of the resolved spec's canonical JSON.
+    pub spec_blake3: String,
+    /// `cpu` or `wgpu`.
+    pub backend: String,
+    /// The adapter description.
+    pub adapter: String,
+    /// The held-out split the metrics are on.
+    pub held_out: String,
+    /// Final held-out metrics.
+    pub metrics: Value,
+    /// The epoch whose weights are the final model.
+    pub final_epoch: usize,
+    /// Per-epoch checkpoint digests.
+    pub checkpoints: Vec<CheckpointEntry>,
+    /// The training commitment.
+    pub commitment: CommitmentRef,
+    /// The training transcript and its chain head.
+    pub transcript: TranscriptRef,
+    /// RFC 3339 time the run started.
+    pub started_on: String,
+}
+
+/// The provenance statement of a run: subjects, dependencies and byproducts as given, the
+/// builder, timestamps and the auditai extension from `facts`.
+pub fn provenance_statement(
+    facts: RunFacts,
+    subject: Vec<ResourceDescriptor>,
+    resolved_dependencies: Vec<ResourceDescriptor>,
+    byproducts: Vec<ResourceDescriptor>,
+) -> Statement {
+    let t = crate::provenance::toolchain();
+    Statement {
+        statement_type: STATEMENT_TYPE.to_string(),
+        subject,
+        predicate_type: PREDICATE_TYPE.to_string(),
+        predicate: Provenance {
+            build_definition: BuildDefinition {
+                build_type: BUILD_TYPE.to_string(),
+                external_parameters: serde_json::json!({
+                    "spec": facts.spec,
+                    "device": facts.backend,
+                }),
+                internal_parameters: serde_json::json!({
+                    "adapter": facts.adapter,
+                }),
+                resolved_dependencies,
+            },
+            run_details: RunDetails {
+                builder: Builder {
+                    id: BUILDER_ID.to_string(),
+                    version: [
+                        ("auditai".to_string(), t.auditai),
+                        ("burn".to_string(), t.burn),
+                    ]
+                    .into(),
+                },
+                metadata: Metadata {
+                    invocation_id: invocation_id(),
+                    started_on: facts.started_on,
+                    finished_on: now_rfc3339(),
+                },
+                byproducts,
+            },
+            auditai: Some(Extension {
+                schema: EXTENSION_SCHEMA.to_string(),
+                spec_blake3: facts.spec_blake3,
+                backend: facts.backend,
+                held_out: facts.held_out,
+                metrics: facts.metrics,
+                final_epoch: facts.final_epoch,
+                checkpoints: facts.checkpoints,
+                commitment: Some(facts.commitment),
+                transcript: Some(facts.transcript),
+            }),
+        },
+    }
+}
+
+/// The `code` dependency: the git commit and tree, the remote (already credential-free) and the
+/// work tree's state, or why there is none.
+pub fn code_descriptor(code: &crate::provenance::Code) -> ResourceDescriptor {
+    let mut d = ResourceDescriptor {
+        name: Some("code".to_string()),
+        ..Default::default()
+    };
+    match code {
+        crate::provenance::Code::Git(g) => {
+            if let Some(c) = &g.commit {
+                d.digest.insert("gitCommit".to_string(), c.clone());
+            }
+            if let Some(t) = &g.tree {
+                d.digest.insert("gitTree".to_string(), t.clone());
+            }
+            d.uri = g.remote.as_ref().map(|r| match &g.branch {
+                Some(b) => format!("git+{r}@refs/heads/{b}"),
+                None => format!("git+{r}"),
+            });
+            d.annotations = serde_json::to_value(g).ok();
+        }
+        crate::provenance::Code::None { reason } => {
+            d.uri = Some("about:no-vcs".to_string());
+            d.annotations = Some(serde_json::json!({ "vcs": "none", "reason": reason }));
+        }
+    }
+    d
+}
+
+/// The `toolchain` dependency: auditai, burn, rustc, OS, architecture and the backend used.
+pub fn toolchain_descriptor(backend: &str, adapter: &str) -> ResourceDescriptor {
+    let t = crate::provenance::toolchain();
+    ResourceDescriptor {
+        name: Some("toolchain".to_string()),
+        uri: Some(format!("pkg:cargo/auditai@{}", t.auditai)),
+        digest: Default::default(),
+        annotations: Some(serde_json::json!({
+            "auditai": t.auditai,
+            "burn": t.burn,
+            "rustc": t.rustc,
+            "os": t.os,
+            "arch": t.arch,
+            "backend": backend,
+            "adapter": adapter,
+        })),
+    }
 }
