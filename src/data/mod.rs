@@ -139,168 +139,27 @@ pub fn load(spec: &Spec) -> Result<Prepared, DataError> {
 /// Prepare splits from the bytes of the spec's CSV (as returned by [`read`]), so that what is
 /// parsed is exactly what the caller hashed.
 pub fn parse(spec: &Spec, bytes: &[u8]) -> Result<Prepared, DataError> {
-    let path = spec.data.resolved_path(&spec.source);
-    let spec_err = |pos: Pos, message: String| DataError::Spec {
-        spec: spec.source.clone(),
-        pos,
-        message,
-    };
-    let csv_err = |line: Option<u64>, message: String| DataError::Csv {
-        path: path.clone(),
-        line,
-        message,
+    let ctx = Ctx {
+        spec,
+        path: spec.data.resolved_path(&spec.source),
     };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(bytes);
     let header: Vec<String> = reader
         .headers()
-        .map_err(|e| csv_err(Some(1), csv_message(&e)))?
+        .map_err(|e| ctx.csv_err(Some(1), csv_message(&e)))?
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
-    let find = |name: &Located<String>, what: &str| -> Result<usize, DataError> {
-        header.iter().position(|h| *h == name.value).ok_or_else(|| {
-            spec_err(
-                name.pos,
-                format!(
-                    "{what} `{}` is not a column of {} (columns: {})",
-                    name.value,
-                    path.display(),
-                    header.join(", ")
-                ),
-            )
-        })
-    };
-    let label_col = find(&spec.data.label, "label column")?;
-    let mut feature_cols: Vec<usize> = match &spec.data.include {
-        Some(list) => {
-            let mut cols = Vec::new();
-            for name in list {
-                let c = find(name, "feature")?;
-                if c == label_col {
-                    return Err(spec_err(
-                        name.pos,
-                        format!(
-                            "`{}` is the label column and cannot be a feature",
-                            name.value
-                        ),
-                    ));
-                }
-                cols.push(c);
-            }
-            cols
-        }
-        None => (0..header.len()).filter(|&c| c != label_col).collect(),
-    };
-    for name in &spec.data.exclude {
-        let c = find(name, "excluded feature")?;
-        feature_cols.retain(|&f| f != c);
-    }
-    if feature_cols.is_empty() {
-        return Err(spec_err(
-            spec.data.label.pos,
-            "no feature columns are left after include/exclude".to_string(),
-        ));
-    }
-    if let Some(shape) = &spec.data.shape {
-        let [c, h, w] = shape.value;
-        if c * h * w != feature_cols.len() {
-            return Err(spec_err(
-                shape.pos,
-                format!(
-                    "data.shape {c}x{h}x{w} holds {} values but there are {} feature columns",
-                    c * h * w,
-                    feature_cols.len()
-                ),
-            ));
-        }
-    }
-
-    let mut x: Vec<f32> = Vec::new();
-    let mut raw_labels: Vec<String> = Vec::new();
-    for record in reader.records() {
-        let record =
-            record.map_err(|e| csv_err(e.position().map(|p| p.line()), csv_message(&e)))?;
-        let line = record.position().map(|p| p.line());
-        for &c in &feature_cols {
-            let cell = record.get(c).unwrap_or("").trim();
-            let v: f32 = cell.parse().map_err(|_| {
-                csv_err(
-                    line,
-                    format!("column `{}`: `{cell}` is not a number", header[c]),
-                )
-            })?;
-            if !v.is_finite() {
-                return Err(csv_err(
-                    line,
-                    format!("column `{}`: `{cell}` is not a finite number", header[c]),
-                ));
-            }
-            x.push(v);
-        }
-        let label = record.get(label_col).unwrap_or("").trim();
-        if label.is_empty() {
-            return Err(csv_err(
-                line,
-                format!("label column `{}` is empty", header[label_col]),
-            ));
-        }
-        raw_labels.push(label.to_string());
-    }
+    let (label_col, feature_cols) = ctx.columns(&header)?;
+    let (x, raw_labels) = ctx.rows(&mut reader, &header, label_col, &feature_cols)?;
     let rows = raw_labels.len();
     let d = feature_cols.len();
-    if rows == 0 {
-        return Err(csv_err(None, "no data rows after the header".to_string()));
-    }
-
-    let (targets, classes) = match spec.data.task {
-        Task::Classification => {
-            let classes: Vec<String> = raw_labels
-                .iter()
-                .cloned()
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            if classes.len() < 2 {
-                return Err(spec_err(
-                    spec.data.label.pos,
-                    format!(
-                        "classification needs at least 2 classes in `{}`, found {}",
-                        spec.data.label.value,
-                        classes.len()
-                    ),
-                ));
-            }
-            let index: BTreeMap<&str, u32> = classes
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.as_str(), i as u32))
-                .collect();
-            let t = raw_labels.iter().map(|l| index[l.as_str()]).collect();
-            (Targets::Classes(t), Some(classes))
-        }
-        Task::Regression => {
-            let mut values = Vec::with_capacity(rows);
-            for (i, l) in raw_labels.iter().enumerate() {
-                let v: f32 = l.parse().ok().filter(|v: &f32| v.is_finite()).ok_or_else(|| {
-                    csv_err(
-                        Some(i as u64 + 2),
-                        format!(
-                            "label `{l}` in column `{}` is not a number, but the task is regression",
-                            header[label_col]
-                        ),
-                    )
-                })?;
-                values.push(v);
-            }
-            (Targets::Values(values), None)
-        }
-    };
-
+    let (targets, classes) = ctx.targets(&raw_labels, &header[label_col])?;
     let [train_idx, val_idx, test_idx] = split_indices(&targets, rows, spec);
     if train_idx.is_empty() || val_idx.is_empty() {
-        return Err(csv_err(
+        return Err(ctx.csv_err(
             None,
             format!("{rows} rows are too few for the train/validation split"),
         ));
@@ -323,7 +182,7 @@ pub fn parse(spec: &Spec, bytes: &[u8]) -> Result<Prepared, DataError> {
     };
     let test = (!test_idx.is_empty()).then(|| part(test_idx));
     Ok(Prepared {
-        path: path.clone(),
+        path: ctx.path.clone(),
         rows,
         train: part(train_idx),
         validation: part(val_idx),
@@ -339,6 +198,193 @@ pub fn parse(spec: &Spec, bytes: &[u8]) -> Result<Prepared, DataError> {
             scale,
         },
     })
+}
+
+/// The spec and the data file being parsed, for errors that name a spec position or a CSV line.
+struct Ctx<'a> {
+    spec: &'a Spec,
+    path: PathBuf,
+}
+
+impl Ctx<'_> {
+    fn spec_err(&self, pos: Pos, message: String) -> DataError {
+        DataError::Spec {
+            spec: self.spec.source.clone(),
+            pos,
+            message,
+        }
+    }
+
+    fn csv_err(&self, line: Option<u64>, message: String) -> DataError {
+        DataError::Csv {
+            path: self.path.clone(),
+            line,
+            message,
+        }
+    }
+
+    /// The label column and the feature columns (after include/exclude), checked against
+    /// `data.shape`.
+    fn columns(&self, header: &[String]) -> Result<(usize, Vec<usize>), DataError> {
+        let data = &self.spec.data;
+        let find = |name: &Located<String>, what: &str| -> Result<usize, DataError> {
+            header.iter().position(|h| *h == name.value).ok_or_else(|| {
+                self.spec_err(
+                    name.pos,
+                    format!(
+                        "{what} `{}` is not a column of {} (columns: {})",
+                        name.value,
+                        self.path.display(),
+                        header.join(", ")
+                    ),
+                )
+            })
+        };
+        let label_col = find(&data.label, "label column")?;
+        let mut feature_cols: Vec<usize> = match &data.include {
+            Some(list) => {
+                let mut cols = Vec::new();
+                for name in list {
+                    let c = find(name, "feature")?;
+                    if c == label_col {
+                        return Err(self.spec_err(
+                            name.pos,
+                            format!(
+                                "`{}` is the label column and cannot be a feature",
+                                name.value
+                            ),
+                        ));
+                    }
+                    cols.push(c);
+                }
+                cols
+            }
+            None => (0..header.len()).filter(|&c| c != label_col).collect(),
+        };
+        for name in &data.exclude {
+            let c = find(name, "excluded feature")?;
+            feature_cols.retain(|&f| f != c);
+        }
+        if feature_cols.is_empty() {
+            return Err(self.spec_err(
+                data.label.pos,
+                "no feature columns are left after include/exclude".to_string(),
+            ));
+        }
+        if let Some(shape) = &data.shape {
+            let [c, h, w] = shape.value;
+            if c * h * w != feature_cols.len() {
+                return Err(self.spec_err(
+                    shape.pos,
+                    format!(
+                        "data.shape {c}x{h}x{w} holds {} values but there are {} feature columns",
+                        c * h * w,
+                        feature_cols.len()
+                    ),
+                ));
+            }
+        }
+        Ok((label_col, feature_cols))
+    }
+
+    /// Every data row: the features (finite numbers) row-major, and the raw labels (non-empty).
+    fn rows(
+        &self,
+        reader: &mut csv::Reader<&[u8]>,
+        header: &[String],
+        label_col: usize,
+        feature_cols: &[usize],
+    ) -> Result<(Vec<f32>, Vec<String>), DataError> {
+        let mut x: Vec<f32> = Vec::new();
+        let mut raw_labels: Vec<String> = Vec::new();
+        for record in reader.records() {
+            let record = record
+                .map_err(|e| self.csv_err(e.position().map(|p| p.line()), csv_message(&e)))?;
+            let line = record.position().map(|p| p.line());
+            for &c in feature_cols {
+                let cell = record.get(c).unwrap_or("").trim();
+                let v: f32 = cell.parse().map_err(|_| {
+                    self.csv_err(
+                        line,
+                        format!("column `{}`: `{cell}` is not a number", header[c]),
+                    )
+                })?;
+                if !v.is_finite() {
+                    return Err(self.csv_err(
+                        line,
+                        format!("column `{}`: `{cell}` is not a finite number", header[c]),
+                    ));
+                }
+                x.push(v);
+            }
+            let label = record.get(label_col).unwrap_or("").trim();
+            if label.is_empty() {
+                return Err(self.csv_err(
+                    line,
+                    format!("label column `{}` is empty", header[label_col]),
+                ));
+            }
+            raw_labels.push(label.to_string());
+        }
+        if raw_labels.is_empty() {
+            return Err(self.csv_err(None, "no data rows after the header".to_string()));
+        }
+        Ok((x, raw_labels))
+    }
+
+    /// The targets: class indices in sorted class-name order (at least two classes), or the
+    /// label values for regression.
+    fn targets(
+        &self,
+        raw_labels: &[String],
+        label_name: &str,
+    ) -> Result<(Targets, Option<Vec<String>>), DataError> {
+        match self.spec.data.task {
+            Task::Classification => {
+                let classes: Vec<String> = raw_labels
+                    .iter()
+                    .cloned()
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                if classes.len() < 2 {
+                    return Err(self.spec_err(
+                        self.spec.data.label.pos,
+                        format!(
+                            "classification needs at least 2 classes in `{}`, found {}",
+                            self.spec.data.label.value,
+                            classes.len()
+                        ),
+                    ));
+                }
+                let index: BTreeMap<&str, u32> = classes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.as_str(), i as u32))
+                    .collect();
+                let t = raw_labels
+                    .iter()
+                    .map(|l| index.get(l.as_str()).copied().unwrap_or(0))
+                    .collect();
+                Ok((Targets::Classes(t), Some(classes)))
+            }
+            Task::Regression => {
+                let mut values = Vec::with_capacity(raw_labels.len());
+                for (i, l) in raw_labels.iter().enumerate() {
+                    let v: f32 = l.parse().ok().filter(|v: &f32| v.is_finite()).ok_or_else(|| {
+                        self.csv_err(
+                            Some(i as u64 + 2),
+                            format!(
+                                "label `{l}` in column `{label_name}` is not a number, but the task is regression"
+                            ),
+                        )
+                    })?;
+                    values.push(v);
+                }
+                Ok((Targets::Values(values), None))
+            }
+        }
+    }
 }
 
 fn csv_message(e: &csv::Error) -> String {
