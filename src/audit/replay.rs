@@ -11,7 +11,7 @@ use crate::data;
 use crate::manifest::Extension;
 use crate::spec::{DeviceChoice, Spec};
 use crate::train::{self, BackendKind, device};
-use crate::transcript::Entry;
+use crate::transcript::{self, Entry};
 use crate::verify::Status;
 
 /// Relative tolerance on a validation loss recomputed on another backend.
@@ -157,27 +157,7 @@ impl Replayer<'_> {
             );
             return result;
         }
-        let loaded = (|| -> Result<_, String> {
-            let start = match before {
-                None => None,
-                Some(p) => Some((
-                    read_pinned(
-                        self.dir,
-                        &p.body.weights,
-                        &p.body.weights_blake3,
-                        MAX_RUN_FILE,
-                    )?,
-                    read_pinned(
-                        self.dir,
-                        &p.body.optimizer,
-                        &p.body.optimizer_blake3,
-                        MAX_RUN_FILE,
-                    )?,
-                )),
-            };
-            let recorded = read_pinned(self.dir, &b.weights, &b.weights_blake3, MAX_RUN_FILE)?;
-            Ok((start, recorded))
-        })();
+        let loaded = self.load(before, e);
         let (start, recorded) = match loaded {
             Ok(x) => x,
             Err(why) => {
@@ -232,13 +212,40 @@ impl Replayer<'_> {
             }
             Ok(d) => result.distance = Some(*d),
         }
+        self.compare(&mut result, &got, &optim, b);
+        result
+    }
+
+    /// The checkpoint before the segment (weights and optimizer state; none for the first) and
+    /// the weights after it, each digest-checked against the transcript.
+    #[allow(clippy::type_complexity)]
+    fn load(
+        &self,
+        before: Option<&Entry>,
+        e: &Entry,
+    ) -> Result<(Option<(Vec<u8>, Vec<u8>)>, Vec<u8>), String> {
+        let read = |name: &str, digest: &str| read_pinned(self.dir, name, digest, MAX_RUN_FILE);
+        let start = match before {
+            None => None,
+            Some(p) => Some((
+                read(&p.body.weights, &p.body.weights_blake3)?,
+                read(&p.body.optimizer, &p.body.optimizer_blake3)?,
+            )),
+        };
+        let recorded = read(&e.body.weights, &e.body.weights_blake3)?;
+        Ok((start, recorded))
+    }
+
+    /// Judge a replay: bitwise (weights and optimizer state) on the training backend, within
+    /// the tolerances on another.
+    fn compare(&self, result: &mut SegmentResult, got: &str, optim: &[u8], b: &transcript::Body) {
         if self.bitwise {
-            let optim_got = crate::hash::Digest::of(&optim).hex();
+            let optim_got = crate::hash::Digest::of(optim).hex();
             let same = crate::hash::hex_eq;
-            if same(&got, &b.weights_blake3) && same(&optim_got, &b.optimizer_blake3) {
+            if same(got, &b.weights_blake3) && same(&optim_got, &b.optimizer_blake3) {
                 result.status = Status::Pass;
                 result.detail = "replayed weights and optimizer state are bitwise identical".into();
-            } else if same(&got, &b.weights_blake3) {
+            } else if same(got, &b.weights_blake3) {
                 result.detail = format!(
                     "the weights match but the optimizer state does not (blake3 {optim_got}, recorded {})",
                     b.optimizer_blake3
@@ -258,7 +265,6 @@ impl Replayer<'_> {
                 Err(why) => result.detail = format!("outside tolerance: {why} ({d})"),
             }
         }
-        result
     }
 }
 
