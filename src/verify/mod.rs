@@ -357,82 +357,103 @@ fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut
         }
     };
     if let Some(e) = &receipt.evm {
-        let label = format!("anchor evm {} ({})", e.chain, e.chain_id);
-        match &opts.online {
-            None => report.push(
-                label,
-                Status::Claimed,
-                format!(
-                    "anchored (claimed; not checked online): block {} tx {}; pass --rpc or --chain to check",
-                    e.block_number, e.tx_hash
-                ),
-            ),
-            Some(chain) => match anchor::check_evm_online(chain, e, &root) {
-                Ok(c) => report.push(
-                    label,
-                    Status::Pass,
-                    format!(
-                        "verified online: block {} at {} ({} confirmations), tx {}",
-                        e.block_number,
-                        crate::manifest::format_unix(c.block_timestamp),
-                        c.confirmations,
-                        e.tx_hash
-                    ),
-                ),
-                Err(why) => report.push(label, Status::Fail, why),
-            },
-        }
+        check_evm_anchor(e, &root, opts, report);
     }
     if let Some(o) = &receipt.ots {
-        if o.proof.is_empty() || o.proof.contains(['/', '\\']) || o.proof == ".." {
-            report.push(
-                "anchor opentimestamps",
-                Status::Fail,
-                "the receipt's proof name is not a file name",
-            );
+        check_ots_anchor(path, o, manifest_bytes, &root, opts, report);
+    }
+}
+
+/// The EVM part of a receipt: claimed offline, checked on chain with `--rpc`/`--chain`.
+fn check_evm_anchor(
+    e: &anchor::chain::EvmAnchor,
+    root: &[u8; 32],
+    opts: &Options,
+    report: &mut Report,
+) {
+    let label = format!("anchor evm {} ({})", e.chain, e.chain_id);
+    match &opts.online {
+        None => report.push(
+            label,
+            Status::Claimed,
+            format!(
+                "anchored (claimed; not checked online): block {} tx {}; pass --rpc or --chain to check",
+                e.block_number, e.tx_hash
+            ),
+        ),
+        Some(chain) => match anchor::check_evm_online(chain, e, root) {
+            Ok(c) => report.push(
+                label,
+                Status::Pass,
+                format!(
+                    "verified online: block {} at {} ({} confirmations), tx {}",
+                    e.block_number,
+                    crate::manifest::format_unix(c.block_timestamp),
+                    c.confirmations,
+                    e.tx_hash
+                ),
+            ),
+            Err(why) => report.push(label, Status::Fail, why),
+        },
+    }
+}
+
+/// The OpenTimestamps part of a receipt: the `.ots` proof next to the manifest timestamps it
+/// through the anchored root, and its Bitcoin attestations against trusted headers.
+fn check_ots_anchor(
+    path: &Path,
+    o: &anchor::OtsRecord,
+    manifest_bytes: &[u8],
+    root: &[u8; 32],
+    opts: &Options,
+    report: &mut Report,
+) {
+    let proof_path = match crate::fsio::safe_join(run_dir_of(path), &o.proof) {
+        Ok(p) => p,
+        Err(why) => {
+            report.push("anchor opentimestamps", Status::Fail, why.to_string());
             return;
         }
-        let proof_path = path.with_file_name(&o.proof);
-        let digest: [u8; 32] = {
-            use sha2::Digest as _;
-            sha2::Sha256::digest(manifest_bytes).into()
-        };
-        let checked = crate::fsio::read_bounded(&proof_path, anchor::ots::MAX_PROOF)
-            .map_err(|e| format!("{}: {e}", proof_path.display()))
-            .and_then(|b| anchor::check_ots(&b, &digest, &root));
-        match checked {
-            Err(why) => report.push("anchor opentimestamps", Status::Fail, why),
-            Ok(ts) => {
-                let bitcoin: Vec<(u64, Vec<u8>)> = ts
-                    .attestations()
-                    .into_iter()
-                    .filter_map(|(msg, a)| match a {
-                        anchor::ots::Attestation::Bitcoin(h) => Some((*h, msg.to_vec())),
-                        _ => None,
-                    })
-                    .collect();
-                if bitcoin.is_empty() {
-                    report.push(
-                        "anchor opentimestamps",
-                        Status::Warn,
-                        format!(
-                            "pending at {}; run `auditai anchor upgrade`",
-                            o.calendars.join(", ")
-                        ),
-                    );
-                } else {
-                    use anchor::bitcoin::Judgement;
-                    let (status, detail) = match anchor::bitcoin::judge(&opts.bitcoin, &bitcoin) {
-                        Judgement::Checked(d) => (Status::Pass, d),
-                        Judgement::Claimed(d) => (Status::Claimed, d),
-                        Judgement::Mismatch(d) => (Status::Fail, d),
-                        Judgement::Unavailable(d) => (
-                            Status::Fail,
-                            format!("cannot check the Bitcoin header: {d}"),
-                        ),
-                    };
-                    report.push("anchor opentimestamps", status, detail);
-                }
+    };
+    let digest: [u8; 32] = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(manifest_bytes).into()
+    };
+    let checked = crate::fsio::read_bounded(&proof_path, anchor::ots::MAX_PROOF)
+        .map_err(|e| format!("{}: {e}", proof_path.display()))
+        .and_then(|b| anchor::check_ots(&b, &digest, root));
+    match checked {
+        Err(why) => report.push("anchor opentimestamps", Status::Fail, why),
+        Ok(ts) => {
+            let bitcoin: Vec<(u64, Vec<u8>)> = ts
+                .attestations()
+                .into_iter()
+                .filter_map(|(msg, a)| match a {
+                    anchor::ots::Attestation::Bitcoin(h) => Some((*h, msg.to_vec())),
+                    _ => None,
+                })
+                .collect();
+            if bitcoin.is_empty() {
+                report.push(
+                    "anchor opentimestamps",
+                    Status::Warn,
+                    format!(
+                        "pending at {}; run `auditai anchor upgrade`",
+                        o.calendars.join(", ")
+                    ),
+                );
+            } else {
+                use anchor::bitcoin::Judgement;
+                let (status, detail) = match anchor::bitcoin::judge(&opts.bitcoin, &bitcoin) {
+                    Judgement::Checked(d) => (Status::Pass, d),
+                    Judgement::Claimed(d) => (Status::Claimed, d),
+                    Judgement::Mismatch(d) => (Status::Fail, d),
+                    Judgement::Unavailable(d) => (
+                        Status::Fail,
+                        format!("cannot check the Bitcoin header: {d}"),
+                    ),
+                };
+                report.push("anchor opentimestamps", status, detail);
             }
         }
     }
