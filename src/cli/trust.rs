@@ -9,6 +9,7 @@ use tabled::builder::Builder;
 use tabled::settings::Style;
 
 use auditai::fsio;
+use auditai::manifest;
 use auditai::sign::{self, PublicKey};
 use auditai::verify::{self, Policy};
 
@@ -207,132 +208,15 @@ pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
         writeln!(out, "{}", serde_json::to_string_pretty(&payload)?)?;
         return Ok(EXIT_OK);
     }
-    let st = &opened.statement;
-    let p = &st.predicate;
-    let spec = &p.build_definition.external_parameters["spec"];
-    let mut b = Builder::default();
-    let mut row = |k: &str, v: String| b.push_record([k.to_string(), clean(&v)]);
-    row("pipeline", spec["name"].as_str().unwrap_or("?").to_string());
-    row("seed", spec["seed"].to_string());
-    row(
-        "model",
-        format!(
-            "{} hidden {}",
-            spec["model"]["type"].as_str().unwrap_or("?"),
-            spec["model"]["hidden"]
-        ),
-    );
-    let t = &spec["training"];
-    row(
-        "training",
-        format!(
-            "{} epochs, batch {}, {} lr {}",
-            t["epochs"],
-            t["batch_size"],
-            t["optimizer"]["type"].as_str().unwrap_or("?"),
-            t["optimizer"]["lr"]
-        ),
-    );
-    for d in &p.build_definition.resolved_dependencies {
-        let name = d.name.clone().unwrap_or_default();
-        match name.as_str() {
-            "code" => {
-                let a = d.annotations.clone().unwrap_or_default();
-                let commit = d
-                    .digest
-                    .get("gitCommit")
-                    .cloned()
-                    .unwrap_or_else(|| "none (no git)".into());
-                let dirty = if a["dirty"].as_bool() == Some(true) {
-                    ", dirty"
-                } else {
-                    ""
-                };
-                let branch = a["branch"]
-                    .as_str()
-                    .map(|b| format!(" on {b}"))
-                    .unwrap_or_default();
-                row("code", format!("{commit}{branch}{dirty}"));
-            }
-            "toolchain" => {
-                let a = d.annotations.clone().unwrap_or_default();
-                row(
-                    "toolchain",
-                    format!(
-                        "auditai {}, burn {}, {}, {}/{}",
-                        a["auditai"].as_str().unwrap_or("?"),
-                        a["burn"].as_str().unwrap_or("?"),
-                        a["rustc"].as_str().unwrap_or("?"),
-                        a["os"].as_str().unwrap_or("?"),
-                        a["arch"].as_str().unwrap_or("?")
-                    ),
-                );
-                row(
-                    "device",
-                    format!(
-                        "{} ({})",
-                        a["backend"].as_str().unwrap_or("?"),
-                        a["adapter"].as_str().unwrap_or("?")
-                    ),
-                );
-            }
-            _ => row(
-                "input",
-                format!(
-                    "{name}  sha256 {}",
-                    d.digest.get("sha256").map_or("?", String::as_str)
-                ),
-            ),
-        }
-    }
-    if let Some(ext) = &p.auditai {
-        let metrics = ext
-            .metrics
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter(|(_, v)| v.is_number())
-                    .map(|(k, v)| format!("{k} {:.4}", v.as_f64().unwrap_or(f64::NAN)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
-        row("metrics", format!("{} split: {metrics}", ext.held_out));
-        row(
-            "epochs",
-            format!(
-                "{} checkpoints, final weights from epoch {}",
-                ext.checkpoints.len(),
-                ext.final_epoch
-            ),
-        );
-        if let (Some(c), Some(t)) = (&ext.commitment, &ext.transcript) {
-            row("commitment", format!("{} blake3 {}", c.path, c.blake3));
-            row(
-                "transcript",
-                format!("{} segments, chain head {}", t.entries, t.head),
-            );
-        }
-    }
-    for s in &st.subject {
-        row(
-            "output",
-            format!(
-                "{}  sha256 {}",
-                s.name.clone().unwrap_or_default(),
-                s.digest.get("sha256").map_or("?", String::as_str)
-            ),
-        );
-    }
-    let m = &p.run_details.metadata;
-    row("ran", format!("{} to {}", m.started_on, m.finished_on));
+    let mut rows: Vec<(&str, String)> = Vec::new();
+    summary_rows(&opened.statement, &mut rows);
     let signers = opened
         .envelope
         .signatures
         .iter()
         .map(|s| s.keyid.clone())
         .collect::<Vec<_>>();
-    row(
+    rows.push((
         "signatures",
         if signers.is_empty() {
             "none (unsigned)".to_string()
@@ -342,7 +226,121 @@ pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
                 signers.join(", ")
             )
         },
-    );
+    ));
+    let mut b = Builder::default();
+    for (k, v) in rows {
+        b.push_record([k.to_string(), clean(&v)]);
+    }
     writeln!(out, "{}", b.build().with(Style::sharp()))?;
     Ok(EXIT_OK)
+}
+
+/// `inspect`'s rows for what the statement claims: spec, inputs, code, toolchain, metrics,
+/// commitment, outputs and times. Read through typed views; nothing here is checked.
+fn summary_rows(st: &manifest::Statement, rows: &mut Vec<(&'static str, String)>) {
+    let q = |v: Option<String>| v.unwrap_or_else(|| "?".to_string());
+    let num = |n: &Option<serde_json::Number>| q(n.as_ref().map(ToString::to_string));
+    let spec = st.spec_view();
+    rows.push(("pipeline", q(spec.name)));
+    rows.push(("seed", num(&spec.seed)));
+    let hidden = spec.model.hidden.map_or("?".to_string(), |h| {
+        let widths: Vec<String> = h.iter().map(ToString::to_string).collect();
+        format!("[{}]", widths.join(","))
+    });
+    rows.push(("model", format!("{} hidden {hidden}", q(spec.model.kind))));
+    let t = &spec.training;
+    rows.push((
+        "training",
+        format!(
+            "{} epochs, batch {}, {} lr {}",
+            num(&t.epochs),
+            num(&t.batch_size),
+            q(t.optimizer.kind.clone()),
+            num(&t.optimizer.lr)
+        ),
+    ));
+    for d in &st.predicate.build_definition.resolved_dependencies {
+        dependency_rows(d, rows);
+    }
+    if let Some(ext) = &st.predicate.auditai {
+        let metrics = ext
+            .metrics
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_f64().map(|x| format!("{k} {x:.4}")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        rows.push(("metrics", format!("{} split: {metrics}", ext.held_out)));
+        rows.push((
+            "epochs",
+            format!(
+                "{} checkpoints, final weights from epoch {}",
+                ext.checkpoints.len(),
+                ext.final_epoch
+            ),
+        ));
+        if let (Some(c), Some(t)) = (&ext.commitment, &ext.transcript) {
+            rows.push(("commitment", format!("{} blake3 {}", c.path, c.blake3)));
+            rows.push((
+                "transcript",
+                format!("{} segments, chain head {}", t.entries, t.head),
+            ));
+        }
+    }
+    for s in &st.subject {
+        rows.push((
+            "output",
+            format!(
+                "{}  sha256 {}",
+                s.name.clone().unwrap_or_default(),
+                s.digest.get("sha256").map_or("?", String::as_str)
+            ),
+        ));
+    }
+    let m = &st.predicate.run_details.metadata;
+    rows.push(("ran", format!("{} to {}", m.started_on, m.finished_on)));
+}
+
+/// The row(s) of one dependency: the code state, the toolchain and device, or an input file.
+fn dependency_rows(d: &manifest::ResourceDescriptor, rows: &mut Vec<(&'static str, String)>) {
+    let q = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".to_string());
+    let name = d.name.clone().unwrap_or_default();
+    match name.as_str() {
+        "code" => {
+            let a = d.annotations_as::<manifest::CodeAnnotations>();
+            let commit = d
+                .digest
+                .get("gitCommit")
+                .cloned()
+                .unwrap_or_else(|| "none (no git)".into());
+            let dirty = if a.dirty == Some(true) { ", dirty" } else { "" };
+            let branch = a.branch.map(|b| format!(" on {b}")).unwrap_or_default();
+            rows.push(("code", format!("{commit}{branch}{dirty}")));
+        }
+        "toolchain" => {
+            let a = d.annotations_as::<manifest::ToolchainAnnotations>();
+            rows.push((
+                "toolchain",
+                format!(
+                    "auditai {}, burn {}, {}, {}/{}",
+                    q(&a.auditai),
+                    q(&a.burn),
+                    q(&a.rustc),
+                    q(&a.os),
+                    q(&a.arch)
+                ),
+            ));
+            rows.push(("device", format!("{} ({})", q(&a.backend), q(&a.adapter))));
+        }
+        _ => rows.push((
+            "input",
+            format!(
+                "{name}  sha256 {}",
+                d.digest.get("sha256").map_or("?", String::as_str)
+            ),
+        )),
+    }
 }

@@ -87,18 +87,144 @@ impl ResourceDescriptor {
         }
     }
 
+    /// The annotations read as `T`: every field of the view types is optional, so a manifest
+    /// that omits or mistypes one yields the default, never a panic.
+    pub fn annotations_as<T: serde::de::DeserializeOwned + Default>(&self) -> T {
+        self.annotations
+            .as_ref()
+            .and_then(|a| T::deserialize(a).ok())
+            .unwrap_or_default()
+    }
+
     /// The `size` annotation, when present.
     pub fn size(&self) -> Option<u64> {
-        self.annotations.as_ref()?.get("size")?.as_u64()
+        self.annotations_as::<FileAnnotations>().size
     }
 
     /// Whether this descriptor is a directory.
     pub fn is_directory(&self) -> bool {
-        self.annotations
-            .as_ref()
-            .and_then(|a| a.get("kind"))
-            .and_then(Value::as_str)
-            == Some("directory")
+        self.annotations_as::<TreeAnnotations>().kind.as_deref() == Some("directory")
+    }
+}
+
+/// A file descriptor's annotations.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FileAnnotations {
+    /// Size in bytes.
+    pub size: Option<u64>,
+}
+
+/// A directory descriptor's annotations: its complete listing.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TreeAnnotations {
+    /// `directory`.
+    pub kind: Option<String>,
+    /// Every entry below the directory.
+    pub entries: Option<Vec<TreeEntryView>>,
+}
+
+/// One entry of a directory listing, as recorded.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TreeEntryView {
+    /// Path relative to the directory.
+    pub path: String,
+    /// `file`, `symlink` or `special`.
+    pub kind: String,
+    /// A file's size.
+    pub size: Option<u64>,
+    /// A file's blake3, hex.
+    pub blake3: Option<String>,
+    /// A symlink's target.
+    pub target: Option<String>,
+}
+
+/// The `code` dependency's annotations (the git state).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CodeAnnotations {
+    /// The checked-out branch.
+    pub branch: Option<String>,
+    /// Whether the work tree had uncommitted changes.
+    pub dirty: Option<bool>,
+    /// The paths that differed from HEAD.
+    pub changed: Option<Vec<String>>,
+}
+
+/// The `toolchain` dependency's annotations.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ToolchainAnnotations {
+    /// auditai's version.
+    pub auditai: Option<String>,
+    /// burn's version.
+    pub burn: Option<String>,
+    /// The compiler.
+    pub rustc: Option<String>,
+    /// Operating system.
+    pub os: Option<String>,
+    /// CPU architecture.
+    pub arch: Option<String>,
+    /// `cpu` or `wgpu`.
+    pub backend: Option<String>,
+    /// The adapter description.
+    pub adapter: Option<String>,
+}
+
+/// What a reader shows of the resolved spec recorded in `externalParameters.spec`. Numbers keep
+/// their JSON spelling.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SpecView {
+    /// Pipeline name.
+    pub name: Option<String>,
+    /// The seed.
+    pub seed: Option<serde_json::Number>,
+    /// The model section.
+    #[serde(default)]
+    pub model: ModelView,
+    /// The training section.
+    #[serde(default)]
+    pub training: TrainingView,
+}
+
+/// The model section of a [`SpecView`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ModelView {
+    /// `mlp` or `cnn`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Hidden layer widths.
+    pub hidden: Option<Vec<serde_json::Number>>,
+}
+
+/// The training section of a [`SpecView`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TrainingView {
+    /// Epochs.
+    pub epochs: Option<serde_json::Number>,
+    /// Batch size.
+    pub batch_size: Option<serde_json::Number>,
+    /// The optimizer.
+    #[serde(default)]
+    pub optimizer: OptimizerView,
+}
+
+/// The optimizer of a [`TrainingView`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct OptimizerView {
+    /// `adam`, `adamw` or `sgd`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Learning rate.
+    pub lr: Option<serde_json::Number>,
+}
+
+impl Statement {
+    /// The recorded spec as a [`SpecView`] (defaults where the manifest omits something).
+    pub fn spec_view(&self) -> SpecView {
+        self.predicate
+            .build_definition
+            .external_parameters
+            .get("spec")
+            .and_then(|v| SpecView::deserialize(v).ok())
+            .unwrap_or_default()
     }
 }
 

@@ -670,21 +670,21 @@ fn check_tree(d: &ResourceDescriptor, base: &Path, hasher: &Hasher<'_>, report: 
         );
         return;
     }
-    let listed: Vec<TreeEntry> = match d
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("entries"))
-        .map(|e| serde_json::from_value::<Vec<serde_json::Value>>(e.clone()))
-    {
-        Some(Ok(v)) => v.into_iter().filter_map(entry_from_json).collect(),
-        _ => {
-            report.push(
-                label,
-                Status::Fail,
-                "the manifest lists no entries for this directory",
-            );
-            return;
-        }
+    let Some(listed) = d
+        .annotations_as::<manifest::TreeAnnotations>()
+        .entries
+        .map(|v| {
+            v.into_iter()
+                .filter_map(entry_from_view)
+                .collect::<Vec<_>>()
+        })
+    else {
+        report.push(
+            label,
+            Status::Fail,
+            "the manifest lists no entries for this directory",
+        );
+        return;
     };
     let actual = match hasher.hash_tree(&path) {
         Ok(t) => t,
@@ -744,22 +744,21 @@ fn same_entry(a: &TreeEntry, b: &TreeEntry) -> bool {
     }
 }
 
-fn entry_from_json(v: serde_json::Value) -> Option<TreeEntry> {
-    let path = v.get("path")?.as_str()?.to_string();
-    match v.get("kind")?.as_str()? {
+fn entry_from_view(v: manifest::TreeEntryView) -> Option<TreeEntry> {
+    match v.kind.as_str() {
         "file" => Some(TreeEntry::File {
-            path,
+            path: v.path,
             digest: FileDigest {
-                size: v.get("size")?.as_u64()?,
-                blake3: Digest::from_hex(v.get("blake3")?.as_str()?)?,
+                size: v.size?,
+                blake3: Digest::from_hex(v.blake3.as_deref()?)?,
                 sha256: None,
             },
         }),
         "symlink" => Some(TreeEntry::Symlink {
-            path,
-            target: v.get("target")?.as_str()?.to_string(),
+            path: v.path,
+            target: v.target?,
         }),
-        "special" => Some(TreeEntry::Special { path }),
+        "special" => Some(TreeEntry::Special { path: v.path }),
         _ => None,
     }
 }
@@ -796,19 +795,9 @@ fn check_code(d: &ResourceDescriptor, root: &Path, report: &mut Report) {
             ),
         ),
     }
-    let dirty = d
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("dirty"))
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
-    if dirty {
-        let n = d
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("changed"))
-            .and_then(serde_json::Value::as_array)
-            .map_or(0, Vec::len);
+    let code = d.annotations_as::<manifest::CodeAnnotations>();
+    if code.dirty == Some(true) {
+        let n = code.changed.map_or(0, |c| c.len());
         report.push(
             "code state",
             Status::Warn,
