@@ -91,9 +91,10 @@ impl Workspace {
     }
 
     /// Write `name`, a copy of the workspace's `spec.yaml` rewritten with `edit`.
+    /// Fails when the edit changes nothing (its target text is missing from the spec).
     pub fn derive_spec(&self, name: &str, edit: impl Fn(String) -> String) {
         let spec = std::fs::read_to_string(self.path().join("spec.yaml")).unwrap();
-        std::fs::write(self.path().join(name), edit(spec)).unwrap();
+        std::fs::write(self.path().join(name), edited(&spec, edit, name)).unwrap();
     }
 
     /// A bundled pipeline rewritten with `edit`, saved into the workspace with a copy of the
@@ -110,8 +111,19 @@ impl Workspace {
             text.contains("path: fixtures/"),
             "{name}: no fixture path to rewrite"
         );
-        self.spec(&format!("{name}.yaml"), &edit(text))
+        self.spec(&format!("{name}.yaml"), &edited(&text, edit, name))
     }
+}
+
+/// `edit(text)`, which must change something: a spec edit whose target text is missing (because
+/// the example changed) fails the test instead of silently testing the unedited spec.
+fn edited(text: &str, edit: impl Fn(String) -> String, name: &str) -> String {
+    let out = edit(text.to_string());
+    assert_ne!(
+        out, text,
+        "the edit of {name} changed nothing: its target text is missing"
+    );
+    out
 }
 
 pub fn output(mut cmd: Command) -> Output {
