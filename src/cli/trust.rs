@@ -123,6 +123,16 @@ pub(super) fn sign_cmd(args: &SignArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// `verify --json`: fields in sorted order (as the earlier `json!` object printed them).
+#[derive(serde::Serialize)]
+struct VerifyJson<'a> {
+    checks: &'a [verify::Check],
+    manifest: &'a std::path::Path,
+    ok: bool,
+    /// `auditai.verify-report/v1`.
+    schema: &'static str,
+}
+
 pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
     let keys = args
         .keys
@@ -165,11 +175,12 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
     let report = verify::verify(&args.manifest, &opts)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let v = json!({
-            "manifest": args.manifest,
-            "ok": report.ok(),
-            "checks": report.checks,
-        });
+        let v = VerifyJson {
+            checks: &report.checks,
+            manifest: &args.manifest,
+            ok: report.ok(),
+            schema: "auditai.verify-report/v1",
+        };
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         let mut b = Builder::default();

@@ -191,6 +191,7 @@ fn stray_files_fail_verify_and_audit_unless_declared() {
     };
     let (code, v) = audit(&[]);
     assert_eq!(code, 1, "{v:#}");
+    assert_eq!(v["schema"], "auditai.audit-report/v1");
     assert_eq!(
         check(&v, "run directory")["detail"],
         "run directory: a file not named by the manifest: model_v2.safetensors (declare expected extras with --allow-extra NAME)"
@@ -336,6 +337,7 @@ fn credentials_in_the_git_remote_never_reach_the_manifest_or_the_output() {
             "--json",
         ])
         .success();
+    assert_eq!(out.json()["schema"], "auditai.run-report/v1");
     assert!(!out.stdout.contains("SECRET"));
     assert!(!out.stderr.contains("SECRET"));
     let manifest = std::fs::read(ws.path().join("r/manifest.intoto.json")).unwrap();

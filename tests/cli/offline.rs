@@ -37,6 +37,7 @@ fn a_committed_run_verifies_inspects_and_hashes_offline() {
     ]);
     assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{}", out.stdout);
     let v = out.json();
+    assert_eq!(v["schema"], "auditai.verify-report/v1");
     for row in [
         "envelope",
         "signature 1",

@@ -3,7 +3,6 @@
 use std::io::Write;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::json;
 use tabled::builder::Builder;
 use tabled::settings::Style;
 
@@ -115,23 +114,56 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
     Ok(if report.ok() { EXIT_OK } else { EXIT_FAILED })
 }
 
-fn json_report(args: &AuditArgs, r: &AuditReport) -> serde_json::Value {
-    let (linf, rel_l2, cosine) = audit::tolerance();
-    json!({
-        "manifest": args.manifest,
-        "ok": r.ok(),
-        "challenge": r.challenge,
-        "challenge_source": r.challenge_source,
-        "segments_total": r.segments_total,
-        "selected": r.selected,
-        "trained_on": r.trained_on,
-        "replayed_on": r.replayed_on,
-        "replayed_steps": r.replayed_steps,
-        "total_steps": r.total_steps,
-        "tolerance": { "linf": linf, "relative_l2": rel_l2, "cosine_distance": cosine },
-        "checks": r.checks.checks,
-        "segments": r.segments,
-    })
+/// `audit --json`: fields in sorted order (as the earlier `json!` object printed them).
+#[derive(serde::Serialize)]
+struct AuditJson<'a> {
+    challenge: &'a Option<String>,
+    challenge_source: &'static str,
+    checks: &'a [auditai::verify::Check],
+    manifest: &'a std::path::Path,
+    ok: bool,
+    replayed_on: Option<auditai::train::BackendKind>,
+    replayed_steps: usize,
+    /// `auditai.audit-report/v1`.
+    schema: &'static str,
+    segments: &'a [audit::SegmentResult],
+    segments_total: usize,
+    selected: &'a [usize],
+    tolerance: Tolerance,
+    total_steps: usize,
+    trained_on: Option<auditai::train::BackendKind>,
+}
+
+/// The cross-backend bounds, as `audit --json` reports them.
+#[derive(serde::Serialize)]
+struct Tolerance {
+    cosine_distance: f64,
+    linf: f64,
+    relative_l2: f64,
+}
+
+fn json_report<'a>(args: &'a AuditArgs, r: &'a AuditReport) -> AuditJson<'a> {
+    let (linf, relative_l2, cosine_distance) = audit::tolerance();
+    AuditJson {
+        challenge: &r.challenge,
+        challenge_source: r.challenge_source,
+        checks: &r.checks.checks,
+        manifest: &args.manifest,
+        ok: r.ok(),
+        replayed_on: r.replayed_on,
+        replayed_steps: r.replayed_steps,
+        schema: "auditai.audit-report/v1",
+        segments: &r.segments,
+        segments_total: r.segments_total,
+        selected: &r.selected,
+        tolerance: Tolerance {
+            cosine_distance,
+            linf,
+            relative_l2,
+        },
+        total_steps: r.total_steps,
+        trained_on: r.trained_on,
+    }
 }
 
 fn write_tables(out: &mut dyn Write, args: &AuditArgs, r: &AuditReport) -> std::io::Result<()> {

@@ -175,29 +175,56 @@ fn metrics_json(m: &Metrics) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
-fn json_report(r: &RunReport) -> serde_json::Value {
+/// `run --json`: fields in sorted order (as the earlier `json!` objects printed them).
+#[derive(serde::Serialize)]
+struct RunJson<'a> {
+    adapter: &'a str,
+    best_epoch: usize,
+    classes: &'a Option<Vec<String>>,
+    commitment_blake3: &'a str,
+    device: auditai::train::BackendKind,
+    epochs_run: usize,
+    final_epoch: usize,
+    held_out: &'a str,
+    manifest: &'a std::path::Path,
+    metrics: serde_json::Value,
+    resumed_from: Option<usize>,
+    run_dir: &'a std::path::Path,
+    samples_per_sec: f64,
+    /// `auditai.run-report/v1`.
+    schema: &'static str,
+    signed: bool,
+    signers: &'a [String],
+    stopped_early: bool,
+    transcript_entries: usize,
+    transcript_head: &'a str,
+    weights_blake3: &'a str,
+}
+
+fn json_report(r: &RunReport) -> RunJson<'_> {
     let s = &r.summary;
-    json!({
-        "run_dir": r.run_dir,
-        "manifest": r.manifest,
-        "signed": !r.signers.is_empty(),
-        "signers": r.signers,
-        "device": s.device,
-        "adapter": s.adapter,
-        "held_out": s.held_out,
-        "metrics": metrics_json(&s.metrics),
-        "classes": s.classes,
-        "weights_blake3": s.weights_blake3,
-        "epochs_run": s.epochs_run,
-        "final_epoch": s.final_epoch,
-        "best_epoch": s.best_epoch,
-        "stopped_early": s.stopped_early,
-        "resumed_from": r.resumed_from,
-        "commitment_blake3": r.commitment_blake3,
-        "transcript_entries": r.transcript_entries,
-        "transcript_head": r.transcript_head,
-        "samples_per_sec": s.samples_per_sec,
-    })
+    RunJson {
+        adapter: &s.adapter,
+        best_epoch: s.best_epoch,
+        classes: &s.classes,
+        commitment_blake3: &r.commitment_blake3,
+        device: s.device,
+        epochs_run: s.epochs_run,
+        final_epoch: s.final_epoch,
+        held_out: s.held_out,
+        manifest: &r.manifest,
+        metrics: metrics_json(&s.metrics),
+        resumed_from: r.resumed_from,
+        run_dir: &r.run_dir,
+        samples_per_sec: s.samples_per_sec,
+        schema: "auditai.run-report/v1",
+        signed: !r.signers.is_empty(),
+        signers: &r.signers,
+        stopped_early: s.stopped_early,
+        transcript_entries: r.transcript_entries,
+        transcript_head: &r.transcript_head,
+        weights_blake3: &s.weights_blake3,
+    }
 }
 
 fn write_table(out: &mut dyn Write, r: &RunReport) -> std::io::Result<()> {
