@@ -102,7 +102,7 @@ fn text(b: &[u8]) -> String {
 proptest! {
     #[test]
     fn envelopes_and_statements(b in input(MANIFEST)) {
-        let _ = verify::open(&b);
+        let _ = crate::manifest::open(&b);
     }
 
     #[test]
@@ -182,7 +182,7 @@ proptest! {
 
 #[test]
 fn the_seeds_parse() {
-    assert!(verify::open(MANIFEST).is_ok());
+    assert!(crate::manifest::open(MANIFEST).is_ok());
     assert!(anchor::parse_receipt(RECEIPT, Path::new("r")).is_ok());
     assert!(anchor::ots::decode_file(&ots_seed()).is_ok());
     assert!(transcript::parse_jsonl(&text(TRANSCRIPT), Path::new("t")).is_ok());

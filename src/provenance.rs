@@ -150,6 +150,12 @@ pub fn work_tree_root(path: &Path) -> Option<PathBuf> {
     repo.workdir().map(Path::to_path_buf)
 }
 
+/// Where a manifest's data and spec dependencies are looked up by default: the git work tree
+/// holding `dir`, else the current directory. Never reads the repository's status.
+pub fn project_root(dir: &Path) -> PathBuf {
+    work_tree_root(dir).unwrap_or_else(|| PathBuf::from("."))
+}
+
 /// Whether `commit` exists in the repository containing `path` (`None`: no repository there).
 pub fn commit_exists(path: &Path, commit: &str) -> Option<bool> {
     let repo = git2::Repository::discover(path).ok()?;

@@ -29,7 +29,7 @@ use crate::anchor;
 use crate::spec::DeviceChoice;
 use crate::train::{BackendKind, device};
 use crate::transcript::Entry;
-use crate::verify::{self, Report, Status};
+use crate::verify::{Report, Status};
 
 pub use challenge::{CHALLENGE_DELAY_BLOCKS, select};
 use challenge::{challenge_bytes, commitment_anchor};
@@ -225,10 +225,10 @@ pub fn audit(
     })?;
     let mut report = AuditReport::default();
     let r = &mut report.checks;
-    let opened = match verify::open(&bytes) {
+    let opened = match crate::manifest::open(&bytes) {
         Ok(o) => o,
         Err(why) => {
-            r.push("manifest", Status::Fail, why);
+            r.push("manifest", Status::Fail, why.to_string());
             return Ok(report);
         }
     };
@@ -263,7 +263,7 @@ pub fn audit(
     let root = opts
         .root
         .clone()
-        .unwrap_or_else(|| verify::default_root(dir));
+        .unwrap_or_else(|| crate::provenance::project_root(dir));
     let Some(data) = check_data(&root, &spec, &commitment, r) else {
         return Ok(report);
     };

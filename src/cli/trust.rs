@@ -105,7 +105,7 @@ pub(super) fn sign_cmd(args: &SignArgs) -> anyhow::Result<u8> {
         );
     };
     let bytes = verify::read_manifest(&args.manifest)?;
-    let mut opened = verify::open(&bytes)
+    let mut opened = auditai::manifest::open(&bytes)
         .map_err(|why| anyhow::anyhow!("{}: {why}", args.manifest.display()))?;
     let keyid = key.public().keyid;
     if opened.envelope.signatures.iter().any(|s| s.keyid == keyid) {
@@ -211,7 +211,7 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
 
 pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
     let bytes = verify::read_manifest(&args.manifest)?;
-    let opened = verify::open(&bytes)
+    let opened = auditai::manifest::open(&bytes)
         .map_err(|why| anyhow::anyhow!("{}: {why}", args.manifest.display()))?;
     let mut out = std::io::stdout().lock();
     if args.json {

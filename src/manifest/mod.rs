@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::hash::{FileDigest, TreeDigest};
+use crate::sign::{self, Envelope};
 
 /// in-toto Statement type.
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
@@ -538,4 +539,68 @@ pub fn toolchain_descriptor(backend: &str, adapter: &str) -> ResourceDescriptor 
             "adapter": adapter,
         })),
     }
+}
+
+/// A parsed, not yet trusted, manifest: nothing about it is checked but its shape.
+pub struct Opened {
+    /// The envelope.
+    pub envelope: Envelope,
+    /// The exact payload bytes (what the signatures cover).
+    pub payload: Vec<u8>,
+    /// The statement parsed from them.
+    pub statement: Statement,
+}
+
+/// Why bytes are not an auditai manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Not a DSSE envelope.
+    #[error("not a DSSE envelope: {0}")]
+    Envelope(serde_json::Error),
+    /// Another payload type.
+    #[error("unknown payload type `{0}` (expected {ty})", ty = sign::IN_TOTO_PAYLOAD_TYPE)]
+    PayloadType(String),
+    /// The payload is not base64.
+    #[error("payload is not valid base64")]
+    Base64,
+    /// The payload is not JSON.
+    #[error("payload is not JSON: {0}")]
+    Json(serde_json::Error),
+    /// Not an in-toto Statement v1.
+    #[error("payload is not an in-toto Statement v1 (_type is `{0}`)")]
+    StatementType(String),
+    /// Another predicate.
+    #[error("predicate type `{0}` is not SLSA Provenance v1")]
+    PredicateType(String),
+    /// The statement does not have the auditai provenance shape.
+    #[error("statement does not match the auditai provenance format: {0}")]
+    Shape(serde_json::Error),
+}
+
+/// Parse a DSSE envelope and its statement, or say precisely why not. The one parser of
+/// manifests: `verify`, `audit`, `sign` and `inspect` all read them through it.
+pub fn open(bytes: &[u8]) -> Result<Opened, OpenError> {
+    let envelope: Envelope = serde_json::from_slice(bytes).map_err(OpenError::Envelope)?;
+    if envelope.payload_type != sign::IN_TOTO_PAYLOAD_TYPE {
+        return Err(OpenError::PayloadType(envelope.payload_type));
+    }
+    let payload = envelope.payload_bytes().ok_or(OpenError::Base64)?;
+    let value: Value = serde_json::from_slice(&payload).map_err(OpenError::Json)?;
+    let statement_type = value.get("_type").and_then(Value::as_str).unwrap_or("");
+    if statement_type != STATEMENT_TYPE {
+        return Err(OpenError::StatementType(statement_type.to_string()));
+    }
+    let predicate_type = value
+        .get("predicateType")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if predicate_type != PREDICATE_TYPE {
+        return Err(OpenError::PredicateType(predicate_type.to_string()));
+    }
+    let statement: Statement = serde_json::from_value(value).map_err(OpenError::Shape)?;
+    Ok(Opened {
+        envelope,
+        payload,
+        statement,
+    })
 }

@@ -16,7 +16,7 @@ use crate::anchor;
 use crate::hash::{Digest, FileDigest, Hasher, TreeEntry};
 use crate::manifest::{self, ResourceDescriptor, Statement};
 use crate::provenance;
-use crate::sign::{self, Envelope, PublicKey, SigCheck};
+use crate::sign::{self, PublicKey, SigCheck};
 
 pub use policy::{Policy, PolicyError};
 
@@ -128,61 +128,11 @@ pub struct Options {
     pub bitcoin: anchor::bitcoin::Headers,
 }
 
-/// A parsed, not yet trusted, manifest.
-pub struct Opened {
-    /// The envelope.
-    pub envelope: Envelope,
-    /// The exact payload bytes.
-    pub payload: Vec<u8>,
-    /// The statement parsed from them.
-    pub statement: Statement,
-}
-
-/// Parse an envelope and its statement, or say precisely why not.
-pub fn open(bytes: &[u8]) -> Result<Opened, String> {
-    let envelope: Envelope =
-        serde_json::from_slice(bytes).map_err(|e| format!("not a DSSE envelope: {e}"))?;
-    if envelope.payload_type != sign::IN_TOTO_PAYLOAD_TYPE {
-        return Err(format!(
-            "unknown payload type `{}` (expected {})",
-            envelope.payload_type,
-            sign::IN_TOTO_PAYLOAD_TYPE
-        ));
-    }
-    let payload = envelope
-        .payload_bytes()
-        .ok_or_else(|| "payload is not valid base64".to_string())?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&payload).map_err(|e| format!("payload is not JSON: {e}"))?;
-    let statement_type = value.get("_type").and_then(|t| t.as_str()).unwrap_or("");
-    if statement_type != manifest::STATEMENT_TYPE {
-        return Err(format!(
-            "payload is not an in-toto Statement v1 (_type is `{statement_type}`)"
-        ));
-    }
-    let predicate_type = value
-        .get("predicateType")
-        .and_then(|t| t.as_str())
-        .unwrap_or("");
-    if predicate_type != manifest::PREDICATE_TYPE {
-        return Err(format!(
-            "predicate type `{predicate_type}` is not SLSA Provenance v1"
-        ));
-    }
-    let statement: Statement = serde_json::from_value(value)
-        .map_err(|e| format!("statement does not match the auditai provenance format: {e}"))?;
-    Ok(Opened {
-        envelope,
-        payload,
-        statement,
-    })
-}
-
 /// Verify the manifest at `path`.
 pub fn verify(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
     let bytes = read_manifest(path)?;
     let mut report = Report::default();
-    let opened = match open(&bytes) {
+    let opened = match manifest::open(&bytes) {
         Ok(o) => {
             report.push(
                 "envelope",
@@ -192,7 +142,7 @@ pub fn verify(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
             o
         }
         Err(reason) => {
-            report.push("envelope", Status::Fail, reason);
+            report.push("envelope", Status::Fail, reason.to_string());
             return Ok(report);
         }
     };
@@ -234,7 +184,10 @@ pub fn check_files(path: &Path, st: &Statement, opts: &Options, report: &mut Rep
             check_file("byproduct", b, dir, &hasher, report);
         }
     }
-    let root = opts.root.clone().unwrap_or_else(|| default_root(dir));
+    let root = opts
+        .root
+        .clone()
+        .unwrap_or_else(|| provenance::project_root(dir));
     for d in &st.predicate.build_definition.resolved_dependencies {
         if d.uri.as_deref().is_some_and(|u| u.starts_with("file:")) {
             check_file("dependency", d, &root, &hasher, report);
@@ -459,13 +412,7 @@ fn check_ots_anchor(
     }
 }
 
-/// The git work tree holding `dir`, else the current directory. Only discovers the repository:
-/// never reads its status (a sender's repository is not walked).
-pub(crate) fn default_root(dir: &Path) -> PathBuf {
-    provenance::work_tree_root(dir).unwrap_or_else(|| PathBuf::from("."))
-}
-
-fn check_signatures(o: &Opened, opts: &Options, report: &mut Report) {
+fn check_signatures(o: &manifest::Opened, opts: &Options, report: &mut Report) {
     let mut trusted: Vec<PublicKey> = opts.keys.clone();
     if let Some(p) = &opts.policy {
         trusted.extend(p.signers.iter().map(|s| s.key.clone()));

@@ -8,7 +8,6 @@ use auditai::hash::{self, Hasher};
 use auditai::manifest::ResourceDescriptor;
 use auditai::sign::{self, Envelope, SecretKey};
 use auditai::transcript::{self, Entry};
-use auditai::verify;
 
 use crate::chain::{Anvil, DEV_KEY};
 use crate::support::{Output, Workspace, check, output};
@@ -104,7 +103,9 @@ fn reseal_with(
     std::fs::write(dir.join("transcript.jsonl"), &t_bytes).unwrap();
 
     let m = dir.join("manifest.intoto.json");
-    let mut st = verify::open(&std::fs::read(&m).unwrap()).unwrap().statement;
+    let mut st = auditai::manifest::open(&std::fs::read(&m).unwrap())
+        .unwrap()
+        .statement;
     let hasher = Hasher::new(None, true);
     for d in st
         .subject

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use auditai::manifest::Statement;
 use auditai::sign::{self, Envelope, SecretKey};
-use auditai::verify;
 
 use crate::support::{Output, Workspace, check, output, tree};
 
@@ -47,7 +46,9 @@ fn verify_json(ws: &Workspace, extra: &[&str]) -> (Output, serde_json::Value) {
 /// Edit the signed statement and re-sign it with `me.key` (a forger holding the key).
 fn reseal(ws: &Workspace, edit: impl FnOnce(&mut Statement)) {
     let m = ws.path().join("r/manifest.intoto.json");
-    let mut st = verify::open(&std::fs::read(&m).unwrap()).unwrap().statement;
+    let mut st = auditai::manifest::open(&std::fs::read(&m).unwrap())
+        .unwrap()
+        .statement;
     edit(&mut st);
     let mut env = Envelope::new(sign::IN_TOTO_PAYLOAD_TYPE, &st.to_payload());
     env.sign(&SecretKey::read(&ws.path().join("me.key")).unwrap());
@@ -341,7 +342,7 @@ fn credentials_in_the_git_remote_never_reach_the_manifest_or_the_output() {
     assert!(!out.stdout.contains("SECRET"));
     assert!(!out.stderr.contains("SECRET"));
     let manifest = std::fs::read(ws.path().join("r/manifest.intoto.json")).unwrap();
-    let st = verify::open(&manifest).unwrap().statement;
+    let st = auditai::manifest::open(&manifest).unwrap().statement;
     let payload = String::from_utf8(st.to_payload()).unwrap();
     assert!(!payload.contains("SECRET"), "{payload}");
     assert!(

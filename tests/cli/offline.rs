@@ -180,7 +180,7 @@ fn shape(v: &serde_json::Value, path: &str) -> std::collections::BTreeSet<String
 }
 
 fn payload(manifest: &[u8]) -> serde_json::Value {
-    let st = auditai::verify::open(manifest).unwrap().statement;
+    let st = auditai::manifest::open(manifest).unwrap().statement;
     serde_json::from_slice(&st.to_payload()).unwrap()
 }
 
