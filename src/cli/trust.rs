@@ -126,7 +126,8 @@ pub(super) fn sign_cmd(args: &SignArgs) -> anyhow::Result<u8> {
 /// `verify --json`: fields in sorted order (as the earlier `json!` object printed them).
 #[derive(serde::Serialize)]
 struct VerifyJson<'a> {
-    checks: &'a [verify::Check],
+    /// The rows, through `serde_json::Value` so that their keys stay sorted as before.
+    checks: serde_json::Value,
     manifest: &'a std::path::Path,
     ok: bool,
     /// `auditai.verify-report/v1`.
@@ -176,7 +177,7 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = VerifyJson {
-            checks: &report.checks,
+            checks: serde_json::to_value(&report.checks)?,
             manifest: &args.manifest,
             ok: report.ok(),
             schema: "auditai.verify-report/v1",

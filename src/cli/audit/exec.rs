@@ -119,14 +119,16 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
 struct AuditJson<'a> {
     challenge: &'a Option<String>,
     challenge_source: &'static str,
-    checks: &'a [auditai::verify::Check],
+    /// The rows and segments go through `serde_json::Value` so that their keys stay sorted as
+    /// before.
+    checks: serde_json::Value,
     manifest: &'a std::path::Path,
     ok: bool,
     replayed_on: Option<auditai::train::BackendKind>,
     replayed_steps: usize,
     /// `auditai.audit-report/v1`.
     schema: &'static str,
-    segments: &'a [audit::SegmentResult],
+    segments: serde_json::Value,
     segments_total: usize,
     selected: &'a [usize],
     tolerance: Tolerance,
@@ -147,13 +149,13 @@ fn json_report<'a>(args: &'a AuditArgs, r: &'a AuditReport) -> AuditJson<'a> {
     AuditJson {
         challenge: &r.challenge,
         challenge_source: r.challenge_source,
-        checks: &r.checks.checks,
+        checks: serde_json::to_value(&r.checks.checks).unwrap_or_default(),
         manifest: &args.manifest,
         ok: r.ok(),
         replayed_on: r.replayed_on,
         replayed_steps: r.replayed_steps,
         schema: "auditai.audit-report/v1",
-        segments: &r.segments,
+        segments: serde_json::to_value(&r.segments).unwrap_or_default(),
         segments_total: r.segments_total,
         selected: &r.selected,
         tolerance: Tolerance {
