@@ -1,31 +1,12 @@
 //! `auditai anchor` against a real local chain (anvil) and a local OpenTimestamps calendar, and
 //! the anchor checks of `auditai verify`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
 
 use crate::chain::{Anvil, BITCOIN_HEIGHT, Bitcoind, Calendar, DEV_KEY};
 use crate::support::{Output, Workspace, check, output};
-
-/// A signed two-epoch run in a workspace.
-fn signed_run(ws: &Workspace) -> PathBuf {
-    ws.tiny_spec();
-    ws.run(&["keygen", "--out", "me"]).success();
-    ws.run(&[
-        "run",
-        "spec.yaml",
-        "--device",
-        "cpu",
-        "--out",
-        "r",
-        "-q",
-        "--key",
-        "me.key",
-    ])
-    .success();
-    ws.path().join("r/manifest.intoto.json")
-}
 
 fn anchor(ws: &Workspace, key: &str, args: &[&str]) -> Output {
     let mut all = vec!["anchor"];
@@ -58,7 +39,7 @@ fn receipt(path: &Path) -> serde_json::Value {
 fn anchor_one_manifest_then_verify_offline_and_online() {
     let chain = Anvil::start(31337);
     let ws = Workspace::new();
-    signed_run(&ws);
+    ws.signed_run();
     let out = anchor(
         &ws,
         DEV_KEY,
@@ -188,7 +169,7 @@ fn a_hundred_manifests_share_one_transaction() {
 fn tampered_manifests_and_receipts_fail() {
     let chain = Anvil::start(31337);
     let ws = Workspace::new();
-    let manifest = signed_run(&ws);
+    let manifest = ws.signed_run();
     anchor(
         &ws,
         DEV_KEY,
@@ -250,7 +231,7 @@ fn tampered_manifests_and_receipts_fail() {
 fn a_reorged_anchor_fails_online_verification() {
     let chain = Anvil::start(31337);
     let ws = Workspace::new();
-    signed_run(&ws);
+    ws.signed_run();
     anchor(
         &ws,
         DEV_KEY,
@@ -280,7 +261,7 @@ fn a_reorged_anchor_fails_online_verification() {
 #[test]
 fn wrong_chain_id_dev_keys_and_unreachable_rpc_are_refused() {
     let ws = Workspace::new();
-    let manifest = signed_run(&ws);
+    let manifest = ws.signed_run();
     let galileo = Anvil::start(16602);
     // The local preset expects 31337.
     let out = anchor(
@@ -501,7 +482,7 @@ fn wrong_chain_id_dev_keys_and_unreachable_rpc_are_refused() {
 fn keystores_decrypt_with_the_right_password_only() {
     let chain = Anvil::start(31337);
     let ws = Workspace::new();
-    signed_run(&ws);
+    ws.signed_run();
     let mut rng = rand::thread_rng();
     let (signer, _) = alloy_signer_local::PrivateKeySigner::encrypt_keystore(
         ws.path(),
@@ -589,7 +570,7 @@ fn keystores_decrypt_with_the_right_password_only() {
 fn dry_run_prints_a_signed_transaction_and_sends_nothing() {
     let chain = Anvil::start(31337);
     let ws = Workspace::new();
-    signed_run(&ws);
+    ws.signed_run();
     let before = chain.block_number();
     let out = anchor(
         &ws,
@@ -620,7 +601,7 @@ fn dry_run_prints_a_signed_transaction_and_sends_nothing() {
 fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
     let calendar = Calendar::start();
     let ws = Workspace::new();
-    let manifest = signed_run(&ws);
+    let manifest = ws.signed_run();
     let out = ws
         .run(&[
             "anchor",
@@ -799,7 +780,7 @@ fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
 #[test]
 fn a_calendar_that_is_down_is_an_error_and_writes_nothing() {
     let ws = Workspace::new();
-    signed_run(&ws);
+    ws.signed_run();
     let out = ws.run(&[
         "anchor",
         "r/manifest.intoto.json",
@@ -823,7 +804,7 @@ fn a_calendar_that_is_down_is_an_error_and_writes_nothing() {
 #[test]
 fn bad_keys_and_missing_backends_are_clear_errors_before_any_network() {
     let ws = Workspace::new();
-    signed_run(&ws);
+    ws.signed_run();
     let m = "r/manifest.intoto.json";
     // Nothing listens on port 9: every case below must fail before talking to it.
     let rpc = ["--rpc", "http://127.0.0.1:9", "-q"];

@@ -9,24 +9,6 @@ use auditai::sign::{self, Envelope, SecretKey};
 
 use crate::support::{Output, Workspace, check, output, tree};
 
-/// The tiny spec trained into `r`, signed with `me.key`.
-fn signed(ws: &Workspace) {
-    ws.tiny_spec();
-    ws.run(&["keygen", "--out", "me"]).success();
-    ws.run(&[
-        "run",
-        "spec.yaml",
-        "--device",
-        "cpu",
-        "--out",
-        "r",
-        "-q",
-        "--key",
-        "me.key",
-    ])
-    .success();
-}
-
 fn verify_json(ws: &Workspace, extra: &[&str]) -> (Output, serde_json::Value) {
     let mut args = vec![
         "verify",
@@ -163,7 +145,7 @@ fn force_never_replaces_a_project_and_moves_old_runs_aside() {
 #[test]
 fn stray_files_fail_verify_and_audit_unless_declared() {
     let ws = Workspace::new();
-    signed(&ws);
+    ws.signed_run();
     let (o, v) = verify_json(&ws, &[]);
     assert_eq!(o.code, 0, "{v:#}");
     assert_eq!(check(&v, "run directory")["status"], "pass");
@@ -219,7 +201,7 @@ fn stray_files_fail_verify_and_audit_unless_declared() {
 #[test]
 fn hostile_paths_symlinks_and_fifos_are_refused_not_followed() {
     let ws = Workspace::new();
-    signed(&ws);
+    ws.signed_run();
     // A manifest that points the verifier outside its root, re-signed by the key holder.
     std::fs::write(ws.path().join("secret.txt"), "outside").unwrap();
     reseal(&ws, |st| {
@@ -245,7 +227,7 @@ fn hostile_paths_symlinks_and_fifos_are_refused_not_followed() {
     // Subjects that are a symlink or a FIFO: reported, never followed or opened (a FIFO would
     // block the verifier forever).
     let ws = Workspace::new();
-    signed(&ws);
+    ws.signed_run();
     let model = ws.path().join("r/model.bpk");
     std::fs::rename(&model, ws.path().join("model.bpk")).unwrap();
     std::os::unix::fs::symlink(ws.path().join("model.bpk"), &model).unwrap();
@@ -276,7 +258,7 @@ fn hostile_paths_symlinks_and_fifos_are_refused_not_followed() {
 #[test]
 fn terminal_control_characters_from_a_manifest_are_escaped() {
     let ws = Workspace::new();
-    signed(&ws);
+    ws.signed_run();
     reseal(&ws, |st| {
         st.subject[0].name = Some("model\u{1b}[2J\u{1b}]0;pwned\u{7}.bpk\r".into());
     });

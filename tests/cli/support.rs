@@ -90,6 +90,26 @@ impl Workspace {
         .unwrap();
     }
 
+    /// [`Workspace::tiny_spec`] trained on the CPU into `r/`, signed with a new key `me.key`
+    /// (public key `me.pub`); returns the manifest's path.
+    pub fn signed_run(&self) -> PathBuf {
+        self.tiny_spec();
+        self.run(&["keygen", "--out", "me"]).success();
+        self.run(&[
+            "run",
+            "spec.yaml",
+            "--device",
+            "cpu",
+            "--out",
+            "r",
+            "-q",
+            "--key",
+            "me.key",
+        ])
+        .success();
+        self.path().join("r/manifest.intoto.json")
+    }
+
     /// Write `name`, a copy of the workspace's `spec.yaml` rewritten with `edit`.
     /// Fails when the edit changes nothing (its target text is missing from the spec).
     pub fn derive_spec(&self, name: &str, edit: impl Fn(String) -> String) {
