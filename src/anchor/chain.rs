@@ -40,6 +40,14 @@ pub const PRESETS: [(&str, u64, &str, u64); 5] = [
 ];
 
 impl Chain {
+    /// [`Chain::resolve`] when `--chain` or `--rpc` is given, `None` when neither is (offline).
+    pub fn resolve_online(chain: Option<&str>, rpc: Option<&str>) -> Result<Option<Chain>, String> {
+        if chain.is_none() && rpc.is_none() {
+            return Ok(None);
+        }
+        Chain::resolve(chain, rpc).map(Some)
+    }
+
     /// Resolve `--chain` and `--rpc`: a preset (its URL replaced by `rpc` when given), or a bare
     /// RPC URL whose chain id is whatever it reports.
     pub fn resolve(chain: Option<&str>, rpc: Option<&str>) -> Result<Chain, String> {

@@ -148,14 +148,9 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
             "checking anchors online (--rpc, --chain, --bitcoin-rpc)",
         ));
     }
-    let online = if args.rpc.is_some() || args.chain.is_some() {
-        Some(
-            auditai::anchor::chain::Chain::resolve(args.chain.as_deref(), args.rpc.as_deref())
-                .map_err(anyhow::Error::msg)?,
-        )
-    } else {
-        None
-    };
+    let online =
+        auditai::anchor::chain::Chain::resolve_online(args.chain.as_deref(), args.rpc.as_deref())
+            .map_err(anyhow::Error::msg)?;
     let mut bitcoin = auditai::anchor::bitcoin::Headers {
         rpc: args.bitcoin_rpc.clone(),
         ..Default::default()

@@ -31,14 +31,9 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
         },
         (None, false) => Challenge::Random,
     };
-    let online = if args.rpc.is_some() || args.chain.is_some() {
-        Some(
-            auditai::anchor::chain::Chain::resolve(args.chain.as_deref(), args.rpc.as_deref())
-                .map_err(anyhow::Error::msg)?,
-        )
-    } else {
-        None
-    };
+    let online =
+        auditai::anchor::chain::Chain::resolve_online(args.chain.as_deref(), args.rpc.as_deref())
+            .map_err(anyhow::Error::msg)?;
     let opts = audit::Options {
         segments: args.segments,
         challenge,
