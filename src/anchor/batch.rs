@@ -133,18 +133,7 @@ pub fn anchor(
         )?);
     }
 
-    let mut calendar_stamps = Vec::new();
-    if !opts.calendars.is_empty() {
-        let client = http_client(Duration::from_secs(30))
-            .map_err(|e| AnchorError::Calendars(e.to_string()))?;
-        for url in &opts.calendars {
-            progress(&format!("submitting to {}", redact_url(url)));
-            match ots::submit(&client, url, &root) {
-                Ok(t) => calendar_stamps.push((url.clone(), t)),
-                Err(e) => out.calendar_errors.push(e.to_string()),
-            }
-        }
-    }
+    let calendar_stamps = submit_to_calendars(&opts.calendars, &root, &mut out, progress)?;
     // Every calendar failed: an error, but an EVM anchor that happened on chain still gets its
     // receipts (written below) before the error is reported.
     let calendars_failed = !opts.calendars.is_empty() && calendar_stamps.is_empty();
@@ -162,19 +151,7 @@ pub fn anchor(
             None
         } else {
             let ts = proof_timestamp(digest, i, leaves.len(), &proof, &calendar_stamps);
-            let ots_file = ots_path(path);
-            fsio::write_atomic(&ots_file, &ots::encode_file(digest, &ts))
-                .map_err(io_err(&ots_file))?;
-            Some(OtsRecord {
-                proof: ots_file
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                calendars: calendar_stamps.iter().map(|(u, _)| u.clone()).collect(),
-                status: "pending".into(),
-                bitcoin: Vec::new(),
-            })
-            .map(|r| with_bitcoin(r, &ts))
+            Some(write_proof(path, digest, &ts, &calendar_stamps)?)
         };
         let receipt = Receipt {
             schema: RECEIPT_SCHEMA.to_string(),
@@ -197,6 +174,50 @@ pub fn anchor(
         )));
     }
     Ok(out)
+}
+
+/// Submit the root to every calendar; a calendar that fails is recorded in `out`, not fatal.
+fn submit_to_calendars(
+    calendars: &[String],
+    root: &[u8; 32],
+    out: &mut Outcome,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<(String, ots::Timestamp)>, AnchorError> {
+    let mut stamps = Vec::new();
+    if calendars.is_empty() {
+        return Ok(stamps);
+    }
+    let client =
+        http_client(Duration::from_secs(30)).map_err(|e| AnchorError::Calendars(e.to_string()))?;
+    for url in calendars {
+        progress(&format!("submitting to {}", redact_url(url)));
+        match ots::submit(&client, url, root) {
+            Ok(t) => stamps.push((url.clone(), t)),
+            Err(e) => out.calendar_errors.push(e.to_string()),
+        }
+    }
+    Ok(stamps)
+}
+
+/// Write a manifest's `.ots` proof and return its receipt record.
+fn write_proof(
+    manifest: &Path,
+    digest: &[u8; 32],
+    ts: &ots::Timestamp,
+    stamps: &[(String, ots::Timestamp)],
+) -> Result<OtsRecord, AnchorError> {
+    let ots_file = ots_path(manifest);
+    fsio::write_atomic(&ots_file, &ots::encode_file(digest, ts)).map_err(io_err(&ots_file))?;
+    let record = OtsRecord {
+        proof: ots_file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        calendars: stamps.iter().map(|(u, _)| u.clone()).collect(),
+        status: "pending".into(),
+        bitcoin: Vec::new(),
+    };
+    Ok(with_bitcoin(record, ts))
 }
 
 fn write_receipt(manifest: &Path, r: &Receipt) -> Result<(), AnchorError> {
