@@ -211,15 +211,30 @@ pub fn to_jsonl(entries: &[Entry]) -> String {
 }
 
 /// Parse transcript text; the error names the 1-based line.
-pub fn parse_jsonl(text: &str, path: &Path) -> Result<Vec<Entry>, String> {
+pub fn parse_jsonl(text: &str, path: &Path) -> Result<Vec<Entry>, TranscriptError> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l)
-                .map_err(|e| format!("{}:{}: not a transcript entry: {e}", path.display(), i + 1))
+            serde_json::from_str(l).map_err(|reason| TranscriptError {
+                path: path.to_path_buf(),
+                line: i + 1,
+                reason,
+            })
         })
         .collect()
+}
+
+/// A line of a transcript that is not an entry.
+#[derive(Debug, thiserror::Error)]
+#[error("{}:{line}: not a transcript entry: {reason}", path.display())]
+pub struct TranscriptError {
+    /// The transcript file.
+    pub path: std::path::PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// What serde_json found (printed in the message, not chained as a source).
+    pub reason: serde_json::Error,
 }
 
 #[cfg(test)]

@@ -30,9 +30,14 @@ pub enum Judgement {
     Unavailable(String),
 }
 
+/// A header argument that is not `HEIGHT:MERKLEROOT`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not HEIGHT:MERKLEROOT (64 hex digits, as bitcoind prints it)")]
+pub struct BadHeader(pub String);
+
 /// Parse `HEIGHT:MERKLEROOT` (64 hex digits in display order).
-pub fn parse_header(arg: &str) -> Result<(u64, [u8; 32]), String> {
-    let bad = || format!("`{arg}` is not HEIGHT:MERKLEROOT (64 hex digits, as bitcoind prints it)");
+pub fn parse_header(arg: &str) -> Result<(u64, [u8; 32]), BadHeader> {
+    let bad = || BadHeader(arg.to_string());
     let (h, root) = arg.split_once(':').ok_or_else(bad)?;
     let height: u64 = h.parse().map_err(|_| bad())?;
     let mut bytes = [0u8; 32];
@@ -80,7 +85,9 @@ fn node_root(url: &str, height: u64) -> Result<[u8; 32], String> {
         .get("merkleroot")
         .and_then(|m| m.as_str())
         .ok_or("bitcoind: getblockheader returned no merkleroot")?;
-    parse_header(&format!("{height}:{root}")).map(|(_, r)| r)
+    parse_header(&format!("{height}:{root}"))
+        .map(|(_, r)| r)
+        .map_err(|e| format!("bitcoind: {e}"))
 }
 
 #[cfg(not(feature = "anchor"))]

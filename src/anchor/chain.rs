@@ -12,6 +12,17 @@ pub const CALLDATA_VERSION: u8 = 1;
 /// anvil's default chain id.
 pub const ANVIL_CHAIN_ID: u64 = 31337;
 
+/// Why `--chain` / `--rpc` name no chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// Not a preset name.
+    #[error("unknown chain `{0}` (known: {known})", known = PRESETS.map(|p| p.0).join(", "))]
+    Unknown(String),
+    /// Neither a preset nor a URL.
+    #[error("pass --chain NAME or --rpc URL")]
+    Missing,
+}
+
 /// A chain preset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
@@ -41,7 +52,10 @@ pub const PRESETS: [(&str, u64, &str, u64); 5] = [
 
 impl Chain {
     /// [`Chain::resolve`] when `--chain` or `--rpc` is given, `None` when neither is (offline).
-    pub fn resolve_online(chain: Option<&str>, rpc: Option<&str>) -> Result<Option<Chain>, String> {
+    pub fn resolve_online(
+        chain: Option<&str>,
+        rpc: Option<&str>,
+    ) -> Result<Option<Chain>, ChainError> {
         if chain.is_none() && rpc.is_none() {
             return Ok(None);
         }
@@ -50,15 +64,13 @@ impl Chain {
 
     /// Resolve `--chain` and `--rpc`: a preset (its URL replaced by `rpc` when given), or a bare
     /// RPC URL whose chain id is whatever it reports.
-    pub fn resolve(chain: Option<&str>, rpc: Option<&str>) -> Result<Chain, String> {
+    pub fn resolve(chain: Option<&str>, rpc: Option<&str>) -> Result<Chain, ChainError> {
         match (chain, rpc) {
             (Some(name), rpc) => {
-                let (n, id, url, conf) = PRESETS.iter().find(|p| p.0 == name).ok_or_else(|| {
-                    format!(
-                        "unknown chain `{name}` (known: {})",
-                        PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
-                    )
-                })?;
+                let (n, id, url, conf) = PRESETS
+                    .iter()
+                    .find(|p| p.0 == name)
+                    .ok_or_else(|| ChainError::Unknown(name.to_string()))?;
                 Ok(Chain {
                     name: n.to_string(),
                     rpc: rpc.unwrap_or(url).to_string(),
@@ -72,7 +84,7 @@ impl Chain {
                 chain_id: None,
                 confirmations: 1,
             }),
-            (None, None) => Err("pass --chain NAME or --rpc URL".to_string()),
+            (None, None) => Err(ChainError::Missing),
         }
     }
 }

@@ -224,16 +224,49 @@ pub fn check_evm_online(
     Err("cannot check online: this auditai was built without the `anchor` feature".into())
 }
 
+/// Why a receipt or `.ots` proof does not prove a file's inclusion.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InclusionError {
+    /// The receipt is for other bytes.
+    #[error("the manifest's sha256 is {actual}, the receipt records {recorded}")]
+    OtherFile {
+        /// The file's sha256.
+        actual: String,
+        /// The receipt's.
+        recorded: String,
+    },
+    /// A path entry is not 32 bytes of hex.
+    #[error("malformed path entry `{0}`")]
+    PathEntry(String),
+    /// The root is not 32 bytes of hex.
+    #[error("malformed root")]
+    Root,
+    /// The path leads elsewhere.
+    #[error("the Merkle path does not lead to the recorded root")]
+    WrongRoot,
+    /// The path has the wrong length for its index and tree size.
+    #[error("the Merkle path has the wrong length for its leaf index and tree size")]
+    PathLength,
+    /// The `.ots` proof is malformed.
+    #[error("{0}")]
+    Proof(#[from] ots::OtsError),
+    /// The `.ots` proof timestamps other bytes.
+    #[error("the proof timestamps another file")]
+    ProofOtherFile,
+    /// The `.ots` proof does not pass through the anchored root.
+    #[error("the proof does not commit to the anchored Merkle root")]
+    ProofOtherRoot,
+}
+
 /// Check a receipt against the manifest bytes: digest, and that the Merkle path leads to the
 /// root. Returns the root on success.
-pub fn check_inclusion(r: &Receipt, manifest_bytes: &[u8]) -> Result<[u8; 32], String> {
+pub fn check_inclusion(r: &Receipt, manifest_bytes: &[u8]) -> Result<[u8; 32], InclusionError> {
     let digest: [u8; 32] = Sha256::digest(manifest_bytes).into();
     if !crate::hash::hex_eq(&hex::encode(digest), &r.manifest_sha256) {
-        return Err(format!(
-            "the manifest's sha256 is {}, the receipt records {}",
-            hex::encode(digest),
-            r.manifest_sha256
-        ));
+        return Err(InclusionError::OtherFile {
+            actual: hex::encode(digest),
+            recorded: r.manifest_sha256.clone(),
+        });
     }
     let hash32 = |h: &str| {
         let mut out = [0u8; 32];
@@ -241,13 +274,13 @@ pub fn check_inclusion(r: &Receipt, manifest_bytes: &[u8]) -> Result<[u8; 32], S
     };
     let mut proof = Vec::new();
     for h in &r.path {
-        proof.push(hash32(h).ok_or_else(|| format!("malformed path entry `{h}`"))?);
+        proof.push(hash32(h).ok_or_else(|| InclusionError::PathEntry(h.clone()))?);
     }
-    let root = hash32(&r.root).ok_or_else(|| "malformed root".to_string())?;
+    let root = hash32(&r.root).ok_or(InclusionError::Root)?;
     match merkle::root_from_proof(merkle::leaf(&digest), r.leaf_index, r.tree_size, &proof) {
         Some(got) if got == root => Ok(root),
-        Some(_) => Err("the Merkle path does not lead to the recorded root".into()),
-        None => Err("the Merkle path has the wrong length for its leaf index and tree size".into()),
+        Some(_) => Err(InclusionError::WrongRoot),
+        None => Err(InclusionError::PathLength),
     }
 }
 
@@ -256,16 +289,16 @@ pub fn check_ots(
     proof: &[u8],
     manifest_sha256: &[u8; 32],
     root: &[u8; 32],
-) -> Result<ots::Timestamp, String> {
-    let (digest, ts) = ots::decode_file(proof).map_err(|e| e.to_string())?;
+) -> Result<ots::Timestamp, InclusionError> {
+    let (digest, ts) = ots::decode_file(proof)?;
     if &digest != manifest_sha256 {
-        return Err("the proof timestamps another file".into());
+        return Err(InclusionError::ProofOtherFile);
     }
     fn passes(t: &ots::Timestamp, root: &[u8]) -> bool {
         t.msg == root || t.ops.iter().any(|(_, c)| passes(c, root))
     }
     if !passes(&ts, root) {
-        return Err("the proof does not commit to the anchored Merkle root".into());
+        return Err(InclusionError::ProofOtherRoot);
     }
     Ok(ts)
 }

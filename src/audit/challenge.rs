@@ -40,7 +40,7 @@ pub(super) fn commitment_anchor(
     };
     let root = match anchor::check_inclusion(&receipt, c_bytes) {
         Ok(root) => root,
-        Err(why) => return (Status::Fail, why),
+        Err(why) => return (Status::Fail, why.to_string()),
     };
     let Some(e) = &receipt.evm else {
         let ots = receipt.ots.as_ref().map_or("none", |o| o.status.as_str());

@@ -206,8 +206,10 @@ pub(super) fn check_transcript(
     r: &mut Report,
 ) -> Option<(Vec<Entry>, String)> {
     let entries = match read_pinned(dir, &t_ref.path, &t_ref.blake3, crate::fsio::MAX_DOCUMENT)
-        .and_then(|b| transcript::parse_jsonl(&String::from_utf8_lossy(&b), &dir.join(&t_ref.path)))
-    {
+        .and_then(|b| {
+            transcript::parse_jsonl(&String::from_utf8_lossy(&b), &dir.join(&t_ref.path))
+                .map_err(|e| e.to_string())
+        }) {
         Ok(e) => e,
         Err(why) => {
             r.push("transcript", Status::Fail, why);

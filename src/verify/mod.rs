@@ -305,7 +305,7 @@ fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut
             root
         }
         Err(why) => {
-            report.push("anchor merkle path", Status::Fail, why);
+            report.push("anchor merkle path", Status::Fail, why.to_string());
             return;
         }
     };
@@ -374,7 +374,7 @@ fn check_ots_anchor(
     };
     let checked = crate::fsio::read_bounded(&proof_path, anchor::ots::MAX_PROOF)
         .map_err(|e| format!("{}: {e}", proof_path.display()))
-        .and_then(|b| anchor::check_ots(&b, &digest, root));
+        .and_then(|b| anchor::check_ots(&b, &digest, root).map_err(|e| e.to_string()));
     match checked {
         Err(why) => report.push("anchor opentimestamps", Status::Fail, why),
         Ok(ts) => {
