@@ -127,6 +127,15 @@ pub enum PathRefused {
 /// Refuses absolute paths, `..` and `.` components and the empty path, and any symlink between
 /// `base` and the final component (the final component is checked by the reader). The result
 /// always lies inside `base`.
+///
+/// ```
+/// use std::path::Path;
+/// use auditai::fsio::safe_join;
+/// let base = Path::new("/nonexistent/run");
+/// assert_eq!(safe_join(base, "checkpoints/epoch-0001.bpk").unwrap(), base.join("checkpoints/epoch-0001.bpk"));
+/// assert!(safe_join(base, "../../etc/passwd").is_err());
+/// assert!(safe_join(base, "/etc/passwd").is_err());
+/// ```
 pub fn safe_join(base: &Path, name: &str) -> Result<PathBuf, PathRefused> {
     let p = Path::new(name);
     let normal = !name.is_empty()

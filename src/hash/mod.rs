@@ -359,6 +359,13 @@ fn sha256_stream(path: &Path) -> Result<Digest, HashError> {
 /// blake3 and sha256 of bytes in memory.
 /// Whether two hex digests name the same 32 bytes, compared in constant time. A malformed digest
 /// equals nothing: every digest comparison in auditai goes through this or [`Digest::ct_eq`].
+///
+/// ```
+/// use auditai::hash::hex_eq;
+/// assert!(hex_eq(&"ab".repeat(32), &"AB".repeat(32)));
+/// assert!(!hex_eq(&"ab".repeat(32), &"ab".repeat(31)));
+/// assert!(!hex_eq("not hex", "not hex"));
+/// ```
 pub fn hex_eq(a: &str, b: &str) -> bool {
     match (Digest::from_hex(a), Digest::from_hex(b)) {
         (Some(x), Some(y)) => x.ct_eq(&y),
