@@ -673,6 +673,15 @@ pub fn train(
     let ad = s.backend.device.clone().autodiff();
     let ckpt_dir = s.dir.join(run_dir::CHECKPOINTS);
     std::fs::create_dir_all(&ckpt_dir).map_err(io_err(&ckpt_dir))?;
+    // Checkpoints are written and pruned only inside the run directory, never through a link.
+    if std::fs::symlink_metadata(&ckpt_dir).is_ok_and(|m| !m.is_dir()) {
+        return Err(TrainError::Checkpoint {
+            path: ckpt_dir,
+            message:
+                "is not a directory but a symlink or file; refusing to write or prune through it"
+                    .into(),
+        });
+    }
     let fresh = initial_model(s.spec, s.data);
     let (model, optim, states) = match resume_run.then(|| resume(s, fresh.clone())) {
         Some(Ok(Some(r))) => {

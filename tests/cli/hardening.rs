@@ -376,3 +376,34 @@ fn data_outside_the_project_root_is_announced_at_run_and_refused_at_verify() {
         )
     );
 }
+
+#[test]
+fn resume_never_writes_or_prunes_through_a_symlinked_checkpoint_directory() {
+    let ws = Workspace::new();
+    ws.signed_run();
+    // A run directory someone prepared: resumable (no manifest), its checkpoints a link.
+    std::fs::remove_file(ws.path().join("r/manifest.intoto.json")).unwrap();
+    std::fs::rename(ws.path().join("r/checkpoints"), ws.path().join("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(ws.path().join("elsewhere"), ws.path().join("r/checkpoints"))
+        .unwrap();
+    let before = tree(&ws.path().join("elsewhere"));
+    let out = ws.run(&[
+        "run",
+        "spec.yaml",
+        "--device",
+        "cpu",
+        "--out",
+        "r",
+        "--resume",
+        "-q",
+    ]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (
+            2,
+            "",
+            "error: r/checkpoints: is not a directory but a symlink or file; refusing to write or prune through it\n"
+        )
+    );
+    assert_eq!(tree(&ws.path().join("elsewhere")), before);
+}
