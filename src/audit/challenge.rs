@@ -6,7 +6,7 @@ use std::path::Path;
 use super::{AuditError, Challenge, Options};
 use crate::anchor;
 use crate::shuffle;
-use crate::verify::{Report, Status};
+use crate::verify::{CheckId, Report, Status};
 
 /// The key-derivation context that turns a challenge into a choice of segments.
 pub(super) const CHALLENGE_CONTEXT: &str = "auditai 2025 audit challenge v1";
@@ -135,8 +135,8 @@ pub(super) fn challenge_bytes(
             let root = match anchor::check_inclusion(&receipt, &manifest_bytes) {
                 Ok(root) => root,
                 Err(why) => {
-                    r.push(
-                        "challenge",
+                    r.push_row(
+                        CheckId::Challenge,
                         Status::Fail,
                         format!("the anchor receipt does not match the manifest: {why}"),
                     );
@@ -148,8 +148,7 @@ pub(super) fn challenge_bytes(
                     .ok()
                     .filter(|h| h.len() == 32)
                     .ok_or_else(|| fail(format!("{}: malformed block hash", rpath.display())))?;
-                r.push(
-                    "challenge",
+                r.push_row(CheckId::Challenge,
                     Status::Claimed,
                     format!(
                         "block hash {} of {} block {}, taken from the receipt and not checked on chain (--allow-unconfirmed-challenge): the prover could have chosen it",
@@ -159,12 +158,11 @@ pub(super) fn challenge_bytes(
                 return Ok((hash, "anchor-unconfirmed"));
             };
             if let Err(why) = on_chain(chain, e, &root) {
-                r.push("challenge", Status::Fail, why);
+                r.push_row(CheckId::Challenge, Status::Fail, why);
                 return Ok((Vec::new(), "anchor"));
             }
             let (number, hash) = challenge_block(chain, e.block_number).map_err(fail)?;
-            r.push(
-                "challenge",
+            r.push_row(CheckId::Challenge,
                 Status::Pass,
                 format!(
                     "hash {hash} of {} block {number}, {CHALLENGE_DELAY_BLOCKS} blocks after the anchor's block {} (verified online)",

@@ -11,7 +11,7 @@ use crate::manifest::Extension;
 use crate::spec::Spec;
 use crate::train;
 use crate::transcript::Commitment;
-use crate::verify::{self, Report, Status};
+use crate::verify::{self, CheckId, Report, Status};
 
 /// The largest run-directory file the audit reads (weights, optimizer state, transcript).
 pub(super) const MAX_RUN_FILE: u64 = 4 << 30;
@@ -57,8 +57,8 @@ pub(super) fn check_spec(
         Ok(spec) => {
             let d = spec.digest().to_hex().to_string();
             if !hash::hex_eq(&d, &c.spec_blake3) || !hash::hex_eq(&d, &ext.spec_blake3) {
-                r.push(
-                    "spec",
+                r.push_row(
+                    CheckId::Spec,
                     Status::Fail,
                     format!(
                         "resolved spec blake3 {d}; the commitment records {} and the manifest {}",
@@ -67,8 +67,8 @@ pub(super) fn check_spec(
                 );
                 return None;
             }
-            r.push(
-                "spec",
+            r.push_row(
+                CheckId::Spec,
                 Status::Pass,
                 format!(
                     "committed hyper-parameters and seed {}: blake3 {d}",
@@ -78,7 +78,7 @@ pub(super) fn check_spec(
             Some(spec)
         }
         Err(why) => {
-            r.push("spec", Status::Fail, why);
+            r.push_row(CheckId::Spec, Status::Fail, why);
             None
         }
     }
@@ -91,8 +91,8 @@ pub(super) fn check_data(
     r: &mut Report,
 ) -> Option<data::Prepared> {
     let [d] = c.data.as_slice() else {
-        r.push(
-            "data",
+        r.push_row(
+            CheckId::Data,
             Status::Fail,
             format!(
                 "the commitment names {} data files, expected 1",
@@ -104,7 +104,12 @@ pub(super) fn check_data(
     let path = match crate::fsio::safe_join(root, &d.name) {
         Ok(p) => p,
         Err(why) => {
-            r.push(format!("data {}", d.name), Status::Fail, why.to_string());
+            r.push(
+                CheckId::Data,
+                format!("data {}", d.name),
+                Status::Fail,
+                why.to_string(),
+            );
             return None;
         }
     };
@@ -112,6 +117,7 @@ pub(super) fn check_data(
         Ok(b) => b,
         Err(e) => {
             r.push(
+                CheckId::Data,
                 format!("data {}", d.name),
                 Status::Fail,
                 format!(
@@ -125,6 +131,7 @@ pub(super) fn check_data(
     let got = hash::Digest::of(&bytes).hex();
     if !hash::hex_eq(&got, &d.blake3) {
         r.push(
+            CheckId::Data,
             format!("data {}", d.name),
             Status::Fail,
             format!(
@@ -137,6 +144,7 @@ pub(super) fn check_data(
     match data::parse(spec, &bytes) {
         Ok(p) => {
             r.push(
+                CheckId::Data,
                 format!("data {}", d.name),
                 Status::Pass,
                 format!("blake3 {got}, {} training rows", p.train.rows),
@@ -144,7 +152,12 @@ pub(super) fn check_data(
             Some(p)
         }
         Err(e) => {
-            r.push(format!("data {}", d.name), Status::Fail, e.to_string());
+            r.push(
+                CheckId::Data,
+                format!("data {}", d.name),
+                Status::Fail,
+                e.to_string(),
+            );
             None
         }
     }
@@ -173,8 +186,8 @@ pub(super) fn run_directory(
         .map(|c| format!("{}: {}", c.check, c.detail))
         .collect();
     if failed.is_empty() {
-        r.push(
-            "run directory",
+        r.push_row(
+            CheckId::RunDirectory,
             Status::Pass,
             format!(
                 "{} files and directories match the manifest, nothing unnamed",
@@ -182,7 +195,7 @@ pub(super) fn run_directory(
             ),
         );
     } else {
-        r.push("run directory", Status::Fail, failed.join("; "));
+        r.push_row(CheckId::RunDirectory, Status::Fail, failed.join("; "));
     }
 }
 
@@ -200,8 +213,8 @@ pub(super) fn read_commitment(
         });
     match committed {
         Ok((bytes, commitment)) => {
-            r.push(
-                "commitment",
+            r.push_row(
+                CheckId::Commitment,
                 Status::Pass,
                 format!(
                     "blake3 {}, made {} (claimed) for {} training",
@@ -211,7 +224,7 @@ pub(super) fn read_commitment(
             Some((bytes, commitment))
         }
         Err(why) => {
-            r.push("commitment", Status::Fail, why);
+            r.push_row(CheckId::Commitment, Status::Fail, why);
             None
         }
     }
@@ -228,20 +241,19 @@ pub(super) fn check_initial_weights(
     let initial = match train::initial_weights(spec, data) {
         Ok(w) => w,
         Err(e) => {
-            r.push("initial weights", Status::Fail, e.to_string());
+            r.push_row(CheckId::InitialWeights, Status::Fail, e.to_string());
             return None;
         }
     };
     let got = hash::Digest::of(&initial).hex();
     if hash::hex_eq(&got, &commitment.initial_weights_blake3) {
-        r.push(
-            "initial weights",
+        r.push_row(
+            CheckId::InitialWeights,
             Status::Pass,
             format!("drawn from seed {}: blake3 {got}", spec.seed),
         );
     } else {
-        r.push(
-            "initial weights",
+        r.push_row(CheckId::InitialWeights,
             Status::Fail,
             format!(
                 "not from the committed seed: seed {} gives blake3 {got}, the commitment records {}",

@@ -29,7 +29,7 @@ use crate::anchor;
 use crate::spec::DeviceChoice;
 use crate::train::{BackendKind, device};
 use crate::transcript::Entry;
-use crate::verify::{Report, Status};
+use crate::verify::{CheckId, Report, Status};
 
 pub use challenge::{CHALLENGE_DELAY_BLOCKS, select};
 use challenge::{challenge_bytes, commitment_anchor};
@@ -228,7 +228,7 @@ pub fn audit(
     let opened = match crate::manifest::open(&bytes) {
         Ok(o) => o,
         Err(why) => {
-            r.push("manifest", Status::Fail, why.to_string());
+            r.push_row(CheckId::Manifest, Status::Fail, why.to_string());
             return Ok(report);
         }
     };
@@ -238,8 +238,8 @@ pub fn audit(
         let (c, t) = (e.commitment.clone()?, e.transcript.clone()?);
         Some((e, c, t))
     }) else {
-        r.push(
-            "manifest",
+        r.push_row(
+            CheckId::Manifest,
             Status::Fail,
             "no training commitment and transcript: the run cannot be audited",
         );
@@ -256,7 +256,7 @@ pub fn audit(
     };
     report.trained_on = Some(commitment.backend);
     let (status, detail) = commitment_anchor(path, dir, &c_ref.path, &c_bytes, opts);
-    r.push("commitment anchor", status, detail);
+    r.push_row(CheckId::CommitmentAnchor, status, detail);
     let Some(spec) = check_spec(dir, &commitment, &ext, r) else {
         return Ok(report);
     };
@@ -277,11 +277,11 @@ pub fn audit(
     };
     let schedule_ok = match check_schedule(&spec, &data, &entries) {
         Ok(detail) => {
-            r.push("transcript schedule", Status::Pass, detail);
+            r.push_row(CheckId::TranscriptSchedule, Status::Pass, detail);
             true
         }
         Err(why) => {
-            r.push("transcript schedule", Status::Fail, why);
+            r.push_row(CheckId::TranscriptSchedule, Status::Fail, why);
             false
         }
     };

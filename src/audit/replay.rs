@@ -12,7 +12,7 @@ use crate::manifest::Extension;
 use crate::spec::{DeviceChoice, Spec};
 use crate::train::{self, BackendKind, device};
 use crate::transcript::{self, Entry};
-use crate::verify::Status;
+use crate::verify::{CheckId, Status};
 
 /// Relative tolerance on a validation loss recomputed on another backend.
 pub(super) const VAL_LOSS_REL: f64 = 1e-5;
@@ -333,8 +333,7 @@ impl Replay<'_> {
         });
         report.replayed_on = Some(backend.kind);
         let bitwise = backend.kind == self.trained_on;
-        report.checks.push(
-            "replay",
+        report.checks.push_row(CheckId::Replay,
             if bitwise { Status::Pass } else { Status::Warn },
             if bitwise {
                 format!(
@@ -373,7 +372,7 @@ impl Replay<'_> {
         }
         if self.files_ok && self.schedule_ok {
             let (status, detail) = ctx.validation(entries, ext);
-            report.checks.push("validation", status, detail);
+            report.checks.push_row(CheckId::Validation, status, detail);
         }
         Ok(())
     }

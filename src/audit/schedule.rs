@@ -9,7 +9,7 @@ use crate::manifest::{Extension, TranscriptRef};
 use crate::shuffle;
 use crate::spec::Spec;
 use crate::transcript::{self, Entry};
-use crate::verify::{Report, Status};
+use crate::verify::{CheckId, Report, Status};
 
 /// The entries the committed spec and data call for must be exactly the recorded ones: every
 /// epoch in order, every segment of it, with the committed learning rate and batch order.
@@ -119,24 +119,24 @@ pub(super) fn check_final_model(
         .rev()
         .find(|e| e.body.epoch == ext.final_epoch);
     match (subject, epoch_end) {
-        (Some(s), Some(e)) if crate::hash::hex_eq(s, &e.body.weights_blake3) => r.push(
-            "final model",
+        (Some(s), Some(e)) if crate::hash::hex_eq(s, &e.body.weights_blake3) => r.push_row(
+            CheckId::FinalModel,
             Status::Pass,
             format!(
                 "model.bpk is the transcript's weights after epoch {}",
                 ext.final_epoch
             ),
         ),
-        (Some(s), Some(e)) => r.push(
-            "final model",
+        (Some(s), Some(e)) => r.push_row(
+            CheckId::FinalModel,
             Status::Fail,
             format!(
                 "model.bpk has blake3 {s}; the transcript's weights after epoch {} are {}",
                 ext.final_epoch, e.body.weights_blake3
             ),
         ),
-        _ => r.push(
-            "final model",
+        _ => r.push_row(
+            CheckId::FinalModel,
             Status::Fail,
             format!(
                 "the manifest's model.bpk or final epoch {} is not in the transcript",
@@ -167,8 +167,8 @@ pub(super) fn check_checkpoints(
         }
     }
     if bad.is_empty() {
-        r.push(
-            "checkpoints",
+        r.push_row(
+            CheckId::Checkpoints,
             Status::Pass,
             format!(
                 "{} files ({:.1} MB) match the transcript",
@@ -188,8 +188,8 @@ pub(super) fn check_checkpoints(
         } else {
             ""
         };
-        r.push(
-            "checkpoints",
+        r.push_row(
+            CheckId::Checkpoints,
             Status::Fail,
             format!("{}{more}{hint}", bad[..bad.len().min(3)].join("; ")),
         );
@@ -212,7 +212,7 @@ pub(super) fn check_transcript(
         }) {
         Ok(e) => e,
         Err(why) => {
-            r.push("transcript", Status::Fail, why);
+            r.push_row(CheckId::Transcript, Status::Fail, why);
             return None;
         }
     };
@@ -220,13 +220,13 @@ pub(super) fn check_transcript(
     let head = match transcript::check_chain(&start, &entries) {
         Ok(h) => hex::encode(h),
         Err(b) => {
-            r.push("transcript chain", Status::Fail, b.message);
+            r.push_row(CheckId::TranscriptChain, Status::Fail, b.message);
             return None;
         }
     };
     if head != t_ref.head || entries.len() != t_ref.entries {
-        r.push(
-            "transcript chain",
+        r.push_row(
+            CheckId::TranscriptChain,
             Status::Fail,
             format!(
                 "{} entries with head {head}; the manifest records {} entries with head {}",
@@ -237,8 +237,8 @@ pub(super) fn check_transcript(
         );
         return None;
     }
-    r.push(
-        "transcript chain",
+    r.push_row(
+        CheckId::TranscriptChain,
         Status::Pass,
         format!(
             "{} entries chained from the commitment, head {head}",

@@ -49,9 +49,119 @@ impl std::fmt::Display for Status {
     }
 }
 
+/// Which check a row reports: what callers and tests match on. The row's `check` is the human
+/// label (the id's label, plus the file or chain it is about).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckId {
+    /// The manifest's envelope and statement.
+    Envelope,
+    /// Whether the manifest carries signatures at all.
+    Signatures,
+    /// One signature.
+    Signature,
+    /// Trusted signers without a policy.
+    Signers,
+    /// The trust policy.
+    Policy,
+    /// A subject file.
+    Subject,
+    /// A byproduct file.
+    Byproduct,
+    /// A hashed directory.
+    Directory,
+    /// A data or spec dependency.
+    Dependency,
+    /// The code commit.
+    Code,
+    /// The work tree's state at training.
+    CodeState,
+    /// Nothing unnamed in the run directory (audit: the whole file check).
+    RunDirectory,
+    /// Whether an anchor receipt exists.
+    Anchor,
+    /// The receipt file itself.
+    AnchorReceipt,
+    /// The receipt's Merkle path.
+    AnchorMerklePath,
+    /// The EVM anchor.
+    AnchorEvm,
+    /// The OpenTimestamps proof.
+    AnchorOpentimestamps,
+    /// Audit: the manifest can be audited.
+    Manifest,
+    /// Audit: the training commitment.
+    Commitment,
+    /// Audit: the commitment's anchor.
+    CommitmentAnchor,
+    /// Audit: the committed spec.
+    Spec,
+    /// Audit: the committed data.
+    Data,
+    /// Audit: the initial weights from the seed.
+    InitialWeights,
+    /// Audit: the transcript file.
+    Transcript,
+    /// Audit: the transcript's hash chain.
+    TranscriptChain,
+    /// Audit: the committed schedule.
+    TranscriptSchedule,
+    /// Audit: the final model.
+    FinalModel,
+    /// Audit: the checkpoint files.
+    Checkpoints,
+    /// Audit: the challenge.
+    Challenge,
+    /// Audit: the replay backend and comparison.
+    Replay,
+    /// Audit: the recomputed validation losses.
+    Validation,
+}
+
+impl CheckId {
+    /// The row label's first words.
+    pub fn label(self) -> &'static str {
+        match self {
+            CheckId::Envelope => "envelope",
+            CheckId::Signatures => "signatures",
+            CheckId::Signature => "signature",
+            CheckId::Signers => "signers",
+            CheckId::Policy => "policy",
+            CheckId::Subject => "subject",
+            CheckId::Byproduct => "byproduct",
+            CheckId::Directory => "directory",
+            CheckId::Dependency => "dependency",
+            CheckId::Code => "code",
+            CheckId::CodeState => "code state",
+            CheckId::RunDirectory => "run directory",
+            CheckId::Anchor => "anchor",
+            CheckId::AnchorReceipt => "anchor receipt",
+            CheckId::AnchorMerklePath => "anchor merkle path",
+            CheckId::AnchorEvm => "anchor evm",
+            CheckId::AnchorOpentimestamps => "anchor opentimestamps",
+            CheckId::Manifest => "manifest",
+            CheckId::Commitment => "commitment",
+            CheckId::CommitmentAnchor => "commitment anchor",
+            CheckId::Spec => "spec",
+            CheckId::Data => "data",
+            CheckId::InitialWeights => "initial weights",
+            CheckId::Transcript => "transcript",
+            CheckId::TranscriptChain => "transcript chain",
+            CheckId::TranscriptSchedule => "transcript schedule",
+            CheckId::FinalModel => "final model",
+            CheckId::Checkpoints => "checkpoints",
+            CheckId::Challenge => "challenge",
+            CheckId::Replay => "replay",
+            CheckId::Validation => "validation",
+        }
+    }
+}
+
 /// One row of the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
+    /// Which check this is.
+    pub id: CheckId,
     /// What was checked, e.g. `subject model.bpk`.
     pub check: String,
     /// Its outcome.
@@ -70,15 +180,27 @@ pub struct Report {
 impl Report {
     pub(crate) fn push(
         &mut self,
+        id: CheckId,
         check: impl Into<String>,
         status: Status,
         detail: impl Into<String>,
     ) {
         self.checks.push(Check {
+            id,
             check: check.into(),
             status,
             detail: detail.into(),
         });
+    }
+
+    /// A row whose label is its id's label.
+    pub(crate) fn push_row(&mut self, id: CheckId, status: Status, detail: impl Into<String>) {
+        self.push(id, id.label(), status, detail);
+    }
+
+    /// The first row of `id`.
+    pub fn find(&self, id: CheckId) -> Option<&Check> {
+        self.checks.iter().find(|c| c.id == id)
     }
 
     /// Whether every required check holds (no failures).
@@ -134,15 +256,15 @@ pub fn verify(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
     let mut report = Report::default();
     let opened = match manifest::open(&bytes) {
         Ok(o) => {
-            report.push(
-                "envelope",
+            report.push_row(
+                CheckId::Envelope,
                 Status::Pass,
                 "DSSE, in-toto Statement v1, SLSA Provenance v1",
             );
             o
         }
         Err(reason) => {
-            report.push("envelope", Status::Fail, reason.to_string());
+            report.push_row(CheckId::Envelope, Status::Fail, reason.to_string());
             return Ok(report);
         }
     };
@@ -175,13 +297,13 @@ pub fn check_files(path: &Path, st: &Statement, opts: &Options, report: &mut Rep
     let dir = run_dir_of(path);
     let hasher = Hasher::new(None, true);
     for s in &st.subject {
-        check_file("subject", s, dir, &hasher, report);
+        check_file(CheckId::Subject, s, dir, &hasher, report);
     }
     for b in &st.predicate.run_details.byproducts {
         if b.is_directory() {
             check_tree(b, dir, &hasher, report);
         } else {
-            check_file("byproduct", b, dir, &hasher, report);
+            check_file(CheckId::Byproduct, b, dir, &hasher, report);
         }
     }
     let root = opts
@@ -190,7 +312,7 @@ pub fn check_files(path: &Path, st: &Statement, opts: &Options, report: &mut Rep
         .unwrap_or_else(|| provenance::project_root(dir));
     for d in &st.predicate.build_definition.resolved_dependencies {
         if d.uri.as_deref().is_some_and(|u| u.starts_with("file:")) {
-            check_file("dependency", d, &root, &hasher, report);
+            check_file(CheckId::Dependency, d, &root, &hasher, report);
         } else if d.name.as_deref() == Some("code") {
             check_code(d, &root, report);
         }
@@ -238,8 +360,8 @@ fn check_extras(path: &Path, st: &Statement, allow: &[String], report: &mut Repo
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            report.push(
-                "run directory",
+            report.push_row(
+                CheckId::RunDirectory,
                 Status::Fail,
                 format!("{}: {e}", dir.display()),
             );
@@ -253,16 +375,15 @@ fn check_extras(path: &Path, st: &Statement, allow: &[String], report: &mut Repo
         .collect();
     extra.sort();
     if extra.is_empty() {
-        report.push(
-            "run directory",
+        report.push_row(
+            CheckId::RunDirectory,
             Status::Pass,
             "holds only files the manifest names, its receipts and proofs",
         );
     } else {
         let shown: Vec<&str> = extra.iter().take(10).map(String::as_str).collect();
         let more = extra.len().saturating_sub(shown.len());
-        report.push(
-            "run directory",
+        report.push_row(CheckId::RunDirectory,
             Status::Fail,
             format!(
                 "{} not named by the manifest: {}{} (declare expected extras with --allow-extra NAME)",
@@ -278,8 +399,8 @@ fn check_extras(path: &Path, st: &Statement, allow: &[String], report: &mut Repo
 fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut Report) {
     let rpath = anchor::receipt_path(path);
     if !rpath.exists() {
-        report.push(
-            "anchor",
+        report.push_row(
+            CheckId::Anchor,
             Status::Skip,
             "no anchor receipt next to the manifest",
         );
@@ -288,14 +409,14 @@ fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut
     let receipt = match anchor::read_receipt(&rpath) {
         Ok(r) => r,
         Err(e) => {
-            report.push("anchor receipt", Status::Fail, e.to_string());
+            report.push_row(CheckId::AnchorReceipt, Status::Fail, e.to_string());
             return;
         }
     };
     let root = match anchor::check_inclusion(&receipt, manifest_bytes) {
         Ok(root) => {
-            report.push(
-                "anchor merkle path",
+            report.push_row(
+                CheckId::AnchorMerklePath,
                 Status::Pass,
                 format!(
                     "leaf {} of {} leads to root {}",
@@ -305,7 +426,7 @@ fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut
             root
         }
         Err(why) => {
-            report.push("anchor merkle path", Status::Fail, why.to_string());
+            report.push_row(CheckId::AnchorMerklePath, Status::Fail, why.to_string());
             return;
         }
     };
@@ -327,6 +448,7 @@ fn check_evm_anchor(
     let label = format!("anchor evm {} ({})", e.chain, e.chain_id);
     match &opts.online {
         None => report.push(
+            CheckId::AnchorEvm,
             label,
             Status::Claimed,
             format!(
@@ -336,6 +458,7 @@ fn check_evm_anchor(
         ),
         Some(chain) => match anchor::check_evm_online(chain, e, root) {
             Ok(c) => report.push(
+                CheckId::AnchorEvm,
                 label,
                 Status::Pass,
                 format!(
@@ -346,7 +469,7 @@ fn check_evm_anchor(
                     e.tx_hash
                 ),
             ),
-            Err(why) => report.push(label, Status::Fail, why),
+            Err(why) => report.push(CheckId::AnchorEvm, label, Status::Fail, why),
         },
     }
 }
@@ -364,7 +487,7 @@ fn check_ots_anchor(
     let proof_path = match crate::fsio::safe_join(run_dir_of(path), &o.proof) {
         Ok(p) => p,
         Err(why) => {
-            report.push("anchor opentimestamps", Status::Fail, why.to_string());
+            report.push_row(CheckId::AnchorOpentimestamps, Status::Fail, why.to_string());
             return;
         }
     };
@@ -376,7 +499,7 @@ fn check_ots_anchor(
         .map_err(|e| format!("{}: {e}", proof_path.display()))
         .and_then(|b| anchor::check_ots(&b, &digest, root).map_err(|e| e.to_string()));
     match checked {
-        Err(why) => report.push("anchor opentimestamps", Status::Fail, why),
+        Err(why) => report.push_row(CheckId::AnchorOpentimestamps, Status::Fail, why),
         Ok(ts) => {
             let bitcoin: Vec<(u64, Vec<u8>)> = ts
                 .attestations()
@@ -387,8 +510,8 @@ fn check_ots_anchor(
                 })
                 .collect();
             if bitcoin.is_empty() {
-                report.push(
-                    "anchor opentimestamps",
+                report.push_row(
+                    CheckId::AnchorOpentimestamps,
                     Status::Warn,
                     format!(
                         "pending at {}; run `auditai anchor upgrade`",
@@ -406,7 +529,7 @@ fn check_ots_anchor(
                         format!("cannot check the Bitcoin header: {d}"),
                     ),
                 };
-                report.push("anchor opentimestamps", status, detail);
+                report.push_row(CheckId::AnchorOpentimestamps, status, detail);
             }
         }
     }
@@ -418,12 +541,16 @@ fn check_signatures(o: &manifest::Opened, opts: &Options, report: &mut Report) {
         trusted.extend(p.signers.iter().map(|s| s.key.clone()));
     }
     if o.envelope.signatures.is_empty() {
-        report.push("signatures", Status::Fail, "the manifest is unsigned");
+        report.push_row(
+            CheckId::Signatures,
+            Status::Fail,
+            "the manifest is unsigned",
+        );
         return;
     }
     if trusted.is_empty() {
-        report.push(
-            "signatures",
+        report.push_row(
+            CheckId::Signatures,
             Status::Fail,
             format!(
                 "{} signature(s) present but no trusted key given: pass --key PUB or --policy FILE",
@@ -438,12 +565,18 @@ fn check_signatures(o: &manifest::Opened, opts: &Options, report: &mut Report) {
         match sign::check_signature(&o.envelope, &o.payload, sig, &trusted) {
             SigCheck::Valid(k) => {
                 let who = signer_name(&k, opts).unwrap_or_else(|| k.keyid.clone());
-                report.push(name, Status::Pass, format!("valid, by {who}"));
+                report.push(
+                    CheckId::Signature,
+                    name,
+                    Status::Pass,
+                    format!("valid, by {who}"),
+                );
                 if !valid.contains(&k) {
                     valid.push(k);
                 }
             }
             SigCheck::NoMatchingKey => report.push(
+                CheckId::Signature,
                 name,
                 Status::Fail,
                 format!(
@@ -455,7 +588,9 @@ fn check_signatures(o: &manifest::Opened, opts: &Options, report: &mut Report) {
                     }
                 ),
             ),
-            SigCheck::Malformed(reason) => report.push(name, Status::Fail, reason),
+            SigCheck::Malformed(reason) => {
+                report.push(CheckId::Signature, name, Status::Fail, reason)
+            }
         }
     }
     match &opts.policy {
@@ -477,8 +612,7 @@ fn check_signatures(o: &manifest::Opened, opts: &Options, report: &mut Report) {
                 .collect();
             let policy_valid = names.len();
             if policy_valid < p.threshold {
-                report.push(
-                    "policy",
+                report.push_row(CheckId::Policy,
                     Status::Fail,
                     format!(
                         "{policy_valid} valid signature(s) from policy signers, the policy requires {}",
@@ -486,24 +620,28 @@ fn check_signatures(o: &manifest::Opened, opts: &Options, report: &mut Report) {
                     ),
                 );
             } else if !missing.is_empty() {
-                report.push(
-                    "policy",
+                report.push_row(
+                    CheckId::Policy,
                     Status::Fail,
                     format!("required signer(s) missing: {}", missing.join(", ")),
                 );
             } else {
-                report.push(
-                    "policy",
+                report.push_row(
+                    CheckId::Policy,
                     Status::Pass,
                     format!("signed by {} (threshold {})", names.join(", "), p.threshold),
                 );
             }
         }
         None if valid.is_empty() => {
-            report.push("signers", Status::Fail, "no signature by a trusted key");
+            report.push_row(
+                CheckId::Signers,
+                Status::Fail,
+                "no signature by a trusted key",
+            );
         }
-        None => report.push(
-            "signers",
+        None => report.push_row(
+            CheckId::Signers,
             Status::Pass,
             format!("{} trusted signer(s)", valid.len()),
         ),
@@ -553,27 +691,33 @@ fn compare(d: &ResourceDescriptor, actual: &FileDigest) -> Result<(), String> {
 }
 
 fn check_file(
-    kind: &str,
+    kind: CheckId,
     d: &ResourceDescriptor,
     base: &Path,
     hasher: &Hasher<'_>,
     report: &mut Report,
 ) {
     let Some(name) = d.name.as_deref() else {
-        report.push(kind, Status::Fail, "descriptor without a name");
+        report.push(
+            kind,
+            kind.label(),
+            Status::Fail,
+            "descriptor without a name",
+        );
         return;
     };
-    let label = format!("{kind} {name}");
+    let label = format!("{} {name}", kind.label());
     let path = match crate::fsio::safe_join(base, name) {
         Ok(p) => p,
         Err(why) => {
-            report.push(label, Status::Fail, why.to_string());
+            report.push(kind, label, Status::Fail, why.to_string());
             return;
         }
     };
     match std::fs::symlink_metadata(&path) {
         Err(_) => {
             report.push(
+                kind,
                 label,
                 Status::Fail,
                 format!("missing: {} not found", path.display()),
@@ -581,21 +725,31 @@ fn check_file(
             return;
         }
         Ok(m) if m.file_type().is_symlink() => {
-            report.push(label, Status::Fail, "is a symlink; not followed");
+            report.push(kind, label, Status::Fail, "is a symlink; not followed");
             return;
         }
         Ok(m) if !m.is_file() => {
-            report.push(label, Status::Fail, "is not a regular file; not opened");
+            report.push(
+                kind,
+                label,
+                Status::Fail,
+                "is not a regular file; not opened",
+            );
             return;
         }
         Ok(_) => {}
     }
     match hasher.hash_file(&path) {
         Ok(actual) => match compare(d, &actual) {
-            Ok(()) => report.push(label, Status::Pass, format!("blake3 {}", actual.blake3)),
-            Err(why) => report.push(label, Status::Fail, why),
+            Ok(()) => report.push(
+                kind,
+                label,
+                Status::Pass,
+                format!("blake3 {}", actual.blake3),
+            ),
+            Err(why) => report.push(kind, label, Status::Fail, why),
         },
-        Err(e) => report.push(label, Status::Fail, e.to_string()),
+        Err(e) => report.push(kind, label, Status::Fail, e.to_string()),
     }
 }
 
@@ -605,12 +759,13 @@ fn check_tree(d: &ResourceDescriptor, base: &Path, hasher: &Hasher<'_>, report: 
     let path = match crate::fsio::safe_join(base, &name) {
         Ok(p) => p,
         Err(why) => {
-            report.push(label, Status::Fail, why.to_string());
+            report.push(CheckId::Directory, label, Status::Fail, why.to_string());
             return;
         }
     };
     if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
         report.push(
+            CheckId::Directory,
             label,
             Status::Fail,
             "is not a directory (symlinks are not followed)",
@@ -627,6 +782,7 @@ fn check_tree(d: &ResourceDescriptor, base: &Path, hasher: &Hasher<'_>, report: 
         })
     else {
         report.push(
+            CheckId::Directory,
             label,
             Status::Fail,
             "the manifest lists no entries for this directory",
@@ -636,7 +792,12 @@ fn check_tree(d: &ResourceDescriptor, base: &Path, hasher: &Hasher<'_>, report: 
     let actual = match hasher.hash_tree(&path) {
         Ok(t) => t,
         Err(e) => {
-            report.push(label, Status::Fail, format!("missing or unreadable: {e}"));
+            report.push(
+                CheckId::Directory,
+                label,
+                Status::Fail,
+                format!("missing or unreadable: {e}"),
+            );
             return;
         }
     };
@@ -660,6 +821,7 @@ fn check_tree(d: &ResourceDescriptor, base: &Path, hasher: &Hasher<'_>, report: 
     let digest_ok = expected(d, "blake3").is_some_and(|w| w.ct_eq(&actual.blake3));
     if added.is_empty() && missing.is_empty() && changed.is_empty() && digest_ok {
         report.push(
+            CheckId::Directory,
             label,
             Status::Pass,
             format!("{} files, blake3 {}", have.len(), actual.blake3),
@@ -679,7 +841,7 @@ fn check_tree(d: &ResourceDescriptor, base: &Path, hasher: &Hasher<'_>, report: 
     if parts.is_empty() {
         parts.push("directory digest differs from the listed entries".to_string());
     }
-    report.push(label, Status::Fail, parts.join("; "));
+    report.push(CheckId::Directory, label, Status::Fail, parts.join("; "));
 }
 
 fn same_entry(a: &TreeEntry, b: &TreeEntry) -> bool {
@@ -712,29 +874,29 @@ fn entry_from_view(v: manifest::TreeEntryView) -> Option<TreeEntry> {
 
 fn check_code(d: &ResourceDescriptor, root: &Path, report: &mut Report) {
     let Some(commit) = d.digest.get("gitCommit") else {
-        report.push(
-            "code",
+        report.push_row(
+            CheckId::Code,
             Status::Warn,
             "trained outside a git repository (no commit recorded)",
         );
         return;
     };
     match provenance::commit_exists(root, commit) {
-        Some(true) => report.push(
-            "code",
+        Some(true) => report.push_row(
+            CheckId::Code,
             Status::Pass,
             format!("commit {commit} exists locally"),
         ),
-        Some(false) => report.push(
-            "code",
+        Some(false) => report.push_row(
+            CheckId::Code,
             Status::Fail,
             format!(
                 "commit {commit} is not in the repository at {}",
                 root.display()
             ),
         ),
-        None => report.push(
-            "code",
+        None => report.push_row(
+            CheckId::Code,
             Status::Skip,
             format!(
                 "commit {commit}: no git repository at {} to check it in",
@@ -745,8 +907,8 @@ fn check_code(d: &ResourceDescriptor, root: &Path, report: &mut Report) {
     let code = d.annotations_as::<manifest::CodeAnnotations>();
     if code.dirty == Some(true) {
         let n = code.changed.map_or(0, |c| c.len());
-        report.push(
-            "code state",
+        report.push_row(
+            CheckId::CodeState,
             Status::Warn,
             format!("trained from a work tree with {n} uncommitted change(s)"),
         );

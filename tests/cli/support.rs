@@ -188,12 +188,13 @@ pub fn tree(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
-/// The row of a `verify` or `audit` JSON report whose check name starts with `name`.
+/// The row of a `verify` or `audit` JSON report whose label is exactly `name`, else the first
+/// row whose check id is `name` (spaces read as underscores: `anchor evm` is `anchor_evm`).
 pub fn check<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    v["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"].as_str().unwrap().starts_with(name))
+    let rows = v["checks"].as_array().unwrap();
+    let id = name.replace(' ', "_");
+    rows.iter()
+        .find(|c| c["check"] == name)
+        .or_else(|| rows.iter().find(|c| c["id"] == id.as_str()))
         .unwrap_or_else(|| panic!("no check {name} in {v:#}"))
 }
