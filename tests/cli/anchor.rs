@@ -50,6 +50,7 @@ fn anchor_one_manifest_then_verify_offline_and_online() {
             "--rpc",
             &chain.url,
             "--json",
+            "-q",
         ],
     )
     .success();
@@ -652,7 +653,7 @@ fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
         "--calendar",
         &calendar.url,
     ];
-    let out = ws.run(&upgrade).success();
+    let out = ws.run(&upgrade).success_with_stderr();
     assert_eq!(
         out.stdout,
         "r/manifest.intoto.json: pending: the calendars have not committed it to Bitcoin yet\n"
@@ -665,7 +666,7 @@ fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
     let before = std::fs::read(ws.path().join("r/manifest.intoto.json.ots")).unwrap();
     let out = ws
         .run(&["anchor", "upgrade", "r/manifest.intoto.json"])
-        .success();
+        .success_with_stderr();
     assert_eq!(
         out.stderr,
         format!(
@@ -679,7 +680,9 @@ fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
     );
     let mut upgrade_json = upgrade.to_vec();
     upgrade_json.push("--json");
-    let v = ws.run(&upgrade_json).success().json();
+    let out = ws.run(&upgrade_json).success_with_stderr();
+    assert_eq!(out.stderr, format!("asking {}\n", calendar.url));
+    let v = out.json();
     assert_eq!(v["upgraded"][0]["status"], "bitcoin");
     assert_eq!(v["upgraded"][0]["bitcoin"][0]["height"], BITCOIN_HEIGHT);
     let r = receipt(&ws.path().join("r/manifest.anchor.json"));

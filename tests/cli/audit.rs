@@ -878,7 +878,7 @@ fn commitment_anchored_before_training_and_challenge_from_the_manifest_anchor() 
         "--rpc",
         &chain.url,
     ])
-    .success();
+    .success_with_stderr();
     assert!(
         out.stderr
             .contains("committed: r/commitment.json, anchored on local in block "),

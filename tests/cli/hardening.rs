@@ -319,7 +319,7 @@ fn credentials_in_the_git_remote_never_reach_the_manifest_or_the_output() {
             "r",
             "--json",
         ])
-        .success();
+        .success_with_stderr();
     assert_eq!(out.json()["schema"], "auditai.run-report/v1");
     assert!(!out.stdout.contains("SECRET"));
     assert!(!out.stderr.contains("SECRET"));
@@ -354,7 +354,7 @@ fn data_outside_the_project_root_is_announced_at_run_and_refused_at_verify() {
             "r",
             "--json",
         ])
-        .success();
+        .success_with_stderr();
     let root = std::fs::canonicalize(ws.path()).unwrap();
     assert!(
         out.stderr.contains(&format!(

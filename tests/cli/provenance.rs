@@ -524,7 +524,7 @@ fn keys_come_from_env_and_loose_permissions_are_refused() {
         "--json",
     ]);
     cmd.env("AUDITAI_SIGNING_KEY", &pem);
-    let out = output(cmd).success();
+    let out = output(cmd).success_with_stderr();
     assert!(!out.stderr.contains("PRIVATE KEY"), "secret printed");
     assert!(!out.stdout.contains("PRIVATE KEY"), "secret printed");
     assert!(!out.stderr.contains("unsigned"), "{}", out.stderr);
@@ -563,7 +563,7 @@ fn unsigned_runs_say_so_and_do_not_verify() {
     let out = run
         .ws
         .run(&["run", "spec.yaml", "--device", "cpu", "--out", "r"])
-        .success();
+        .success_with_stderr();
     assert!(out.stderr.contains("notice: no signing key (--key, AUDITAI_SIGNING_KEY or AUDITAI_SIGNING_KEY_FILE); the manifest will be unsigned"));
     let (_, public) = run.keygen("me");
     let (code, v) = run.verify(&["--key", public.to_str().unwrap()]);

@@ -14,7 +14,7 @@ fn spec(ws: &Workspace) -> String {
 }
 
 fn weights(ws: &Workspace, args: &[&str]) -> String {
-    let v = ws.run(args).success().json();
+    let v = ws.run(args).success_with_stderr().json();
     v["weights_blake3"].as_str().unwrap().to_string()
 }
 
@@ -62,7 +62,7 @@ fn resume_after_a_crash_ends_with_the_uninterrupted_weights() {
         .run(&[
             "run", &spec, "--device", "cpu", "--out", "cut", "--json", "--resume",
         ])
-        .success();
+        .success_with_stderr();
     assert!(
         out.stderr.contains("resuming after epoch 5"),
         "{}",

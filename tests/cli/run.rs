@@ -12,6 +12,7 @@ fn run_pipeline(ws: &Workspace, name: &str, out: &str) -> serde_json::Value {
         "--out",
         out,
         "--json",
+        "-q",
     ])
     .success()
     .json()
@@ -177,6 +178,7 @@ fn a_different_seed_gives_different_weights() {
             "--out",
             "b",
             "--json",
+            "-q",
         ])
         .success()
         .json();
@@ -196,7 +198,7 @@ fn table_output_names_the_run_and_its_metrics() {
             "--out",
             "t",
         ])
-        .success();
+        .success_with_stderr();
     for needle in [
         "│ run ",
         "iris-mlp",
@@ -281,7 +283,14 @@ fn default_run_directory_is_runs_slash_name() {
     let ws = Workspace::new();
     let spec = ws.pipeline_copy("iris-regression", |t| t.replace("epochs: 80", "epochs: 1"));
     let v = ws
-        .run(&["run", spec.to_str().unwrap(), "--device", "cpu", "--json"])
+        .run(&[
+            "run",
+            spec.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--json",
+            "-q",
+        ])
         .success()
         .json();
     assert_eq!(v["run_dir"], "runs/iris-regression");

@@ -24,7 +24,19 @@ impl Output {
         })
     }
 
+    /// Exit 0 and nothing on stderr: the default expectation of every successful command.
     pub fn success(self) -> Self {
+        assert_eq!(
+            (self.code, self.stderr.as_str()),
+            (0, ""),
+            "expected exit 0 and an empty stderr\nstdout:\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    /// Exit 0, with whatever progress or notices the test then checks on stderr.
+    pub fn success_with_stderr(self) -> Self {
         assert_eq!(
             self.code, 0,
             "command failed\nstdout:\n{}\nstderr:\n{}",

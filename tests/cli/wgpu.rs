@@ -44,7 +44,7 @@ fn auto_never_picks_a_software_adapter_silently() {
             "r",
             "--json",
         ])
-        .success();
+        .success_with_stderr();
     let v = out.json();
     if v["device"] == "cpu" {
         // Only a software adapter (or none) here: the fallback is announced in one line.
