@@ -22,6 +22,7 @@ mod provenance;
 mod resume;
 #[cfg(feature = "train")]
 mod run;
+mod snapshots;
 #[cfg(feature = "train")]
 mod spec_errors;
 #[cfg(feature = "train")]

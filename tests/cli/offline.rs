@@ -4,28 +4,9 @@
 
 use crate::support::{Workspace, check, repo};
 
-/// A copy of `fixtures/offline` (a signed run in `run/`, its data, spec and public key).
-fn golden(ws: &Workspace) {
-    let from = repo().join("fixtures/offline");
-    let mut stack = vec![std::path::PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        std::fs::create_dir_all(ws.path().join(&rel)).unwrap();
-        for entry in std::fs::read_dir(from.join(&rel)).unwrap() {
-            let entry = entry.unwrap();
-            let r = rel.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(r);
-            } else {
-                std::fs::copy(entry.path(), ws.path().join(&r)).unwrap();
-            }
-        }
-    }
-}
-
 #[test]
 fn a_committed_run_verifies_inspects_and_hashes_offline() {
-    let ws = Workspace::new();
-    golden(&ws);
+    let ws = Workspace::golden();
     let out = ws.run(&[
         "verify",
         "run/manifest.intoto.json",
@@ -84,8 +65,7 @@ fn a_committed_run_verifies_inspects_and_hashes_offline() {
 
 #[test]
 fn keygen_and_a_co_signature_work_offline() {
-    let ws = Workspace::new();
-    golden(&ws);
+    let ws = Workspace::golden();
     let out = ws.run(&["keygen", "--out", "auditor"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let out = ws.run(&["sign", "run/manifest.intoto.json", "--key", "auditor.key"]);
@@ -112,8 +92,7 @@ fn keygen_and_a_co_signature_work_offline() {
 #[cfg(not(feature = "train"))]
 #[test]
 fn commands_left_out_of_this_build_name_the_feature() {
-    let ws = Workspace::new();
-    golden(&ws);
+    let ws = Workspace::golden();
     for (args, message) in [
         (
             vec!["run", "spec.yaml"],
@@ -206,8 +185,7 @@ fn the_manifest_example_in_the_docs_has_the_golden_manifests_shape() {
 #[cfg(feature = "train")]
 #[test]
 fn the_golden_manifest_has_the_shape_of_a_fresh_run() {
-    let ws = Workspace::new();
-    golden(&ws);
+    let ws = Workspace::golden();
     let out = ws.run(&[
         "run",
         "spec.yaml",

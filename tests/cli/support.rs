@@ -58,6 +58,27 @@ impl Workspace {
         }
     }
 
+    /// A workspace holding a copy of `fixtures/offline`: a signed run in `run/`, its data,
+    /// spec and public key `signer.pub`.
+    pub fn golden() -> Workspace {
+        let ws = Workspace::new();
+        let from = repo().join("fixtures/offline");
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            std::fs::create_dir_all(ws.path().join(&rel)).unwrap();
+            for entry in std::fs::read_dir(from.join(&rel)).unwrap() {
+                let entry = entry.unwrap();
+                let r = rel.join(entry.file_name());
+                if entry.file_type().unwrap().is_dir() {
+                    stack.push(r);
+                } else {
+                    std::fs::copy(entry.path(), ws.path().join(&r)).unwrap();
+                }
+            }
+        }
+        ws
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -71,6 +92,8 @@ impl Workspace {
         cmd.env("XDG_RUNTIME_DIR", &xdg)
             .env("AUDITAI_CACHE_DIR", self.path().join(".cache"))
             .env_remove("BURN_DEVICE")
+            // Help text wraps to COLUMNS when set: the snapshots assume the default width.
+            .env_remove("COLUMNS")
             .env_remove("AUDITAI_SIGNING_KEY")
             .env_remove("AUDITAI_SIGNING_KEY_FILE");
         cmd
