@@ -172,17 +172,11 @@ fn claimed_note(claimed: usize) -> String {
     }
 }
 
-/// The error and its causes on one line, without repeating a cause already in the message.
+/// The error on one line. Every library error carries its cause in its own message (the
+/// `source` chain is there for programs, e.g. [`is_broken_pipe`]), so the message alone is
+/// printed and a cause never appears twice.
 fn one_line(e: &anyhow::Error) -> String {
-    let mut msg = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !msg.contains(&c) {
-            msg.push_str(": ");
-            msg.push_str(&c);
-        }
-    }
-    clean(&msg.replace('\n', " "))
+    clean(&e.to_string().replace('\n', " "))
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::json;
 use tabled::builder::Builder;
 use tabled::settings::Style;
@@ -113,7 +113,7 @@ pub(super) fn sign_cmd(args: &SignArgs) -> anyhow::Result<u8> {
     }
     opened.envelope.sign(&key);
     fsio::write_atomic(&args.manifest, &opened.envelope.to_bytes())
-        .with_context(|| format!("{}: cannot write manifest", args.manifest.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: cannot write manifest: {e}", args.manifest.display()))?;
     writeln!(
         std::io::stdout().lock(),
         "signed {} as {keyid} ({} signature(s))",

@@ -4,7 +4,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget};
 use serde_json::json;
 use tabled::builder::Builder;
@@ -194,7 +193,7 @@ pub(in crate::cli) fn anchor_cmd(args: &AnchorArgs) -> anyhow::Result<u8> {
 
 fn upgrade(manifests: &[PathBuf], calendars: &[String], json: bool) -> anyhow::Result<u8> {
     let results = anchor::upgrade(manifests, calendars, &mut |m| eprintln!("{m}"))
-        .context("upgrade failed")?;
+        .map_err(|e| anyhow::anyhow!("upgrade failed: {e}"))?;
     let mut out = std::io::stdout().lock();
     if json {
         let v: Vec<_> = results
