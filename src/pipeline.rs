@@ -489,6 +489,35 @@ struct Written {
     transcript_head: String,
 }
 
+/// The byproducts (spec copy, preprocessing, metrics, commitment, transcript and the whole
+/// checkpoint tree) re-hashed from disk, and the transcript's blake3.
+fn byproducts(
+    run_dir: &Path,
+) -> Result<(Vec<manifest::ResourceDescriptor>, String), PipelineError> {
+    let plain = hash::Hasher::new(None, true);
+    let mut byproducts = Vec::new();
+    let mut transcript_blake3 = String::new();
+    for name in [
+        run_dir::SPEC,
+        run_dir::PREPROCESSING,
+        run_dir::METRICS,
+        run_dir::COMMITMENT,
+        run_dir::TRANSCRIPT,
+    ] {
+        let d = plain.hash_file(&run_dir.join(name))?;
+        if name == run_dir::TRANSCRIPT {
+            transcript_blake3 = d.blake3.hex();
+        }
+        byproducts.push(manifest::ResourceDescriptor::file(name, None, &d));
+    }
+    let tree = plain.hash_tree(&run_dir.join(run_dir::CHECKPOINTS))?;
+    byproducts.push(manifest::ResourceDescriptor::tree(
+        run_dir::CHECKPOINTS,
+        &tree,
+    ));
+    Ok((byproducts, transcript_blake3))
+}
+
 /// Hash the byproducts, build the statement (see [`manifest::provenance_statement`]), sign it
 /// and write `manifest.intoto.json`, last.
 fn write_manifest(
@@ -517,27 +546,7 @@ fn write_manifest(
             &hash::bytes_digest(&exported.summary_json),
         ),
     ];
-    let plain = hash::Hasher::new(None, true);
-    let mut byproducts = Vec::new();
-    let mut transcript_blake3 = String::new();
-    for name in [
-        run_dir::SPEC,
-        run_dir::PREPROCESSING,
-        run_dir::METRICS,
-        run_dir::COMMITMENT,
-        run_dir::TRANSCRIPT,
-    ] {
-        let d = plain.hash_file(&run_dir.join(name))?;
-        if name == run_dir::TRANSCRIPT {
-            transcript_blake3 = d.blake3.hex();
-        }
-        byproducts.push(manifest::ResourceDescriptor::file(name, None, &d));
-    }
-    let tree = plain.hash_tree(&run_dir.join(run_dir::CHECKPOINTS))?;
-    byproducts.push(manifest::ResourceDescriptor::tree(
-        run_dir::CHECKPOINTS,
-        &tree,
-    ));
+    let (byproducts, transcript_blake3) = byproducts(run_dir)?;
     let commitment = manifest::CommitmentRef {
         path: run_dir::COMMITMENT.to_string(),
         blake3: hash::Digest::of(commitment_bytes).hex(),
