@@ -593,6 +593,12 @@ fn check_signatures(o: &manifest::Opened, opts: &Options, report: &mut Report) {
             }
         }
     }
+    check_trust(&valid, opts, report);
+}
+
+/// Whether the valid signatures satisfy the trust: the policy's threshold and required names,
+/// or at least one trusted key without a policy.
+fn check_trust(valid: &[PublicKey], opts: &Options, report: &mut Report) {
     match &opts.policy {
         Some(p) => {
             let names: Vec<&str> = valid
