@@ -7,6 +7,7 @@ use serde_json::json;
 
 use auditai::hash::{Hashed, Hasher, StatCache, TreeEntry};
 
+use super::printer::Printer;
 use super::{EXIT_OK, clean};
 
 #[derive(Debug, clap::Args)]
@@ -33,6 +34,7 @@ pub(super) fn hash(args: &HashArgs) -> anyhow::Result<u8> {
     let hasher = Hasher::new(cache.as_ref(), args.sha256);
     let mut out = std::io::stdout().lock();
     let mut json_entries = Vec::new();
+    let printer = Printer::new(false);
     for path in &args.paths {
         let shown = path.display().to_string();
         match hasher.hash_path(path)? {
@@ -46,19 +48,15 @@ pub(super) fn hash(args: &HashArgs) -> anyhow::Result<u8> {
             Hashed::Dir(t) => {
                 for e in &t.entries {
                     match e {
-                        TreeEntry::Symlink { path: p, target } => {
-                            eprintln!(
-                                "notice: {shown}/{} is a symlink to {}; recorded, not followed",
-                                clean(p),
-                                clean(target)
-                            )
-                        }
-                        TreeEntry::Special { path: p } => {
-                            eprintln!(
-                                "notice: {shown}/{} is not a regular file; recorded, not read",
-                                clean(p)
-                            )
-                        }
+                        TreeEntry::Symlink { path: p, target } => printer.line(&format!(
+                            "notice: {shown}/{} is a symlink to {}; recorded, not followed",
+                            clean(p),
+                            clean(target)
+                        )),
+                        TreeEntry::Special { path: p } => printer.line(&format!(
+                            "notice: {shown}/{} is not a regular file; recorded, not read",
+                            clean(p)
+                        )),
                         TreeEntry::File { .. } => {}
                     }
                 }
@@ -72,14 +70,16 @@ pub(super) fn hash(args: &HashArgs) -> anyhow::Result<u8> {
                 }
             }
             Hashed::Symlink(target) => {
-                eprintln!("notice: {shown} is a symlink to {target}; not followed");
+                printer.line(&format!(
+                    "notice: {shown} is a symlink to {target}; not followed"
+                ));
                 if args.json {
                     json_entries
                         .push(json!({ "path": shown, "kind": "symlink", "target": target }));
                 }
             }
             Hashed::Special => {
-                eprintln!("notice: {shown} is not a regular file; not read");
+                printer.line(&format!("notice: {shown} is not a regular file; not read"));
                 if args.json {
                     json_entries.push(json!({ "path": shown, "kind": "special" }));
                 }

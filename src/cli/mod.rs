@@ -6,6 +6,7 @@
 mod anchor;
 mod audit;
 mod hash;
+mod printer;
 mod run;
 mod trust;
 
@@ -184,11 +185,4 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
-}
-
-/// Whether stderr is a terminal (progress bars draw only there).
-#[cfg(feature = "anchor")]
-fn stderr_is_terminal() -> bool {
-    use std::io::IsTerminal;
-    std::io::stderr().is_terminal()
 }

@@ -4,14 +4,14 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget};
 use serde_json::json;
 use tabled::builder::Builder;
 use tabled::settings::Style;
 
 use auditai::anchor::{self, evm};
 
-use super::super::{EXIT_OK, stderr_is_terminal};
+use super::super::EXIT_OK;
+use super::super::printer::Printer;
 use super::{AnchorArgs, AnchorCommand, TargetArgs};
 
 /// The public OpenTimestamps calendars used when `--calendar` is not given.
@@ -96,14 +96,6 @@ fn gwei(value: f64, flag: &str) -> anyhow::Result<u128> {
     Ok((value * 1e9).round() as u128)
 }
 
-fn spinner(quiet: bool) -> Option<ProgressBar> {
-    (!quiet && stderr_is_terminal()).then(|| {
-        let s = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        s.enable_steady_tick(Duration::from_millis(120));
-        s
-    })
-}
-
 pub(in crate::cli) fn anchor_cmd(args: &AnchorArgs) -> anyhow::Result<u8> {
     if let Some(AnchorCommand::Upgrade {
         manifests,
@@ -119,22 +111,15 @@ pub(in crate::cli) fn anchor_cmd(args: &AnchorArgs) -> anyhow::Result<u8> {
         return upgrade(manifests, &allowed, *json);
     }
     let opts = args.target.options(args.dry_run, args.force)?;
-    let bar = spinner(args.quiet);
-    let quiet = args.quiet;
-    let mut progress = |msg: &str| match &bar {
-        Some(b) => b.set_message(msg.to_string()),
-        None if !quiet => eprintln!("{msg}"),
-        None => {}
-    };
-    let result = anchor::anchor(&args.manifests, &opts, &mut progress);
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    let mut printer = Printer::new(args.quiet);
+    printer.start_spinner();
+    let result = anchor::anchor(&args.manifests, &opts, &mut |msg: &str| {
+        printer.status(msg.to_string())
+    });
+    printer.finish();
     let outcome = result?;
     for e in &outcome.calendar_errors {
-        if !args.quiet {
-            eprintln!("warning: {e}");
-        }
+        printer.line(&format!("warning: {e}"));
     }
     let mut out = std::io::stdout().lock();
     if let Some(tx) = &outcome.dry_run_tx {
@@ -192,7 +177,8 @@ pub(in crate::cli) fn anchor_cmd(args: &AnchorArgs) -> anyhow::Result<u8> {
 }
 
 fn upgrade(manifests: &[PathBuf], calendars: &[String], json: bool) -> anyhow::Result<u8> {
-    let results = anchor::upgrade(manifests, calendars, &mut |m| eprintln!("{m}"))
+    let printer = Printer::new(false);
+    let results = anchor::upgrade(manifests, calendars, &mut |m| printer.line(m))
         .map_err(|e| anyhow::anyhow!("upgrade failed: {e}"))?;
     let mut out = std::io::stdout().lock();
     if json {
@@ -214,7 +200,7 @@ fn upgrade(manifests: &[PathBuf], calendars: &[String], json: bool) -> anyhow::R
         };
         writeln!(out, "{}: {detail}", u.manifest.display())?;
         for e in &u.errors {
-            eprintln!("warning: {e}");
+            printer.line(&format!("warning: {e}"));
         }
     }
     Ok(EXIT_OK)

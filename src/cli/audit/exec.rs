@@ -2,14 +2,14 @@
 
 use std::io::Write;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tabled::builder::Builder;
 use tabled::settings::Style;
 
 use auditai::audit::{self, AuditReport, Challenge, Progress};
 use auditai::verify::Status;
 
-use super::super::{EXIT_FAILED, EXIT_OK, claimed_note, clean, stderr_is_terminal};
+use super::super::printer::Printer;
+use super::super::{EXIT_FAILED, EXIT_OK, claimed_note, clean};
 use super::AuditArgs;
 
 pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
@@ -43,33 +43,23 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
         tolerance: args.tolerance,
         allow_extra: args.allow_extra.clone(),
     };
-    let mut bar: Option<ProgressBar> = None;
-    let (quiet, tty) = (args.quiet, stderr_is_terminal());
+    let mut printer = Printer::new(args.quiet);
     let result = audit::audit(&args.manifest, &opts, &mut |p| match p {
         Progress::Device {
             kind,
             adapter,
             notice,
         } => {
-            if !quiet {
-                if let Some(n) = notice {
-                    eprintln!("notice: {n}");
-                }
-                eprintln!("replaying on {kind} ({adapter})");
+            if let Some(n) = notice {
+                printer.line(&format!("notice: {n}"));
             }
+            printer.line(&format!("replaying on {kind} ({adapter})"));
         }
-        Progress::Plan { steps } => {
-            if !quiet && tty {
-                let b =
-                    ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());
-                if let Ok(style) = ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {pos}/{len} steps {elapsed_precise}",
-                ) {
-                    b.set_style(style.progress_chars("=> "));
-                }
-                bar = Some(b);
-            }
-        }
+        Progress::Plan { steps } => printer.start_bar(
+            steps as u64,
+            "{msg} [{bar:30}] {pos}/{len} steps {elapsed_precise}",
+            String::new(),
+        ),
         Progress::Segment {
             index,
             epoch,
@@ -79,21 +69,15 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
                 "segment {index} (epoch {epoch}, steps {}..{})",
                 steps[0], steps[1]
             );
-            match &bar {
-                Some(b) => b.set_message(msg),
-                None if !quiet => eprintln!("replaying {msg}"),
-                None => {}
+            if printer.drawing() {
+                printer.status(msg);
+            } else {
+                printer.line(&format!("replaying {msg}"));
             }
         }
-        Progress::Step => {
-            if let Some(b) = &bar {
-                b.inc(1);
-            }
-        }
+        Progress::Step => printer.tick(),
     });
-    if let Some(b) = bar.take() {
-        b.finish_and_clear();
-    }
+    printer.finish();
     let report = result?;
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -2,7 +2,6 @@
 
 use std::io::Write;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use tabled::builder::Builder;
 use tabled::settings::Style;
@@ -11,7 +10,8 @@ use auditai::pipeline::{self, Event, RunOptions, RunReport};
 use auditai::sign;
 use auditai::train::{Metrics, Progress};
 
-use super::super::{EXIT_OK, stderr_is_terminal};
+use super::super::EXIT_OK;
+use super::super::printer::Printer;
 use super::RunArgs;
 
 pub(in crate::cli) fn run(args: &RunArgs) -> anyhow::Result<u8> {
@@ -58,30 +58,20 @@ pub(in crate::cli) fn run(args: &RunArgs) -> anyhow::Result<u8> {
 
 /// Progress bar per epoch when stderr is a terminal; one line per epoch otherwise.
 struct Display {
-    quiet: bool,
+    printer: Printer,
     unsigned: bool,
-    bar: Option<ProgressBar>,
-    tty: bool,
 }
 
 impl Display {
     fn new(quiet: bool, unsigned: bool) -> Display {
         Display {
-            quiet,
+            printer: Printer::new(quiet),
             unsigned,
-            bar: None,
-            tty: stderr_is_terminal(),
         }
     }
 
     fn line(&self, msg: &str) {
-        if self.quiet {
-            return;
-        }
-        match &self.bar {
-            Some(b) => b.println(msg),
-            None => eprintln!("{msg}"),
-        }
+        self.printer.line(msg);
     }
 
     fn event(&mut self, e: Event<'_>) {
@@ -124,31 +114,14 @@ impl Display {
                 epoch,
                 epochs,
                 batches,
-            }) => {
-                if self.quiet || !self.tty {
-                    return;
-                }
-                let bar = ProgressBar::with_draw_target(
-                    Some(batches as u64),
-                    ProgressDrawTarget::stderr(),
-                );
-                if let Ok(style) = ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} batches {elapsed_precise}",
-                ) {
-                    bar.set_style(style.progress_chars("=> "));
-                }
-                bar.set_prefix(format!("{epoch}/{epochs}"));
-                self.bar = Some(bar);
-            }
-            Event::Train(Progress::Batch) => {
-                if let Some(b) = &self.bar {
-                    b.inc(1);
-                }
-            }
+            }) => self.printer.start_bar(
+                batches as u64,
+                "epoch {prefix} [{bar:30}] {pos}/{len} batches {elapsed_precise}",
+                format!("{epoch}/{epochs}"),
+            ),
+            Event::Train(Progress::Batch) => self.printer.tick(),
             Event::Train(Progress::EpochEnd(r)) => {
-                if let Some(b) = self.bar.take() {
-                    b.finish_and_clear();
-                }
+                self.printer.finish();
                 self.line(&format!(
                     "epoch {:>3}  lr {:.2e}  train_loss {:.4}  val_loss {:.4}  val_{} {:.4}  {:.0} samples/s",
                     r.epoch, r.lr, r.train_loss, r.val_loss, r.metric, r.val_metric, r.samples_per_sec
@@ -158,9 +131,7 @@ impl Display {
     }
 
     fn finish(&mut self) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
+        self.printer.finish();
     }
 }
 
