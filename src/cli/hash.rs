@@ -26,6 +26,14 @@ pub(super) struct HashArgs {
     json: bool,
 }
 
+/// `hash --json`: one entry per path (sorted keys, as before).
+#[derive(serde::Serialize)]
+struct HashJson {
+    entries: Vec<serde_json::Value>,
+    /// `auditai.hash/v1`.
+    schema: &'static str,
+}
+
 pub(super) fn hash(args: &HashArgs) -> anyhow::Result<u8> {
     let cache = (!args.no_cache)
         .then(StatCache::default_path)
@@ -90,7 +98,10 @@ pub(super) fn hash(args: &HashArgs) -> anyhow::Result<u8> {
         writeln!(
             out,
             "{}",
-            serde_json::to_string_pretty(&json!({ "entries": json_entries }))?
+            serde_json::to_string_pretty(&HashJson {
+                entries: json_entries,
+                schema: "auditai.hash/v1",
+            })?
         )?;
     }
     out.flush()?;

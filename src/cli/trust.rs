@@ -4,7 +4,6 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::bail;
-use serde_json::json;
 use tabled::builder::Builder;
 use tabled::settings::Style;
 
@@ -84,11 +83,26 @@ pub(super) struct InspectArgs {
     json: bool,
 }
 
+/// `keygen --json`: fields in sorted order (as the earlier `json!` object printed them).
+#[derive(serde::Serialize)]
+struct KeygenJson<'a> {
+    keyid: &'a str,
+    private_key: &'a std::path::Path,
+    public_key: &'a std::path::Path,
+    /// `auditai.keygen/v1`.
+    schema: &'static str,
+}
+
 pub(super) fn keygen(args: &KeygenArgs) -> anyhow::Result<u8> {
     let (private, public, key) = sign::keygen(&args.out)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let v = json!({ "private_key": private, "public_key": public, "keyid": key.keyid });
+        let v = KeygenJson {
+            keyid: &key.keyid,
+            private_key: &private,
+            public_key: &public,
+            schema: "auditai.keygen/v1",
+        };
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         writeln!(out, "private key  {}", private.display())?;

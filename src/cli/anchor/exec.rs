@@ -96,6 +96,33 @@ fn gwei(value: f64, flag: &str) -> anyhow::Result<u128> {
     Ok((value * 1e9).round() as u128)
 }
 
+/// `anchor --dry-run --json` (sorted keys, as before).
+#[derive(serde::Serialize)]
+struct DryRunJson<'a> {
+    dry_run: bool,
+    raw_transaction: &'a str,
+    /// `auditai.anchor-dry-run/v1`.
+    schema: &'static str,
+}
+
+/// `anchor --json` (sorted keys, as before; receipts through `serde_json::Value`).
+#[derive(serde::Serialize)]
+struct AnchorJson<'a> {
+    anchored: Vec<serde_json::Value>,
+    calendar_errors: &'a [String],
+    /// `auditai.anchor-report/v1`.
+    schema: &'static str,
+    skipped: &'a [PathBuf],
+}
+
+/// `anchor upgrade --json` (sorted keys, as before).
+#[derive(serde::Serialize)]
+struct UpgradeJson {
+    /// `auditai.anchor-upgrade/v1`.
+    schema: &'static str,
+    upgraded: Vec<serde_json::Value>,
+}
+
 pub(in crate::cli) fn anchor_cmd(args: &AnchorArgs) -> anyhow::Result<u8> {
     if let Some(AnchorCommand::Upgrade {
         manifests,
@@ -127,7 +154,11 @@ pub(in crate::cli) fn anchor_cmd(args: &AnchorArgs) -> anyhow::Result<u8> {
             writeln!(
                 out,
                 "{}",
-                serde_json::to_string_pretty(&json!({ "dry_run": true, "raw_transaction": tx }))?
+                serde_json::to_string_pretty(&DryRunJson {
+                    dry_run: true,
+                    raw_transaction: tx,
+                    schema: "auditai.anchor-dry-run/v1",
+                })?
             )?;
         } else {
             writeln!(out, "{tx}")?;
@@ -140,11 +171,12 @@ pub(in crate::cli) fn anchor_cmd(args: &AnchorArgs) -> anyhow::Result<u8> {
             .iter()
             .map(|(m, r)| json!({ "manifest": m, "receipt": anchor::receipt_path(m), "anchor": r }))
             .collect();
-        let v = json!({
-            "anchored": anchored,
-            "skipped": outcome.skipped,
-            "calendar_errors": outcome.calendar_errors,
-        });
+        let v = AnchorJson {
+            anchored,
+            calendar_errors: &outcome.calendar_errors,
+            schema: "auditai.anchor-report/v1",
+            skipped: &outcome.skipped,
+        };
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(EXIT_OK);
     }
@@ -189,7 +221,10 @@ fn upgrade(manifests: &[PathBuf], calendars: &[String], json: bool) -> anyhow::R
         writeln!(
             out,
             "{}",
-            serde_json::to_string_pretty(&json!({ "upgraded": v }))?
+            serde_json::to_string_pretty(&UpgradeJson {
+                schema: "auditai.anchor-upgrade/v1",
+                upgraded: v,
+            })?
         )?;
         return Ok(EXIT_OK);
     }
