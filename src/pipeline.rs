@@ -32,13 +32,13 @@ pub enum PipelineError {
     #[error(transparent)]
     Data(#[from] DataError),
     /// No wgpu adapter for `--device wgpu`.
-    #[error("{0} (use --device cpu or --device auto)")]
+    #[error("{0}")]
     Device(#[from] device::NoAdapter),
     /// Training or checkpointing failed.
     #[error(transparent)]
     Train(#[from] TrainError),
     /// The run directory already holds a run.
-    #[error("{} already holds a run; pass --resume to continue it or --force to replace it", dir.display())]
+    #[error("{} already holds a run", dir.display())]
     Exists {
         /// The run directory.
         dir: PathBuf,
@@ -67,9 +67,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Hash(#[from] HashError),
     /// Anchoring the commitment failed (training did not start).
-    #[error(
-        "anchoring the training commitment failed, so training did not start (rerun with --resume once fixed): {0}"
-    )]
+    #[error("anchoring the training commitment failed, so training did not start: {0}")]
     Anchor(#[from] AnchorError),
     /// Exporting the weights failed.
     #[error("exporting {}: {message}", path.display())]
@@ -113,7 +111,7 @@ pub enum Event<'a> {
         /// Adapter description.
         adapter: &'a str,
         /// A one-line notice, if any.
-        notice: Option<&'a str>,
+        notice: Option<&'a device::Notice>,
     },
     /// The commitment is written (and, when asked, anchored) and training starts.
     Committed {
@@ -344,7 +342,7 @@ fn prepare_run_dir(
     on_event(Event::Device {
         kind: backend.kind,
         adapter: &backend.adapter,
-        notice: notice.as_deref(),
+        notice: notice.as_ref(),
     });
     if opts.force && !opts.resume && occupied(&run_dir) {
         let aside = run_dir::move_aside(&run_dir)?;

@@ -291,6 +291,8 @@ pub struct Upgraded {
     pub bitcoin: Vec<BitcoinAttestation>,
     /// Calendars that could not be asked (the proof stays as it was for them).
     pub errors: Vec<String>,
+    /// Calendars named in the proof but not configured: not contacted (URLs redacted).
+    pub not_contacted: Vec<String>,
 }
 
 /// Ask the calendars for completed attestations and update each `.ots` proof and receipt.
@@ -329,13 +331,10 @@ pub fn upgrade(
                 _ => None,
             })
             .collect();
-        let mut errors = Vec::new();
+        let (mut errors, mut not_contacted) = (Vec::new(), Vec::new());
         for (commitment, url) in pending {
             if !allowed.iter().any(|a| same(a, &url)) {
-                errors.push(format!(
-                    "calendar {}: not a configured calendar; not contacted (pass --calendar URL to allow it)",
-                    redact_url(&url)
-                ));
+                not_contacted.push(redact_url(&url));
                 continue;
             }
             progress(&format!("asking {}", redact_url(&url)));
@@ -356,6 +355,7 @@ pub fn upgrade(
             status: record.status,
             bitcoin: record.bitcoin,
             errors,
+            not_contacted,
         });
     }
     Ok(out)

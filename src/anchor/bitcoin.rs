@@ -92,7 +92,7 @@ fn node_root(url: &str, height: u64) -> Result<[u8; 32], String> {
 
 #[cfg(not(feature = "anchor"))]
 fn node_root(_url: &str, _height: u64) -> Result<[u8; 32], String> {
-    Err("this auditai was built without the `anchor` feature, so it cannot ask a bitcoind; pass --bitcoin-header".into())
+    Err("this auditai was built without the `anchor` feature, so it cannot ask a bitcoind".into())
 }
 
 /// Check each `(height, attested message)` against the trusted headers.
@@ -116,7 +116,7 @@ pub fn judge(headers: &Headers, attestations: &[(u64, Vec<u8>)]) -> Judgement {
     }
     if checked.is_empty() {
         Judgement::Claimed(format!(
-            "Bitcoin block {} (claimed: no trusted block header to compare with; pass --bitcoin-header HEIGHT:MERKLEROOT or --bitcoin-rpc URL)",
+            "Bitcoin block {}, claimed: no trusted block header to compare with",
             claimed.join(", ")
         ))
     } else {

@@ -19,7 +19,7 @@ pub enum ChainError {
     #[error("unknown chain `{0}` (known: {known})", known = PRESETS.map(|p| p.0).join(", "))]
     Unknown(String),
     /// Neither a preset nor a URL.
-    #[error("pass --chain NAME or --rpc URL")]
+    #[error("no chain and no RPC endpoint given")]
     Missing,
 }
 

@@ -76,23 +76,22 @@ pub enum EvmError {
         actual: u64,
     },
     /// The fees or gas the node asks for exceed the user's caps.
-    #[error(
-        "refusing to anchor: {0} (raise --max-fee-gwei, --max-priority-fee-gwei or --max-gas to allow it)"
-    )]
+    #[error("refusing to anchor: {0}")]
     FeeCap(String),
     /// A well-known development key on a real chain.
     #[error(
-        "the anchoring key is one of anvil's public development keys; refusing to use it on chain id {chain_id} (only on 31337 or --chain local)"
+        "the anchoring key is one of anvil's public development keys; refusing to use it on chain id {chain_id}"
     )]
     DevKey {
         /// The chain id.
         chain_id: u64,
     },
     /// No anchoring key is configured.
-    #[error(
-        "no anchoring key: pass --keystore FILE (password from AUDITAI_KEYSTORE_PASSWORD or --password-file) or set AUDITAI_ANCHOR_KEY"
-    )]
+    #[error("no anchoring key")]
     NoKey,
+    /// A keystore was given without its password.
+    #[error("{}: a keystore needs its password", .0.display())]
+    KeystorePassword(std::path::PathBuf),
     /// The key could not be read.
     #[error("{0}")]
     Key(String),
@@ -265,12 +264,10 @@ pub fn load_key(
                         .to_string(),
                 )
             }
-            None => zeroize::Zeroizing::new(std::env::var("AUDITAI_KEYSTORE_PASSWORD").map_err(|_| {
-                EvmError::Key(format!(
-                    "{}: a keystore needs its password in AUDITAI_KEYSTORE_PASSWORD or --password-file",
-                    ks.display()
-                ))
-            })?),
+            None => zeroize::Zeroizing::new(
+                std::env::var("AUDITAI_KEYSTORE_PASSWORD")
+                    .map_err(|_| EvmError::KeystorePassword(ks.to_path_buf()))?,
+            ),
         };
         return PrivateKeySigner::decrypt_keystore(ks, password.as_bytes()).map_err(|e| {
             EvmError::Key(format!(

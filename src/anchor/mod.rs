@@ -77,7 +77,7 @@ pub enum AnchorError {
     #[error("no OpenTimestamps calendar accepted the root: {0}")]
     Calendars(String),
     /// Neither backend was asked for.
-    #[error("nothing to anchor with: pass --chain/--rpc for an EVM chain and/or --ots")]
+    #[error("nothing to anchor with")]
     NoBackend,
 }
 

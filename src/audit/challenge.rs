@@ -6,7 +6,7 @@ use std::path::Path;
 use super::{AuditError, Challenge, Options};
 use crate::anchor;
 use crate::shuffle;
-use crate::verify::{CheckId, Report, Status};
+use crate::verify::{CheckId, Hint, Report, Status};
 
 /// The key-derivation context that turns a challenge into a choice of segments.
 pub(super) const CHALLENGE_CONTEXT: &str = "auditai 2025 audit challenge v1";
@@ -29,10 +29,7 @@ pub(super) fn commitment_anchor(
         Err(why) => return (Status::Fail, why.to_string()),
     };
     if !rpath.exists() {
-        return (
-            Status::Skip,
-            "not anchored before training (run with --anchor-commitment)".into(),
-        );
+        return (Status::Skip, "not anchored before training".into());
     }
     let receipt = match anchor::read_receipt(&rpath) {
         Ok(r) => r,
@@ -113,11 +110,9 @@ pub(super) fn challenge_bytes(
             Ok((b.to_vec(), "random"))
         }
         Challenge::FromAnchor { unconfirmed } => {
-            let fail = |m: String| AuditError::Challenge(format!("--challenge-from-anchor: {m}"));
+            let fail = AuditError::FromAnchor;
             if opts.online.is_none() && !unconfirmed {
-                return Err(fail(
-                    "the challenge must come from the chain, not from the receipt the prover wrote: pass --rpc or --chain (or accept an unchecked challenge with --allow-unconfirmed-challenge)".into(),
-                ));
+                return Err(AuditError::Unconfirmed);
             }
             let rpath = anchor::receipt_path(manifest);
             let receipt = anchor::read_receipt(&rpath).map_err(|e| fail(e.to_string()))?;
@@ -148,13 +143,12 @@ pub(super) fn challenge_bytes(
                     .ok()
                     .filter(|h| h.len() == 32)
                     .ok_or_else(|| fail(format!("{}: malformed block hash", rpath.display())))?;
-                r.push_row(CheckId::Challenge,
+                r.push_hinted(CheckId::Challenge, CheckId::Challenge.label(),
                     Status::Claimed,
                     format!(
-                        "block hash {} of {} block {}, taken from the receipt and not checked on chain (--allow-unconfirmed-challenge): the prover could have chosen it",
+                        "block hash {} of {} block {}, taken from the receipt and not checked on chain, so the prover could have chosen it",
                         e.block_hash, e.chain, e.block_number
-                    ),
-                );
+                    ), Hint::UnconfirmedChallenge);
                 return Ok((hash, "anchor-unconfirmed"));
             };
             if let Err(why) = on_chain(chain, e, &root) {

@@ -11,7 +11,7 @@ use crate::manifest::Extension;
 use crate::spec::Spec;
 use crate::train;
 use crate::transcript::Commitment;
-use crate::verify::{self, CheckId, Report, Status};
+use crate::verify::{self, CheckId, Hint, Report, Status};
 
 /// The largest run-directory file the audit reads (weights, optimizer state, transcript).
 pub(super) const MAX_RUN_FILE: u64 = 4 << 30;
@@ -116,14 +116,12 @@ pub(super) fn check_data(
     let bytes = match crate::fsio::read_bounded(&path, crate::data::MAX_DATA_BYTES) {
         Ok(b) => b,
         Err(e) => {
-            r.push(
+            r.push_hinted(
                 CheckId::Data,
                 format!("data {}", d.name),
                 Status::Fail,
-                format!(
-                    "{}: {e} (pass --root to say where the data lives)",
-                    path.display()
-                ),
+                format!("{}: {e}", path.display()),
+                Hint::Root,
             );
             return None;
         }
@@ -195,7 +193,16 @@ pub(super) fn run_directory(
             ),
         );
     } else {
-        r.push_row(CheckId::RunDirectory, Status::Fail, failed.join("; "));
+        let hint = files
+            .checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .find_map(|c| c.hint);
+        let (label, detail) = (CheckId::RunDirectory.label(), failed.join("; "));
+        match hint {
+            Some(h) => r.push_hinted(CheckId::RunDirectory, label, Status::Fail, detail, h),
+            None => r.push(CheckId::RunDirectory, label, Status::Fail, detail),
+        }
     }
 }
 

@@ -90,10 +90,17 @@ pub enum AuditError {
     /// No challenge could be formed.
     #[error("{0}")]
     Challenge(String),
+    /// No challenge could be taken from the anchor.
+    #[error("challenge from the anchor: {0}")]
+    FromAnchor(String),
+    /// A challenge from the anchor needs an online check, and the auditor did not accept one
+    /// taken from the receipt.
+    #[error("the challenge must come from the chain, not from the receipt the prover wrote")]
+    Unconfirmed,
     /// The replay would run on another backend than the one that trained, and the auditor did
     /// not accept a comparison within tolerances.
     #[error(
-        "the run trained on {trained}; a replay on {replay} can only be compared within tolerances, not bitwise: pass --tolerance to accept that, or replay on {trained}{why}"
+        "the run trained on {trained}; a replay on {replay} can only be compared within tolerances, not bitwise{why}"
     )]
     NeedsTolerance {
         /// The training backend.
@@ -104,7 +111,7 @@ pub enum AuditError {
         why: String,
     },
     /// The requested replay device is not available.
-    #[error("{0} (use --device cpu)")]
+    #[error("{0}")]
     Device(#[from] device::NoAdapter),
 }
 
@@ -118,7 +125,7 @@ pub enum Progress<'a> {
         /// Adapter description.
         adapter: &'a str,
         /// A one-line notice, if any.
-        notice: Option<&'a str>,
+        notice: Option<&'a device::Notice>,
     },
     /// Segments are chosen: this many steps will be replayed.
     Plan {
@@ -256,7 +263,13 @@ pub fn audit(
     };
     report.trained_on = Some(commitment.backend);
     let (status, detail) = commitment_anchor(path, dir, &c_ref.path, &c_bytes, opts);
-    r.push_row(CheckId::CommitmentAnchor, status, detail);
+    if status == Status::Skip {
+        let label = CheckId::CommitmentAnchor.label();
+        let hint = crate::verify::Hint::AnchorCommitment;
+        r.push_hinted(CheckId::CommitmentAnchor, label, status, detail, hint);
+    } else {
+        r.push_row(CheckId::CommitmentAnchor, status, detail);
+    }
     let Some(spec) = check_spec(dir, &commitment, &ext, r) else {
         return Ok(report);
     };

@@ -271,7 +271,7 @@ impl Replayer<'_> {
 pub(super) fn replay_device(
     trained: BackendKind,
     opts: &Options,
-) -> Result<(device::Backend, Option<String>), AuditError> {
+) -> Result<(device::Backend, Option<device::Notice>), AuditError> {
     let asked = opts.device.unwrap_or(match trained {
         BackendKind::Cpu => DeviceChoice::Cpu,
         BackendKind::Wgpu => DeviceChoice::Wgpu,
@@ -280,7 +280,7 @@ pub(super) fn replay_device(
         Ok((b, notice)) => (b, notice),
         Err(e) if opts.device.is_none() && opts.tolerance => {
             let (b, _) = device::select(DeviceChoice::Cpu)?;
-            (b, Some(format!("{e}; replaying on the CPU")))
+            (b, Some(device::Notice::ReplayOnCpu(e)))
         }
         Err(e) if opts.device.is_none() => {
             return Err(AuditError::NeedsTolerance {
@@ -329,24 +329,29 @@ impl Replay<'_> {
         progress(Progress::Device {
             kind: backend.kind,
             adapter: &backend.adapter,
-            notice: notice.as_deref(),
+            notice: notice.as_ref(),
         });
         report.replayed_on = Some(backend.kind);
         let bitwise = backend.kind == self.trained_on;
-        report.checks.push_row(CheckId::Replay,
-            if bitwise { Status::Pass } else { Status::Warn },
-            if bitwise {
-                format!(
-                    "on {} ({}), the backend that trained: compared bitwise",
-                    backend.kind, backend.adapter
-                )
-            } else {
-                format!(
-                    "on {} ({}), trained on {}: compared within tolerances, not bitwise (--tolerance)",
-                    backend.kind, backend.adapter, self.trained_on
-                )
-            },
-        );
+        let label = CheckId::Replay.label();
+        if bitwise {
+            let detail = format!(
+                "on {} ({}), the backend that trained: compared bitwise",
+                backend.kind, backend.adapter
+            );
+            report
+                .checks
+                .push(CheckId::Replay, label, Status::Pass, detail);
+        } else {
+            let detail = format!(
+                "on {} ({}), trained on {}: compared within tolerances, not bitwise",
+                backend.kind, backend.adapter, self.trained_on
+            );
+            let hint = crate::verify::Hint::Tolerance;
+            report
+                .checks
+                .push_hinted(CheckId::Replay, label, Status::Warn, detail, hint);
+        }
         progress(Progress::Plan {
             steps: report.replayed_steps,
         });

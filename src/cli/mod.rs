@@ -6,6 +6,7 @@
 mod anchor;
 mod audit;
 mod hash;
+mod hints;
 mod printer;
 mod run;
 mod trust;
@@ -177,7 +178,7 @@ fn claimed_note(claimed: usize) -> String {
 /// `source` chain is there for programs, e.g. [`is_broken_pipe`]), so the message alone is
 /// printed and a cause never appears twice.
 fn one_line(e: &anyhow::Error) -> String {
-    clean(&e.to_string().replace('\n', " "))
+    clean(&hints::error(e).replace('\n', " "))
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

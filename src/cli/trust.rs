@@ -12,7 +12,7 @@ use auditai::manifest;
 use auditai::sign::{self, PublicKey};
 use auditai::verify::{self, Policy};
 
-use super::{EXIT_FAILED, EXIT_OK, claimed_note, clean};
+use super::{EXIT_FAILED, EXIT_OK, claimed_note, clean, hints};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct KeygenArgs {
@@ -163,8 +163,7 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
         ));
     }
     let online =
-        auditai::anchor::chain::Chain::resolve_online(args.chain.as_deref(), args.rpc.as_deref())
-            .map_err(anyhow::Error::msg)?;
+        auditai::anchor::chain::Chain::resolve_online(args.chain.as_deref(), args.rpc.as_deref())?;
     let mut bitcoin = auditai::anchor::bitcoin::Headers {
         rpc: args.bitcoin_rpc.clone(),
         ..Default::default()
@@ -186,7 +185,7 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = VerifyJson {
-            checks: serde_json::to_value(&report.checks)?,
+            checks: serde_json::to_value(hints::rows(&report.checks))?,
             manifest: &args.manifest,
             ok: report.ok(),
             schema: "auditai.verify-report/v1",
@@ -195,7 +194,7 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
     } else {
         let mut b = Builder::default();
         b.push_record(["check", "status", "detail"]);
-        for c in &report.checks {
+        for c in &hints::rows(&report.checks) {
             b.push_record([clean(&c.check), c.status.to_string(), clean(&c.detail)]);
         }
         writeln!(out, "{}", b.build().with(Style::sharp()))?;

@@ -67,9 +67,36 @@ pub fn cpu() -> Backend {
     }
 }
 
+/// Why a run or replay is not on the device one might expect (shown as a notice).
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// `auto` found only a software wgpu adapter and trains on the CPU.
+    SoftwareOnly {
+        /// The software adapter.
+        adapter: String,
+    },
+    /// `auto` found no wgpu adapter and trains on the CPU.
+    NoAdapter(NoAdapter),
+    /// A wgpu-trained run is replayed on the CPU (the auditor accepted tolerances).
+    ReplayOnCpu(NoAdapter),
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::SoftwareOnly { adapter } => write!(
+                f,
+                "only a software wgpu adapter ({adapter}) is available; training on the CPU"
+            ),
+            Notice::NoAdapter(e) => write!(f, "{e}; training on the CPU"),
+            Notice::ReplayOnCpu(e) => write!(f, "{e}; replaying on the CPU"),
+        }
+    }
+}
+
 /// Resolve a device choice. `auto` prefers a hardware wgpu adapter and otherwise takes the CPU,
 /// returning a one-line notice that says why.
-pub fn select(choice: DeviceChoice) -> Result<(Backend, Option<String>), NoAdapter> {
+pub fn select(choice: DeviceChoice) -> Result<(Backend, Option<Notice>), NoAdapter> {
     match choice {
         DeviceChoice::Cpu => Ok((cpu(), None)),
         DeviceChoice::Wgpu => {
@@ -78,14 +105,8 @@ pub fn select(choice: DeviceChoice) -> Result<(Backend, Option<String>), NoAdapt
         }
         DeviceChoice::Auto => match probe_wgpu() {
             Ok(p) if !p.software => Ok((wgpu_backend(p), None)),
-            Ok(p) => Ok((
-                cpu(),
-                Some(format!(
-                    "only a software wgpu adapter ({}) is available; training on the CPU (use --device wgpu to force it)",
-                    p.adapter
-                )),
-            )),
-            Err(e) => Ok((cpu(), Some(format!("{e}; training on the CPU")))),
+            Ok(p) => Ok((cpu(), Some(Notice::SoftwareOnly { adapter: p.adapter }))),
+            Err(e) => Ok((cpu(), Some(Notice::NoAdapter(e)))),
         },
     }
 }

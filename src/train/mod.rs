@@ -69,6 +69,19 @@ pub enum TrainError {
         /// Why.
         message: String,
     },
+    /// `--resume` on another backend than the one that trained.
+    #[error(
+        "cannot resume {}: the run trained on {trained} and cannot continue bitwise on {now}",
+        dir.display()
+    )]
+    BackendChanged {
+        /// The run directory.
+        dir: PathBuf,
+        /// The backend that trained.
+        trained: BackendKind,
+        /// The backend asked for now.
+        now: BackendKind,
+    },
     /// The loss became NaN or infinite.
     #[error(
         "training diverged in epoch {epoch}: the training loss is {loss}; lower the learning rate"
@@ -629,12 +642,10 @@ fn resume(s: &Session<'_>, fresh: Net) -> Result<Option<Resumed>, TrainError> {
         });
     }
     if last.backend != s.backend.kind {
-        return Err(TrainError::Resume {
+        return Err(TrainError::BackendChanged {
             dir: s.dir.to_path_buf(),
-            message: format!(
-                "the run trained on {} and cannot continue bitwise on {}; pass --device {}",
-                last.backend, s.backend.kind, last.backend
-            ),
+            trained: last.backend,
+            now: s.backend.kind,
         });
     }
     let entries: Vec<Entry> = states.iter().flat_map(|st| st.transcript.clone()).collect();

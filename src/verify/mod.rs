@@ -168,6 +168,31 @@ pub struct Check {
     pub status: Status,
     /// Why.
     pub detail: String,
+    /// What the user could do about it; the command line words it (flags live only there).
+    #[serde(skip)]
+    pub hint: Option<Hint>,
+}
+
+/// Something the user could do about a row, in the library's terms. `cli/` turns it into the
+/// flag to pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hint {
+    /// Name the keys or policy to trust.
+    TrustKeys,
+    /// Check the anchor online against a chain.
+    CheckOnline,
+    /// Declare expected extra files.
+    AllowExtra,
+    /// Supply a Bitcoin header or node.
+    BitcoinHeader,
+    /// Say where the data lives.
+    Root,
+    /// Anchor the commitment before training.
+    AnchorCommitment,
+    /// The auditor accepted an unconfirmed challenge by name.
+    UnconfirmedChallenge,
+    /// The auditor accepted a comparison within tolerances by name.
+    Tolerance,
 }
 
 /// All checks, in order.
@@ -190,7 +215,23 @@ impl Report {
             check: check.into(),
             status,
             detail: detail.into(),
+            hint: None,
         });
+    }
+
+    /// A row with a hint for the user.
+    pub(crate) fn push_hinted(
+        &mut self,
+        id: CheckId,
+        check: impl Into<String>,
+        status: Status,
+        detail: impl Into<String>,
+        hint: Hint,
+    ) {
+        self.push(id, check, status, detail);
+        if let Some(last) = self.checks.last_mut() {
+            last.hint = Some(hint);
+        }
     }
 
     /// A row whose label is its id's label.
@@ -383,14 +424,21 @@ fn check_extras(path: &Path, st: &Statement, allow: &[String], report: &mut Repo
     } else {
         let shown: Vec<&str> = extra.iter().take(10).map(String::as_str).collect();
         let more = extra.len().saturating_sub(shown.len());
-        report.push_row(CheckId::RunDirectory,
+        report.push_hinted(
+            CheckId::RunDirectory,
+            CheckId::RunDirectory.label(),
             Status::Fail,
             format!(
-                "{} not named by the manifest: {}{} (declare expected extras with --allow-extra NAME)",
+                "{} not named by the manifest: {}{}",
                 if extra.len() == 1 { "a file" } else { "files" },
                 shown.join(", "),
-                if more > 0 { format!(" and {more} more") } else { String::new() }
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
             ),
+            Hint::AllowExtra,
         );
     }
 }
@@ -447,14 +495,15 @@ fn check_evm_anchor(
 ) {
     let label = format!("anchor evm {} ({})", e.chain, e.chain_id);
     match &opts.online {
-        None => report.push(
+        None => report.push_hinted(
             CheckId::AnchorEvm,
             label,
             Status::Claimed,
             format!(
-                "anchored (claimed; not checked online): block {} tx {}; pass --rpc or --chain to check",
+                "anchored (claimed; not checked online): block {} tx {}",
                 e.block_number, e.tx_hash
             ),
+            Hint::CheckOnline,
         ),
         Some(chain) => match anchor::check_evm_online(chain, e, root) {
             Ok(c) => report.push(
@@ -529,7 +578,13 @@ fn check_ots_anchor(
                         format!("cannot check the Bitcoin header: {d}"),
                     ),
                 };
-                report.push_row(CheckId::AnchorOpentimestamps, status, detail);
+                let label = CheckId::AnchorOpentimestamps.label();
+                if status == Status::Claimed {
+                    let hint = Hint::BitcoinHeader;
+                    report.push_hinted(CheckId::AnchorOpentimestamps, label, status, detail, hint);
+                } else {
+                    report.push(CheckId::AnchorOpentimestamps, label, status, detail);
+                }
             }
         }
     }
@@ -549,13 +604,15 @@ fn check_signatures(o: &manifest::Opened, opts: &Options, report: &mut Report) {
         return;
     }
     if trusted.is_empty() {
-        report.push_row(
+        report.push_hinted(
             CheckId::Signatures,
+            CheckId::Signatures.label(),
             Status::Fail,
             format!(
-                "{} signature(s) present but no trusted key given: pass --key PUB or --policy FILE",
+                "{} signature(s) present but no trusted key given",
                 o.envelope.signatures.len()
             ),
+            Hint::TrustKeys,
         );
         return;
     }

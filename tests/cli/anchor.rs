@@ -695,7 +695,7 @@ fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
     assert_eq!(
         ots["detail"],
         format!(
-            "Bitcoin block {BITCOIN_HEIGHT} (claimed: no trusted block header to compare with; pass --bitcoin-header HEIGHT:MERKLEROOT or --bitcoin-rpc URL)"
+            "Bitcoin block {BITCOIN_HEIGHT}, claimed: no trusted block header to compare with; pass --bitcoin-header HEIGHT:MERKLEROOT or --bitcoin-rpc URL"
         )
     );
     // Checked against the header's merkle root (display order, as bitcoind prints it).

@@ -10,8 +10,8 @@ use tabled::settings::Style;
 
 use auditai::anchor::{self, evm};
 
-use super::super::EXIT_OK;
 use super::super::printer::Printer;
+use super::super::{EXIT_OK, hints};
 use super::{AnchorArgs, AnchorCommand, TargetArgs};
 
 /// The public OpenTimestamps calendars used when `--calendar` is not given.
@@ -36,8 +36,7 @@ impl TargetArgs {
         force: bool,
     ) -> anyhow::Result<anchor::Options> {
         let evm = if self.chain.is_some() || self.rpc.is_some() {
-            let mut chain = evm::Chain::resolve(self.chain.as_deref(), self.rpc.as_deref())
-                .map_err(anyhow::Error::msg)?;
+            let mut chain = evm::Chain::resolve(self.chain.as_deref(), self.rpc.as_deref())?;
             match (chain.chain_id, self.chain_id) {
                 (None, None) => anyhow::bail!(
                     "a bare --rpc needs --chain-id ID (or a --chain preset), so that the endpoint cannot choose which chain the key signs for"
@@ -94,6 +93,12 @@ fn gwei(value: f64, flag: &str) -> anyhow::Result<u128> {
     }
     // Exact for any value a user types with up to 9 decimals.
     Ok((value * 1e9).round() as u128)
+}
+
+/// An upgrade's warnings: calendars that failed, then calendars not contacted.
+fn warnings(u: &anchor::Upgraded) -> Vec<String> {
+    let skipped = u.not_contacted.iter().map(|url| hints::not_contacted(url));
+    u.errors.iter().cloned().chain(skipped).collect()
 }
 
 /// `anchor --dry-run --json` (sorted keys, as before).
@@ -216,7 +221,7 @@ fn upgrade(manifests: &[PathBuf], calendars: &[String], json: bool) -> anyhow::R
     if json {
         let v: Vec<_> = results
             .iter()
-            .map(|u| json!({ "manifest": u.manifest, "status": u.status, "bitcoin": u.bitcoin, "errors": u.errors }))
+            .map(|u| json!({ "manifest": u.manifest, "status": u.status, "bitcoin": u.bitcoin, "errors": warnings(u) }))
             .collect();
         writeln!(
             out,
@@ -234,7 +239,7 @@ fn upgrade(manifests: &[PathBuf], calendars: &[String], json: bool) -> anyhow::R
             None => "pending: the calendars have not committed it to Bitcoin yet".to_string(),
         };
         writeln!(out, "{}: {detail}", u.manifest.display())?;
-        for e in &u.errors {
+        for e in &warnings(u) {
             printer.line(&format!("warning: {e}"));
         }
     }

@@ -9,7 +9,7 @@ use auditai::audit::{self, AuditReport, Challenge, Progress};
 use auditai::verify::Status;
 
 use super::super::printer::Printer;
-use super::super::{EXIT_FAILED, EXIT_OK, claimed_note, clean};
+use super::super::{EXIT_FAILED, EXIT_OK, claimed_note, clean, hints};
 use super::AuditArgs;
 
 pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
@@ -32,8 +32,7 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
         (None, false) => Challenge::Random,
     };
     let online =
-        auditai::anchor::chain::Chain::resolve_online(args.chain.as_deref(), args.rpc.as_deref())
-            .map_err(anyhow::Error::msg)?;
+        auditai::anchor::chain::Chain::resolve_online(args.chain.as_deref(), args.rpc.as_deref())?;
     let opts = audit::Options {
         segments: args.segments,
         challenge,
@@ -51,7 +50,7 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
             notice,
         } => {
             if let Some(n) = notice {
-                printer.line(&format!("notice: {n}"));
+                printer.line(&format!("notice: {}", hints::notice(n)));
             }
             printer.line(&format!("replaying on {kind} ({adapter})"));
         }
@@ -128,7 +127,7 @@ fn json_report<'a>(args: &'a AuditArgs, r: &'a AuditReport) -> AuditJson<'a> {
     AuditJson {
         challenge: &r.challenge,
         challenge_source: r.challenge_source,
-        checks: serde_json::to_value(&r.checks.checks).unwrap_or_default(),
+        checks: serde_json::to_value(hints::rows(&r.checks.checks)).unwrap_or_default(),
         manifest: &args.manifest,
         ok: r.ok(),
         replayed_on: r.replayed_on,
@@ -150,7 +149,7 @@ fn json_report<'a>(args: &'a AuditArgs, r: &'a AuditReport) -> AuditJson<'a> {
 fn write_tables(out: &mut dyn Write, args: &AuditArgs, r: &AuditReport) -> std::io::Result<()> {
     let mut b = Builder::default();
     b.push_record(["check", "status", "detail"]);
-    for c in &r.checks.checks {
+    for c in &hints::rows(&r.checks.checks) {
         b.push_record([clean(&c.check), c.status.to_string(), clean(&c.detail)]);
     }
     writeln!(out, "{}", b.build().with(Style::sharp()))?;

@@ -10,8 +10,8 @@ use auditai::pipeline::{self, Event, RunOptions, RunReport};
 use auditai::sign;
 use auditai::train::{Metrics, Progress};
 
-use super::super::EXIT_OK;
 use super::super::printer::Printer;
+use super::super::{EXIT_OK, hints};
 use super::RunArgs;
 
 pub(in crate::cli) fn run(args: &RunArgs) -> anyhow::Result<u8> {
@@ -82,7 +82,7 @@ impl Display {
                 notice,
             } => {
                 if let Some(n) = notice {
-                    self.line(&format!("notice: {n}"));
+                    self.line(&format!("notice: {}", hints::notice(n)));
                 }
                 self.line(&format!("device: {kind} ({adapter})"));
                 if self.unsigned {
