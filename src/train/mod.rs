@@ -12,6 +12,7 @@
 pub mod device;
 pub mod metrics;
 pub mod model;
+mod store;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -33,6 +34,11 @@ use crate::run_dir;
 use crate::shuffle;
 use crate::spec::{KeepCheckpoints, OptimizerKind, Spec, TrainingSpec};
 use crate::transcript::{self, Entry};
+#[cfg(test)]
+pub(crate) use store::parse_state;
+use store::{
+    CheckpointState, STATE_SCHEMA, completed_states, prune, read_verified, write_transcript,
+};
 
 pub use device::{Backend, BackendKind};
 pub use metrics::Metrics;
@@ -139,19 +145,6 @@ pub struct EpochRecord {
     pub optimizer_blake3: String,
 }
 
-/// The state saved next to each checkpoint: everything needed to continue after it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct CheckpointState {
-    schema: String,
-    spec_blake3: String,
-    backend: BackendKind,
-    record: EpochRecord,
-    #[serde(flatten)]
-    tracker: Tracker,
-    /// The epoch's transcript entries.
-    transcript: Vec<Entry>,
-}
-
 /// Early-stopping bookkeeping: the best epoch so far and whether training stops.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Tracker {
@@ -201,8 +194,6 @@ impl Tracker {
         }
     }
 }
-
-const STATE_SCHEMA: &str = "auditai.checkpoint/v2";
 
 /// Progress events for the caller's progress display.
 #[derive(Debug)]
@@ -575,16 +566,6 @@ struct Resumed {
     states: Vec<CheckpointState>,
 }
 
-fn read_verified(path: &Path, blake3_hex: &str) -> Result<Vec<u8>, TrainError> {
-    crate::hash::read_pinned(path, blake3_hex, u64::MAX).map_err(|e| match e {
-        crate::hash::PinnedError::Read(source) => io_err(path)(source),
-        crate::hash::PinnedError::Changed { actual, expected } => TrainError::Checkpoint {
-            path: path.to_path_buf(),
-            message: format!("blake3 is {actual}, the checkpoint state records {expected}"),
-        },
-    })
-}
-
 fn load_weights(net: Net, path: &Path, blake3_hex: &str) -> Result<Net, TrainError> {
     let bytes = read_verified(path, blake3_hex)?;
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
@@ -594,39 +575,6 @@ fn load_weights(net: Net, path: &Path, blake3_hex: &str) -> Result<Net, TrainErr
         }
     })?;
     Ok(net.load_record(record))
-}
-
-fn read_state(path: &Path) -> Result<CheckpointState, TrainError> {
-    let bytes = crate::fsio::read_bounded(path, crate::fsio::MAX_DOCUMENT).map_err(io_err(path))?;
-    parse_state(&bytes, path)
-}
-
-/// Parse a checkpoint state file's bytes (`path` names it in errors).
-pub(crate) fn parse_state(bytes: &[u8], path: &Path) -> Result<CheckpointState, TrainError> {
-    serde_json::from_slice(bytes).map_err(|e| TrainError::Checkpoint {
-        path: path.to_path_buf(),
-        message: format!("not a checkpoint state: {e}"),
-    })
-}
-
-/// Completed epochs in a run directory: every `epoch-NNNN.json` state, in order.
-fn completed_states(s: &Session<'_>) -> Result<Vec<CheckpointState>, TrainError> {
-    let mut states = Vec::new();
-    for epoch in 1..=s.spec.training.epochs {
-        let [_, _, json] = run_dir::epoch_files(s.dir, epoch);
-        if !json.exists() {
-            break;
-        }
-        let state = read_state(&json)?;
-        if state.schema != STATE_SCHEMA || state.record.epoch != epoch {
-            return Err(TrainError::Checkpoint {
-                path: json,
-                message: format!("expected a {STATE_SCHEMA} state for epoch {epoch}"),
-            });
-        }
-        states.push(state);
-    }
-    Ok(states)
 }
 
 fn resume(s: &Session<'_>, fresh: Net) -> Result<Option<Resumed>, TrainError> {
@@ -956,40 +904,6 @@ fn canonical_burnpack(bytes: Bytes) -> Result<Vec<u8>, TrainError> {
         writer = writer.with_scalar(&k, v);
     }
     Ok(writer.into_bytes().map_err(record_err)?.to_vec())
-}
-
-/// Under `checkpoints: last`, delete the weights and optimizer state of epochs (and their step
-/// checkpoints) that are neither the latest nor the best. State files stay: they are small and
-/// carry the metrics history and the transcript.
-fn prune(dir: &Path, states: &[CheckpointState], best: usize) -> Result<(), TrainError> {
-    let latest = states.last().map_or(0, |st| st.record.epoch);
-    for st in states {
-        let epoch = st.record.epoch;
-        for (k, e) in st.transcript.iter().enumerate() {
-            let is_epoch_file = k + 1 == st.transcript.len();
-            if epoch == latest || (epoch == best && is_epoch_file) {
-                continue;
-            }
-            // Only names auditai's own scheme produces, inside the run directory: never a path
-            // read from a state file, which a hostile run directory controls.
-            for name in run_dir::segment_files(epoch, e.body.steps[1], is_epoch_file) {
-                let p = dir.join(name);
-                match std::fs::remove_file(&p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err(&p)(e)),
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Rewrite `transcript.jsonl` from the checkpoint states.
-fn write_transcript(dir: &Path, states: &[CheckpointState]) -> Result<(), TrainError> {
-    let entries: Vec<Entry> = states.iter().flat_map(|st| st.transcript.clone()).collect();
-    let path = dir.join(run_dir::TRANSCRIPT);
-    fsio::write_atomic(&path, transcript::to_jsonl(&entries).as_bytes()).map_err(io_err(&path))
 }
 
 fn link_hash(e: &Entry) -> Result<[u8; 32], TrainError> {
