@@ -43,21 +43,47 @@ impl std::fmt::Display for Distance {
     }
 }
 
+/// Why two checkpoints cannot be compared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DistanceError {
+    /// The bytes are not a burnpack record.
+    #[error("not a burnpack: {0}")]
+    NotBurnpack(String),
+    /// A tensor is not f32.
+    #[error("tensor {name} is {dtype}, not f32")]
+    NotF32 {
+        /// The tensor.
+        name: String,
+        /// Its dtype.
+        dtype: String,
+    },
+    /// A checkpoint's tensors are not the model's.
+    #[error("its tensors' names or shapes differ from the model's")]
+    Layout,
+    /// The three checkpoints of a segment hold different tensors.
+    #[error("the checkpoints hold different tensors than the model")]
+    Different,
+}
+
 /// One tensor: name, shape, values.
 type Flat = (String, Vec<usize>, Vec<f32>);
 
 /// All float parameters of a burnpack, sorted by tensor name, flattened.
-fn flatten(bytes: &[u8]) -> Result<Vec<Flat>, String> {
+fn flatten(bytes: &[u8]) -> Result<Vec<Flat>, DistanceError> {
+    let not_burnpack = |e: &dyn std::fmt::Display| DistanceError::NotBurnpack(e.to_string());
     let reader = burn_pack::Reader::from_bytes(burn_pack::Bytes::from_bytes_vec(bytes.to_vec()))
-        .map_err(|e| format!("not a burnpack: {e}"))?;
+        .map_err(|e| not_burnpack(&e))?;
     let mut out = Vec::new();
-    for t in reader.into_tensors().map_err(|e| e.to_string())? {
+    for t in reader.into_tensors().map_err(|e| not_burnpack(&e))? {
         if t.dtype != burn_pack::DType::F32 {
-            return Err(format!("tensor {} is {:?}, not f32", t.name, t.dtype));
+            return Err(DistanceError::NotF32 {
+                name: t.name.clone(),
+                dtype: format!("{:?}", t.dtype),
+            });
         }
         let shape = t.shape.to_vec();
         let name = t.name.clone();
-        let raw = t.into_bytes().map_err(|e| e.to_string())?;
+        let raw = t.into_bytes().map_err(|e| not_burnpack(&e))?;
         let values = raw
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -76,20 +102,24 @@ fn layout(v: &[Flat]) -> Vec<(&str, &[usize])> {
 }
 
 /// Whether two burnpacks hold the same tensors (names and shapes).
-pub fn same_layout(a: &[u8], b: &[u8]) -> Result<(), String> {
+pub fn same_layout(a: &[u8], b: &[u8]) -> Result<(), DistanceError> {
     if layout(&flatten(a)?) == layout(&flatten(b)?) {
         Ok(())
     } else {
-        Err("its tensors' names or shapes differ from the model's".into())
+        Err(DistanceError::Layout)
     }
 }
 
 impl Distance {
     /// Distances of `replayed` from `recorded`, with the update measured from `before`.
-    pub fn between(replayed: &[u8], recorded: &[u8], before: &[u8]) -> Result<Distance, String> {
+    pub fn between(
+        replayed: &[u8],
+        recorded: &[u8],
+        before: &[u8],
+    ) -> Result<Distance, DistanceError> {
         let (a, b, z) = (flatten(replayed)?, flatten(recorded)?, flatten(before)?);
         if layout(&a) != layout(&b) || layout(&b) != layout(&z) {
-            return Err("the checkpoints hold different tensors than the model".into());
+            return Err(DistanceError::Different);
         }
         let (mut linf, mut d2, mut dot, mut na, mut nb, mut u2) =
             (0f64, 0f64, 0f64, 0f64, 0f64, 0f64);

@@ -60,7 +60,7 @@ impl Replayer<'_> {
                 MAX_RUN_FILE,
             )
             .and_then(|w| {
-                distance::same_layout(&w, self.initial)?;
+                distance::same_layout(&w, self.initial).map_err(|e| e.to_string())?;
                 train::validation_loss(self.spec, self.data, &self.backend.device, &w)
                     .map_err(|err| err.to_string())
             });
@@ -207,7 +207,7 @@ impl Replayer<'_> {
         let distance = Distance::between(&weights, &recorded, before_weights);
         match &distance {
             Err(why) => {
-                result.detail = why.clone();
+                result.detail = why.to_string();
                 return result;
             }
             Ok(d) => result.distance = Some(*d),
