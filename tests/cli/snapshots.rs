@@ -44,3 +44,30 @@ fn verify_and_inspect_of_the_golden_run() {
     let inspect = ws.run(&["inspect", "run/manifest.intoto.json"]).success();
     insta::assert_snapshot!("inspect_table", inspect.stdout);
 }
+
+/// The audit of the golden run: its table and JSON, with the replay times (the only values
+/// that change from run to run) filtered out.
+#[cfg(feature = "train")]
+#[test]
+fn audit_of_the_golden_run() {
+    let ws = Workspace::golden();
+    let audit = [
+        "audit",
+        "run/manifest.intoto.json",
+        "--root",
+        ".",
+        "--challenge",
+        "00",
+        "-q",
+    ];
+    let filters = vec![
+        (r"│ \d+\.\d\d +│", "│ [secs] │"),
+        (r#""seconds": [0-9.e-]+"#, r#""seconds": "[secs]""#),
+    ];
+    insta::with_settings!({ filters => filters }, {
+        insta::assert_snapshot!("audit_table", ws.run(&audit).success().stdout);
+        let mut json = audit.to_vec();
+        json.push("--json");
+        insta::assert_snapshot!("audit_json", ws.run(&json).success().stdout);
+    });
+}
