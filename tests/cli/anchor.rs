@@ -16,21 +16,6 @@ fn anchor(ws: &Workspace, key: &str, args: &[&str]) -> Output {
     output(cmd)
 }
 
-fn verify_json(ws: &Workspace, extra: &[&str]) -> (i32, serde_json::Value) {
-    let mut args = vec![
-        "verify",
-        "r/manifest.intoto.json",
-        "--root",
-        ".",
-        "--key",
-        "me.pub",
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    let out = ws.run(&args);
-    (out.code, out.json())
-}
-
 fn receipt(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
@@ -66,7 +51,7 @@ fn anchor_one_manifest_then_verify_offline_and_online() {
     assert!(r["evm"]["gasUsed"].as_u64().unwrap() > 21_000);
     assert_eq!(receipt(&ws.path().join("r/manifest.anchor.json")), *r);
 
-    let (code, v) = verify_json(&ws, &[]);
+    let (code, v) = ws.verify_json(&[]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(check(&v, "anchor merkle path")["status"], "pass");
     let evm = check(&v, "anchor evm local (31337)");
@@ -78,7 +63,7 @@ fn anchor_one_manifest_then_verify_offline_and_online() {
             .starts_with("anchored (claimed; not checked online)")
     );
 
-    let (code, v) = verify_json(&ws, &["--rpc", &chain.url]);
+    let (code, v) = ws.verify_json(&["--rpc", &chain.url]);
     assert_eq!(code, 0, "{v}");
     let evm = check(&v, "anchor evm");
     assert_eq!(evm["status"], "pass");
@@ -190,7 +175,7 @@ fn tampered_manifests_and_receipts_fail() {
     let mut r = receipt(&receipt_path);
     r["root"] = json!("00".repeat(32));
     std::fs::write(&receipt_path, serde_json::to_vec(&r).unwrap()).unwrap();
-    let (code, v) = verify_json(&ws, &[]);
+    let (code, v) = ws.verify_json(&[]);
     assert_eq!(code, 1);
     assert_eq!(
         check(&v, "anchor merkle path")["detail"],
@@ -202,7 +187,7 @@ fn tampered_manifests_and_receipts_fail() {
     let mut r = receipt(&receipt_path);
     r["evm"]["txHash"] = json!(format!("0x{}", "12".repeat(32)));
     std::fs::write(&receipt_path, serde_json::to_vec(&r).unwrap()).unwrap();
-    let (code, v) = verify_json(&ws, &["--rpc", &chain.url]);
+    let (code, v) = ws.verify_json(&["--rpc", &chain.url]);
     assert_eq!(code, 1);
     assert!(
         check(&v, "anchor evm")["detail"]
@@ -217,7 +202,7 @@ fn tampered_manifests_and_receipts_fail() {
     let mut bytes = std::fs::read(&manifest).unwrap();
     bytes.push(b'\n');
     std::fs::write(&manifest, &bytes).unwrap();
-    let (code, v) = verify_json(&ws, &[]);
+    let (code, v) = ws.verify_json(&[]);
     assert_eq!(code, 1);
     assert!(
         check(&v, "anchor merkle path")["detail"]
@@ -246,11 +231,11 @@ fn a_reorged_anchor_fails_online_verification() {
         ],
     )
     .success();
-    let (code, _) = verify_json(&ws, &["--rpc", &chain.url]);
+    let (code, _) = ws.verify_json(&["--rpc", &chain.url]);
     assert_eq!(code, 0);
     // Replace the anchor's block (and drop its transaction).
     chain.rpc("anvil_reorg", json!([1, []]));
-    let (code, v) = verify_json(&ws, &["--rpc", &chain.url]);
+    let (code, v) = ws.verify_json(&["--rpc", &chain.url]);
     assert_eq!(code, 1);
     let detail = check(&v, "anchor evm")["detail"]
         .as_str()
@@ -641,7 +626,7 @@ fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
         )]
     );
 
-    let (code, v) = verify_json(&ws, &[]);
+    let (code, v) = ws.verify_json(&[]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(check(&v, "anchor opentimestamps")["status"], "warn");
 
@@ -688,7 +673,7 @@ fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
     let r = receipt(&ws.path().join("r/manifest.anchor.json"));
     assert_eq!(r["ots"]["status"], "bitcoin");
     // Without a header the verifier trusts, the Bitcoin attestation is only claimed.
-    let (code, v) = verify_json(&ws, &[]);
+    let (code, v) = ws.verify_json(&[]);
     assert_eq!(code, 0, "{v}");
     let ots = check(&v, "anchor opentimestamps");
     assert_eq!(ots["status"], "claimed");
@@ -702,7 +687,7 @@ fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
     let mut root = hex::decode(r["ots"]["bitcoin"][0]["merkleRoot"].as_str().unwrap()).unwrap();
     root.reverse();
     let header = format!("{BITCOIN_HEIGHT}:{}", hex::encode(&root));
-    let (code, v) = verify_json(&ws, &["--bitcoin-header", &header]);
+    let (code, v) = ws.verify_json(&["--bitcoin-header", &header]);
     assert_eq!(code, 0, "{v}");
     let ots = check(&v, "anchor opentimestamps");
     assert_eq!(ots["status"], "pass");
@@ -711,12 +696,12 @@ fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
         format!("Bitcoin block {BITCOIN_HEIGHT}: merkle root matches the trusted header")
     );
     let wrong = format!("{BITCOIN_HEIGHT}:{}", "11".repeat(32));
-    let (code, v) = verify_json(&ws, &["--bitcoin-header", &wrong]);
+    let (code, v) = ws.verify_json(&["--bitcoin-header", &wrong]);
     assert_eq!(code, 1, "{v}");
     assert_eq!(check(&v, "anchor opentimestamps")["status"], "fail");
     // Or against the verifier's own bitcoind, whose credentials are used and never printed.
     let node = Bitcoind::start(BITCOIN_HEIGHT, hex::encode(&root));
-    let (code, v) = verify_json(&ws, &["--bitcoin-rpc", &node.url_with_credentials]);
+    let (code, v) = ws.verify_json(&["--bitcoin-rpc", &node.url_with_credentials]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(check(&v, "anchor opentimestamps")["status"], "pass");
     let liar = Bitcoind::start(BITCOIN_HEIGHT, "22".repeat(32));
@@ -740,7 +725,7 @@ fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
         out.stdout
     );
     let down = "http://user:SECRETPW@127.0.0.1:9";
-    let (code, v) = verify_json(&ws, &["--bitcoin-rpc", down]);
+    let (code, v) = ws.verify_json(&["--bitcoin-rpc", down]);
     assert_eq!(code, 1, "{v}");
     let ots = check(&v, "anchor opentimestamps");
     assert!(
@@ -770,7 +755,7 @@ fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
     let at = auditai::anchor::ots::MAGIC.len() + 2;
     other[at] ^= 1;
     std::fs::write(ws.path().join("r/manifest.intoto.json.ots"), other).unwrap();
-    let (code, v) = verify_json(&ws, &[]);
+    let (code, v) = ws.verify_json(&[]);
     assert_eq!(code, 1);
     assert!(
         check(&v, "anchor opentimestamps")["detail"]

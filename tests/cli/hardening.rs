@@ -9,22 +9,6 @@ use auditai::sign::{self, Envelope, SecretKey};
 
 use crate::support::{Output, Workspace, check, output, tree};
 
-fn verify_json(ws: &Workspace, extra: &[&str]) -> (Output, serde_json::Value) {
-    let mut args = vec![
-        "verify",
-        "r/manifest.intoto.json",
-        "--key",
-        "me.pub",
-        "--root",
-        ".",
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    let out = ws.run(&args);
-    let v = out.json();
-    (out, v)
-}
-
 /// Edit the signed statement and re-sign it with `me.key` (a forger holding the key).
 fn reseal(ws: &Workspace, edit: impl FnOnce(&mut Statement)) {
     let m = ws.path().join("r/manifest.intoto.json");
@@ -146,13 +130,13 @@ fn force_never_replaces_a_project_and_moves_old_runs_aside() {
 fn stray_files_fail_verify_and_audit_unless_declared() {
     let ws = Workspace::new();
     ws.signed_run();
-    let (o, v) = verify_json(&ws, &[]);
-    assert_eq!(o.code, 0, "{v:#}");
+    let (code, v) = ws.verify_json(&[]);
+    assert_eq!(code, 0, "{v:#}");
     assert_eq!(check(&v, "run directory")["status"], "pass");
 
     std::fs::write(ws.path().join("r/model_v2.safetensors"), b"other weights").unwrap();
-    let (o, v) = verify_json(&ws, &[]);
-    assert_eq!(o.code, 1, "{v:#}");
+    let (code, v) = ws.verify_json(&[]);
+    assert_eq!(code, 1, "{v:#}");
     assert_eq!(
         check(&v, "run directory")["detail"],
         "a file not named by the manifest: model_v2.safetensors (declare expected extras with --allow-extra NAME)"
@@ -180,8 +164,8 @@ fn stray_files_fail_verify_and_audit_unless_declared() {
         "run directory: a file not named by the manifest: model_v2.safetensors (declare expected extras with --allow-extra NAME)"
     );
 
-    let (o, v) = verify_json(&ws, &["--allow-extra", "model_v2.safetensors"]);
-    assert_eq!(o.code, 0, "{v:#}");
+    let (code, v) = ws.verify_json(&["--allow-extra", "model_v2.safetensors"]);
+    assert_eq!(code, 0, "{v:#}");
     let (code, v) = audit(&["--allow-extra", "model_v2.safetensors"]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(check(&v, "run directory")["status"], "pass");
@@ -190,8 +174,8 @@ fn stray_files_fail_verify_and_audit_unless_declared() {
     std::fs::write(ws.path().join("r/manifest.intoto.json.ots"), b"proof").unwrap();
     std::fs::write(ws.path().join("r/commitment.anchor.json"), b"{}").unwrap();
     std::fs::write(ws.path().join("r/model.bpk.ots"), b"not a proof").unwrap();
-    let (o, v) = verify_json(&ws, &["--allow-extra", "model_v2.safetensors"]);
-    assert_eq!(o.code, 1, "{v:#}");
+    let (code, v) = ws.verify_json(&["--allow-extra", "model_v2.safetensors"]);
+    assert_eq!(code, 1, "{v:#}");
     assert_eq!(
         check(&v, "run directory")["detail"],
         "a file not named by the manifest: model.bpk.ots (declare expected extras with --allow-extra NAME)"
@@ -213,8 +197,8 @@ fn hostile_paths_symlinks_and_fifos_are_refused_not_followed() {
         deps.push(up);
         deps.push(abs);
     });
-    let (o, v) = verify_json(&ws, &[]);
-    assert_eq!(o.code, 1, "{v:#}");
+    let (code, v) = ws.verify_json(&[]);
+    assert_eq!(code, 1, "{v:#}");
     assert_eq!(
         check(&v, "dependency ../secret.txt")["detail"],
         "path `../secret.txt` is absolute or leaves its directory; refused"
@@ -231,8 +215,8 @@ fn hostile_paths_symlinks_and_fifos_are_refused_not_followed() {
     let model = ws.path().join("r/model.bpk");
     std::fs::rename(&model, ws.path().join("model.bpk")).unwrap();
     std::os::unix::fs::symlink(ws.path().join("model.bpk"), &model).unwrap();
-    let (o, v) = verify_json(&ws, &[]);
-    assert_eq!(o.code, 1, "{v:#}");
+    let (code, v) = ws.verify_json(&[]);
+    assert_eq!(code, 1, "{v:#}");
     assert_eq!(
         check(&v, "subject model.bpk")["detail"],
         "is a symlink; not followed"
@@ -241,8 +225,8 @@ fn hostile_paths_symlinks_and_fifos_are_refused_not_followed() {
     let c = std::ffi::CString::new(model.to_str().unwrap()).unwrap();
     // SAFETY: a valid C string and mode.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-    let (o, v) = verify_json(&ws, &[]);
-    assert_eq!(o.code, 1, "{v:#}");
+    let (code, v) = ws.verify_json(&[]);
+    assert_eq!(code, 1, "{v:#}");
     assert_eq!(
         check(&v, "subject model.bpk")["detail"],
         "is not a regular file; not opened"

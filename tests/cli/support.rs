@@ -145,6 +145,23 @@ impl Workspace {
         self.path().join("r/manifest.intoto.json")
     }
 
+    /// `verify --json` of [`Workspace::signed_run`]'s manifest, trusting `me.pub`, with the
+    /// data under the workspace: the exit code and the report.
+    pub fn verify_json(&self, extra: &[&str]) -> (i32, serde_json::Value) {
+        let mut args = vec![
+            "verify",
+            "r/manifest.intoto.json",
+            "--key",
+            "me.pub",
+            "--root",
+            ".",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        (out.code, out.json())
+    }
+
     /// Write `name`, a copy of the workspace's `spec.yaml` rewritten with `edit`.
     /// Fails when the edit changes nothing (its target text is missing from the spec).
     pub fn derive_spec(&self, name: &str, edit: impl Fn(String) -> String) {
