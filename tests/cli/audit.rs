@@ -31,17 +31,7 @@ fn train(ws: &Workspace, spec: &str, out: &str) -> PathBuf {
 }
 
 fn audit(ws: &Workspace, extra: &[&str]) -> (i32, serde_json::Value) {
-    let mut args = vec![
-        "audit",
-        "r/manifest.intoto.json",
-        "--root",
-        ".",
-        "--json",
-        "-q",
-    ];
-    args.extend_from_slice(extra);
-    let out = ws.run(&args);
-    (out.code, out.json())
+    ws.audit_json(extra)
 }
 
 /// Audit every segment with a fixed challenge.

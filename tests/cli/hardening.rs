@@ -142,19 +142,9 @@ fn stray_files_fail_verify_and_audit_unless_declared() {
         "a file not named by the manifest: model_v2.safetensors (declare expected extras with --allow-extra NAME)"
     );
     let audit = |extra: &[&str]| {
-        let mut args = vec![
-            "audit",
-            "r/manifest.intoto.json",
-            "--root",
-            ".",
-            "--challenge",
-            "00",
-            "--json",
-            "-q",
-        ];
+        let mut args = vec!["--challenge", "00"];
         args.extend_from_slice(extra);
-        let out = ws.run(&args);
-        (out.code, out.json())
+        ws.audit_json(&args)
     };
     let (code, v) = audit(&[]);
     assert_eq!(code, 1, "{v:#}");

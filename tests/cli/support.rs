@@ -162,6 +162,22 @@ impl Workspace {
         (out.code, out.json())
     }
 
+    /// `audit --json -q` of the run in `r/`, with the data under the workspace: the exit code
+    /// and the report.
+    pub fn audit_json(&self, extra: &[&str]) -> (i32, serde_json::Value) {
+        let mut args = vec![
+            "audit",
+            "r/manifest.intoto.json",
+            "--root",
+            ".",
+            "--json",
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        (out.code, out.json())
+    }
+
     /// Write `name`, a copy of the workspace's `spec.yaml` rewritten with `edit`.
     /// Fails when the edit changes nothing (its target text is missing from the spec).
     pub fn derive_spec(&self, name: &str, edit: impl Fn(String) -> String) {
