@@ -53,7 +53,7 @@ complete -c auditai -n "__fish_auditai_using_subcommand run" -l confirmations -d
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l timeout -d 'Seconds to wait for the confirmations' -r
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l calendar -d 'An OpenTimestamps calendar URL (repeatable; default: the public calendars)' -r
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l resume -d 'Continue an interrupted run from its last complete checkpoint'
-complete -c auditai -n "__fish_auditai_using_subcommand run" -l force -d 'Replace an existing run directory'
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l force -d 'Start over in an existing run directory. The old run is moved aside to <DIR>.replaced-<unix time>, never deleted; only directories auditai marked as run directories qualify, never the current directory, the spec\'s directory, their ancestors, the home directory or a git work-tree root'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l json -d 'Print one JSON object instead of the results table'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -s q -l quiet -d 'No progress or notices on stderr (errors are still printed)'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l anchor-commitment -d 'Anchor the training commitment (commitment.json) before the first step, with the options below, so it provably predates the result; writes commitment.anchor.json. A failure to anchor stops the run before training'

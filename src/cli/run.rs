@@ -20,7 +20,10 @@ pub(super) struct RunArgs {
     /// Continue an interrupted run from its last complete checkpoint.
     #[arg(long, conflicts_with = "force")]
     resume: bool,
-    /// Replace an existing run directory.
+    /// Start over in an existing run directory. The old run is moved aside to
+    /// <DIR>.replaced-<unix time>, never deleted; only directories auditai marked as run
+    /// directories qualify, never the current directory, the spec's directory, their
+    /// ancestors, the home directory or a git work-tree root.
     #[arg(long)]
     force: bool,
     /// Sign the manifest with this ed25519 private key (PKCS#8 PEM, mode 0600). Otherwise the key
