@@ -48,8 +48,11 @@ enum Command {
     ///
     /// Checks each DSSE signature against the trusted keys (--key, --policy), re-hashes the
     /// outputs next to the manifest, the checkpoint directory (changed, missing and added files)
-    /// and the data and spec files under --root, and looks up the git commit. Exit 0 only when
-    /// every check holds, 1 when one fails, 2 on usage or I/O errors.
+    /// and the data and spec files under --root, fails on files the manifest does not name
+    /// (--allow-extra), and looks up the git commit. Anchors are checked offline, online with
+    /// --rpc/--chain, and Bitcoin attestations against --bitcoin-header or --bitcoin-rpc; what
+    /// was only read, not checked, is reported as claimed. Exit 0 only when every check holds,
+    /// 1 when one fails, 2 on usage or I/O errors.
     #[command(after_help = EXIT_CODES)]
     Verify(trust::VerifyArgs),
     /// Add a co-signature to a provenance manifest; existing signatures stay valid.
@@ -72,12 +75,13 @@ enum Command {
     /// Check that a run really trained: its commitment, its hash-chained transcript and its
     /// checkpoints, then replay segments picked by a challenge and compare with the checkpoints.
     ///
-    /// The challenge is --challenge HEX, the block hash of the manifest's anchor
-    /// (--challenge-from-anchor), or fresh randomness; it is printed, and the same challenge picks
-    /// the same segments. Replays on the training backend must match bitwise; across backends
-    /// they must fall within the tolerances in docs/audit.md. Does not check signatures (use
-    /// `auditai verify`). Exit 0 only when every check and replay holds, 1 when one fails, 2 on
-    /// usage or I/O errors.
+    /// The challenge is --challenge HEX, the hash of the block 6 after the manifest's anchor
+    /// read from the chain (--challenge-from-anchor with --rpc/--chain), or fresh randomness; it
+    /// is printed, and the same challenge picks the same segments. The run directory is first
+    /// checked as `auditai verify` checks it. Replays on the training backend must match
+    /// bitwise; on another backend, only with --tolerance, within the tolerances in
+    /// docs/audit.md. Does not check signatures (use `auditai verify`). Exit 0 only when every
+    /// check and replay holds, 1 when one fails, 2 on usage or I/O errors.
     #[command(after_help = EXIT_CODES)]
     Audit(audit::AuditArgs),
     /// Show a provenance manifest as a readable summary (data, code, spec, seed, metrics,
