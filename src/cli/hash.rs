@@ -8,7 +8,7 @@ use serde_json::json;
 use auditai::hash::{Hashed, Hasher, StatCache, TreeEntry};
 
 use super::printer::Printer;
-use super::{EXIT_OK, clean};
+use super::{EXIT_OK, clean, write_json};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct HashArgs {
@@ -95,13 +95,12 @@ pub(super) fn hash(args: &HashArgs) -> anyhow::Result<u8> {
         }
     }
     if args.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&HashJson {
+        write_json(
+            &mut out,
+            &HashJson {
                 entries: json_entries,
                 schema: "auditai.hash/v1",
-            })?
+            },
         )?;
     }
     out.flush()?;

@@ -147,6 +147,12 @@ fn write_completions(shell: Shell, out: &mut dyn Write) {
     clap_complete::generate(shell, &mut cmd, "auditai", out);
 }
 
+/// Write one `--json` result to stdout: pretty-printed, then a newline.
+fn write_json(out: &mut impl Write, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
+    Ok(())
+}
+
 /// Text from a file or server made safe for a terminal: control characters (escape sequences,
 /// carriage returns, bidirectional overrides) are shown as `\u{..}` escapes, never sent raw.
 fn clean(s: &str) -> String {

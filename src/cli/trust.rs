@@ -12,7 +12,7 @@ use auditai::manifest;
 use auditai::sign::{self, PublicKey};
 use auditai::verify::{self, Policy};
 
-use super::{EXIT_FAILED, EXIT_OK, claimed_note, clean, hints};
+use super::{EXIT_FAILED, EXIT_OK, claimed_note, clean, hints, write_json};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct KeygenArgs {
@@ -103,7 +103,7 @@ pub(super) fn keygen(args: &KeygenArgs) -> anyhow::Result<u8> {
             public_key: &public,
             schema: "auditai.keygen/v1",
         };
-        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        write_json(&mut out, &v)?;
     } else {
         writeln!(out, "private key  {}", private.display())?;
         writeln!(out, "public key   {}", public.display())?;
@@ -190,7 +190,7 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
             ok: report.ok(),
             schema: "auditai.verify-report/v1",
         };
-        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        write_json(&mut out, &v)?;
     } else {
         let mut b = Builder::default();
         b.push_record(["check", "status", "detail"]);
@@ -225,7 +225,7 @@ pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     if args.json {
         let payload: serde_json::Value = serde_json::from_slice(&opened.payload)?;
-        writeln!(out, "{}", serde_json::to_string_pretty(&payload)?)?;
+        write_json(&mut out, &payload)?;
         return Ok(EXIT_OK);
     }
     let mut rows: Vec<(&str, String)> = Vec::new();

@@ -11,7 +11,7 @@ use tabled::settings::Style;
 use auditai::anchor::{self, evm};
 
 use super::super::printer::Printer;
-use super::super::{EXIT_OK, hints};
+use super::super::{EXIT_OK, hints, write_json};
 use super::{AnchorArgs, AnchorCommand, TargetArgs};
 
 /// The public OpenTimestamps calendars used when `--calendar` is not given.
@@ -156,14 +156,13 @@ pub(in crate::cli) fn anchor_cmd(args: &AnchorArgs) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     if let Some(tx) = &outcome.dry_run_tx {
         if args.json {
-            writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&DryRunJson {
+            write_json(
+                &mut out,
+                &DryRunJson {
                     dry_run: true,
                     raw_transaction: tx,
                     schema: "auditai.anchor-dry-run/v1",
-                })?
+                },
             )?;
         } else {
             writeln!(out, "{tx}")?;
@@ -182,7 +181,7 @@ pub(in crate::cli) fn anchor_cmd(args: &AnchorArgs) -> anyhow::Result<u8> {
             schema: "auditai.anchor-report/v1",
             skipped: &outcome.skipped,
         };
-        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        write_json(&mut out, &v)?;
         return Ok(EXIT_OK);
     }
     for m in &outcome.skipped {
@@ -223,13 +222,12 @@ fn upgrade(manifests: &[PathBuf], calendars: &[String], json: bool) -> anyhow::R
             .iter()
             .map(|u| json!({ "manifest": u.manifest, "status": u.status, "bitcoin": u.bitcoin, "errors": warnings(u) }))
             .collect();
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&UpgradeJson {
+        write_json(
+            &mut out,
+            &UpgradeJson {
                 schema: "auditai.anchor-upgrade/v1",
                 upgraded: v,
-            })?
+            },
         )?;
         return Ok(EXIT_OK);
     }

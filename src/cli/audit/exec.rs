@@ -9,7 +9,7 @@ use auditai::audit::{self, AuditReport, Challenge, Progress};
 use auditai::verify::Status;
 
 use super::super::printer::Printer;
-use super::super::{EXIT_FAILED, EXIT_OK, claimed_note, clean, hints};
+use super::super::{EXIT_FAILED, EXIT_OK, claimed_note, clean, hints, write_json};
 use super::AuditArgs;
 
 pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
@@ -80,11 +80,7 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
     let report = result?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&json_report(args, &report))?
-        )?;
+        write_json(&mut out, &json_report(args, &report))?;
     } else {
         write_tables(&mut out, args, &report)?;
     }

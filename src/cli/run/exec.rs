@@ -11,7 +11,7 @@ use auditai::sign;
 use auditai::train::{Metrics, Progress};
 
 use super::super::printer::Printer;
-use super::super::{EXIT_OK, hints};
+use super::super::{EXIT_OK, hints, write_json};
 use super::RunArgs;
 
 pub(in crate::cli) fn run(args: &RunArgs) -> anyhow::Result<u8> {
@@ -44,11 +44,7 @@ pub(in crate::cli) fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let report = report?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&json_report(&report))?
-        )?;
+        write_json(&mut out, &json_report(&report))?;
     } else {
         write_table(&mut out, &report)?;
     }
