@@ -381,3 +381,39 @@ fn resume_never_writes_or_prunes_through_a_symlinked_checkpoint_directory() {
     );
     assert_eq!(tree(&ws.path().join("elsewhere")), before);
 }
+
+#[test]
+fn pruning_deletes_only_auditais_own_checkpoint_names() {
+    let ws = Workspace::new();
+    ws.tiny_spec();
+    ws.derive_spec("spec.yaml", |spec| {
+        format!(
+            "{}outputs:\n  checkpoints: last\n",
+            spec.replace("epochs: 2", "epochs: 4")
+        )
+    });
+    // A run directory started earlier, with the user's notes next to the checkpoints.
+    let ckpt = ws.path().join("r/checkpoints");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    std::fs::write(ws.path().join("r/.auditai-run"), "auditai.run-dir/v1\n").unwrap();
+    let mine = ["notes.txt", "epoch-0001.bpk.orig", "epoch-0002.bpk~"];
+    for name in mine {
+        std::fs::write(ckpt.join(name), "mine").unwrap();
+    }
+    ws.run(&[
+        "run",
+        "spec.yaml",
+        "--device",
+        "cpu",
+        "--out",
+        "r",
+        "--resume",
+        "-q",
+    ])
+    .success();
+    for name in mine {
+        assert_eq!(std::fs::read_to_string(ckpt.join(name)).unwrap(), "mine");
+    }
+    assert!(ckpt.join("epoch-0004.bpk").exists());
+    assert!(!ckpt.join("epoch-0002.optim.bpk").exists());
+}
