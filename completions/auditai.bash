@@ -43,6 +43,9 @@ _auditai() {
             auditai,sign)
                 cmd="auditai__subcmd__sign"
                 ;;
+            auditai,status)
+                cmd="auditai__subcmd__status"
+                ;;
             auditai,verify)
                 cmd="auditai__subcmd__verify"
                 ;;
@@ -85,6 +88,9 @@ _auditai() {
             auditai__subcmd__help,sign)
                 cmd="auditai__subcmd__help__subcmd__sign"
                 ;;
+            auditai__subcmd__help,status)
+                cmd="auditai__subcmd__help__subcmd__status"
+                ;;
             auditai__subcmd__help,verify)
                 cmd="auditai__subcmd__help__subcmd__verify"
                 ;;
@@ -98,7 +104,7 @@ _auditai() {
 
     case "${cmd}" in
         auditai)
-            opts="-h -V --help --version run verify sign keygen hash anchor audit inspect completions help"
+            opts="-h -V --help --version run status verify sign keygen hash anchor audit inspect completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -230,12 +236,16 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__audit)
-            opts="-q -h --segments --challenge --challenge-from-anchor --allow-unconfirmed-challenge --device --tolerance --allow-extra --root --rpc --chain --json --quiet --help"
+            opts="-q -h --rerun --segments --challenge --challenge-from-anchor --allow-unconfirmed-challenge --device --tolerance --allow-extra --root --rpc --chain --json --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --rerun)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --segments)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -300,7 +310,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__help)
-            opts="run verify sign keygen hash anchor audit inspect completions help"
+            opts="run status verify sign keygen hash anchor audit inspect completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -453,6 +463,20 @@ _auditai() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        auditai__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         auditai__subcmd__help__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -500,7 +524,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__run)
-            opts="-q -h --device --out --resume --force --key --json --quiet --anchor-commitment --chain --rpc --chain-id --max-fee-gwei --max-priority-fee-gwei --max-gas --keystore --password-file --confirmations --timeout --ots --calendar --help"
+            opts="-j -q -h --device --out --resume --force --stage --no-upstream --jobs --dry-run --key --json --quiet --anchor-commitment --chain --rpc --chain-id --max-fee-gwei --max-priority-fee-gwei --max-gas --keystore --password-file --confirmations --timeout --ots --calendar --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -511,6 +535,18 @@ _auditai() {
                     return 0
                     ;;
                 --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stage)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jobs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -j)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -577,6 +613,24 @@ _auditai() {
             fi
             case "${prev}" in
                 --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__status)
+            opts="-h --stage --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --stage)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

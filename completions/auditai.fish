@@ -26,7 +26,8 @@ end
 
 complete -c auditai -n "__fish_auditai_needs_command" -s h -l help -d 'Print help'
 complete -c auditai -n "__fish_auditai_needs_command" -s V -l version -d 'Print version'
-complete -c auditai -n "__fish_auditai_needs_command" -f -a "run" -d 'Train a model from a YAML pipeline spec into a run directory'
+complete -c auditai -n "__fish_auditai_needs_command" -f -a "run" -d 'Run a pipeline spec: train a model, or run a multi-stage pipeline\'s stale stages'
+complete -c auditai -n "__fish_auditai_needs_command" -f -a "status" -d 'Say which stages of a multi-stage pipeline are stale and exactly why'
 complete -c auditai -n "__fish_auditai_needs_command" -f -a "verify" -d 'Verify a provenance manifest: its signatures, who signed it, and every file it names'
 complete -c auditai -n "__fish_auditai_needs_command" -f -a "sign" -d 'Add a co-signature to a provenance manifest; existing signatures stay valid'
 complete -c auditai -n "__fish_auditai_needs_command" -f -a "keygen" -d 'Generate an ed25519 key pair (PKCS#8 and SPKI PEM, as openssl writes them)'
@@ -40,6 +41,8 @@ complete -c auditai -n "__fish_auditai_using_subcommand run" -l device -d 'Where
 wgpu\t''
 cpu\t''"
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l out -d 'Run directory (overrides the spec\'s outputs.dir; default runs/<name>)' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l stage -d 'Multi-stage spec: run only this stage and the stale stages upstream of it (repeatable)' -r
+complete -c auditai -n "__fish_auditai_using_subcommand run" -s j -l jobs -d 'Multi-stage spec: run at most N stages at once (default: the number of cores)' -r
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l key -d 'Sign the manifest with this ed25519 private key (PKCS#8 PEM, mode 0600). Otherwise the key comes from AUDITAI_SIGNING_KEY (PEM text), then AUDITAI_SIGNING_KEY_FILE; with none the manifest is written unsigned' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l chain -d 'An EVM chain preset: 0g-mainnet, 0g-galileo, ethereum, sepolia or local. The node\'s eth_chainId must match the preset' -r
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l rpc -d 'The JSON-RPC URL (overrides the preset\'s). Alone, it needs --chain-id: the endpoint never chooses which chain the key signs for' -r
@@ -52,13 +55,18 @@ complete -c auditai -n "__fish_auditai_using_subcommand run" -l password-file -d
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l confirmations -d 'Blocks on top of the anchor\'s block to wait for (default: the preset\'s, 1 on local)' -r
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l timeout -d 'Seconds to wait for the confirmations' -r
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l calendar -d 'An OpenTimestamps calendar URL (repeatable; default: the public calendars)' -r
-complete -c auditai -n "__fish_auditai_using_subcommand run" -l resume -d 'Continue an interrupted run from its last complete checkpoint'
-complete -c auditai -n "__fish_auditai_using_subcommand run" -l force -d 'Start over in an existing run directory. The old run is moved aside to <DIR>.replaced-<unix time>, never deleted; only directories auditai marked as run directories qualify, never the current directory, the spec\'s directory, their ancestors, the home directory or a git work-tree root'
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l resume -d 'Continue an interrupted run from its last complete checkpoint (single training specs)'
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l force -d 'Single training spec: start over in an existing run directory. The old run is moved aside to <DIR>.replaced-<unix time>, never deleted; only directories auditai marked as run directories qualify, never the current directory, the spec\'s directory, their ancestors, the home directory or a git work-tree root. Multi-stage spec: run every selected stage even when nothing it depends on changed'
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l no-upstream -d 'Multi-stage spec: with --stage, run only the named stages, not their upstream stages (DVC\'s --single-item)'
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l dry-run -d 'Multi-stage spec: print which stages would run and why; run and write nothing'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l json -d 'Print one JSON object instead of the results table'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -s q -l quiet -d 'No progress or notices on stderr (errors are still printed)'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l anchor-commitment -d 'Anchor the training commitment (commitment.json) before the first step, with the options below, so it provably predates the result; writes commitment.anchor.json. A failure to anchor stops the run before training'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l ots -d 'Also timestamp the root on Bitcoin through OpenTimestamps calendars'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c auditai -n "__fish_auditai_using_subcommand status" -l stage -d 'Only these stages and their upstream stages (repeatable)' -r
+complete -c auditai -n "__fish_auditai_using_subcommand status" -l json -d 'Print one JSON object instead of the table'
+complete -c auditai -n "__fish_auditai_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l key -d 'A trusted public key (SPKI PEM); repeat for several' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l policy -d 'A trust policy (YAML: signers, threshold, required names)' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l root -d 'Where the data and spec files named by the manifest live (default: the git work tree holding the manifest, else the current directory)' -r -F
@@ -102,6 +110,7 @@ complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from upgrade" -s h -l help -d 'Print help'
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from help" -f -a "upgrade" -d 'Ask the OpenTimestamps calendars for completed Bitcoin attestations and update each manifest\'s .ots proof and receipt. Still pending is a status, not an error'
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l rerun -d 'Pipeline manifest: re-execute this command stage in a scratch copy of its recorded deps, with its recorded environment, and compare its outs bitwise with the recorded digests. Exit 0 when reproduced, 1 when an out differs or is missing' -r
 complete -c auditai -n "__fish_auditai_using_subcommand audit" -l segments -d 'How many transcript segments to replay. Replaying K of E segments costs about K/E of the training time' -r
 complete -c auditai -n "__fish_auditai_using_subcommand audit" -l challenge -d 'The challenge that picks the segments, hex (e.g. a beacon value the auditor trusts). Without it and without --challenge-from-anchor, fresh OS randomness is used and printed' -r
 complete -c auditai -n "__fish_auditai_using_subcommand audit" -l device -d 'Where to replay: default the backend that trained (compared bitwise). Another backend needs --tolerance' -r -f -a "auto\t''
@@ -120,14 +129,15 @@ complete -c auditai -n "__fish_auditai_using_subcommand audit" -s h -l help -d '
 complete -c auditai -n "__fish_auditai_using_subcommand inspect" -l json -d 'Print the statement as JSON instead of a summary'
 complete -c auditai -n "__fish_auditai_using_subcommand inspect" -s h -l help -d 'Print help'
 complete -c auditai -n "__fish_auditai_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "run" -d 'Train a model from a YAML pipeline spec into a run directory'
-complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "verify" -d 'Verify a provenance manifest: its signatures, who signed it, and every file it names'
-complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "sign" -d 'Add a co-signature to a provenance manifest; existing signatures stay valid'
-complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "keygen" -d 'Generate an ed25519 key pair (PKCS#8 and SPKI PEM, as openssl writes them)'
-complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "hash" -d 'Print blake3 digests of files and directory trees (`digest  path`, like b3sum)'
-complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "anchor" -d 'Anchor manifest digests on an EVM chain (0G, Ethereum, local) and/or Bitcoin through OpenTimestamps, batched in one Merkle tree; writes a receipt next to each manifest'
-complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "audit" -d 'Check that a run really trained: its commitment, its hash-chained transcript and its checkpoints, then replay segments picked by a challenge and compare with the checkpoints'
-complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "inspect" -d 'Show a provenance manifest as a readable summary (data, code, spec, seed, metrics, signers). Does not verify anything; use `auditai verify` for that'
-complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "completions" -d 'Print a shell completion script'
-complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run verify sign keygen hash anchor audit inspect completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run status verify sign keygen hash anchor audit inspect completions help" -f -a "run" -d 'Run a pipeline spec: train a model, or run a multi-stage pipeline\'s stale stages'
+complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run status verify sign keygen hash anchor audit inspect completions help" -f -a "status" -d 'Say which stages of a multi-stage pipeline are stale and exactly why'
+complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run status verify sign keygen hash anchor audit inspect completions help" -f -a "verify" -d 'Verify a provenance manifest: its signatures, who signed it, and every file it names'
+complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run status verify sign keygen hash anchor audit inspect completions help" -f -a "sign" -d 'Add a co-signature to a provenance manifest; existing signatures stay valid'
+complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run status verify sign keygen hash anchor audit inspect completions help" -f -a "keygen" -d 'Generate an ed25519 key pair (PKCS#8 and SPKI PEM, as openssl writes them)'
+complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run status verify sign keygen hash anchor audit inspect completions help" -f -a "hash" -d 'Print blake3 digests of files and directory trees (`digest  path`, like b3sum)'
+complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run status verify sign keygen hash anchor audit inspect completions help" -f -a "anchor" -d 'Anchor manifest digests on an EVM chain (0G, Ethereum, local) and/or Bitcoin through OpenTimestamps, batched in one Merkle tree; writes a receipt next to each manifest'
+complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run status verify sign keygen hash anchor audit inspect completions help" -f -a "audit" -d 'Check that a run really trained: its commitment, its hash-chained transcript and its checkpoints, then replay segments picked by a challenge and compare with the checkpoints'
+complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run status verify sign keygen hash anchor audit inspect completions help" -f -a "inspect" -d 'Show a provenance manifest as a readable summary (data, code, spec, seed, metrics, signers). Does not verify anything; use `auditai verify` for that'
+complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run status verify sign keygen hash anchor audit inspect completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c auditai -n "__fish_auditai_using_subcommand help; and not __fish_seen_subcommand_from run status verify sign keygen hash anchor audit inspect completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c auditai -n "__fish_auditai_using_subcommand help; and __fish_seen_subcommand_from anchor" -f -a "upgrade" -d 'Ask the OpenTimestamps calendars for completed Bitcoin attestations and update each manifest\'s .ots proof and receipt. Still pending is a status, not an error'

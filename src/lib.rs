@@ -18,6 +18,7 @@ pub mod run_dir;
 pub mod shuffle;
 pub mod sign;
 pub mod spec;
+pub mod stages;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod transcript;

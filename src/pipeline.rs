@@ -99,6 +99,8 @@ pub struct RunOptions {
     pub resume: bool,
     /// Replace an existing run directory.
     pub force: bool,
+    /// The training stage to run when the spec is a multi-stage pipeline.
+    pub stage: Option<String>,
 }
 
 /// Progress of a run, for the command line to display.
@@ -277,7 +279,11 @@ fn read_inputs(opts: &RunOptions) -> Result<Inputs, PipelineError> {
         path: opts.spec.clone(),
         source,
     })?;
-    let spec = Spec::parse(&String::from_utf8_lossy(&spec_bytes), &opts.spec)?;
+    let spec = Spec::parse_stage(
+        &String::from_utf8_lossy(&spec_bytes),
+        &opts.spec,
+        opts.stage.as_deref(),
+    )?;
     let data_bytes = data::read(&spec)?;
     let data = data::parse(&spec, &data_bytes)?;
     let started_on = manifest::now_rfc3339();

@@ -37,6 +37,7 @@ pub(super) fn check_spec(
     dir: &Path,
     c: &Commitment,
     ext: &Extension,
+    stage: Option<&str>,
     r: &mut Report,
 ) -> Option<Spec> {
     let path = dir.join(crate::run_dir::SPEC);
@@ -51,7 +52,7 @@ pub(super) fn check_spec(
                     c.spec_file.blake3
                 ));
             }
-            Spec::parse(&String::from_utf8_lossy(&b), &path).map_err(|e| e.to_string())
+            Spec::parse_stage(&String::from_utf8_lossy(&b), &path, stage).map_err(|e| e.to_string())
         });
     match parsed {
         Ok(spec) => {

@@ -270,7 +270,17 @@ pub fn audit(
     } else {
         r.push_row(CheckId::CommitmentAnchor, status, detail);
     }
-    let Some(spec) = check_spec(dir, &commitment, &ext, r) else {
+    // A pipeline's training stage: its spec.yaml is the whole pipeline spec, read for that stage.
+    let stage = opened
+        .statement
+        .predicate
+        .build_definition
+        .external_parameters
+        .get("spec")
+        .and_then(|s| s.get("stage"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string);
+    let Some(spec) = check_spec(dir, &commitment, &ext, stage.as_deref(), r) else {
         return Ok(report);
     };
     let root = opts

@@ -8,6 +8,34 @@ use super::run::DeviceArg;
 pub(super) struct AuditArgs {
     /// The manifest (manifest.intoto.json) of the run to audit.
     manifest: PathBuf,
+    /// Pipeline manifest: re-execute this command stage in a scratch copy of its recorded deps,
+    /// with its recorded environment, and compare its outs bitwise with the recorded digests.
+    /// Exit 0 when reproduced, 1 when an out differs or is missing.
+    #[arg(long, value_name = "STAGE", help_heading = "Pipeline stages")]
+    rerun: Option<String>,
+    /// With --rerun: a public key (SPKI PEM) trusted to have signed the manifest, whose
+    /// recorded command is then executed; repeat for several. The manifest's signatures are
+    /// checked first, as `auditai verify` checks them.
+    #[arg(
+        long = "key",
+        value_name = "PUB",
+        requires = "rerun",
+        help_heading = "Pipeline stages"
+    )]
+    keys: Vec<PathBuf>,
+    /// With --rerun: a trust policy the manifest's signatures must satisfy.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "rerun",
+        help_heading = "Pipeline stages"
+    )]
+    policy: Option<PathBuf>,
+    /// With --rerun: execute the recorded command without checking who signed the manifest.
+    /// The command runs in a scratch directory but is not sandboxed: use this only for a
+    /// manifest you produced yourself.
+    #[arg(long, requires = "rerun", conflicts_with_all = ["keys", "policy"], help_heading = "Pipeline stages")]
+    trust_recorded_command: bool,
     /// How many transcript segments to replay. Replaying K of E segments costs about K/E of
     /// the training time.
     #[arg(long, value_name = "K", default_value_t = 3)]
@@ -59,10 +87,39 @@ pub(super) struct AuditArgs {
 
 #[cfg(feature = "train")]
 mod exec;
-#[cfg(feature = "train")]
-pub(super) use exec::audit_cmd;
 
-#[cfg(not(feature = "train"))]
-pub(super) fn audit_cmd(_: &AuditArgs) -> anyhow::Result<u8> {
+pub(super) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
+    if let Some(stage) = &args.rerun {
+        let keys = args
+            .keys
+            .iter()
+            .map(|p| auditai::sign::PublicKey::read(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let policy = args
+            .policy
+            .as_deref()
+            .map(auditai::verify::policy::Policy::load)
+            .transpose()?;
+        if keys.is_empty() && policy.is_none() && !args.trust_recorded_command {
+            anyhow::bail!(
+                "--rerun executes the command recorded in the manifest: name whom you trust to have signed it with --key or --policy, or pass --trust-recorded-command for a manifest you produced yourself"
+            );
+        }
+        let opts = auditai::verify::Options {
+            keys,
+            policy,
+            ..Default::default()
+        };
+        return super::stages::rerun_cmd(
+            &args.manifest,
+            stage,
+            args.root.as_deref(),
+            (!args.trust_recorded_command).then_some(&opts),
+            args.json,
+        );
+    }
+    #[cfg(feature = "train")]
+    return exec::audit_cmd(args);
+    #[cfg(not(feature = "train"))]
     Err(super::needs_feature("train", "auditai audit"))
 }

@@ -9,6 +9,7 @@ mod hash;
 mod hints;
 mod printer;
 mod run;
+mod stages;
 mod trust;
 
 use std::io::Write;
@@ -23,7 +24,7 @@ pub const EXIT_FAILED: u8 = 1;
 /// Exit code: usage, input, I/O, device or network error.
 pub const EXIT_ERROR: u8 = 2;
 
-const EXIT_CODES: &str = "Exit codes: 0 success; 1 verification or audit failed; 2 usage, input, I/O, device or network error.";
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 verification or audit failed, a pipeline stage failed, or (status) a stage is stale; 2 usage, input, I/O, device or network error; 130 a pipeline run stopped by Ctrl-C.";
 
 /// auditai: train models from YAML pipeline specs, sign their provenance, anchor it on public
 /// chains, and verify all of it.
@@ -36,14 +37,24 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Train a model from a YAML pipeline spec into a run directory.
+    /// Run a pipeline spec: train a model, or run a multi-stage pipeline's stale stages.
     ///
-    /// Writes per-epoch checkpoints, metrics.jsonl, model.bpk, model.safetensors, summary.json and,
-    /// last, the provenance manifest manifest.intoto.json (signed when a key is given) under the
-    /// run directory (default runs/<name>/). Prints a results table, or one JSON object with
-    /// --json.
+    /// A single training spec writes per-epoch checkpoints, metrics.jsonl, model.bpk,
+    /// model.safetensors, summary.json and, last, the provenance manifest manifest.intoto.json
+    /// (signed when a key is given) under the run directory (default runs/<name>/). A spec with
+    /// `stages:` runs the stages whose command, params, env, deps or outs changed since
+    /// auditai.lock recorded them, independent ones in parallel, keeps their logs under the run
+    /// directory and signs a manifest covering every stage. Prints a results table, or one JSON
+    /// object with --json.
     #[command(after_help = EXIT_CODES)]
     Run(run::RunArgs),
+    /// Say which stages of a multi-stage pipeline are stale and exactly why.
+    ///
+    /// Compares each stage's command, params, env, deps and outs with auditai.lock (next to the
+    /// spec) and checks that each lock entry is backed by the manifest it names. Runs nothing,
+    /// writes nothing. Exit 0 when every stage is up to date, 1 when one is stale.
+    #[command(after_help = EXIT_CODES)]
+    Status(stages::StatusArgs),
     /// Verify a provenance manifest: its signatures, who signed it, and every file it names.
     ///
     /// Checks each DSSE signature against the trusted keys (--key, --policy), re-hashes the
@@ -127,6 +138,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             out.flush()?;
             Ok(EXIT_OK)
         }
+        Command::Status(args) => stages::status_cmd(&args),
         Command::Verify(args) => trust::verify_cmd(&args),
         Command::Sign(args) => trust::sign_cmd(&args),
         Command::Keygen(args) => trust::keygen(&args),

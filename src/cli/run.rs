@@ -8,7 +8,7 @@ use super::anchor::TargetArgs;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct RunArgs {
-    /// The pipeline spec (YAML).
+    /// The pipeline spec (YAML): a single training spec, or a multi-stage spec with `stages:`.
     spec: PathBuf,
     /// Where to train: `auto` picks a hardware wgpu adapter when there is one, else the CPU.
     /// Overrides the spec's training.device.
@@ -17,15 +17,34 @@ pub(super) struct RunArgs {
     /// Run directory (overrides the spec's outputs.dir; default runs/<name>).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Continue an interrupted run from its last complete checkpoint.
+    /// Continue an interrupted run from its last complete checkpoint (single training specs).
     #[arg(long, conflicts_with = "force")]
     resume: bool,
-    /// Start over in an existing run directory. The old run is moved aside to
-    /// <DIR>.replaced-<unix time>, never deleted; only directories auditai marked as run
-    /// directories qualify, never the current directory, the spec's directory, their
-    /// ancestors, the home directory or a git work-tree root.
+    /// Single training spec: start over in an existing run directory. The old run is moved
+    /// aside to <DIR>.replaced-<unix time>, never deleted; only directories auditai marked as
+    /// run directories qualify, never the current directory, the spec's directory, their
+    /// ancestors, the home directory or a git work-tree root. Multi-stage spec: run every
+    /// selected stage even when nothing it depends on changed.
     #[arg(long)]
     force: bool,
+    /// Multi-stage spec: run only this stage and the stale stages upstream of it (repeatable).
+    #[arg(long, value_name = "NAME", help_heading = "Multi-stage pipelines")]
+    stage: Vec<String>,
+    /// Multi-stage spec: with --stage, run only the named stages, not their upstream stages
+    /// (DVC's --single-item).
+    #[arg(
+        long,
+        alias = "single-item",
+        requires = "stage",
+        help_heading = "Multi-stage pipelines"
+    )]
+    no_upstream: bool,
+    /// Multi-stage spec: run at most N stages at once (default: the number of cores).
+    #[arg(long, short, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), help_heading = "Multi-stage pipelines")]
+    jobs: Option<u16>,
+    /// Multi-stage spec: print which stages would run and why; run and write nothing.
+    #[arg(long, help_heading = "Multi-stage pipelines")]
+    dry_run: bool,
     /// Sign the manifest with this ed25519 private key (PKCS#8 PEM, mode 0600). Otherwise the key
     /// comes from AUDITAI_SIGNING_KEY (PEM text), then AUDITAI_SIGNING_KEY_FILE; with none the
     /// manifest is written unsigned.

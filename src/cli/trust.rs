@@ -258,6 +258,10 @@ pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
 /// `inspect`'s rows for what the statement claims: spec, inputs, code, toolchain, metrics,
 /// commitment, outputs and times. Read through typed views; nothing here is checked.
 fn summary_rows(st: &manifest::Statement, rows: &mut Vec<(&'static str, String)>) {
+    if let Some(p) = &st.predicate.pipeline {
+        pipeline_rows(st, p, rows);
+        return;
+    }
     let q = |v: Option<String>| v.unwrap_or_else(|| "?".to_string());
     let num = |n: &Option<serde_json::Number>| q(n.as_ref().map(ToString::to_string));
     let spec = st.spec_view();
@@ -310,14 +314,64 @@ fn summary_rows(st: &manifest::Statement, rows: &mut Vec<(&'static str, String)>
             ));
         }
     }
+    output_rows(st, rows);
+}
+
+/// `inspect`'s rows for a multi-stage pipeline manifest: one row per stage.
+fn pipeline_rows(
+    st: &manifest::Statement,
+    p: &manifest::PipelineExtension,
+    rows: &mut Vec<(&'static str, String)>,
+) {
+    let complete = if p.complete {
+        ""
+    } else {
+        " (did not complete)"
+    };
+    rows.push(("pipeline", format!("{}{complete}, spec {}", p.name, p.spec)));
+    for d in &st.predicate.build_definition.resolved_dependencies {
+        if d.name.as_deref() != Some("toolchain") {
+            dependency_rows(d, rows);
+        }
+    }
+    for s in &p.stages {
+        let how = match (s.status, s.exit_code) {
+            (manifest::StageStatus::Ran, Some(c)) => format!("ran, exit {c}"),
+            (manifest::StageStatus::Ran, None) => "ran".to_string(),
+            (manifest::StageStatus::Reused, _) => format!(
+                "reused, first recorded by {}",
+                s.produced_by.as_ref().map_or("?", |b| b.manifest.as_str())
+            ),
+        };
+        let what = match (&s.cmd, &s.config_blake3) {
+            (Some(c), _) => format!("`{c}`"),
+            (None, Some(b)) => format!("training, configuration blake3 {b}"),
+            (None, None) => s.kind.clone(),
+        };
+        rows.push((
+            "stage",
+            format!(
+                "{} ({how}): {what}; {} dep(s), {} out(s)",
+                s.name,
+                s.deps.len(),
+                s.outs.len()
+            ),
+        ));
+    }
+    output_rows(st, rows);
+}
+
+/// The subjects (sha256, else blake3) and the run's times.
+fn output_rows(st: &manifest::Statement, rows: &mut Vec<(&'static str, String)>) {
     for s in &st.subject {
+        let (alg, digest) = match (s.digest.get("sha256"), s.digest.get("blake3")) {
+            (Some(d), _) => ("sha256", d.as_str()),
+            (None, Some(d)) => ("blake3", d.as_str()),
+            (None, None) => ("sha256", "?"),
+        };
         rows.push((
             "output",
-            format!(
-                "{}  sha256 {}",
-                s.name.clone().unwrap_or_default(),
-                s.digest.get("sha256").map_or("?", String::as_str)
-            ),
+            format!("{}  {alg} {digest}", s.name.clone().unwrap_or_default()),
         ));
     }
     let m = &st.predicate.run_details.metadata;

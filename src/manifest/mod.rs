@@ -10,6 +10,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod pipeline;
+
+pub use pipeline::{
+    PIPELINE_BUILD_TYPE, PIPELINE_SCHEMA, PipelineExtension, ProducedBy, StageRecord, StageStatus,
+};
+
 use crate::hash::{FileDigest, TreeDigest};
 use crate::sign::{self, Envelope};
 
@@ -238,8 +244,15 @@ pub struct Provenance {
     /// Who ran it, when, and what else it produced.
     pub run_details: RunDetails,
     /// Training details for ML-aware verifiers (ignored by generic SLSA tools).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auditai: Option<Extension>,
+    /// The pipeline extension (multi-stage pipeline runs).
+    #[serde(
+        default,
+        rename = "auditaiPipeline",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pipeline: Option<PipelineExtension>,
 }
 
 /// SLSA `buildDefinition`.
@@ -489,6 +502,7 @@ pub fn provenance_statement(
                 commitment: Some(facts.commitment),
                 transcript: Some(facts.transcript),
             }),
+            pipeline: None,
         },
     }
 }

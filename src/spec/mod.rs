@@ -6,6 +6,7 @@
 //! [`Located`] values. This module reads the spec file and nothing else: no data, no writes, no burn.
 
 mod raw;
+mod stages;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ pub use raw::{
 };
 
 use raw::{RawSpec, Sp};
+
+pub use stages::{CommandStage, PipelineSpec, SpecFile, Stage, StageKind};
 
 /// Bounds on what a spec may ask for, so that a hostile or mistyped spec is an error naming the
 /// field instead of an allocation that exhausts memory or an arithmetic overflow.
@@ -119,6 +122,10 @@ pub struct Spec {
     pub outputs: OutputsSpec,
     /// Audit section.
     pub audit: AuditSpec,
+    /// The stage of a multi-stage pipeline spec this training configuration is (absent for a
+    /// single-training spec, and then not part of the resolved spec or its digest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
     /// The spec file this came from.
     #[serde(skip)]
     pub source: PathBuf,
@@ -323,6 +330,27 @@ impl Spec {
         Checker { path }.spec(raw)
     }
 
+    /// Validate spec text and return the training configuration: the whole spec, or for a
+    /// multi-stage pipeline spec the training stage named `stage`.
+    pub fn parse_stage(text: &str, path: &Path, stage: Option<&str>) -> Result<Spec, SpecError> {
+        let Some(stage) = stage else {
+            return Spec::parse(text, path);
+        };
+        let pipeline = PipelineSpec::parse(text, path)?;
+        pipeline
+            .stages
+            .into_iter()
+            .find(|s| s.name.value == stage)
+            .and_then(|s| match s.kind {
+                StageKind::Train(spec) => Some(*spec),
+                StageKind::Command(_) => None,
+            })
+            .ok_or_else(|| SpecError::Yaml {
+                path: path.to_path_buf(),
+                message: format!("the pipeline has no training stage `{stage}`"),
+            })
+    }
+
     /// The blake3 digest of the resolved spec's canonical JSON: identifies the configuration.
     pub fn digest(&self) -> blake3::Hash {
         // Serialising plain structs of numbers, strings and enums cannot fail.
@@ -369,6 +397,16 @@ fn yaml_error(e: &serde_saphyr::Error, path: &Path) -> SpecError {
     }
 }
 
+/// A pipeline or stage name: 1-128 of letters, digits, `-`, `_`, `.`, not starting with `.`.
+fn name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.')
+}
+
 fn pos<T>(s: &Sp<T>) -> Pos {
     Pos {
         line: s.referenced.line(),
@@ -388,6 +426,17 @@ struct Checker<'a> {
     path: &'a Path,
 }
 
+/// The training sections of a spec or of a training stage, as written.
+struct Body {
+    name: String,
+    seed: u64,
+    data: raw::RawData,
+    model: Sp<raw::RawModel>,
+    training: Option<raw::RawTraining>,
+    outputs: Option<raw::RawOutputs>,
+    audit: Option<raw::RawAudit>,
+}
+
 impl Checker<'_> {
     fn fail<T>(&self, pos: Pos, message: impl Into<String>) -> Result<T, SpecError> {
         Err(SpecError::Invalid {
@@ -398,45 +447,61 @@ impl Checker<'_> {
     }
 
     fn spec(&self, raw: RawSpec) -> Result<Spec, SpecError> {
-        if raw.version.value != 1 {
+        let name = self.header(&raw.version, &raw.name)?;
+        self.training_spec(
+            Body {
+                name,
+                seed: raw.seed.value,
+                data: raw.data,
+                model: raw.model,
+                training: raw.training,
+                outputs: raw.outputs,
+                audit: raw.audit,
+            },
+            None,
+        )
+    }
+
+    /// `version` and `name`, checked; returns the name.
+    fn header(&self, version: &Sp<u32>, name: &Sp<String>) -> Result<String, SpecError> {
+        if version.value != 1 {
             return self.fail(
-                pos(&raw.version),
+                pos(version),
                 format!(
                     "unsupported spec version {} (this auditai reads version 1)",
-                    raw.version.value
+                    version.value
                 ),
             );
         }
-        let name = raw.name.value.clone();
-        let name_ok = !name.is_empty()
-            && name.len() <= 128
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            && !name.starts_with('.');
-        if !name_ok {
+        if !name_ok(&name.value) {
             return self.fail(
-                pos(&raw.name),
+                pos(name),
                 format!(
-                    "name `{name}` must be 1-128 characters of letters, digits, `-`, `_` or `.`, not starting with `.`"
+                    "name `{}` must be 1-128 characters of letters, digits, `-`, `_` or `.`, not starting with `.`",
+                    name.value
                 ),
             );
         }
-        let data = self.data(raw.data)?;
-        let model = self.model(raw.model, &data)?;
-        let training = self.training(raw.training.unwrap_or_default())?;
-        let outputs = raw.outputs.unwrap_or_default();
+        Ok(name.value.clone())
+    }
+
+    /// The training sections of a spec (or of a pipeline's training stage) validated.
+    fn training_spec(&self, b: Body, stage: Option<String>) -> Result<Spec, SpecError> {
+        let data = self.data(b.data)?;
+        let model = self.model(b.model, &data)?;
+        let training = self.training(b.training.unwrap_or_default())?;
+        let outputs = b.outputs.unwrap_or_default();
         let dir = match outputs.dir {
             Some(d) if d.value.trim().is_empty() => {
                 return self.fail(pos(&d), "outputs.dir must not be empty");
             }
             Some(d) => d.value,
-            None => format!("runs/{name}"),
+            None => format!("runs/{}", b.name),
         };
         Ok(Spec {
             version: 1,
-            name,
-            seed: raw.seed.value,
+            name: b.name,
+            seed: b.seed,
             data,
             model,
             training,
@@ -444,7 +509,8 @@ impl Checker<'_> {
                 dir,
                 checkpoints: outputs.checkpoints.unwrap_or(KeepCheckpoints::All),
             },
-            audit: self.audit(raw.audit.unwrap_or_default())?,
+            audit: self.audit(b.audit.unwrap_or_default())?,
+            stage,
             source: self.path.to_path_buf(),
         })
     }

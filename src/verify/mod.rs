@@ -116,6 +116,10 @@ pub enum CheckId {
     Replay,
     /// Audit: the recomputed validation losses.
     Validation,
+    /// Pipeline manifests: whether every stage completed.
+    Pipeline,
+    /// Pipeline manifests: one stage's deps, outs and provenance.
+    Stage,
 }
 
 impl CheckId {
@@ -153,6 +157,8 @@ impl CheckId {
             CheckId::Challenge => "challenge",
             CheckId::Replay => "replay",
             CheckId::Validation => "validation",
+            CheckId::Pipeline => "pipeline",
+            CheckId::Stage => "stage",
         }
     }
 }
@@ -315,6 +321,21 @@ pub fn verify(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
     Ok(report)
 }
 
+/// Whether the manifest's signatures satisfy the trust in `opts` (its `--key`s or policy): the
+/// signature checks of `verify` alone. `Err` says why not, in the words of the failing row.
+pub fn signatures_trusted(o: &manifest::Opened, opts: &Options) -> Result<(), String> {
+    let mut report = Report::default();
+    check_signatures(o, opts, &mut report);
+    match report
+        .checks
+        .iter()
+        .find(|c| matches!(c.status, Status::Fail | Status::Claimed | Status::Warn))
+    {
+        Some(c) => Err(format!("{}: {}", c.check, c.detail)),
+        None => Ok(()),
+    }
+}
+
 /// Read a manifest named on the command line (bounded, regular files only).
 pub fn read_manifest(path: &Path) -> Result<Vec<u8>, VerifyError> {
     crate::fsio::read_bounded(path, crate::fsio::MAX_DOCUMENT).map_err(|source| VerifyError::Read {
@@ -337,6 +358,10 @@ pub fn run_dir_of(manifest: &Path) -> &Path {
 pub fn check_files(path: &Path, st: &Statement, opts: &Options, report: &mut Report) {
     let dir = run_dir_of(path);
     let hasher = Hasher::new(None, true);
+    if let Some(ext) = &st.predicate.pipeline {
+        check_pipeline(path, st, ext, opts, report);
+        return;
+    }
     for s in &st.subject {
         check_file(CheckId::Subject, s, dir, &hasher, report);
     }
@@ -361,6 +386,215 @@ pub fn check_files(path: &Path, st: &Statement, opts: &Options, report: &mut Rep
     check_extras(path, st, &opts.allow_extra, report);
 }
 
+/// A pipeline manifest's files: subjects and external deps under the project root, the logs in
+/// the run directory, then every stage's deps and outs, and where a stage was reused, the
+/// manifest that recorded it running.
+fn check_pipeline(
+    path: &Path,
+    st: &Statement,
+    ext: &manifest::PipelineExtension,
+    opts: &Options,
+    report: &mut Report,
+) {
+    let dir = run_dir_of(path);
+    let hasher = Hasher::new(None, true);
+    let root = opts
+        .root
+        .clone()
+        .unwrap_or_else(|| crate::stages::rerun::project_root(path, ext.run_dir.as_deref()));
+    if ext.complete {
+        report.push_row(
+            CheckId::Pipeline,
+            Status::Pass,
+            format!(
+                "{}: every stage ran or was reused ({})",
+                ext.name,
+                ext.stages.len()
+            ),
+        );
+    } else {
+        report.push_row(
+            CheckId::Pipeline,
+            Status::Warn,
+            format!(
+                "{}: the run did not complete; only the {} stage(s) below are recorded",
+                ext.name,
+                ext.stages.len()
+            ),
+        );
+    }
+    for s in &st.subject {
+        if s.is_directory() {
+            check_tree(s, &root, &hasher, report);
+        } else {
+            check_file(CheckId::Subject, s, &root, &hasher, report);
+        }
+    }
+    for b in &st.predicate.run_details.byproducts {
+        check_file(CheckId::Byproduct, b, dir, &hasher, report);
+    }
+    for d in &st.predicate.build_definition.resolved_dependencies {
+        if d.uri.as_deref().is_some_and(|u| u.starts_with("file:")) {
+            if d.is_directory() {
+                check_tree(d, &root, &hasher, report);
+            } else {
+                check_file(CheckId::Dependency, d, &root, &hasher, report);
+            }
+        } else if d.name.as_deref() == Some("code") {
+            check_code(d, &root, report);
+        }
+    }
+    for rec in &ext.stages {
+        check_stage(rec, &root, opts, report);
+    }
+    check_extras(path, st, &opts.allow_extra, report);
+}
+
+/// One stage: its deps and outs as recorded, its training manifest, and for a reused stage the
+/// manifest that recorded it running (digest, same outs, signatures).
+fn check_stage(rec: &manifest::StageRecord, root: &Path, opts: &Options, report: &mut Report) {
+    let label = format!("stage {}", rec.name);
+    let hasher = Hasher::new(None, false);
+    let mut bad = Vec::new();
+    let manifest = rec.manifest.iter();
+    for d in rec.deps.iter().chain(&rec.outs).chain(manifest) {
+        let name = d.name.as_deref().unwrap_or_default();
+        let recorded = d
+            .digest
+            .get("blake3")
+            .map(String::as_str)
+            .unwrap_or_default();
+        let actual = crate::fsio::safe_join(root, name)
+            .map_err(|e| e.to_string())
+            .and_then(|p| hasher.hash_path(&p).map_err(|e| e.to_string()));
+        match actual {
+            Ok(crate::hash::Hashed::File(f)) if crate::hash::hex_eq(&f.blake3.hex(), recorded) => {}
+            Ok(crate::hash::Hashed::Dir(t)) if crate::hash::hex_eq(&t.blake3.hex(), recorded) => {}
+            Ok(_) => bad.push(format!("{name} changed")),
+            Err(_) => bad.push(format!("{name} missing")),
+        }
+    }
+    if !bad.is_empty() {
+        report.push(CheckId::Stage, label, Status::Fail, bad.join("; "));
+        return;
+    }
+    let how = match (rec.status, rec.exit_code) {
+        (manifest::StageStatus::Ran, Some(c)) => format!("ran (exit {c})"),
+        (manifest::StageStatus::Ran, None) => "ran".to_string(),
+        (manifest::StageStatus::Reused, _) => "reused".to_string(),
+    };
+    let detail = format!(
+        "{how}; {} dep(s) and {} out(s) match{}",
+        rec.deps.len(),
+        rec.outs.len(),
+        if rec.manifest.is_some() {
+            ", and its training manifest"
+        } else {
+            ""
+        }
+    );
+    let Some(by) = rec
+        .produced_by
+        .as_ref()
+        .filter(|_| rec.status == manifest::StageStatus::Reused)
+    else {
+        report.push(CheckId::Stage, label, Status::Pass, detail);
+        return;
+    };
+    let (status, why) = check_produced_by(rec, by, root, opts);
+    report.push(CheckId::Stage, label, status, format!("{detail}; {why}"));
+}
+
+/// Whether the manifest a reused stage names exists with its digest, records the stage running
+/// with the same outs, and is signed by a trusted key.
+fn check_produced_by(
+    rec: &manifest::StageRecord,
+    by: &manifest::ProducedBy,
+    root: &Path,
+    opts: &Options,
+) -> (Status, String) {
+    let bytes = match crate::fsio::safe_join(root, &by.manifest)
+        .map_err(|e| e.to_string())
+        .and_then(|p| {
+            crate::hash::read_pinned(&p, &by.blake3, crate::fsio::MAX_DOCUMENT)
+                .map_err(|e| e.to_string())
+        }) {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                Status::Fail,
+                format!(
+                    "the manifest it was reused from, {}, is not as recorded: {e}",
+                    by.manifest
+                ),
+            );
+        }
+    };
+    let Ok(opened) = manifest::open(&bytes) else {
+        return (Status::Fail, format!("{} is not a manifest", by.manifest));
+    };
+    let outs = |d: &[ResourceDescriptor]| -> Vec<(Option<String>, Option<String>)> {
+        d.iter()
+            .map(|x| (x.name.clone(), x.digest.get("blake3").cloned()))
+            .collect()
+    };
+    let same = opened
+        .statement
+        .predicate
+        .pipeline
+        .as_ref()
+        .is_some_and(|ext| {
+            ext.stages.iter().any(|s| {
+                s.name == rec.name
+                    && s.status == manifest::StageStatus::Ran
+                    && outs(&s.outs) == outs(&rec.outs)
+                    && s.cmd == rec.cmd
+            })
+        });
+    if !same {
+        return (
+            Status::Fail,
+            format!(
+                "{} does not record this stage running with these outs",
+                by.manifest
+            ),
+        );
+    }
+    let mut scratch = Report::default();
+    check_signatures(&opened, opts, &mut scratch);
+    if !scratch.ok() {
+        let why = scratch
+            .checks
+            .iter()
+            .find(|c| c.status == Status::Fail)
+            .map(|c| c.detail.clone())
+            .unwrap_or_default();
+        return (
+            Status::Fail,
+            format!(
+                "outs first recorded by {}, whose signature check fails: {why}",
+                by.manifest
+            ),
+        );
+    }
+    if scratch.claimed() > 0 || scratch.checks.iter().any(|c| c.status == Status::Warn) {
+        return (
+            Status::Claimed,
+            format!(
+                "outs first recorded by {} (its signers not checked against trusted keys)",
+                by.manifest
+            ),
+        );
+    }
+    (
+        Status::Pass,
+        format!(
+            "outs first recorded by {}, signed by a trusted key",
+            by.manifest
+        ),
+    )
+}
+
 /// The run directory must hold only what the manifest names, the manifest with its receipts and
 /// proofs, the run-directory marker, and the extras the verifier declared.
 fn check_extras(path: &Path, st: &Statement, allow: &[String], report: &mut Report) {
@@ -374,6 +608,10 @@ fn check_extras(path: &Path, st: &Statement, allow: &[String], report: &mut Repo
         .map(|a| a.trim_end_matches('/').to_string())
         .collect();
     expected.insert(crate::run_dir::MARKER.to_string());
+    if st.predicate.pipeline.is_some() {
+        expected.insert(crate::stages::LOGS.to_string());
+        expected.insert(crate::stages::HISTORY.to_string());
+    }
     for name in st
         .subject
         .iter()

@@ -53,10 +53,9 @@ fn audit_help_names_its_challenge_sources() {
 fn help_documents_exit_codes_and_usage_errors_exit_2() {
     let ws = Workspace::new();
     let help = ws.run(&["run", "--help"]).success();
-    assert!(
-        help.stdout
-            .contains("Exit codes: 0 success; 1 verification or audit failed; 2 usage")
-    );
+    assert!(help.stdout.contains(
+        "Exit codes: 0 success; 1 verification or audit failed, a pipeline stage failed"
+    ));
     assert!(help.stdout.contains("--resume"));
     let bad = ws.run(&["run", "x.yaml", "--device", "tpu"]);
     assert_eq!(bad.code, 2);

@@ -26,4 +26,6 @@ mod snapshots;
 #[cfg(feature = "train")]
 mod spec_errors;
 #[cfg(feature = "train")]
+mod stages;
+#[cfg(feature = "train")]
 mod wgpu;

@@ -10,17 +10,30 @@ use auditai::pipeline::{self, Event, RunOptions, RunReport};
 use auditai::sign;
 use auditai::train::{Metrics, Progress};
 
+use auditai::spec::SpecFile;
+
 use super::super::printer::Printer;
+use super::super::stages;
 use super::super::{EXIT_OK, hints, write_json};
 use super::RunArgs;
 
 pub(in crate::cli) fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    if let SpecFile::Pipeline(_) = SpecFile::load(&args.spec)? {
+        return pipeline_run(args);
+    }
+    if !args.stage.is_empty() || args.jobs.is_some() || args.dry_run {
+        anyhow::bail!(
+            "--stage, --jobs and --dry-run apply to multi-stage specs (with `stages:`); {} is a single training spec",
+            args.spec.display()
+        );
+    }
     let opts = RunOptions {
         spec: args.spec.clone(),
         device: args.device.map(Into::into),
         out: args.out.clone(),
         resume: args.resume,
         force: args.force,
+        stage: None,
     };
     let key = sign::signing_key(args.key.as_deref())?;
     let commit_anchor = match (args.anchor_commitment, args.target.any()) {
@@ -50,6 +63,39 @@ pub(in crate::cli) fn run(args: &RunArgs) -> anyhow::Result<u8> {
     }
     out.flush()?;
     Ok(EXIT_OK)
+}
+
+fn pipeline_run(args: &RunArgs) -> anyhow::Result<u8> {
+    if args.resume {
+        anyhow::bail!(
+            "--resume applies to single training specs; a multi-stage run skips the stages that are up to date by itself"
+        );
+    }
+    if args.anchor_commitment || args.target.any() {
+        anyhow::bail!(
+            "--anchor-commitment applies to single training specs; anchor a pipeline's manifest with `auditai anchor`"
+        );
+    }
+    let key = if args.dry_run {
+        None
+    } else {
+        sign::signing_key(args.key.as_deref())?
+    };
+    stages::run_pipeline(
+        &stages::PipelineRun {
+            spec: args.spec.clone(),
+            out: args.out.clone(),
+            stages: args.stage.clone(),
+            no_upstream: args.no_upstream,
+            force: args.force,
+            jobs: args.jobs.map(usize::from),
+            dry_run: args.dry_run,
+            json: args.json,
+            quiet: args.quiet,
+            device: args.device.map(Into::into),
+        },
+        key.as_ref().map(|(k, _)| k),
+    )
 }
 
 /// Progress bar per epoch when stderr is a terminal; one line per epoch otherwise.

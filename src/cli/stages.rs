@@ -1,0 +1,416 @@
+//! Multi-stage pipelines on the command line: `auditai run` of a spec with `stages:`,
+//! `auditai status`, and `auditai audit --rerun`. Progress on stderr, results on stdout.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use tabled::builder::Builder;
+use tabled::settings::Style;
+
+use auditai::stages::rerun::RerunReport;
+use auditai::stages::{self, Planned, Project};
+#[cfg(feature = "train")]
+use auditai::stages::{Event, Outcome, PipelineReport};
+
+#[cfg(feature = "train")]
+use super::printer::Printer;
+use super::{EXIT_ERROR, EXIT_FAILED, EXIT_OK, clean, write_json};
+
+#[cfg(feature = "train")]
+/// Exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+pub(super) const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Debug, clap::Args)]
+pub(super) struct StatusArgs {
+    /// The pipeline spec (YAML with `stages:`).
+    spec: PathBuf,
+    /// Only these stages and their upstream stages (repeatable).
+    #[arg(long, value_name = "NAME")]
+    stage: Vec<String>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `auditai status`: which stages are stale and why. Exit 0 when up to date, 1 when stale.
+pub(super) fn status_cmd(args: &StatusArgs) -> anyhow::Result<u8> {
+    let project = Project::open(&args.spec)?;
+    let selection = project.select(&args.stage, true)?;
+    let plan = stages::plan(&project, &selection, false)?;
+    let stale = plan.iter().filter(|p| !p.up_to_date()).count();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        write_json(
+            &mut out,
+            &PlanJson {
+                schema: "auditai.pipeline-status/v1",
+                up_to_date: stale == 0,
+                lock: &project.lock_path,
+                stages: &plan,
+            },
+        )?;
+    } else {
+        write_plan(&mut out, &plan, "up to date", "stale")?;
+        if stale == 0 {
+            writeln!(out, "pipeline {}: up to date", project.spec.name)?;
+        } else {
+            writeln!(
+                out,
+                "pipeline {}: {stale} of {} stage(s) stale",
+                project.spec.name,
+                plan.len()
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(if stale == 0 { EXIT_OK } else { EXIT_FAILED })
+}
+
+#[derive(serde::Serialize)]
+struct PlanJson<'a> {
+    /// `auditai.pipeline-status/v1` or `auditai.pipeline-plan/v1`.
+    schema: &'static str,
+    up_to_date: bool,
+    lock: &'a std::path::Path,
+    stages: &'a [Planned],
+}
+
+fn write_plan(
+    out: &mut dyn Write,
+    plan: &[Planned],
+    fresh: &str,
+    stale: &str,
+) -> std::io::Result<()> {
+    let mut b = Builder::default();
+    b.push_record(["stage", "kind", "state", "why"]);
+    for p in plan {
+        let why: Vec<String> = p.why.iter().map(|w| clean(&w.to_string())).collect();
+        b.push_record([
+            p.stage.clone(),
+            p.kind.to_string(),
+            if p.up_to_date() { fresh } else { stale }.to_string(),
+            why.join("; "),
+        ]);
+    }
+    writeln!(out, "{}", b.build().with(Style::sharp()))
+}
+
+#[cfg(feature = "train")]
+/// The pipeline flags of `auditai run`.
+pub(super) struct PipelineRun {
+    pub spec: PathBuf,
+    pub out: Option<PathBuf>,
+    pub stages: Vec<String>,
+    pub no_upstream: bool,
+    pub force: bool,
+    pub jobs: Option<usize>,
+    pub dry_run: bool,
+    pub json: bool,
+    pub quiet: bool,
+    pub device: Option<auditai::spec::DeviceChoice>,
+}
+
+#[cfg(feature = "train")]
+/// `auditai run` of a multi-stage spec.
+pub(super) fn run_pipeline(
+    args: &PipelineRun,
+    key: Option<&auditai::sign::SecretKey>,
+) -> anyhow::Result<u8> {
+    if args.dry_run {
+        let project = Project::open(&args.spec)?;
+        let selection = project.select(&args.stages, !args.no_upstream)?;
+        let plan = stages::plan(&project, &selection, args.force)?;
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            write_json(
+                &mut out,
+                &PlanJson {
+                    schema: "auditai.pipeline-plan/v1",
+                    up_to_date: plan.iter().all(Planned::up_to_date),
+                    lock: &project.lock_path,
+                    stages: &plan,
+                },
+            )?;
+        } else {
+            write_plan(&mut out, &plan, "would reuse", "would run")?;
+            writeln!(out, "dry run: nothing was run or written")?;
+        }
+        out.flush()?;
+        return Ok(EXIT_OK);
+    }
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(std::num::NonZero::get)
+            .unwrap_or(1)
+    });
+    let opts = stages::RunOptions {
+        spec: args.spec.clone(),
+        out: args.out.clone(),
+        stages: args.stages.clone(),
+        no_upstream: args.no_upstream,
+        force: args.force,
+        jobs,
+        device: args.device,
+    };
+    stages::install_interrupt_handler();
+    let printer = Printer::new(args.quiet);
+    if key.is_none() {
+        printer.line("notice: no signing key (--key, AUDITAI_SIGNING_KEY or AUDITAI_SIGNING_KEY_FILE); the manifest will be unsigned");
+    }
+    let report = stages::run(&opts, key, &mut |e| event(&printer, e))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        write_json(
+            &mut out,
+            &ReportJson {
+                schema: "auditai.pipeline-report/v1",
+                signed: !report.signers.is_empty(),
+                report: &report,
+            },
+        )?;
+    } else {
+        write_report(&mut out, &report)?;
+    }
+    out.flush()?;
+    Ok(if report.interrupted {
+        EXIT_INTERRUPTED
+    } else if report.ok {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
+}
+
+#[cfg(feature = "train")]
+#[derive(serde::Serialize)]
+struct ReportJson<'a> {
+    /// `auditai.pipeline-report/v1`.
+    schema: &'static str,
+    signed: bool,
+    #[serde(flatten)]
+    report: &'a PipelineReport,
+}
+
+#[cfg(feature = "train")]
+fn event(printer: &Printer, e: Event<'_>) {
+    match e {
+        Event::Plan { .. } => {}
+        Event::Started { stage, why } => {
+            let why: Vec<String> = why.iter().map(ToString::to_string).collect();
+            printer.line(&clean(&format!("[{stage}] started ({})", why.join("; "))));
+        }
+        Event::Output { stage, line } => printer.line(&clean(&format!("[{stage}] {line}"))),
+        Event::Finished {
+            stage,
+            outcome,
+            done,
+            total,
+        } => {
+            let what = match outcome {
+                Outcome::Ran { seconds, .. } => format!("done in {seconds:.2} s"),
+                Outcome::Reused => "up to date, reused".to_string(),
+                Outcome::Failed { error } => format!("FAILED: {error}"),
+                Outcome::Blocked { after } => format!("not run: {after} failed"),
+                Outcome::Interrupted => "interrupted".to_string(),
+            };
+            printer.line(&clean(&format!("[{stage}] {what} ({done}/{total} stages)")));
+        }
+        Event::Notice(m) => printer.line(&clean(&format!("notice: {m}"))),
+    }
+}
+
+#[cfg(feature = "train")]
+fn write_report(out: &mut dyn Write, r: &PipelineReport) -> std::io::Result<()> {
+    let mut b = Builder::default();
+    b.push_record(["stage", "kind", "result", "seconds", "why"]);
+    for s in &r.stages {
+        let (result, secs, why) = match &s.outcome {
+            Outcome::Ran { seconds, why } => (
+                "ran".to_string(),
+                format!("{seconds:.2}"),
+                why.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            Outcome::Reused => ("reused".into(), String::new(), "up to date".into()),
+            Outcome::Failed { error } => ("FAILED".into(), String::new(), error.clone()),
+            Outcome::Blocked { after } => {
+                ("not run".into(), String::new(), format!("{after} failed"))
+            }
+            Outcome::Interrupted => ("interrupted".into(), String::new(), String::new()),
+        };
+        b.push_record([
+            s.stage.clone(),
+            s.kind.to_string(),
+            result,
+            secs,
+            clean(&why),
+        ]);
+    }
+    writeln!(out, "{}", b.build().with(Style::sharp()))?;
+    let mut m = Builder::default();
+    let mut any = false;
+    m.push_record(["stage", "metric", "value"]);
+    for s in &r.stages {
+        for (file, value) in &s.metrics {
+            let mut flat = Vec::new();
+            flatten("", value, &mut flat);
+            for (k, v) in flat {
+                any = true;
+                m.push_record([s.stage.clone(), clean(&format!("{file}: {k}")), clean(&v)]);
+            }
+        }
+    }
+    if any {
+        writeln!(out, "metrics:")?;
+        writeln!(out, "{}", m.build().with(Style::sharp()))?;
+    }
+    let signed = match r.signers.as_slice() {
+        [] => "unsigned".to_string(),
+        keys => format!("signed by {}", keys.join(", ")),
+    };
+    match (&r.manifest, r.unchanged) {
+        (Some(m), true) => writeln!(
+            out,
+            "pipeline {}: up to date; manifest {} unchanged",
+            r.name,
+            m.display()
+        )?,
+        (Some(m), false) => writeln!(out, "manifest: {} ({signed})", m.display())?,
+        (None, _) => match &r.history_manifest {
+            Some(h) => writeln!(
+                out,
+                "the pipeline did not complete; completed stages recorded in {} ({signed})",
+                h.display()
+            )?,
+            None => writeln!(out, "the pipeline did not complete; nothing was recorded")?,
+        },
+    }
+    writeln!(out, "lock: {}", r.lock.display())
+}
+
+#[cfg(feature = "train")]
+/// Scalars of a metrics document as `key.sub = value` pairs (at most 64).
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    if out.len() >= 64 {
+        return;
+    }
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, x, out);
+            }
+        }
+        serde_json::Value::Number(n) => out.push((
+            prefix.to_string(),
+            match n.as_f64() {
+                Some(f) if n.is_f64() => format!("{f:.4}"),
+                _ => n.to_string(),
+            },
+        )),
+        serde_json::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        serde_json::Value::Bool(b) => out.push((prefix.to_string(), b.to_string())),
+        _ => {}
+    }
+}
+
+/// `auditai audit MANIFEST --rerun STAGE`.
+pub(super) fn rerun_cmd(
+    manifest: &std::path::Path,
+    stage: &str,
+    root: Option<&std::path::Path>,
+    trust: Option<&auditai::verify::Options>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let trust = match trust {
+        Some(opts) => stages::rerun::Trust::Signers(opts),
+        None => stages::rerun::Trust::Unchecked,
+    };
+    let report = match stages::rerun::rerun(manifest, stage, root, &trust) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}", clean(&e.to_string()));
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        #[derive(serde::Serialize)]
+        struct J<'a> {
+            schema: &'static str,
+            verdict: &'static str,
+            #[serde(flatten)]
+            report: &'a RerunReport,
+        }
+        write_json(
+            &mut out,
+            &J {
+                schema: "auditai.rerun-report/v1",
+                verdict: if report.reproduced {
+                    "reproduced"
+                } else {
+                    "differs"
+                },
+                report: &report,
+            },
+        )?;
+    } else {
+        let mut b = Builder::default();
+        b.push_record(["out", "result", "recorded blake3", "rerun blake3"]);
+        for o in &report.outs {
+            let result = if o.same {
+                "identical".to_string()
+            } else if o.rerun.is_none() {
+                "MISSING".to_string()
+            } else if o.differing.is_empty() {
+                "DIFFERS".to_string()
+            } else {
+                format!("DIFFERS: {}", o.differing.join(", "))
+            };
+            b.push_record([
+                clean(&o.path),
+                clean(&result),
+                o.recorded.clone(),
+                o.rerun.clone().unwrap_or_default(),
+            ]);
+        }
+        writeln!(out, "{}", b.build().with(Style::sharp()))?;
+        if let Some(t) = &report.stderr_tail {
+            writeln!(out, "the rerun's stderr ends with:")?;
+            for line in t.lines() {
+                writeln!(out, "  {}", clean(line))?;
+            }
+        }
+        if !report.missing_secrets.is_empty() {
+            writeln!(
+                out,
+                "note: secret variable(s) {} were not set for the rerun",
+                report.missing_secrets.join(", ")
+            )?;
+        }
+        let code = report
+            .exit_code
+            .map_or("a signal".to_string(), |c| format!("exit status {c}"));
+        if report.reproduced {
+            writeln!(
+                out,
+                "stage {}: reproduced ({code}; every out bitwise identical)",
+                report.stage
+            )?;
+        } else {
+            writeln!(out, "stage {}: NOT reproduced ({code})", report.stage)?;
+        }
+    }
+    out.flush()?;
+    Ok(if report.reproduced {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
+}

@@ -1,0 +1,700 @@
+//! Multi-stage pipeline specs: a `stages:` map of command stages and training stages.
+//!
+//! Owns the stage format and every check the spec alone allows: names, the shape of each stage,
+//! paths written as relative paths (normalised against the spec's directory and the stage's
+//! `wdir`), `params` keys that exist, `env` names that may be passed. The graph (who produces
+//! what, cycles, the project root) is [`crate::stages`]'s. Reads the spec file and nothing else.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::raw::{RawAudit, RawData, RawModel, RawOutputs, RawTraining, Sp};
+use super::{Body, Checker, Located, Spec, SpecError, located, name_ok, pos, yaml_error};
+
+/// Most stages in one pipeline.
+pub const MAX_STAGES: usize = 1024;
+/// Most deps or outs of one stage.
+pub const MAX_PATHS: usize = 4096;
+
+/// Environment variables a stage may never see: the signing key auditai itself reads.
+const FORBIDDEN_ENV: [&str; 2] = ["AUDITAI_SIGNING_KEY", "AUDITAI_SIGNING_KEY_FILE"];
+
+/// A spec file: a single training spec, or a multi-stage pipeline (it has `stages:`).
+#[derive(Debug, Clone)]
+pub enum SpecFile {
+    /// Today's single-training spec (a one-stage pipeline with its own run-directory layout).
+    Single(Box<Spec>),
+    /// A spec with `stages:`.
+    Pipeline(PipelineSpec),
+}
+
+impl SpecFile {
+    /// Read and validate a spec file of either kind.
+    pub fn load(path: &Path) -> Result<SpecFile, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        SpecFile::parse(&text, path)
+    }
+
+    /// Validate spec text of either kind.
+    pub fn parse(text: &str, path: &Path) -> Result<SpecFile, SpecError> {
+        #[derive(Deserialize)]
+        struct Probe {
+            #[serde(default)]
+            stages: Option<IgnoredAny>,
+        }
+        let pipeline = match serde_saphyr::from_str::<Probe>(text) {
+            Ok(probe) => probe.stages.is_some(),
+            // Malformed YAML: report it with the parser of the kind the text looks like.
+            Err(_) => text.lines().any(|l| l.starts_with("stages:")),
+        };
+        if pipeline {
+            PipelineSpec::parse(text, path).map(SpecFile::Pipeline)
+        } else {
+            Spec::parse(text, path).map(|s| SpecFile::Single(Box::new(s)))
+        }
+    }
+}
+
+/// A validated multi-stage pipeline spec.
+#[derive(Debug, Clone)]
+pub struct PipelineSpec {
+    /// Pipeline name.
+    pub name: String,
+    /// The pipeline's seed (training stages without their own `seed` use it).
+    pub seed: Option<u64>,
+    /// The `params:` values stages may read.
+    pub params: BTreeMap<String, Value>,
+    /// The stages, in the order written.
+    pub stages: Vec<Stage>,
+    /// The pipeline's run directory (logs, manifest); default `runs/<name>`.
+    pub run_dir: String,
+    /// The spec file.
+    pub source: PathBuf,
+}
+
+/// One stage. Paths are relative to the spec's directory, normalised (`a/../b` is `b`), and
+/// may start with `../`; the runner checks they stay inside the project.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// The stage name (the key under `stages:`).
+    pub name: Located<String>,
+    /// Files and directories the stage reads.
+    pub deps: Vec<Located<String>>,
+    /// Files and directories the stage writes (metrics files included).
+    pub outs: Vec<Located<String>>,
+    /// JSON metrics files among the outs.
+    pub metrics: Vec<String>,
+    /// Outs that are subjects of the manifest even when a later stage consumes them.
+    pub subjects: Vec<String>,
+    /// What the stage does.
+    pub kind: StageKind,
+}
+
+/// A command stage or a training stage.
+#[derive(Debug, Clone)]
+pub enum StageKind {
+    /// A shell command.
+    Command(CommandStage),
+    /// auditai's own training (the training spec sections); its one out is its run directory.
+    Train(Box<Spec>),
+}
+
+/// A command stage's command and what it may see.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CommandStage {
+    /// The command line, run by `sh -c`.
+    pub cmd: String,
+    /// Working directory, relative to the spec's directory.
+    pub wdir: String,
+    /// The declared params and their values (passed as JSON in `AUDITAI_PARAMS`).
+    pub params: BTreeMap<String, Value>,
+    /// Environment variables passed through; names and values are recorded.
+    pub env: Vec<String>,
+    /// Environment variables passed through whose values are never recorded.
+    pub secret_env: Vec<String>,
+}
+
+impl Stage {
+    /// The stage's command, when it is a command stage.
+    pub fn command(&self) -> Option<&CommandStage> {
+        match &self.kind {
+            StageKind::Command(c) => Some(c),
+            StageKind::Train(_) => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    version: Sp<u32>,
+    name: Sp<String>,
+    #[serde(default)]
+    seed: Option<Sp<u64>>,
+    #[serde(default)]
+    params: Option<Sp<Value>>,
+    stages: Sp<Entries<RawStage>>,
+    #[serde(default)]
+    outputs: Option<RawPipelineOutputs>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipelineOutputs {
+    #[serde(default)]
+    dir: Option<Sp<String>>,
+}
+
+type PathList = Option<Sp<Vec<Sp<String>>>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    #[serde(default)]
+    cmd: Option<Sp<String>>,
+    #[serde(default)]
+    wdir: Option<Sp<String>>,
+    #[serde(default)]
+    deps: PathList,
+    #[serde(default)]
+    outs: PathList,
+    #[serde(default)]
+    metrics: PathList,
+    #[serde(default)]
+    subjects: PathList,
+    #[serde(default)]
+    params: PathList,
+    #[serde(default)]
+    env: PathList,
+    #[serde(default)]
+    secret_env: PathList,
+    // A training stage.
+    #[serde(default)]
+    seed: Option<Sp<u64>>,
+    #[serde(default)]
+    data: Option<RawData>,
+    #[serde(default)]
+    model: Option<Sp<RawModel>>,
+    #[serde(default)]
+    training: Option<RawTraining>,
+    #[serde(default)]
+    audit: Option<RawAudit>,
+    #[serde(default)]
+    outputs: Option<RawOutputs>,
+    #[serde(default)]
+    out: Option<Sp<String>>,
+}
+
+/// A YAML mapping read in the order written, keys with their positions.
+struct Entries<V>(Vec<(Sp<String>, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V2<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for V2<V> {
+            type Value = Entries<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of stage names to stages")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<V>, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<Sp<String>, V>()? {
+                    if out.len() >= MAX_STAGES {
+                        return Err(serde::de::Error::custom(format!(
+                            "a pipeline has at most {MAX_STAGES} stages"
+                        )));
+                    }
+                    out.push((k, v));
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(V2(std::marker::PhantomData))
+    }
+}
+
+impl PipelineSpec {
+    /// Validate a pipeline spec's text; `path` is used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<PipelineSpec, SpecError> {
+        let raw: RawPipeline = serde_saphyr::from_str(text).map_err(|e| yaml_error(&e, path))?;
+        Checker { path }.pipeline(raw)
+    }
+
+    /// The spec file's directory, which every stage path is relative to.
+    pub fn base(&self) -> &Path {
+        self.source
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+    }
+
+    /// The stage called `name`.
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.name.value == name)
+    }
+}
+
+impl Checker<'_> {
+    fn pipeline(&self, raw: RawPipeline) -> Result<PipelineSpec, SpecError> {
+        let name = self.header(&raw.version, &raw.name)?;
+        let params = match raw.params {
+            None => BTreeMap::new(),
+            Some(p) => match p.value {
+                Value::Object(m) => m.into_iter().collect(),
+                Value::Null => BTreeMap::new(),
+                _ => return self.fail(pos(&p), "params must be a mapping of names to values"),
+            },
+        };
+        if raw.stages.value.0.is_empty() {
+            return self.fail(pos(&raw.stages), "stages must name at least one stage");
+        }
+        let run_dir = match raw.outputs.and_then(|o| o.dir) {
+            Some(d) if d.value.trim().is_empty() => {
+                return self.fail(pos(&d), "outputs.dir must not be empty");
+            }
+            Some(d) => d.value,
+            None => format!("runs/{name}"),
+        };
+        let seed = raw.seed.map(|s| s.value);
+        let mut stages: Vec<Stage> = Vec::new();
+        for (key, stage) in raw.stages.value.0 {
+            if !name_ok(&key.value) {
+                return self.fail(
+                    pos(&key),
+                    format!(
+                        "stage name `{}` must be 1-128 characters of letters, digits, `-`, `_` or `.`, not starting with `.`",
+                        key.value
+                    ),
+                );
+            }
+            if stages.iter().any(|s| s.name.value == key.value) {
+                return self.fail(pos(&key), format!("stage `{}` is defined twice", key.value));
+            }
+            stages.push(self.stage(&name, seed, &params, key, stage)?);
+        }
+        Ok(PipelineSpec {
+            name,
+            seed,
+            params,
+            stages,
+            run_dir,
+            source: self.path.to_path_buf(),
+        })
+    }
+
+    fn stage(
+        &self,
+        pipeline: &str,
+        seed: Option<u64>,
+        params: &BTreeMap<String, Value>,
+        key: Sp<String>,
+        raw: RawStage,
+    ) -> Result<Stage, SpecError> {
+        let at = pos(&key);
+        let name = key.value.clone();
+        let training = raw.data.is_some()
+            || raw.model.is_some()
+            || raw.training.is_some()
+            || raw.audit.is_some();
+        match (&raw.cmd, training) {
+            (Some(c), true) => {
+                return self.fail(
+                    pos(c),
+                    format!(
+                        "stage `{name}` has both `cmd` and training sections; a stage is either a command or a training stage"
+                    ),
+                );
+            }
+            (None, false) => {
+                return self.fail(
+                    at,
+                    format!(
+                        "stage `{name}` needs `cmd` (a command stage) or `data` and `model` (a training stage)"
+                    ),
+                );
+            }
+            _ => {}
+        }
+        if let Some(c) = raw.cmd.clone() {
+            return self.command_stage(key, c, params, raw);
+        }
+        for (field, present) in [
+            ("wdir", raw.wdir.as_ref().map(pos)),
+            ("deps", raw.deps.as_ref().map(pos)),
+            ("outs", raw.outs.as_ref().map(pos)),
+            ("params", raw.params.as_ref().map(pos)),
+            ("env", raw.env.as_ref().map(pos)),
+            ("secret_env", raw.secret_env.as_ref().map(pos)),
+            ("metrics", raw.metrics.as_ref().map(pos)),
+            ("subjects", raw.subjects.as_ref().map(pos)),
+        ] {
+            if let Some(p) = present {
+                return self.fail(
+                    p,
+                    format!(
+                        "`{field}` belongs to command stages; training stage `{name}` reads data.path and writes its run directory `out`"
+                    ),
+                );
+            }
+        }
+        let (Some(data), Some(model)) = (raw.data, raw.model) else {
+            return self.fail(
+                at,
+                format!("training stage `{name}` needs both `data` and `model`"),
+            );
+        };
+        let seed = match (raw.seed, seed) {
+            (Some(s), _) => s.value,
+            (None, Some(s)) => s,
+            (None, None) => {
+                return self.fail(
+                    at,
+                    format!(
+                        "training stage `{name}` needs a `seed` (its own, or the pipeline's top-level seed)"
+                    ),
+                );
+            }
+        };
+        if let Some(o) = raw.outputs.as_ref().and_then(|o| o.dir.as_ref()) {
+            return self.fail(
+                pos(o),
+                format!(
+                    "training stage `{name}` names its run directory with `out`, not outputs.dir"
+                ),
+            );
+        }
+        let out = match raw.out {
+            Some(o) => self.path_in(".", &o)?,
+            None => Located {
+                value: normalize(".", &format!("models/{name}")).unwrap_or_default(),
+                pos: at,
+            },
+        };
+        let dep = self.path_in(".", &data.path)?;
+        let checkpoints = raw.outputs.and_then(|o| o.checkpoints);
+        let mut spec = self.training_spec(
+            Body {
+                name: format!("{pipeline}-{name}"),
+                seed,
+                data,
+                model,
+                training: raw.training,
+                outputs: Some(RawOutputs {
+                    dir: None,
+                    checkpoints,
+                }),
+                audit: raw.audit,
+            },
+            Some(name.clone()),
+        )?;
+        spec.outputs.dir = out.value.clone();
+        Ok(Stage {
+            name: located(key),
+            deps: vec![dep],
+            outs: vec![out.clone()],
+            metrics: Vec::new(),
+            subjects: vec![out.value],
+            kind: StageKind::Train(Box::new(spec)),
+        })
+    }
+
+    fn command_stage(
+        &self,
+        key: Sp<String>,
+        cmd: Sp<String>,
+        params: &BTreeMap<String, Value>,
+        raw: RawStage,
+    ) -> Result<Stage, SpecError> {
+        let name = key.value.clone();
+        if let Some(p) = [
+            raw.seed.as_ref().map(pos),
+            raw.outputs.as_ref().and_then(|o| o.dir.as_ref()).map(pos),
+            raw.out.as_ref().map(pos),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        {
+            return self.fail(
+                p,
+                format!("`seed`, `out` and `outputs` belong to training stages, not command stage `{name}`"),
+            );
+        }
+        if cmd.value.trim().is_empty() || cmd.value.contains('\0') {
+            return self.fail(
+                pos(&cmd),
+                format!("stage `{name}`: cmd must be a command line"),
+            );
+        }
+        let wdir = match &raw.wdir {
+            Some(w) => self.path_in(".", w)?.value,
+            None => ".".to_string(),
+        };
+        let paths = |list: PathList| -> Result<Vec<Located<String>>, SpecError> {
+            let Some(list) = list else {
+                return Ok(Vec::new());
+            };
+            if list.value.len() > MAX_PATHS {
+                return self.fail(pos(&list), format!("at most {MAX_PATHS} paths per list"));
+            }
+            list.value.iter().map(|p| self.path_in(&wdir, p)).collect()
+        };
+        let deps = paths(raw.deps)?;
+        let mut outs = paths(raw.outs)?;
+        let metrics = paths(raw.metrics)?;
+        let subjects = paths(raw.subjects)?;
+        for m in &metrics {
+            if !outs.iter().any(|o| o.value == m.value) {
+                outs.push(m.clone());
+            }
+        }
+        for (i, o) in outs.iter().enumerate() {
+            if outs[..i].iter().any(|p| p.value == o.value) {
+                return self.fail(
+                    o.pos,
+                    format!("stage `{name}` lists out `{}` twice", o.value),
+                );
+            }
+            if deps.iter().any(|d| d.value == o.value) {
+                return self.fail(
+                    o.pos,
+                    format!(
+                        "stage `{name}` lists `{}` as both a dep and an out",
+                        o.value
+                    ),
+                );
+            }
+        }
+        for s in &subjects {
+            if !outs.iter().any(|o| o.value == s.value) {
+                return self.fail(
+                    s.pos,
+                    format!(
+                        "stage `{name}`: subject `{}` is not one of its outs",
+                        s.value
+                    ),
+                );
+            }
+        }
+        let mut chosen = BTreeMap::new();
+        for key in raw.params.map(|p| p.value).unwrap_or_default() {
+            match lookup(params, &key.value) {
+                Some(v) => {
+                    chosen.insert(key.value.clone(), v.clone());
+                }
+                None => {
+                    return self.fail(
+                        pos(&key),
+                        format!(
+                            "stage `{name}` reads param `{}`, which the spec's params: does not define",
+                            key.value
+                        ),
+                    );
+                }
+            }
+        }
+        let env_names = |list: PathList| -> Result<Vec<String>, SpecError> {
+            let mut out = Vec::new();
+            for n in list.map(|l| l.value).unwrap_or_default() {
+                let valid = n
+                    .value
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && n.value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return self.fail(
+                        pos(&n),
+                        format!("`{}` is not an environment variable name", n.value),
+                    );
+                }
+                if FORBIDDEN_ENV.contains(&n.value.as_str()) {
+                    return self.fail(
+                        pos(&n),
+                        format!(
+                            "{} holds auditai's signing key; no stage may see it",
+                            n.value
+                        ),
+                    );
+                }
+                if n.value.starts_with("AUDITAI_") {
+                    return self.fail(
+                        pos(&n),
+                        format!(
+                            "{}: AUDITAI_ variables are set by auditai, not passed through",
+                            n.value
+                        ),
+                    );
+                }
+                out.push(n.value);
+            }
+            Ok(out)
+        };
+        let env = env_names(raw.env)?;
+        let secret_env = env_names(raw.secret_env)?;
+        Ok(Stage {
+            name: located(key),
+            deps,
+            metrics: metrics.into_iter().map(|m| m.value).collect(),
+            subjects: subjects.into_iter().map(|s| s.value).collect(),
+            outs,
+            kind: StageKind::Command(CommandStage {
+                cmd: cmd.value,
+                wdir,
+                params: chosen,
+                env,
+                secret_env,
+            }),
+        })
+    }
+
+    /// A path written in the spec, relative to `wdir` (itself relative to the spec's directory),
+    /// normalised to a path relative to the spec's directory.
+    fn path_in(&self, wdir: &str, p: &Sp<String>) -> Result<Located<String>, SpecError> {
+        if Path::new(&p.value).is_absolute() {
+            return self.fail(
+                pos(p),
+                format!(
+                    "`{}` is absolute; stage paths are relative to the spec's directory",
+                    p.value
+                ),
+            );
+        }
+        match normalize(wdir, &p.value) {
+            Some(value) => Ok(Located { value, pos: pos(p) }),
+            None => self.fail(pos(p), format!("`{}` is not a usable path", p.value)),
+        }
+    }
+}
+
+/// `wdir/p` with `.` and `..` resolved lexically, `/`-separated; `.` for the directory itself.
+/// `None` for an empty path or one with a NUL byte.
+fn normalize(wdir: &str, p: &str) -> Option<String> {
+    if p.trim().is_empty() || p.contains('\0') || p.contains('\\') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in wdir.split('/').chain(p.split('/')) {
+        match part {
+            "" | "." => {}
+            ".." => match parts.last() {
+                Some(&last) if last != ".." => {
+                    parts.pop();
+                }
+                _ => parts.push(".."),
+            },
+            other => parts.push(other),
+        }
+    }
+    Some(if parts.is_empty() {
+        ".".to_string()
+    } else {
+        parts.join("/")
+    })
+}
+
+/// The value at a dotted key (`train.lr`) of the params mapping.
+fn lookup<'a>(params: &'a BTreeMap<String, Value>, key: &str) -> Option<&'a Value> {
+    let mut parts = key.split('.');
+    let mut v = params.get(parts.next()?)?;
+    for part in parts {
+        v = v.as_object()?.get(part)?;
+    }
+    Some(v)
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<PipelineSpec, String> {
+        PipelineSpec::parse(yaml, Path::new("p/pipeline.yaml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn normalizes_paths_against_wdir() {
+        assert_eq!(normalize("a", "../b/./c").as_deref(), Some("b/c"));
+        assert_eq!(normalize(".", "../x").as_deref(), Some("../x"));
+        assert_eq!(normalize("a", "..").as_deref(), Some("."));
+        assert_eq!(normalize(".", ""), None);
+    }
+
+    #[test]
+    fn command_and_training_stages() {
+        let p = parse(
+            "version: 1\nname: hc\nseed: 3\nparams:\n  clean:\n    min: 2\nstages:\n  clean:\n    cmd: python3 clean.py\n    wdir: scripts\n    deps: [clean.py, ../raw.csv]\n    outs: [../build/clean.csv]\n    metrics: [../build/m.json]\n    params: [clean.min]\n    env: [LANG]\n  train:\n    data: {path: build/clean.csv, label: y, task: classification}\n    model: {type: mlp}\n",
+        )
+        .unwrap();
+        assert_eq!(p.stages.len(), 2);
+        let clean = &p.stages[0];
+        assert_eq!(clean.deps[0].value, "scripts/clean.py");
+        assert_eq!(clean.deps[1].value, "raw.csv");
+        assert_eq!(clean.outs.len(), 2);
+        let c = clean.command().unwrap();
+        assert_eq!(c.params["clean.min"], serde_json::json!(2));
+        let train = &p.stages[1];
+        assert_eq!(train.outs[0].value, "models/train");
+        assert_eq!(train.deps[0].value, "build/clean.csv");
+        match &train.kind {
+            StageKind::Train(s) => {
+                assert_eq!(s.stage.as_deref(), Some("train"));
+                assert_eq!(s.seed, 3);
+            }
+            StageKind::Command(_) => panic!("not a training stage"),
+        }
+        assert_eq!(p.run_dir, "runs/hc");
+    }
+
+    #[test]
+    fn refusals_name_the_position() {
+        let cases = [
+            ("stages:\n  a:\n    deps: [x]\n", "4:3", "needs `cmd`"),
+            (
+                "stages:\n  a:\n    cmd: x\n    params: [nope]\n",
+                "6:14",
+                "does not define",
+            ),
+            (
+                "stages:\n  a:\n    cmd: x\n    outs: [/etc/x]\n",
+                "6:12",
+                "is absolute",
+            ),
+            (
+                "stages:\n  a:\n    cmd: x\n    env: [AUDITAI_SIGNING_KEY]\n",
+                "6:11",
+                "signing key",
+            ),
+            (
+                "stages:\n  a:\n    cmd: x\n    outs: [o, o]\n",
+                "6:15",
+                "twice",
+            ),
+            (
+                "stages:\n  a:\n    data: {path: d, label: y, task: regression}\n    model: {type: mlp}\n",
+                "4:3",
+                "needs a `seed`",
+            ),
+        ];
+        for (body, at, what) in cases {
+            let e = parse(&format!("version: 1\nname: t\n{body}")).unwrap_err();
+            assert!(e.contains(&format!("pipeline.yaml:{at}:")), "{e}");
+            assert!(e.contains(what), "{e}");
+        }
+    }
+}

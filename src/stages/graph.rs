@@ -1,0 +1,384 @@
+//! The stage graph: each stage's deps and outs as paths relative to the project root, who
+//! produces what, and an order that runs every stage after the stages it depends on.
+//!
+//! Refuses, naming the spec position: an out outside the project, two stages writing one out
+//! (or one inside another's), a cycle, and a dep that no stage produces and that does not exist.
+//! Reads only file existence; writes nothing.
+
+use std::path::{Path, PathBuf};
+
+use crate::spec::{Located, PipelineSpec, SpecError};
+
+/// One stage in the graph.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Deps relative to the project root.
+    pub deps: Vec<String>,
+    /// Outs relative to the project root.
+    pub outs: Vec<String>,
+    /// Indices of the stages whose outs it reads.
+    pub upstream: Vec<usize>,
+}
+
+/// The validated graph of a pipeline.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    /// The project root: the git work tree holding the spec, else the current directory when
+    /// the spec lies below it, else the spec's directory.
+    pub root: PathBuf,
+    /// The spec's directory relative to the root (`.` when it is the root).
+    pub base: String,
+    /// One node per stage, in spec order.
+    pub nodes: Vec<Node>,
+    /// Stage indices in an order that respects every dependency (spec order among equals).
+    pub order: Vec<usize>,
+}
+
+/// Whether `a` is `b` or lies inside it (both root-relative, normalised).
+pub fn within(a: &str, b: &str) -> bool {
+    b == "." || a == b || a.strip_prefix(b).is_some_and(|r| r.starts_with('/'))
+}
+
+/// `base/p` normalised; `None` when it leaves the root.
+fn rooted(base: &str, p: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in base.split('/').chain(p.split('/')) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(if parts.is_empty() {
+        ".".to_string()
+    } else {
+        parts.join("/")
+    })
+}
+
+impl Graph {
+    /// Build and check the graph of `spec`.
+    pub fn build(spec: &PipelineSpec) -> Result<Graph, SpecError> {
+        let spec_dir = spec.base();
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let spec_dir_abs = canon(spec_dir);
+        let cwd = std::env::current_dir().ok().map(|c| canon(&c));
+        let root = crate::provenance::work_tree_root(spec_dir)
+            .map(|r| canon(&r))
+            .filter(|r| spec_dir_abs.starts_with(r))
+            .or_else(|| cwd.filter(|c| spec_dir_abs.starts_with(c)))
+            .unwrap_or_else(|| spec_dir_abs.clone());
+        let base = spec_dir_abs
+            .strip_prefix(&root)
+            .ok()
+            .map(|r| r.to_string_lossy().into_owned())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| ".".to_string());
+        let fail = |at: &Located<String>, message: String| SpecError::Invalid {
+            path: spec.source.clone(),
+            pos: at.pos,
+            message,
+        };
+        let mut nodes = Vec::with_capacity(spec.stages.len());
+        for stage in &spec.stages {
+            let resolve = |p: &Located<String>, what: &str| {
+                let r = rooted(&base, &p.value).ok_or_else(|| {
+                    fail(
+                        p,
+                        format!(
+                            "{what} `{}` of stage `{}` lies outside the project {}",
+                            p.value,
+                            stage.name.value,
+                            root.display()
+                        ),
+                    )
+                })?;
+                if what == "out" {
+                    if r == "." {
+                        return Err(fail(
+                            p,
+                            format!(
+                                "out `{}` is the whole project; name a file or directory in it",
+                                p.value
+                            ),
+                        ));
+                    }
+                    escapes_by_symlink(&root, &r).map_or(Ok(()), |why| Err(fail(p, why)))?;
+                }
+                Ok::<String, SpecError>(r)
+            };
+            let deps = stage
+                .deps
+                .iter()
+                .map(|d| resolve(d, "dep"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let outs = stage
+                .outs
+                .iter()
+                .map(|o| resolve(o, "out"))
+                .collect::<Result<Vec<_>, _>>()?;
+            nodes.push(Node {
+                deps,
+                outs,
+                upstream: Vec::new(),
+            });
+        }
+        // Two stages writing one out, or one out inside another stage's.
+        for (i, a) in nodes.iter().enumerate() {
+            for (j, b) in nodes.iter().enumerate().skip(i + 1) {
+                for oa in &a.outs {
+                    let hit = b
+                        .outs
+                        .iter()
+                        .position(|ob| within(oa, ob) || within(ob, oa));
+                    if let Some(pos_b) = hit {
+                        let ob = &b.outs[pos_b];
+                        let also = if oa == ob {
+                            String::new()
+                        } else {
+                            format!(" (and `{oa}`)")
+                        };
+                        return Err(fail(
+                            &spec.stages[j].outs[pos_b],
+                            format!(
+                                "stages `{}` and `{}` both write `{ob}`{also}",
+                                spec.stages[i].name.value, spec.stages[j].name.value,
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        // Who produces each dep.
+        for i in 0..nodes.len() {
+            let mut upstream = Vec::new();
+            for (d_i, d) in nodes[i].deps.iter().enumerate() {
+                let producers: Vec<usize> = nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, n)| *j != i && n.outs.iter().any(|o| within(d, o) || within(o, d)))
+                    .map(|(j, _)| j)
+                    .collect();
+                if producers.is_empty() {
+                    if nodes[i].outs.iter().any(|o| within(d, o) || within(o, d)) {
+                        return Err(fail(
+                            &spec.stages[i].deps[d_i],
+                            format!(
+                                "stage `{}` reads `{d}`, which overlaps its own out",
+                                spec.stages[i].name.value
+                            ),
+                        ));
+                    }
+                    if std::fs::symlink_metadata(root.join(d)).is_err() {
+                        return Err(fail(
+                            &spec.stages[i].deps[d_i],
+                            format!(
+                                "dep `{d}` of stage `{}` does not exist and no stage produces it",
+                                spec.stages[i].name.value
+                            ),
+                        ));
+                    }
+                }
+                for p in producers {
+                    if !upstream.contains(&p) {
+                        upstream.push(p);
+                    }
+                }
+            }
+            upstream.sort_unstable();
+            nodes[i].upstream = upstream;
+        }
+        let order = topo_order(&nodes).map_err(|cycle| {
+            let names: Vec<&str> = cycle
+                .iter()
+                .map(|&i| spec.stages[i].name.value.as_str())
+                .collect();
+            fail(
+                &spec.stages[cycle[0]].name,
+                format!(
+                    "the stages form a cycle: {} -> {}",
+                    names.join(" -> "),
+                    names[0]
+                ),
+            )
+        })?;
+        Ok(Graph {
+            root,
+            base,
+            nodes,
+            order,
+        })
+    }
+
+    /// `index` and every stage it (transitively) depends on, in run order.
+    pub fn with_upstream(&self, index: usize) -> Vec<usize> {
+        let mut keep = vec![false; self.nodes.len()];
+        let mut stack = vec![index];
+        while let Some(i) = stack.pop() {
+            if !keep[i] {
+                keep[i] = true;
+                stack.extend(&self.nodes[i].upstream);
+            }
+        }
+        self.order.iter().copied().filter(|&i| keep[i]).collect()
+    }
+
+    /// Stages whose outs no other stage reads.
+    pub fn is_final(&self, index: usize) -> bool {
+        !self.nodes.iter().any(|n| n.upstream.contains(&index))
+    }
+
+    /// A root-relative path on disk.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        if rel == "." {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        }
+    }
+
+    /// A path relative to the root, or `None` outside it.
+    pub fn relative(&self, path: &Path) -> Option<String> {
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir().ok()?.join(path)
+        };
+        let abs = normalize_abs(&abs);
+        let rel = abs.strip_prefix(&self.root).ok()?;
+        let s = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        Some(if s.is_empty() { ".".to_string() } else { s })
+    }
+}
+
+/// `path` with `.` and `..` removed lexically, then with its existing prefix canonicalised.
+fn normalize_abs(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    // Canonicalise the deepest existing ancestor, so /tmp vs /private/tmp and symlinked
+    // directories compare equal.
+    let mut existing = out.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
+            (Some(n), Some(p)) => {
+                rest.push(n);
+                existing = p.to_path_buf();
+            }
+            _ => return out,
+        }
+    }
+    let mut canon = std::fs::canonicalize(&existing).unwrap_or(existing);
+    for n in rest.into_iter().rev() {
+        canon.push(n);
+    }
+    canon
+}
+
+/// Why writing `rel` would leave the root through a symlinked directory, if it would.
+fn escapes_by_symlink(root: &Path, rel: &str) -> Option<String> {
+    let mut at = root.to_path_buf();
+    for part in rel.split('/') {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::canonicalize(&at).ok();
+                if target.as_ref().is_none_or(|t| !t.starts_with(root)) {
+                    return Some(format!(
+                        "out `{rel}` goes through the symlink {}, which leaves the project",
+                        at.display()
+                    ));
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Kahn's algorithm, taking the lowest ready index first; on a cycle, the stages on one.
+fn topo_order(nodes: &[Node]) -> Result<Vec<usize>, Vec<usize>> {
+    let mut indegree: Vec<usize> = nodes.iter().map(|n| n.upstream.len()).collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    let mut done = vec![false; nodes.len()];
+    while order.len() < nodes.len() {
+        let Some(next) = (0..nodes.len()).find(|&i| !done[i] && indegree[i] == 0) else {
+            return Err(find_cycle(nodes, &done));
+        };
+        done[next] = true;
+        order.push(next);
+        for (i, n) in nodes.iter().enumerate() {
+            if n.upstream.contains(&next) {
+                indegree[i] -= 1;
+            }
+        }
+    }
+    Ok(order)
+}
+
+/// Walk upstream from a stage left over by the sort until a stage repeats.
+fn find_cycle(nodes: &[Node], done: &[bool]) -> Vec<usize> {
+    let Some(mut at) = (0..nodes.len()).find(|&i| !done[i]) else {
+        return Vec::new();
+    };
+    let mut path: Vec<usize> = Vec::new();
+    loop {
+        if let Some(p) = path.iter().position(|&x| x == at) {
+            // Walked from consumer to producer; shown in data-flow order from the first stage.
+            let mut cycle = path[p..].to_vec();
+            cycle.reverse();
+            if let Some(first) = (0..cycle.len()).min_by_key(|&k| cycle[k]) {
+                cycle.rotate_left(first);
+            }
+            return cycle;
+        }
+        path.push(at);
+        match nodes[at].upstream.iter().find(|&&u| !done[u]) {
+            Some(&u) => at = u,
+            None => return path,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooted_refuses_escapes() {
+        assert_eq!(rooted("a/b", "../c").as_deref(), Some("a/c"));
+        assert_eq!(rooted(".", "../c"), None);
+        assert!(within("a/b", "a"));
+        assert!(!within("ab", "a"));
+    }
+
+    #[test]
+    fn cycles_are_found() {
+        let n = |up: Vec<usize>| Node {
+            deps: vec![],
+            outs: vec![],
+            upstream: up,
+        };
+        assert_eq!(topo_order(&[n(vec![]), n(vec![0])]), Ok(vec![0, 1]));
+        let cycle = topo_order(&[n(vec![1]), n(vec![0])]).unwrap_err();
+        assert_eq!(cycle.len(), 2);
+    }
+}
