@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what auditai needs to build and test on Debian/Ubuntu: a C compiler, Mesa's Vulkan
-# driver (wgpu runs on it without a GPU), git, openssl, npm, a Rust toolchain (rustup, if cargo is
+# driver (wgpu runs on it without a GPU), git, openssl, npm, python3 (the example pipelines'
+# stages), a Rust toolchain (rustup, if cargo is
 # missing) and anvil, the local EVM chain the anchoring tests start (under ~/.cache/auditai/npm).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -14,7 +15,7 @@ for p in mesa-vulkan-drivers libvulkan1; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 command -v cc >/dev/null || missing+=(build-essential)
-for cmd in curl git openssl npm; do
+for cmd in curl git openssl npm python3; do
   command -v "$cmd" >/dev/null || missing+=("$cmd")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -721,17 +721,24 @@ fn a_signed_pipeline_manifest_verifies_and_tampering_is_named_per_stage() {
 }
 
 #[test]
-fn a_pipeline_manifest_is_anchored_and_inspected_like_a_training_manifest() {
+fn a_pipeline_manifest_is_cosigned_anchored_and_inspected_like_a_training_manifest() {
     let chain = Anvil::start(31337);
     let ws = demo();
     ws.run(&["keygen", "--out", "me"]).success();
     assert_eq!(run_json(&ws, &["--key", "me.key"]).0, 0);
     let m = "runs/demo/manifest.intoto.json";
+    // A co-signature, as on a training manifest.
+    ws.run(&["keygen", "--out", "co"]).success();
+    ws.run(&["sign", m, "--key", "co.key"])
+        .success_with_stderr();
+    let out = ws.run(&["verify", m, "--key", "me.pub", "--key", "co.pub", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
     let mut cmd = ws.cmd(&["anchor", m, "--chain", "local", "--rpc", &chain.url, "-q"]);
     cmd.env("AUDITAI_ANCHOR_KEY", DEV_KEY);
     output(cmd).success();
     let out = ws.run(&[
-        "verify", m, "--key", "me.pub", "--rpc", &chain.url, "--chain", "local", "--json",
+        "verify", m, "--key", "me.pub", "--key", "co.pub", "--rpc", &chain.url, "--chain", "local",
+        "--json",
     ]);
     assert_eq!(out.code, 0, "{}", out.stdout);
     assert_eq!(check(&out.json(), "anchor evm")["status"], "pass");
