@@ -74,6 +74,26 @@ pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
 /// non-blocking and checked before a byte is read) and a file larger than `max`, each with an
 /// `InvalidData` error that says which.
 pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let file = open_regular(path)?;
+    let meta = file.metadata()?;
+    if meta.len() > max {
+        return Err(invalid(&format!(
+            "is {} bytes, over the {max}-byte limit",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // The file may grow after the check: never read past the limit.
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(invalid(&format!("is over the {max}-byte limit")));
+    }
+    Ok(bytes)
+}
+
+/// Open an untrusted file for reading, streamed: refuses a symlink (not followed) and a FIFO,
+/// socket or device (opened non-blocking, so it cannot hang, and checked before a byte is read).
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
     let mut opts = std::fs::OpenOptions::new();
     opts.read(true);
     #[cfg(unix)]
@@ -88,23 +108,10 @@ pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
             e
         }
     })?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
+    if !file.metadata()?.is_file() {
         return Err(invalid("is not a regular file"));
     }
-    if meta.len() > max {
-        return Err(invalid(&format!(
-            "is {} bytes, over the {max}-byte limit",
-            meta.len()
-        )));
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    // The file may grow after the check: never read past the limit.
-    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > max {
-        return Err(invalid(&format!("is over the {max}-byte limit")));
-    }
-    Ok(bytes)
+    Ok(file)
 }
 
 fn invalid(why: &str) -> std::io::Error {

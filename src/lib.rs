@@ -8,11 +8,15 @@ pub mod anchor;
 #[cfg(feature = "train")]
 pub mod audit;
 pub mod data;
+pub mod eval;
 pub mod fsio;
 pub mod hash;
 pub mod manifest;
 #[cfg(feature = "train")]
 pub mod pipeline;
+#[cfg(feature = "train")]
+pub mod predict;
+pub mod predlog;
 pub mod provenance;
 pub mod run_dir;
 pub mod shuffle;

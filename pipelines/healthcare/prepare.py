@@ -1,6 +1,8 @@
 """Clean the breast-cancer rows and carve out a holdout set before training.
 
-Standard library only. Rows with an empty or non-numeric feature are dropped (and counted); the
+Standard library only. The holdout rows get one more column, `size_band` (`small` when
+mean_radius < 13, else `large`), a subgroup to judge the model on (`auditai eval --by
+size_band`); it is not in the training rows, so it is never a model feature. Rows with an empty or non-numeric feature are dropped (and counted); the
 holdout is chosen by a hash of each row's text, so the split is the same on every machine and
 does not depend on row order. The holdout fraction comes from the spec's params
 (AUDITAI_PARAMS, set by auditai for the stage).
@@ -40,10 +42,14 @@ for row in kept:
     h = hashlib.sha256(",".join(row).encode()).digest()
     (test if int.from_bytes(h[:8], "big") / 2**64 < holdout else train).append(row)
 
-for name, part in (("train.csv", train), ("holdout.csv", test)):
-    with open(os.path.join(out_dir, name), "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(part)
+radius = header.index("mean_radius")
+with open(os.path.join(out_dir, "train.csv"), "w", newline="") as f:
+    w = csv.writer(f, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(train)
+with open(os.path.join(out_dir, "holdout.csv"), "w", newline="") as f:
+    w = csv.writer(f, lineterminator="\n")
+    w.writerow(header + ["size_band"])
+    w.writerows(r + ["small" if float(r[radius]) < 13 else "large"] for r in test)
 
 print(f"kept {len(kept)} rows, dropped {dropped}; {len(train)} for training, {len(test)} held out")

@@ -261,7 +261,11 @@ pub enum InclusionError {
 /// Check a receipt against the manifest bytes: digest, and that the Merkle path leads to the
 /// root. Returns the root on success.
 pub fn check_inclusion(r: &Receipt, manifest_bytes: &[u8]) -> Result<[u8; 32], InclusionError> {
-    let digest: [u8; 32] = Sha256::digest(manifest_bytes).into();
+    check_inclusion_of(r, Sha256::digest(manifest_bytes).into())
+}
+
+/// [`check_inclusion`] of a file known by its sha256 (e.g. a prefix of a growing log).
+pub fn check_inclusion_of(r: &Receipt, digest: [u8; 32]) -> Result<[u8; 32], InclusionError> {
     if !crate::hash::hex_eq(&hex::encode(digest), &r.manifest_sha256) {
         return Err(InclusionError::OtherFile {
             actual: hex::encode(digest),

@@ -90,26 +90,12 @@ mod exec;
 
 pub(super) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
     if let Some(stage) = &args.rerun {
-        let keys = args
-            .keys
-            .iter()
-            .map(|p| auditai::sign::PublicKey::read(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let policy = args
-            .policy
-            .as_deref()
-            .map(auditai::verify::policy::Policy::load)
-            .transpose()?;
-        if keys.is_empty() && policy.is_none() && !args.trust_recorded_command {
+        let opts = super::trust::trust_options(&args.keys, args.policy.as_deref())?;
+        if opts.keys.is_empty() && opts.policy.is_none() && !args.trust_recorded_command {
             anyhow::bail!(
                 "--rerun executes the command recorded in the manifest: name whom you trust to have signed it with --key or --policy, or pass --trust-recorded-command for a manifest you produced yourself"
             );
         }
-        let opts = auditai::verify::Options {
-            keys,
-            policy,
-            ..Default::default()
-        };
         return super::stages::rerun_cmd(
             &args.manifest,
             stage,

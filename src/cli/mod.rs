@@ -5,8 +5,10 @@
 
 mod anchor;
 mod audit;
+mod eval;
 mod hash;
 mod hints;
+mod predict;
 mod printer;
 mod run;
 mod stages;
@@ -66,6 +68,25 @@ enum Command {
     /// 1 when one fails, 2 on usage or I/O errors.
     #[command(after_help = EXIT_CODES)]
     Verify(trust::VerifyArgs),
+    /// Use a trained model: verify its run, then predict one output row per input row.
+    ///
+    /// Loads the model only after the run's manifest verifies against --key/--policy and the
+    /// weights, preprocessing and spec it loads match the manifest's digests (refused: exit 1).
+    /// Applies the run's recorded preprocessing to the input columns (matched by name), streams
+    /// the rows, and writes the prediction, class probabilities and the id column as CSV (or JSON
+    /// Lines with --json). With --log, appends a hash-chained entry per prediction.
+    #[command(after_help = EXIT_CODES)]
+    Predict(predict::PredictArgs),
+    /// Evaluate a trained model on external data against pre-registered acceptance criteria.
+    ///
+    /// Verifies and loads the model as `predict` does, computes the metrics overall and per
+    /// subgroup (--by), checks that no evaluation row trained the model, judges --criteria, and
+    /// writes a signed evaluation attestation (an in-toto Statement about the model's weights;
+    /// docs/eval.md) that `verify`, `sign`, `anchor` and `inspect` take. --commit-criteria
+    /// commits (and anchors) a criteria file before the evaluation data is opened. Exit 1 when a
+    /// criterion fails or the model is refused.
+    #[command(after_help = EXIT_CODES)]
+    Eval(eval::EvalArgs),
     /// Add a co-signature to a provenance manifest; existing signatures stay valid.
     #[command(after_help = EXIT_CODES)]
     Sign(trust::SignArgs),
@@ -141,6 +162,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Status(args) => stages::status_cmd(&args),
         Command::Verify(args) => trust::verify_cmd(&args),
         Command::Sign(args) => trust::sign_cmd(&args),
+        Command::Predict(args) => predict::predict_cmd(&args),
+        Command::Eval(args) => eval::eval_cmd(&args),
         Command::Keygen(args) => trust::keygen(&args),
         Command::Hash(args) => hash::hash(&args),
         Command::Inspect(args) => trust::inspect(&args),

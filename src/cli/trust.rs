@@ -119,20 +119,21 @@ pub(super) fn sign_cmd(args: &SignArgs) -> anyhow::Result<u8> {
         );
     };
     let bytes = verify::read_manifest(&args.manifest)?;
-    let mut opened = auditai::manifest::open(&bytes)
+    // Any in-toto statement in a DSSE envelope: a manifest or an evaluation attestation.
+    let (mut envelope, _, _) = auditai::manifest::open_envelope(&bytes)
         .map_err(|why| anyhow::anyhow!("{}: {why}", args.manifest.display()))?;
     let keyid = key.public().keyid;
-    if opened.envelope.signatures.iter().any(|s| s.keyid == keyid) {
+    if envelope.signatures.iter().any(|s| s.keyid == keyid) {
         bail!("{}: already signed by {keyid}", args.manifest.display());
     }
-    opened.envelope.sign(&key);
-    fsio::write_atomic(&args.manifest, &opened.envelope.to_bytes())
+    envelope.sign(&key);
+    fsio::write_atomic(&args.manifest, &envelope.to_bytes())
         .map_err(|e| anyhow::anyhow!("{}: cannot write manifest: {e}", args.manifest.display()))?;
     writeln!(
         std::io::stdout().lock(),
         "signed {} as {keyid} ({} signature(s))",
         args.manifest.display(),
-        opened.envelope.signatures.len()
+        envelope.signatures.len()
     )?;
     Ok(EXIT_OK)
 }
@@ -148,13 +149,23 @@ struct VerifyJson<'a> {
     schema: &'static str,
 }
 
+/// Verification options trusting `keys` (SPKI PEM files) and `policy`, nothing else set.
+pub(super) fn trust_options(
+    keys: &[PathBuf],
+    policy: Option<&std::path::Path>,
+) -> anyhow::Result<verify::Options> {
+    Ok(verify::Options {
+        keys: keys
+            .iter()
+            .map(|p| PublicKey::read(p))
+            .collect::<Result<Vec<_>, _>>()?,
+        policy: policy.map(Policy::load).transpose()?,
+        ..Default::default()
+    })
+}
+
 pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
-    let keys = args
-        .keys
-        .iter()
-        .map(|p| PublicKey::read(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let policy = args.policy.as_deref().map(Policy::load).transpose()?;
+    let verify::Options { keys, policy, .. } = trust_options(&args.keys, args.policy.as_deref())?;
     #[cfg(not(feature = "anchor"))]
     if args.rpc.is_some() || args.chain.is_some() || args.bitcoin_rpc.is_some() {
         return Err(super::needs_feature(
@@ -181,7 +192,18 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
         allow_extra: args.allow_extra.clone(),
         bitcoin,
     };
-    let report = verify::verify(&args.manifest, &opts)?;
+    let report = if verify::is_prediction_log(&args.manifest) {
+        verify::verify_log(&args.manifest, &opts)?
+    } else if verify::read_manifest(&args.manifest)
+        .ok()
+        .and_then(|b| manifest::predicate_type_of(&b))
+        .as_deref()
+        == Some(auditai::eval::EVAL_PREDICATE)
+    {
+        verify::verify_eval(&args.manifest, &opts)?
+    } else {
+        verify::verify(&args.manifest, &opts)?
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = VerifyJson {
@@ -220,6 +242,9 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
 
 pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
     let bytes = verify::read_manifest(&args.manifest)?;
+    if manifest::predicate_type_of(&bytes).as_deref() == Some(auditai::eval::EVAL_PREDICATE) {
+        return inspect_eval(args, &bytes);
+    }
     let opened = auditai::manifest::open(&bytes)
         .map_err(|why| anyhow::anyhow!("{}: {why}", args.manifest.display()))?;
     let mut out = std::io::stdout().lock();
@@ -236,6 +261,120 @@ pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
         .iter()
         .map(|s| s.keyid.clone())
         .collect::<Vec<_>>();
+    rows.push((
+        "signatures",
+        if signers.is_empty() {
+            "none (unsigned)".to_string()
+        } else {
+            format!(
+                "{} (not checked here; use auditai verify)",
+                signers.join(", ")
+            )
+        },
+    ));
+    let mut b = Builder::default();
+    for (k, v) in rows {
+        b.push_record([k.to_string(), clean(&v)]);
+    }
+    writeln!(out, "{}", b.build().with(Style::sharp()))?;
+    Ok(EXIT_OK)
+}
+
+/// `inspect` of an evaluation attestation: the model, data, metrics, criteria and verdict.
+fn inspect_eval(args: &InspectArgs, bytes: &[u8]) -> anyhow::Result<u8> {
+    let (envelope, payload, value) = manifest::open_envelope(bytes)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", args.manifest.display()))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let payload: serde_json::Value = serde_json::from_slice(&payload)?;
+        write_json(&mut out, &payload)?;
+        return Ok(EXIT_OK);
+    }
+    let st: auditai::eval::EvalStatement = serde_json::from_value(value).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not an auditai evaluation attestation: {e}",
+            args.manifest.display()
+        )
+    })?;
+    let ev = &st.predicate;
+    let mut rows: Vec<(&str, String)> = vec![
+        (
+            "model",
+            format!(
+                "{} (manifest blake3 {}{})",
+                ev.model.manifest,
+                ev.model.manifest_blake3,
+                if ev.model.verified {
+                    ""
+                } else {
+                    ", NOT verified"
+                }
+            ),
+        ),
+        (
+            "data",
+            format!(
+                "{}: {} rows, blake3 {}",
+                ev.data.name, ev.data.rows, ev.data.blake3
+            ),
+        ),
+    ];
+    let metrics: Vec<String> = [
+        ("accuracy", ev.overall.accuracy),
+        ("macro_f1", ev.overall.macro_f1),
+        ("roc_auc", ev.overall.roc_auc),
+        ("brier", ev.overall.brier),
+        ("mse", ev.overall.mse),
+        ("mae", ev.overall.mae),
+        ("r2", ev.overall.r2),
+    ]
+    .iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k} {v:.4}")))
+    .collect();
+    rows.push(("metrics", metrics.join(", ")));
+    rows.push((
+        "subgroups",
+        format!(
+            "{} ({} too small to judge)",
+            ev.subgroups.len(),
+            ev.subgroups.iter().filter(|g| g.too_small).count()
+        ),
+    ));
+    rows.push((
+        "leakage",
+        format!(
+            "{}: {} overlapping rows",
+            ev.leakage.status, ev.leakage.overlapping_rows
+        ),
+    ));
+    for r in ev.criteria.iter().flat_map(|c| &c.results) {
+        rows.push((
+            "criterion",
+            format!(
+                "{}: {}{}",
+                r.criterion,
+                if r.passed { "pass" } else { "FAIL" },
+                r.value.map_or(String::new(), |v| format!(" ({v:.4})"))
+            ),
+        ));
+    }
+    rows.push((
+        "pre-registration",
+        format!(
+            "{}: {}",
+            ev.pre_registration.status, ev.pre_registration.detail
+        ),
+    ));
+    rows.push(("verdict", ev.verdict.clone()));
+    rows.push((
+        "evaluated",
+        format!("{} to {}", ev.started_on, ev.finished_on),
+    ));
+    let signers: Vec<String> = envelope
+        .signatures
+        .iter()
+        .map(|s| s.keyid.clone())
+        .collect();
     rows.push((
         "signatures",
         if signers.is_empty() {

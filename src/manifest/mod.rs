@@ -555,6 +555,31 @@ pub fn toolchain_descriptor(backend: &str, adapter: &str) -> ResourceDescriptor 
     }
 }
 
+/// A DSSE envelope holding an in-toto Statement v1 of any predicate type: the envelope, its
+/// payload bytes and the statement as JSON (for evaluation attestations, co-signing).
+pub fn open_envelope(bytes: &[u8]) -> Result<(Envelope, Vec<u8>, Value), OpenError> {
+    let envelope: Envelope = serde_json::from_slice(bytes).map_err(OpenError::Envelope)?;
+    if envelope.payload_type != sign::IN_TOTO_PAYLOAD_TYPE {
+        return Err(OpenError::PayloadType(envelope.payload_type));
+    }
+    let payload = envelope.payload_bytes().ok_or(OpenError::Base64)?;
+    let value: Value = serde_json::from_slice(&payload).map_err(OpenError::Json)?;
+    let statement_type = value.get("_type").and_then(Value::as_str).unwrap_or("");
+    if statement_type != STATEMENT_TYPE {
+        return Err(OpenError::StatementType(statement_type.to_string()));
+    }
+    Ok((envelope, payload, value))
+}
+
+/// The predicate type of a DSSE-wrapped in-toto statement, when it is one.
+pub fn predicate_type_of(bytes: &[u8]) -> Option<String> {
+    let (_, _, value) = open_envelope(bytes).ok()?;
+    value
+        .get("predicateType")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
 /// A parsed, not yet trusted, manifest: nothing about it is checked but its shape.
 pub struct Opened {
     /// The envelope.
@@ -594,16 +619,7 @@ pub enum OpenError {
 /// Parse a DSSE envelope and its statement, or say precisely why not. The one parser of
 /// manifests: `verify`, `audit`, `sign` and `inspect` all read them through it.
 pub fn open(bytes: &[u8]) -> Result<Opened, OpenError> {
-    let envelope: Envelope = serde_json::from_slice(bytes).map_err(OpenError::Envelope)?;
-    if envelope.payload_type != sign::IN_TOTO_PAYLOAD_TYPE {
-        return Err(OpenError::PayloadType(envelope.payload_type));
-    }
-    let payload = envelope.payload_bytes().ok_or(OpenError::Base64)?;
-    let value: Value = serde_json::from_slice(&payload).map_err(OpenError::Json)?;
-    let statement_type = value.get("_type").and_then(Value::as_str).unwrap_or("");
-    if statement_type != STATEMENT_TYPE {
-        return Err(OpenError::StatementType(statement_type.to_string()));
-    }
+    let (envelope, payload, value) = open_envelope(bytes)?;
     let predicate_type = value
         .get("predicateType")
         .and_then(Value::as_str)

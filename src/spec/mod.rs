@@ -364,7 +364,7 @@ impl Spec {
     }
 }
 
-fn yaml_error(e: &serde_saphyr::Error, path: &Path) -> SpecError {
+pub(crate) fn yaml_error(e: &serde_saphyr::Error, path: &Path) -> SpecError {
     let plain = e.without_snippet().to_string();
     match e.location() {
         Some(loc) if loc.line() > 0 => {

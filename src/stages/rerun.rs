@@ -71,13 +71,7 @@ pub struct RerunReport {
     pub stderr_tail: Option<String>,
 }
 
-/// Whom a rerun trusts to have written the command it executes.
-pub enum Trust<'a> {
-    /// The manifest must be signed as these options require (as `verify` checks it).
-    Signers(&'a crate::verify::Options),
-    /// The auditor accepted the recorded command without a signature check.
-    Unchecked,
-}
+pub use crate::verify::Trust;
 
 /// Rerun `stage` of the pipeline manifest at `path`; `root` overrides the project root.
 ///

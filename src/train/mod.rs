@@ -547,6 +547,53 @@ pub fn validation_loss(
     Ok(evaluate_chunks(&net, &chunks, &data.validation, data.outputs()).0)
 }
 
+/// A trained network: `spec`'s architecture with `features` inputs and `outputs` logits, its
+/// weights from burnpack bytes, on `device`. The size is checked before anything is allocated.
+pub fn load_net(
+    spec: &Spec,
+    features: usize,
+    outputs: usize,
+    weights: &[u8],
+    device: &Device,
+) -> Result<Net, TrainError> {
+    let count = model::parameter_count(spec, features, outputs);
+    if count.is_none_or(|c| c > model::MAX_PARAMETERS) {
+        return Err(TrainError::TooLarge {
+            spec: spec.source.clone(),
+            features,
+            count,
+        });
+    }
+    let record =
+        ModuleRecord::from_bytes(Bytes::from_bytes_vec(weights.to_vec())).map_err(record_err)?;
+    let cpu = Device::flex();
+    let net = model::CanonicalIds::apply(Net::new(spec, features, outputs, &cpu));
+    Ok(net.load_record(record).fork(device))
+}
+
+/// The network's outputs for `rows` rows of normalised inputs (row-major): per row, the class
+/// probabilities (softmax of the logits), or the one predicted value for regression.
+pub fn infer(
+    net: &Net,
+    x: Vec<f32>,
+    rows: usize,
+    features: usize,
+    device: &Device,
+    classify: bool,
+) -> Vec<f32> {
+    if rows == 0 {
+        return Vec::new();
+    }
+    let x = Tensor::<2>::from_data(TensorData::new(x, [rows, features]), device);
+    let out = net.forward(x);
+    let out = if classify {
+        burn::tensor::activation::softmax(out, 1)
+    } else {
+        out
+    };
+    out.into_data().iter::<f32>().collect()
+}
+
 /// Held-out metrics of `net` (inference mode) on `part`.
 pub fn evaluate(net: &Net, part: &Part, data: &Prepared, device: &Device) -> Metrics {
     let chunks = upload_chunks(part, data.features(), device);

@@ -120,6 +120,20 @@ pub enum CheckId {
     Pipeline,
     /// Pipeline manifests: one stage's deps, outs and provenance.
     Stage,
+    /// Evaluation attestations: the evaluated model's manifest and subjects.
+    EvalModel,
+    /// Evaluation attestations: the evaluation data.
+    EvalData,
+    /// Evaluation attestations: the criteria file and the recorded verdicts.
+    EvalCriteria,
+    /// Evaluation attestations: whether the criteria predate the evaluation.
+    PreRegistration,
+    /// Evaluation attestations: the verdict.
+    EvalVerdict,
+    /// Prediction logs: the hash chain.
+    LogChain,
+    /// Prediction logs: a model the entries name.
+    LogModel,
 }
 
 impl CheckId {
@@ -159,6 +173,13 @@ impl CheckId {
             CheckId::Validation => "validation",
             CheckId::Pipeline => "pipeline",
             CheckId::Stage => "stage",
+            CheckId::EvalModel => "evaluated model",
+            CheckId::EvalData => "evaluation data",
+            CheckId::EvalCriteria => "criteria",
+            CheckId::PreRegistration => "pre-registration",
+            CheckId::EvalVerdict => "evaluation verdict",
+            CheckId::LogChain => "log chain",
+            CheckId::LogModel => "log model",
         }
     }
 }
@@ -317,8 +338,22 @@ pub fn verify(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
     };
     check_signatures(&opened, opts, &mut report);
     check_files(path, &opened.statement, opts, &mut report);
-    check_anchor(path, &bytes, opts, &mut report);
+    check_anchor(path, sha256_of(&bytes), opts, &mut report);
     Ok(report)
+}
+
+/// Whom a command that acts on a manifest (runs its recorded command, loads its model) trusts to
+/// have signed it.
+pub enum Trust<'a> {
+    /// The manifest must be signed as these options require (as `verify` checks it).
+    Signers(&'a Options),
+    /// The user chose to skip the signature check (`--trust-recorded-command`, `--no-verify`).
+    Unchecked,
+}
+
+struct Signed<'a> {
+    envelope: &'a sign::Envelope,
+    payload: &'a [u8],
 }
 
 /// Whether the manifest's signatures satisfy the trust in `opts` (its `--key`s or policy): the
@@ -334,6 +369,332 @@ pub fn signatures_trusted(o: &manifest::Opened, opts: &Options) -> Result<(), St
         Some(c) => Err(format!("{}: {}", c.check, c.detail)),
         None => Ok(()),
     }
+}
+
+fn sha256_of(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// Verify a prediction log (`auditai predict --log`): its hash chain, that every model it names
+/// still has the recorded manifest digest and that manifest's signatures satisfy the trust, and
+/// the anchor receipt next to it (which covers a prefix of whole entries).
+pub fn verify_log(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
+    let mut report = Report::default();
+    let rpath = anchor::receipt_path(path);
+    let receipt = if rpath.exists() {
+        match anchor::read_receipt(&rpath) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                report.push_row(CheckId::AnchorReceipt, Status::Fail, e.to_string());
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let target = receipt.as_ref().and_then(|r| {
+        let mut d = [0u8; 32];
+        hex::decode_to_slice(&r.manifest_sha256, &mut d)
+            .ok()
+            .map(|_| d)
+    });
+    let chain = match crate::predlog::check(path, target) {
+        Ok(c) => c,
+        Err(crate::predlog::LogError::Io { path, source }) => {
+            return Err(VerifyError::Read { path, source });
+        }
+        Err(e) => {
+            report.push_row(CheckId::LogChain, Status::Fail, e.to_string());
+            return Ok(report);
+        }
+    };
+    report.push_row(
+        CheckId::LogChain,
+        Status::Pass,
+        format!(
+            "{} entries, every hash and link holds; head {}",
+            chain.entries, chain.head
+        ),
+    );
+    if chain.torn_tail {
+        report.push_row(
+            CheckId::LogChain,
+            Status::Warn,
+            format!(
+                "a torn last line follows entry {} (an interrupted write; the next append cuts it off)",
+                chain.entries
+            ),
+        );
+    }
+    for m in &chain.models {
+        let label = format!("{} {}", CheckId::LogModel.label(), m.manifest);
+        let (status, detail) = log_model(m, opts);
+        report.push(CheckId::LogModel, label, status, detail);
+    }
+    match (&receipt, chain.anchored_entries) {
+        (None, _) => report.push_row(
+            CheckId::Anchor,
+            Status::Skip,
+            "no anchor receipt next to the log",
+        ),
+        (Some(_), None) => report.push_row(
+            CheckId::AnchorMerklePath,
+            Status::Fail,
+            "the receipt's digest is not that of any prefix of whole entries: anchored entries were changed",
+        ),
+        (Some(_), Some(n)) => {
+            report.push_row(
+                CheckId::Anchor,
+                Status::Pass,
+                format!("the receipt covers the first {n} of {} entries", chain.entries),
+            );
+            if let Some(d) = target {
+                check_anchor(path, d, opts, &mut report);
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// One model a prediction log names: its manifest unchanged and signed as the trust requires.
+fn log_model(m: &crate::predlog::ModelRef, opts: &Options) -> (Status, String) {
+    let path = Path::new(&m.manifest);
+    let bytes = match crate::hash::read_pinned(path, &m.blake3, crate::fsio::MAX_DOCUMENT) {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                Status::Fail,
+                format!("the manifest is not as the entries record: {e}"),
+            );
+        }
+    };
+    let opened = match manifest::open(&bytes) {
+        Ok(o) => o,
+        Err(e) => return (Status::Fail, e.to_string()),
+    };
+    match signatures_trusted(&opened, opts) {
+        Err(why) => (Status::Fail, why),
+        Ok(()) if !m.verified => (
+            Status::Warn,
+            "the manifest verifies now, but these predictions were made with --no-verify".into(),
+        ),
+        Ok(()) => (
+            Status::Pass,
+            format!(
+                "manifest blake3 {} unchanged, signed by a trusted key",
+                m.blake3
+            ),
+        ),
+    }
+}
+
+/// Verify an evaluation attestation (`auditai eval`): its signatures, that the model's
+/// manifest and subjects are the ones it names, the evaluation data and criteria files where
+/// present, the recorded verdicts against the recorded metrics, pre-registration, the verdict
+/// itself (FAILED fails), and its anchor.
+pub fn verify_eval(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
+    use crate::eval::EvalStatement;
+    let bytes = read_manifest(path)?;
+    let mut report = Report::default();
+    let parsed = manifest::open_envelope(&bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|(env, payload, value)| {
+            serde_json::from_value::<EvalStatement>(value)
+                .map(|st| (env, payload, st))
+                .map_err(|e| format!("not an auditai evaluation attestation: {e}"))
+        });
+    let (envelope, payload, st) = match parsed {
+        Ok(p) => p,
+        Err(why) => {
+            report.push_row(CheckId::Envelope, Status::Fail, why);
+            return Ok(report);
+        }
+    };
+    report.push_row(
+        CheckId::Envelope,
+        Status::Pass,
+        "DSSE, in-toto Statement v1, auditai evaluation v1",
+    );
+    check_envelope_signatures(&envelope, &payload, opts, &mut report);
+    let dir = run_dir_of(path);
+    let ev = &st.predicate;
+    let resolve = |name: &str| {
+        let p = Path::new(name);
+        if p.is_absolute() {
+            Ok(p.to_path_buf())
+        } else {
+            crate::fsio::safe_join(dir, name).map_err(|e| e.to_string())
+        }
+    };
+    // The model: its manifest unchanged, and the subjects are its own.
+    let model = resolve(&ev.model.manifest).and_then(|p| {
+        crate::hash::read_pinned(&p, &ev.model.manifest_blake3, crate::fsio::MAX_DOCUMENT)
+            .map_err(|e| format!("{}: {e}", p.display()))
+    });
+    match model.map(|b| manifest::open(&b).map_err(|e| e.to_string())) {
+        Ok(Ok(m)) => {
+            let theirs: Vec<&ResourceDescriptor> = m.statement.subject.iter().collect();
+            let all_match = st.subject.iter().all(|s| theirs.contains(&s));
+            let signed = signatures_trusted(&m, opts);
+            let (status, detail) = match (all_match, signed) {
+                (false, _) => (
+                    Status::Fail,
+                    "the attestation's subjects are not the manifest's subjects".to_string(),
+                ),
+                (true, Ok(())) => (
+                    Status::Pass,
+                    format!(
+                        "{} unchanged; its subjects are this attestation's; signed by a trusted key",
+                        ev.model.manifest
+                    ),
+                ),
+                (true, Err(why)) => (
+                    Status::Warn,
+                    format!(
+                        "{} unchanged and its subjects match, but its signatures do not satisfy the trust ({why})",
+                        ev.model.manifest
+                    ),
+                ),
+            };
+            report.push_row(CheckId::EvalModel, status, detail);
+        }
+        Ok(Err(why)) | Err(why) => report.push_row(CheckId::EvalModel, Status::Fail, why),
+    }
+    // The data, when it is here to re-hash.
+    match resolve(&ev.data.name) {
+        Ok(p) if p.exists() => match Hasher::new(None, true).hash_file(&p) {
+            Ok(d) => {
+                let same = crate::hash::hex_eq(&d.blake3.hex(), &ev.data.blake3)
+                    && d.sha256
+                        .is_some_and(|s| crate::hash::hex_eq(&s.hex(), &ev.data.sha256));
+                report.push_row(
+                    CheckId::EvalData,
+                    if same { Status::Pass } else { Status::Fail },
+                    if same {
+                        format!(
+                            "{}: {} rows, blake3 {}",
+                            ev.data.name, ev.data.rows, ev.data.blake3
+                        )
+                    } else {
+                        format!(
+                            "{} changed since the evaluation: blake3 is {}",
+                            ev.data.name, d.blake3
+                        )
+                    },
+                );
+            }
+            Err(e) => report.push_row(CheckId::EvalData, Status::Fail, e.to_string()),
+        },
+        _ => report.push_row(
+            CheckId::EvalData,
+            Status::Claimed,
+            format!(
+                "{} is not here to re-hash; the attestation records blake3 {}",
+                ev.data.name, ev.data.blake3
+            ),
+        ),
+    }
+    // The criteria: the file where present, and verdicts that follow from the metrics.
+    match &ev.criteria {
+        None => report.push_row(
+            CheckId::EvalCriteria,
+            Status::Skip,
+            "evaluated without criteria",
+        ),
+        Some(c) => {
+            let rejudged: Vec<crate::eval::Judged> = c
+                .criteria
+                .criteria
+                .iter()
+                .map(|k| k.judge(&ev.overall, &ev.subgroups))
+                .collect();
+            let consistent = rejudged
+                .iter()
+                .zip(&c.results)
+                .all(|(a, b)| a.passed == b.passed && a.value == b.value)
+                && Some(crate::eval::Evaluation::verdict_of(Some(c))) == Some(ev.verdict.as_str());
+            let file = resolve(&c.name).ok().filter(|p| p.exists());
+            let file_ok = file
+                .as_ref()
+                .map(|p| crate::hash::read_pinned(p, &c.blake3, crate::fsio::MAX_DOCUMENT).is_ok());
+            let (status, detail) = match (consistent, file_ok) {
+                (false, _) => (
+                    Status::Fail,
+                    "the recorded verdicts do not follow from the recorded metrics".to_string(),
+                ),
+                (true, Some(false)) => (
+                    Status::Fail,
+                    format!("{} changed since the evaluation", c.name),
+                ),
+                (true, Some(true)) => (
+                    Status::Pass,
+                    format!(
+                        "{} unchanged; every verdict follows from the metrics",
+                        c.name
+                    ),
+                ),
+                (true, None) => (
+                    Status::Claimed,
+                    format!(
+                        "{} is not here to re-hash; every verdict follows from the recorded metrics",
+                        c.name
+                    ),
+                ),
+            };
+            report.push_row(CheckId::EvalCriteria, status, detail);
+        }
+    }
+    let pr = &ev.pre_registration;
+    let status = match pr.status.as_str() {
+        "anchored-before" => Status::Pass,
+        "claimed-before" => Status::Claimed,
+        _ if ev.criteria.is_none() => Status::Skip,
+        _ => Status::Warn,
+    };
+    let label = match pr.status.as_str() {
+        "anchored-before" | "claimed-before" => "pre-registered",
+        _ => "NOT pre-registered",
+    };
+    report.push_row(
+        CheckId::PreRegistration,
+        status,
+        format!("{label}: {}", pr.detail),
+    );
+    match ev.verdict.as_str() {
+        "PASSED" => report.push_row(
+            CheckId::EvalVerdict,
+            Status::Pass,
+            "PASSED: every criterion holds",
+        ),
+        "NO-CRITERIA" => report.push_row(CheckId::EvalVerdict, Status::Skip, "no criteria"),
+        _ => {
+            let failed: Vec<String> = ev
+                .criteria
+                .iter()
+                .flat_map(|c| &c.results)
+                .filter(|r| !r.passed)
+                .map(|r| r.criterion.clone())
+                .collect();
+            report.push_row(
+                CheckId::EvalVerdict,
+                Status::Fail,
+                format!("FAILED: {}", failed.join("; ")),
+            );
+        }
+    }
+    check_anchor(path, sha256_of(&bytes), opts, &mut report);
+    Ok(report)
+}
+
+/// Whether `path` looks like a prediction log (its first line is a log entry).
+pub fn is_prediction_log(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut head = [0u8; 64];
+    let prefix = format!("{{\"schema\":\"{}\"", crate::predlog::LOG_SCHEMA);
+    crate::fsio::open_regular(path)
+        .and_then(|mut f| f.read(&mut head))
+        .is_ok_and(|n| head[..n].starts_with(prefix.as_bytes()))
 }
 
 /// Read a manifest named on the command line (bounded, regular files only).
@@ -682,7 +1043,7 @@ fn check_extras(path: &Path, st: &Statement, allow: &[String], report: &mut Repo
 }
 
 /// The anchor receipt's checks, when a receipt sits next to the manifest.
-fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut Report) {
+fn check_anchor(path: &Path, sha256: [u8; 32], opts: &Options, report: &mut Report) {
     let rpath = anchor::receipt_path(path);
     if !rpath.exists() {
         report.push_row(
@@ -699,7 +1060,7 @@ fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut
             return;
         }
     };
-    let root = match anchor::check_inclusion(&receipt, manifest_bytes) {
+    let root = match anchor::check_inclusion_of(&receipt, sha256) {
         Ok(root) => {
             report.push_row(
                 CheckId::AnchorMerklePath,
@@ -720,7 +1081,7 @@ fn check_anchor(path: &Path, manifest_bytes: &[u8], opts: &Options, report: &mut
         check_evm_anchor(e, &root, opts, report);
     }
     if let Some(o) = &receipt.ots {
-        check_ots_anchor(path, o, manifest_bytes, &root, opts, report);
+        check_ots_anchor(path, o, &sha256, &root, opts, report);
     }
 }
 
@@ -766,7 +1127,7 @@ fn check_evm_anchor(
 fn check_ots_anchor(
     path: &Path,
     o: &anchor::OtsRecord,
-    manifest_bytes: &[u8],
+    digest: &[u8; 32],
     root: &[u8; 32],
     opts: &Options,
     report: &mut Report,
@@ -778,13 +1139,9 @@ fn check_ots_anchor(
             return;
         }
     };
-    let digest: [u8; 32] = {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(manifest_bytes).into()
-    };
     let checked = crate::fsio::read_bounded(&proof_path, anchor::ots::MAX_PROOF)
         .map_err(|e| format!("{}: {e}", proof_path.display()))
-        .and_then(|b| anchor::check_ots(&b, &digest, root).map_err(|e| e.to_string()));
+        .and_then(|b| anchor::check_ots(&b, digest, root).map_err(|e| e.to_string()));
     match checked {
         Err(why) => report.push_row(CheckId::AnchorOpentimestamps, Status::Fail, why),
         Ok(ts) => {
@@ -829,6 +1186,17 @@ fn check_ots_anchor(
 }
 
 fn check_signatures(o: &manifest::Opened, opts: &Options, report: &mut Report) {
+    check_envelope_signatures(&o.envelope, &o.payload, opts, report);
+}
+
+/// The signature rows of any DSSE envelope (a manifest, an evaluation attestation).
+fn check_envelope_signatures(
+    envelope: &sign::Envelope,
+    payload: &[u8],
+    opts: &Options,
+    report: &mut Report,
+) {
+    let o = Signed { envelope, payload };
     let mut trusted: Vec<PublicKey> = opts.keys.clone();
     if let Some(p) = &opts.policy {
         trusted.extend(p.signers.iter().map(|s| s.key.clone()));
@@ -857,7 +1225,7 @@ fn check_signatures(o: &manifest::Opened, opts: &Options, report: &mut Report) {
     let mut valid: Vec<PublicKey> = Vec::new();
     for (i, sig) in o.envelope.signatures.iter().enumerate() {
         let name = format!("signature {}", i + 1);
-        match sign::check_signature(&o.envelope, &o.payload, sig, &trusted) {
+        match sign::check_signature(o.envelope, o.payload, sig, &trusted) {
             SigCheck::Valid(k) => {
                 let who = signer_name(&k, opts).unwrap_or_else(|| k.keyid.clone());
                 report.push(

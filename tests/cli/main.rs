@@ -17,6 +17,8 @@ mod hardening;
 mod hash;
 mod offline;
 #[cfg(feature = "train")]
+mod predict;
+#[cfg(feature = "train")]
 mod provenance;
 #[cfg(feature = "train")]
 mod resume;

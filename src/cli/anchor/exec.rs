@@ -23,6 +23,15 @@ const PUBLIC_CALENDARS: [&str; 4] = [
 ];
 
 impl TargetArgs {
+    /// The chain to check anchors against online (`--chain`/`--rpc`), when given.
+    #[cfg(feature = "train")]
+    pub(in crate::cli) fn online(&self) -> anyhow::Result<Option<auditai::anchor::chain::Chain>> {
+        Ok(auditai::anchor::chain::Chain::resolve_online(
+            self.chain.as_deref(),
+            self.rpc.as_deref(),
+        )?)
+    }
+
     /// Whether any anchoring target was given.
     #[cfg(feature = "train")]
     pub(in crate::cli) fn any(&self) -> bool {

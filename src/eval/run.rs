@@ -1,0 +1,530 @@
+//! Running an evaluation: stream the external rows through the verified model, compute the
+//! metrics overall and per subgroup, check leakage against the run's training rows, judge the
+//! criteria and establish whether they were pre-registered.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use super::criteria::{self, Commitment, Criteria, Judged};
+use super::metrics::{self, Metrics, Subgroup};
+use super::{
+    AnchorRef, CommitmentRef, CriteriaRef, DataRef, Evaluation, Evaluator, Leakage, ModelRef,
+    PreRegistration, recorded_path,
+};
+use crate::predict::{Columns, LineLimit, Model, parse_row, row_digest};
+use crate::spec::{SpecError, Task};
+
+/// Most distinct values of one subgroup column.
+const MAX_GROUPS: usize = 1000;
+
+/// Errors that stop an evaluation (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The criteria file is invalid.
+    #[error(transparent)]
+    Criteria(#[from] SpecError),
+    /// The data is unusable.
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Data {
+        /// The data file.
+        path: PathBuf,
+        /// 1-based line.
+        line: Option<u64>,
+        /// What is wrong.
+        message: String,
+    },
+    /// Hashing failed.
+    #[error(transparent)]
+    Hash(#[from] crate::hash::HashError),
+}
+
+/// How to evaluate.
+pub struct EvalOptions<'a> {
+    /// The evaluation CSV (with the label column).
+    pub data: PathBuf,
+    /// Subgroup columns.
+    pub by: Vec<String>,
+    /// The criteria file.
+    pub criteria: Option<PathBuf>,
+    /// Where the run's training data lives (default: the git work tree holding the run, else
+    /// the current directory).
+    pub root: Option<PathBuf>,
+    /// Skip rows with an unusable feature or label (counted).
+    pub skip_bad_rows: bool,
+    /// Check the criteria commitment's anchor online.
+    pub online: Option<&'a crate::anchor::chain::Chain>,
+    /// The directory the attestation will be written to (recorded paths are relative to it).
+    pub out_dir: PathBuf,
+}
+
+struct Rows {
+    truth_class: Vec<usize>,
+    truth_value: Vec<f64>,
+    outputs: Vec<Vec<f32>>,
+    groups: Vec<Vec<String>>,
+    digests: Vec<([u8; 32], u64)>,
+    skipped: u64,
+}
+
+/// Evaluate `model` on `opts.data`.
+pub fn evaluate(model: &Model, opts: &EvalOptions<'_>) -> Result<Evaluation, EvalError> {
+    let started_on = crate::manifest::now_rfc3339();
+    let started = std::time::SystemTime::now();
+    let criteria = match &opts.criteria {
+        Some(p) => Some((p.clone(), Criteria::load(p)?)),
+        None => None,
+    };
+    let mut by = opts.by.clone();
+    for c in criteria.iter().flat_map(|(_, (c, _))| c.gap_columns()) {
+        if !by.contains(&c) {
+            by.push(c);
+        }
+    }
+    let rows = read_rows(model, opts, &by)?;
+    let min_subgroup_rows = criteria
+        .as_ref()
+        .map_or(criteria::DEFAULT_MIN_SUBGROUP_ROWS, |(_, (c, _))| {
+            c.min_subgroup_rows
+        });
+    let overall = metrics_of(model, &rows, None);
+    let mut subgroups = Vec::new();
+    for (k, column) in by.iter().enumerate() {
+        let mut values: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, g) in rows.groups.iter().enumerate() {
+            values.entry(g[k].as_str()).or_default().push(i);
+        }
+        if values.len() > MAX_GROUPS {
+            return Err(EvalError::Data {
+                path: opts.data.clone(),
+                line: Some(1),
+                message: format!(
+                    "subgroup column `{column}` has more than {MAX_GROUPS} distinct values"
+                ),
+            });
+        }
+        for (value, idx) in values {
+            let metrics = metrics_of(model, &rows, Some(&idx));
+            subgroups.push(Subgroup {
+                column: column.clone(),
+                value: value.to_string(),
+                too_small: (idx.len() as u64) < min_subgroup_rows,
+                metrics,
+            });
+        }
+    }
+    let leakage = leakage(model, opts, &rows);
+    let pre_registration = match &criteria {
+        Some((path, (_, bytes))) => pre_registration(path, bytes, started, opts),
+        None => PreRegistration {
+            status: "none".into(),
+            detail: "no criteria file".into(),
+            commitment: None,
+        },
+    };
+    let criteria = criteria.map(|(path, (c, bytes))| {
+        let mut results: Vec<Judged> = c
+            .criteria
+            .iter()
+            .map(|k| k.judge(&overall, &subgroups))
+            .collect();
+        results.push(Judged {
+            criterion: "no evaluation row trained or validated the model".into(),
+            value: Some(leakage.overlapping_rows as f64),
+            passed: c.allow_leakage
+                || (leakage.status == "checked" && leakage.overlapping_rows == 0),
+            detail: if c.allow_leakage {
+                "allowed by the criteria (allow_leakage: true)".into()
+            } else if leakage.status != "checked" {
+                format!("not checked: {}", leakage.detail)
+            } else {
+                leakage.detail.clone()
+            },
+        });
+        if c.require_preregistration {
+            results.push(Judged {
+                criterion: "the criteria were committed before the evaluation".into(),
+                value: None,
+                passed: matches!(
+                    pre_registration.status.as_str(),
+                    "anchored-before" | "claimed-before"
+                ),
+                detail: pre_registration.detail.clone(),
+            });
+        }
+        let d = crate::hash::bytes_digest(&bytes);
+        CriteriaRef {
+            name: recorded_path(&opts.out_dir, &path),
+            sha256: d.sha256.map(|s| s.hex()).unwrap_or_default(),
+            blake3: d.blake3.hex(),
+            criteria: c,
+            results,
+        }
+    });
+    let data_digest = crate::hash::Hasher::new(None, true).hash_file(&opts.data)?;
+    let verdict = Evaluation::verdict_of(criteria.as_ref()).to_string();
+    Ok(Evaluation {
+        model: ModelRef {
+            manifest: recorded_path(&opts.out_dir, &model.manifest),
+            manifest_blake3: model.manifest_blake3.clone(),
+            verified: model.verified,
+        },
+        evaluator: Evaluator {
+            id: crate::manifest::BUILDER_ID.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        started_on,
+        finished_on: crate::manifest::now_rfc3339(),
+        data: DataRef {
+            name: recorded_path(&opts.out_dir, &opts.data),
+            sha256: data_digest.sha256.map(|s| s.hex()).unwrap_or_default(),
+            blake3: data_digest.blake3.hex(),
+            rows: rows.outputs.len() as u64,
+            skipped: rows.skipped,
+            label: model.pre.label.clone(),
+        },
+        task: match model.pre.task {
+            Task::Classification => "classification".into(),
+            Task::Regression => "regression".into(),
+        },
+        classes: model.pre.classes.clone(),
+        overall,
+        subgroups,
+        min_subgroup_rows,
+        leakage,
+        criteria,
+        pre_registration,
+        verdict,
+    })
+}
+
+fn metrics_of(model: &Model, rows: &Rows, idx: Option<&[usize]>) -> Metrics {
+    let all: Vec<usize>;
+    let idx = match idx {
+        Some(i) => i,
+        None => {
+            all = (0..rows.outputs.len()).collect();
+            &all
+        }
+    };
+    match model.classes() {
+        Some(classes) => {
+            let truth: Vec<usize> = idx.iter().map(|&i| rows.truth_class[i]).collect();
+            let probs: Vec<Vec<f32>> = idx.iter().map(|&i| rows.outputs[i].clone()).collect();
+            metrics::classification(&truth, &probs, classes)
+        }
+        None => {
+            let truth: Vec<f64> = idx.iter().map(|&i| rows.truth_value[i]).collect();
+            let pred: Vec<f64> = idx
+                .iter()
+                .map(|&i| f64::from(rows.outputs[i].first().copied().unwrap_or(f32::NAN)))
+                .collect();
+            metrics::regression(&truth, &pred)
+        }
+    }
+}
+
+/// Stream the evaluation rows through the model.
+fn read_rows(model: &Model, opts: &EvalOptions<'_>, by: &[String]) -> Result<Rows, EvalError> {
+    let data_err = |line: Option<u64>, message: String| EvalError::Data {
+        path: opts.data.clone(),
+        line,
+        message,
+    };
+    let file = crate::fsio::open_regular(&opts.data).map_err(|e| data_err(None, e.to_string()))?;
+    let mut reader =
+        csv::ReaderBuilder::new().from_reader(LineLimit::new(std::io::BufReader::new(file)));
+    let header = reader
+        .headers()
+        .map_err(|e| data_err(Some(1), e.to_string()))?
+        .clone();
+    let cols = Columns::match_header(&header, &model.pre, None, true, by)
+        .map_err(|m| data_err(Some(1), m))?;
+    let label_col = cols.label.unwrap_or(0);
+    let mut rows = Rows {
+        truth_class: Vec::new(),
+        truth_value: Vec::new(),
+        outputs: Vec::new(),
+        groups: Vec::new(),
+        digests: Vec::new(),
+        skipped: 0,
+    };
+    let mut record = csv::StringRecord::new();
+    let (mut raw, mut x) = (Vec::new(), Vec::new());
+    let mut pending = 0usize;
+    let mut n = 0u64;
+    loop {
+        let more = reader
+            .read_record(&mut record)
+            .map_err(|e| data_err(e.position().map(csv::Position::line), e.to_string()))?;
+        if more {
+            n += 1;
+            let line = record.position().map(csv::Position::line);
+            let label = record.get(label_col).map(str::trim).unwrap_or("");
+            let before = x.len();
+            let parsed = parse_row(&record, &cols, &model.pre, &mut raw, &mut x)
+                .map_err(|e| format!("column `{}`: {}", e.column, e.message))
+                .and_then(|()| match model.classes() {
+                    Some(classes) => classes
+                        .iter()
+                        .position(|c| c == label)
+                        .map(|c| (c, 0.0))
+                        .ok_or_else(|| {
+                            format!(
+                                "label `{label}` is not one of the model's classes ({})",
+                                classes.join(", ")
+                            )
+                        }),
+                    None => label
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|v| v.is_finite())
+                        .map(|v| (0, v))
+                        .ok_or_else(|| format!("label `{label}` is not a number")),
+                });
+            match parsed {
+                Ok((class, value)) => {
+                    rows.truth_class.push(class);
+                    rows.truth_value.push(value);
+                    rows.groups.push(
+                        cols.by
+                            .iter()
+                            .map(|(_, i)| record.get(*i).unwrap_or("").trim().to_string())
+                            .collect(),
+                    );
+                    rows.digests.push((row_digest(&raw, Some(label)), n));
+                    pending += 1;
+                }
+                Err(why) => {
+                    x.truncate(before);
+                    if !opts.skip_bad_rows {
+                        return Err(data_err(line, format!("{why} (or pass --skip-bad-rows)")));
+                    }
+                    rows.skipped += 1;
+                }
+            }
+        }
+        if pending >= 4096 || (!more && pending > 0) {
+            rows.outputs
+                .extend(model.infer(std::mem::take(&mut x), pending));
+            pending = 0;
+        }
+        if !more {
+            break;
+        }
+    }
+    if rows.outputs.is_empty() {
+        return Err(data_err(None, "no usable rows to evaluate".into()));
+    }
+    Ok(rows)
+}
+
+/// Compare the evaluation rows with the run's training and validation rows.
+fn leakage(model: &Model, opts: &EvalOptions<'_>, rows: &Rows) -> Leakage {
+    let not_checked = |detail: String| Leakage {
+        status: "not-checked".into(),
+        overlapping_rows: 0,
+        reference_rows: 0,
+        detail,
+    };
+    let Some(dep) = &model.data else {
+        return not_checked("the manifest records no training data".into());
+    };
+    let name = dep.name.clone().unwrap_or_default();
+    let root = opts.root.clone().unwrap_or_else(|| {
+        crate::provenance::project_root(crate::verify::run_dir_of(&model.manifest))
+    });
+    let path = match crate::fsio::safe_join(&root, &name) {
+        Ok(p) => p,
+        Err(e) => return not_checked(format!("training data {name}: {e}")),
+    };
+    let recorded = dep.digest.get("blake3").cloned().unwrap_or_default();
+    let bytes = match crate::hash::read_pinned(&path, &recorded, crate::data::MAX_DATA_BYTES) {
+        Ok(b) => b,
+        Err(e) => {
+            return not_checked(format!(
+                "training data {} is not as the manifest records it ({e}); pass --root",
+                path.display()
+            ));
+        }
+    };
+    let mut spec = model.spec.clone();
+    spec.source = path.clone();
+    spec.data.path.value = path.display().to_string();
+    let prepared = match crate::data::parse(&spec, &bytes) {
+        Ok(p) => p,
+        Err(e) => return not_checked(format!("training data: {e}")),
+    };
+    let used: HashSet<usize> = prepared
+        .train
+        .source_rows
+        .iter()
+        .chain(&prepared.validation.source_rows)
+        .copied()
+        .collect();
+    let mut reader = csv::ReaderBuilder::new().from_reader(bytes.as_slice());
+    let Ok(header) = reader.headers().cloned() else {
+        return not_checked("training data has no header".into());
+    };
+    let Ok(cols) = Columns::match_header(&header, &model.pre, None, true, &[]) else {
+        return not_checked("training data lacks the model's columns".into());
+    };
+    let label_col = cols.label.unwrap_or(0);
+    let mut reference = HashSet::new();
+    let (mut raw, mut x) = (Vec::new(), Vec::new());
+    for (i, rec) in reader.records().enumerate() {
+        let Ok(rec) = rec else { continue };
+        if !used.contains(&i) {
+            continue;
+        }
+        x.clear();
+        if parse_row(&rec, &cols, &model.pre, &mut raw, &mut x).is_ok() {
+            reference.insert(row_digest(&raw, rec.get(label_col)));
+        }
+    }
+    let overlapping: Vec<u64> = rows
+        .digests
+        .iter()
+        .filter(|(d, _)| reference.contains(d))
+        .map(|(_, n)| *n)
+        .collect();
+    let shown: Vec<String> = overlapping.iter().take(10).map(u64::to_string).collect();
+    Leakage {
+        status: "checked".into(),
+        overlapping_rows: overlapping.len() as u64,
+        reference_rows: reference.len() as u64,
+        detail: if overlapping.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "evaluation rows {}{} equal training or validation rows",
+                shown.join(", "),
+                if overlapping.len() > shown.len() {
+                    " and more"
+                } else {
+                    ""
+                }
+            )
+        },
+    }
+}
+
+/// Whether the criteria at `path` (with `bytes`) were committed before `started`.
+fn pre_registration(
+    path: &Path,
+    bytes: &[u8],
+    started: std::time::SystemTime,
+    opts: &EvalOptions<'_>,
+) -> PreRegistration {
+    let none = |detail: String| PreRegistration {
+        status: "none".into(),
+        detail,
+        commitment: None,
+    };
+    let cpath = criteria::commitment_path(path);
+    let Ok(cbytes) = crate::fsio::read_bounded(&cpath, 1 << 20) else {
+        return none(format!(
+            "no commitment ({}); run `auditai eval --commit-criteria` before opening the evaluation data",
+            cpath.display()
+        ));
+    };
+    let c: Commitment = match serde_json::from_slice(&cbytes) {
+        Ok(c) => c,
+        Err(e) => {
+            return none(format!(
+                "{}: not a criteria commitment: {e}",
+                cpath.display()
+            ));
+        }
+    };
+    let d = crate::hash::bytes_digest(bytes);
+    if !crate::hash::hex_eq(&c.blake3, &d.blake3.hex()) {
+        return none(format!(
+            "{} commits to other criteria (blake3 {}, the criteria file is {})",
+            cpath.display(),
+            c.blake3,
+            d.blake3.hex()
+        ));
+    }
+    let mut commitment = CommitmentRef {
+        name: recorded_path(&opts.out_dir, &cpath),
+        blake3: crate::hash::Digest::of(&cbytes).hex(),
+        committed_on: c.committed_on.clone(),
+        anchor: None,
+    };
+    let started_unix = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let receipt = crate::anchor::read_receipt(&crate::anchor::receipt_path(&cpath)).ok();
+    let anchored = receipt.and_then(|r| {
+        let root = crate::anchor::check_inclusion(&r, &cbytes).ok()?;
+        let e = r.evm?;
+        #[cfg(feature = "anchor")]
+        let checked = opts
+            .online
+            .is_some_and(|chain| crate::anchor::check_evm_online(chain, &e, &root).is_ok());
+        #[cfg(not(feature = "anchor"))]
+        let checked = {
+            let _ = root;
+            false
+        };
+        Some(AnchorRef {
+            chain: e.chain.clone(),
+            block_number: e.block_number,
+            block_timestamp: e.block_timestamp,
+            checked_online: checked,
+        })
+    });
+    let (status, detail) = match &anchored {
+        Some(a) if a.block_timestamp <= started_unix => (
+            if a.checked_online {
+                "anchored-before"
+            } else {
+                "claimed-before"
+            },
+            format!(
+                "committed and anchored on {} in block {} at {}, before the evaluation started{}",
+                a.chain,
+                a.block_number,
+                crate::manifest::format_unix(a.block_timestamp),
+                if a.checked_online {
+                    " (checked online)"
+                } else {
+                    " (claimed: the anchor was not checked online; pass --rpc/--chain)"
+                }
+            ),
+        ),
+        Some(a) => (
+            "after",
+            format!(
+                "anchored at {}, after the evaluation started",
+                crate::manifest::format_unix(a.block_timestamp)
+            ),
+        ),
+        None => match humantime::parse_rfc3339(&c.committed_on) {
+            Ok(t) if t <= started => (
+                "claimed-before",
+                format!(
+                    "committed at {} by the committer's clock (claimed; anchor the commitment to prove it)",
+                    c.committed_on
+                ),
+            ),
+            Ok(_) => (
+                "after",
+                format!(
+                    "committed at {}, after the evaluation started",
+                    c.committed_on
+                ),
+            ),
+            Err(_) => (
+                "none",
+                format!("unreadable commitment time `{}`", c.committed_on),
+            ),
+        },
+    };
+    commitment.anchor = anchored;
+    PreRegistration {
+        status: status.into(),
+        detail,
+        commitment: Some(commitment),
+    }
+}
