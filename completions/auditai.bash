@@ -28,6 +28,9 @@ _auditai() {
             auditai,eval)
                 cmd="auditai__subcmd__eval"
                 ;;
+            auditai,export)
+                cmd="auditai__subcmd__export"
+                ;;
             auditai,hash)
                 cmd="auditai__subcmd__hash"
                 ;;
@@ -79,6 +82,9 @@ _auditai() {
             auditai__subcmd__help,eval)
                 cmd="auditai__subcmd__help__subcmd__eval"
                 ;;
+            auditai__subcmd__help,export)
+                cmd="auditai__subcmd__help__subcmd__export"
+                ;;
             auditai__subcmd__help,hash)
                 cmd="auditai__subcmd__help__subcmd__hash"
                 ;;
@@ -116,7 +122,7 @@ _auditai() {
 
     case "${cmd}" in
         auditai)
-            opts="-h -V --help --version run status verify predict eval sign keygen hash anchor audit inspect completions help"
+            opts="-h -V --help --version run status verify predict eval export sign keygen hash anchor audit inspect completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -248,7 +254,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__audit)
-            opts="-q -h --rerun --key --policy --trust-recorded-command --segments --challenge --challenge-from-anchor --allow-unconfirmed-challenge --device --tolerance --allow-extra --root --rpc --chain --json --quiet --help"
+            opts="-q -h --rerun --key --policy --trust-recorded-command --segments --challenge --challenge-from-anchor --allow-unconfirmed-challenge --device --tolerance --allow-extra --root --rpc --chain --json --quiet --attest --attest-out --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -291,6 +297,14 @@ _auditai() {
                     return 0
                     ;;
                 --chain)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attest)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attest-out)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -413,6 +427,44 @@ _auditai() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        auditai__subcmd__export)
+            opts="-h --format --out --key --policy --eval --root --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "model-card cyclonedx" -- "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --eval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         auditai__subcmd__hash)
             opts="-h --sha256 --no-cache --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -428,7 +480,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__help)
-            opts="run status verify predict eval sign keygen hash anchor audit inspect completions help"
+            opts="run status verify predict eval export sign keygen hash anchor audit inspect completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -498,6 +550,20 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__help__subcmd__eval)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__help__subcmd__export)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -830,7 +896,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__verify)
-            opts="-h --key --policy --root --rpc --chain --bitcoin-header --bitcoin-rpc --allow-extra --json --help"
+            opts="-h --key --policy --root --rpc --chain --bitcoin-header --bitcoin-rpc --allow-extra --json --attest --attest-out --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -865,6 +931,14 @@ _auditai() {
                     return 0
                     ;;
                 --allow-extra)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attest)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attest-out)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what auditai needs to build and test on Debian/Ubuntu: a C compiler, Mesa's Vulkan
-# driver (wgpu runs on it without a GPU), git, openssl, npm, python3 (the example pipelines'
-# stages), a Rust toolchain (rustup, if cargo is
+# driver (wgpu runs on it without a GPU), git, openssl, npm, python3 with venv (the example
+# pipelines' stages; the CycloneDX project's validator in ~/.cache/auditai/venv, which the
+# ML-BOM test uses), a Rust toolchain (rustup, if cargo is
 # missing) and anvil, the local EVM chain the anchoring tests start (under ~/.cache/auditai/npm).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -15,6 +16,7 @@ for p in mesa-vulkan-drivers libvulkan1; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 command -v cc >/dev/null || missing+=(build-essential)
+python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 for cmd in curl git openssl npm python3; do
   command -v "$cmd" >/dev/null || missing+=("$cmd")
 done
@@ -31,4 +33,10 @@ anvil_dir="$HOME/.cache/auditai/npm"
 if [ ! -x "$anvil_dir/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil" ]; then
   mkdir -p "$anvil_dir"
   (cd "$anvil_dir" && npm install --no-audit --no-fund --silent @foundry-rs/anvil-linux-amd64@1.7.1)
+fi
+
+venv="$HOME/.cache/auditai/venv"
+if ! "$venv/bin/python" -c 'import cyclonedx.validation.json' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet 'cyclonedx-python-lib[json-validation]==11.12.0'
 fi

@@ -9,6 +9,7 @@ pub mod anchor;
 pub mod audit;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod fsio;
 pub mod hash;
 pub mod manifest;
@@ -27,6 +28,7 @@ pub mod stages;
 pub mod train;
 pub mod transcript;
 pub mod verify;
+pub mod vsa;
 
 #[cfg(test)]
 mod fuzz_tests;

@@ -83,6 +83,8 @@ pub(super) struct AuditArgs {
     /// No progress on stderr.
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    attest: super::verdict::AttestArgs,
 }
 
 #[cfg(feature = "train")]

@@ -6,6 +6,7 @@
 mod anchor;
 mod audit;
 mod eval;
+mod export;
 mod hash;
 mod hints;
 mod predict;
@@ -13,6 +14,7 @@ mod printer;
 mod run;
 mod stages;
 mod trust;
+mod verdict;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -87,6 +89,15 @@ enum Command {
     /// criterion fails or the model is refused.
     #[command(after_help = EXIT_CODES)]
     Eval(eval::EvalArgs),
+    /// Write a model card (Markdown) or a CycloneDX 1.6 ML-BOM bound to a signed run.
+    ///
+    /// Filled from the run (model, parameters, data digests and rows, preprocessing,
+    /// hyper-parameters, compute, metrics, signers, anchors), the spec's `card:` section and any
+    /// --eval attestations; the run's files are checked against its manifest first (exit 1 when
+    /// they differ). The document carries the manifest's and the weights' digests, so `auditai
+    /// verify` on it checks it describes these weights.
+    #[command(after_help = EXIT_CODES)]
+    Export(export::ExportArgs),
     /// Add a co-signature to a provenance manifest; existing signatures stay valid.
     #[command(after_help = EXIT_CODES)]
     Sign(trust::SignArgs),
@@ -164,6 +175,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Sign(args) => trust::sign_cmd(&args),
         Command::Predict(args) => predict::predict_cmd(&args),
         Command::Eval(args) => eval::eval_cmd(&args),
+        Command::Export(args) => export::export_cmd(&args),
         Command::Keygen(args) => trust::keygen(&args),
         Command::Hash(args) => hash::hash(&args),
         Command::Inspect(args) => trust::inspect(&args),

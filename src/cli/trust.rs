@@ -72,6 +72,8 @@ pub(super) struct VerifyArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    attest: super::verdict::AttestArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -147,6 +149,9 @@ struct VerifyJson<'a> {
     ok: bool,
     /// `auditai.verify-report/v1`.
     schema: &'static str,
+    /// The verdict written with `--attest`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verdict: Option<&'a std::path::Path>,
 }
 
 /// Verification options trusting `keys` (SPKI PEM files) and `policy`, nothing else set.
@@ -192,18 +197,44 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
         allow_extra: args.allow_extra.clone(),
         bitcoin,
     };
-    let report = if verify::is_prediction_log(&args.manifest) {
-        verify::verify_log(&args.manifest, &opts)?
-    } else if verify::read_manifest(&args.manifest)
+    let is_log = verify::is_prediction_log(&args.manifest);
+    let predicate = verify::read_manifest(&args.manifest)
         .ok()
-        .and_then(|b| manifest::predicate_type_of(&b))
-        .as_deref()
-        == Some(auditai::eval::EVAL_PREDICATE)
+        .and_then(|b| manifest::predicate_type_of(&b));
+    if args.attest.attest.is_some()
+        && (is_log || predicate.as_deref() != Some(manifest::PREDICATE_TYPE))
     {
+        bail!("--attest applies to provenance manifests (training or pipeline runs)");
+    }
+    let is_document = !is_log
+        && predicate.is_none()
+        && verify::read_manifest(&args.manifest)
+            .ok()
+            .and_then(|b| auditai::export::binding_of(&b))
+            .is_some();
+    let report = if is_log {
+        verify::verify_log(&args.manifest, &opts)?
+    } else if is_document {
+        verify::verify_document(&args.manifest, &opts)?
+    } else if predicate.as_deref() == Some(auditai::vsa::VSA_PREDICATE) {
+        verify::verify_verdict(&args.manifest, &opts)?
+    } else if predicate.as_deref() == Some(auditai::eval::EVAL_PREDICATE) {
         verify::verify_eval(&args.manifest, &opts)?
     } else {
         verify::verify(&args.manifest, &opts)?
     };
+    let verdict = super::verdict::write(
+        &args.attest,
+        super::verdict::Outcome {
+            kind: "verify",
+            manifest: &args.manifest,
+            report: &report,
+            passed: report.ok(),
+            audit: None,
+            policy: args.policy.as_deref(),
+            keys: &opts.keys,
+        },
+    )?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = VerifyJson {
@@ -211,6 +242,7 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
             manifest: &args.manifest,
             ok: report.ok(),
             schema: "auditai.verify-report/v1",
+            verdict: verdict.as_ref().map(|(p, _)| p.as_path()),
         };
         write_json(&mut out, &v)?;
     } else {
@@ -235,6 +267,9 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
         } else {
             writeln!(out, "NOT verified: {failed} check(s) failed")?;
         }
+        if let Some((p, result)) = &verdict {
+            writeln!(out, "verdict: {} ({result}, signed)", p.display())?;
+        }
     }
     out.flush()?;
     Ok(if report.ok() { EXIT_OK } else { EXIT_FAILED })
@@ -242,8 +277,10 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
 
 pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
     let bytes = verify::read_manifest(&args.manifest)?;
-    if manifest::predicate_type_of(&bytes).as_deref() == Some(auditai::eval::EVAL_PREDICATE) {
-        return inspect_eval(args, &bytes);
+    match manifest::predicate_type_of(&bytes).as_deref() {
+        Some(auditai::eval::EVAL_PREDICATE) => return inspect_eval(args, &bytes),
+        Some(auditai::vsa::VSA_PREDICATE) => return inspect_verdict(args, &bytes),
+        _ => {}
     }
     let opened = auditai::manifest::open(&bytes)
         .map_err(|why| anyhow::anyhow!("{}: {why}", args.manifest.display()))?;
@@ -261,8 +298,21 @@ pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
         .iter()
         .map(|s| s.keyid.clone())
         .collect::<Vec<_>>();
-    rows.push((
-        "signatures",
+    print_rows(&mut out, rows, &signers)
+}
+
+/// `inspect`'s table: the rows, then the signatures (listed, not checked).
+fn print_rows<K: AsRef<str>>(
+    out: &mut impl Write,
+    rows: Vec<(K, String)>,
+    signers: &[String],
+) -> anyhow::Result<u8> {
+    let mut b = Builder::default();
+    for (k, v) in rows {
+        b.push_record([clean(k.as_ref()), clean(&v)]);
+    }
+    b.push_record([
+        "signatures".to_string(),
         if signers.is_empty() {
             "none (unsigned)".to_string()
         } else {
@@ -271,13 +321,64 @@ pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
                 signers.join(", ")
             )
         },
-    ));
-    let mut b = Builder::default();
-    for (k, v) in rows {
-        b.push_record([k.to_string(), clean(&v)]);
-    }
+    ]);
     writeln!(out, "{}", b.build().with(Style::sharp()))?;
     Ok(EXIT_OK)
+}
+
+/// `inspect` of a verdict: who verified what, when, under which trust, and every row.
+fn inspect_verdict(args: &InspectArgs, bytes: &[u8]) -> anyhow::Result<u8> {
+    let (envelope, payload, value) = manifest::open_envelope(bytes)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", args.manifest.display()))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let payload: serde_json::Value = serde_json::from_slice(&payload)?;
+        write_json(&mut out, &payload)?;
+        return Ok(EXIT_OK);
+    }
+    let st: auditai::vsa::VerdictStatement = serde_json::from_value(value)
+        .map_err(|e| anyhow::anyhow!("{}: not an auditai verdict: {e}", args.manifest.display()))?;
+    let v = &st.predicate;
+    let mut rows: Vec<(String, String)> = vec![
+        (
+            "verdict".into(),
+            format!("{} {}", v.auditai.kind, v.verification_result),
+        ),
+        ("resource".into(), v.resource_uri.clone()),
+        (
+            "verifier".into(),
+            format!("{} at {}", v.verifier.id, v.time_verified),
+        ),
+        (
+            "trust".into(),
+            format!("{} {:?}", v.policy.uri, v.policy.digest),
+        ),
+    ];
+    if let Some(a) = &v.auditai.audit {
+        rows.push((
+            "replay".into(),
+            format!(
+                "challenge {} ({}), {} of {} replayed segments matched ({} segments in the run)",
+                a.challenge.as_deref().unwrap_or("?"),
+                a.challenge_source,
+                a.segments_passed,
+                a.segments.len(),
+                a.segments_total
+            ),
+        ));
+    }
+    for c in &v.auditai.checks {
+        rows.push((
+            format!("check {}", c.check),
+            format!("{}: {}", c.status, c.detail),
+        ));
+    }
+    let signers: Vec<String> = envelope
+        .signatures
+        .iter()
+        .map(|s| s.keyid.clone())
+        .collect();
+    print_rows(&mut out, rows, &signers)
 }
 
 /// `inspect` of an evaluation attestation: the model, data, metrics, criteria and verdict.
@@ -375,23 +476,7 @@ fn inspect_eval(args: &InspectArgs, bytes: &[u8]) -> anyhow::Result<u8> {
         .iter()
         .map(|s| s.keyid.clone())
         .collect();
-    rows.push((
-        "signatures",
-        if signers.is_empty() {
-            "none (unsigned)".to_string()
-        } else {
-            format!(
-                "{} (not checked here; use auditai verify)",
-                signers.join(", ")
-            )
-        },
-    ));
-    let mut b = Builder::default();
-    for (k, v) in rows {
-        b.push_record([k.to_string(), clean(&v)]);
-    }
-    writeln!(out, "{}", b.build().with(Style::sharp()))?;
-    Ok(EXIT_OK)
+    print_rows(&mut out, rows, &signers)
 }
 
 /// `inspect`'s rows for what the statement claims: spec, inputs, code, toolchain, metrics,

@@ -122,6 +122,10 @@ pub struct Spec {
     pub outputs: OutputsSpec,
     /// Audit section.
     pub audit: AuditSpec,
+    /// What only people know about the model (intended use, owners, limitations), for model
+    /// cards (`auditai export`). Absent: not part of the resolved spec or its digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card: Option<CardSpec>,
     /// The stage of a multi-stage pipeline spec this training configuration is (absent for a
     /// single-training spec, and then not part of the resolved spec or its digest).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -284,6 +288,38 @@ pub struct EarlyStopping {
     pub restore_best: bool,
 }
 
+/// `card:`: the model card's human sections.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardSpec {
+    /// What the model is for, and for whom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intended_use: Option<String>,
+    /// Uses it is not meant for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub out_of_scope: Vec<String>,
+    /// Who is responsible for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<Owner>,
+    /// Known limitations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limitations: Vec<String>,
+    /// Ethical considerations and how they are mitigated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ethical_considerations: Vec<String>,
+}
+
+/// An owner of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    /// Name (a person or a team).
+    pub name: String,
+    /// How to reach them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+}
+
 /// `outputs:`.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutputsSpec {
@@ -435,6 +471,7 @@ struct Body {
     training: Option<raw::RawTraining>,
     outputs: Option<raw::RawOutputs>,
     audit: Option<raw::RawAudit>,
+    card: Option<CardSpec>,
 }
 
 impl Checker<'_> {
@@ -457,6 +494,7 @@ impl Checker<'_> {
                 training: raw.training,
                 outputs: raw.outputs,
                 audit: raw.audit,
+                card: raw.card,
             },
             None,
         )
@@ -510,6 +548,7 @@ impl Checker<'_> {
                 checkpoints: outputs.checkpoints.unwrap_or(KeepCheckpoints::All),
             },
             audit: self.audit(b.audit.unwrap_or_default())?,
+            card: b.card,
             stage,
             source: self.path.to_path_buf(),
         })

@@ -21,6 +21,8 @@ pub(super) struct RawSpec {
     pub outputs: Option<RawOutputs>,
     #[serde(default)]
     pub audit: Option<RawAudit>,
+    #[serde(default)]
+    pub card: Option<super::CardSpec>,
 }
 
 #[derive(Deserialize)]

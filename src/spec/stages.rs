@@ -191,6 +191,8 @@ struct RawStage {
     outputs: Option<RawOutputs>,
     #[serde(default)]
     out: Option<Sp<String>>,
+    #[serde(default)]
+    card: Option<super::CardSpec>,
 }
 
 /// A YAML mapping read in the order written, keys with their positions.
@@ -392,6 +394,7 @@ impl Checker<'_> {
                     checkpoints,
                 }),
                 audit: raw.audit,
+                card: raw.card,
             },
             Some(name.clone()),
         )?;
@@ -426,6 +429,12 @@ impl Checker<'_> {
             return self.fail(
                 p,
                 format!("`seed`, `out` and `outputs` belong to training stages, not command stage `{name}`"),
+            );
+        }
+        if raw.card.is_some() {
+            return self.fail(
+                pos(&key),
+                format!("`card` describes a model: it belongs to training stages, not command stage `{name}`"),
             );
         }
         if cmd.value.trim().is_empty() || cmd.value.contains('\0') {

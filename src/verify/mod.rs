@@ -130,6 +130,14 @@ pub enum CheckId {
     PreRegistration,
     /// Evaluation attestations: the verdict.
     EvalVerdict,
+    /// Verdicts: the manifest a verdict is about.
+    VerdictResource,
+    /// Verdicts: the result it records.
+    VerdictResult,
+    /// A verdict the trust policy requires next to the manifest.
+    RequiredVerdict,
+    /// Model cards and BOMs: the run they describe.
+    Document,
     /// Prediction logs: the hash chain.
     LogChain,
     /// Prediction logs: a model the entries name.
@@ -178,6 +186,10 @@ impl CheckId {
             CheckId::EvalCriteria => "criteria",
             CheckId::PreRegistration => "pre-registration",
             CheckId::EvalVerdict => "evaluation verdict",
+            CheckId::VerdictResource => "verdict resource",
+            CheckId::VerdictResult => "verdict result",
+            CheckId::RequiredVerdict => "required verdict",
+            CheckId::Document => "document",
             CheckId::LogChain => "log chain",
             CheckId::LogModel => "log model",
         }
@@ -338,6 +350,7 @@ pub fn verify(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
     };
     check_signatures(&opened, opts, &mut report);
     check_files(path, &opened.statement, opts, &mut report);
+    check_required_verdicts(path, &bytes, opts, &mut report);
     check_anchor(path, sha256_of(&bytes), opts, &mut report);
     Ok(report)
 }
@@ -489,6 +502,35 @@ fn log_model(m: &crate::predlog::ModelRef, opts: &Options) -> (Status, String) {
     }
 }
 
+/// Open a DSSE-wrapped statement of type `T` and push its envelope and signature rows; `None`
+/// (after a failing envelope row) when it is not one.
+fn open_signed<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+    ok: &str,
+    opts: &Options,
+    report: &mut Report,
+) -> Option<T> {
+    let parsed = manifest::open_envelope(bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|(env, payload, value)| {
+            serde_json::from_value::<T>(value)
+                .map(|st| (env, payload, st))
+                .map_err(|e| format!("not {what}: {e}"))
+        });
+    match parsed {
+        Ok((envelope, payload, st)) => {
+            report.push_row(CheckId::Envelope, Status::Pass, ok);
+            check_envelope_signatures(&envelope, &payload, opts, report);
+            Some(st)
+        }
+        Err(why) => {
+            report.push_row(CheckId::Envelope, Status::Fail, why);
+            None
+        }
+    }
+}
+
 /// Verify an evaluation attestation (`auditai eval`): its signatures, that the model's
 /// manifest and subjects are the ones it names, the evaluation data and criteria files where
 /// present, the recorded verdicts against the recorded metrics, pre-registration, the verdict
@@ -497,26 +539,15 @@ pub fn verify_eval(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
     use crate::eval::EvalStatement;
     let bytes = read_manifest(path)?;
     let mut report = Report::default();
-    let parsed = manifest::open_envelope(&bytes)
-        .map_err(|e| e.to_string())
-        .and_then(|(env, payload, value)| {
-            serde_json::from_value::<EvalStatement>(value)
-                .map(|st| (env, payload, st))
-                .map_err(|e| format!("not an auditai evaluation attestation: {e}"))
-        });
-    let (envelope, payload, st) = match parsed {
-        Ok(p) => p,
-        Err(why) => {
-            report.push_row(CheckId::Envelope, Status::Fail, why);
-            return Ok(report);
-        }
-    };
-    report.push_row(
-        CheckId::Envelope,
-        Status::Pass,
+    let Some(st) = open_signed::<EvalStatement>(
+        &bytes,
+        "an auditai evaluation attestation",
         "DSSE, in-toto Statement v1, auditai evaluation v1",
-    );
-    check_envelope_signatures(&envelope, &payload, opts, &mut report);
+        opts,
+        &mut report,
+    ) else {
+        return Ok(report);
+    };
     let dir = run_dir_of(path);
     let ev = &st.predicate;
     let resolve = |name: &str| {
@@ -684,6 +715,258 @@ pub fn verify_eval(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
         }
     }
     check_anchor(path, sha256_of(&bytes), opts, &mut report);
+    Ok(report)
+}
+
+/// The verdicts a trust policy requires: for each, a verdict file next to the manifest of that
+/// kind, about exactly these manifest bytes, PASSED, signed by one of the named verifiers, and for
+/// audits with enough replayed segments, all matching.
+fn check_required_verdicts(path: &Path, bytes: &[u8], opts: &Options, report: &mut Report) {
+    let Some(policy) = &opts.policy else { return };
+    if policy.verdicts.is_empty() {
+        return;
+    }
+    let dir = run_dir_of(path);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .is_some_and(|n| {
+                            n.starts_with(crate::vsa::FILE_PREFIX) && n.ends_with(".intoto.json")
+                        })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    let manifest_sha = hex::encode(sha256_of(bytes));
+    for req in &policy.verdicts {
+        let names: Vec<&str> = req.by.iter().map(|s| s.name.as_str()).collect();
+        let label = format!(
+            "{} {} by {}{}",
+            CheckId::RequiredVerdict.label(),
+            req.kind,
+            names.join(" or "),
+            if req.kind == "audit" && req.min_segments > 0 {
+                format!(", at least {} segments", req.min_segments)
+            } else {
+                String::new()
+            }
+        );
+        let keys: Vec<PublicKey> = req.by.iter().map(|s| s.key.clone()).collect();
+        let mut why_not = Vec::new();
+        let found = files
+            .iter()
+            .find(|f| match verdict_meets(f, req, &keys, &manifest_sha) {
+                Ok(()) => true,
+                Err(why) => {
+                    why_not.push(format!(
+                        "{}: {why}",
+                        f.file_name()
+                            .map(|n| n.to_string_lossy())
+                            .unwrap_or_default()
+                    ));
+                    false
+                }
+            });
+        match found {
+            Some(f) => report.push(
+                CheckId::RequiredVerdict,
+                label,
+                Status::Pass,
+                format!("{} satisfies it", f.display()),
+            ),
+            None => report.push(
+                CheckId::RequiredVerdict,
+                label,
+                Status::Fail,
+                if why_not.is_empty() {
+                    "no verdict next to the manifest".to_string()
+                } else {
+                    format!("no verdict satisfies it ({})", why_not.join("; "))
+                },
+            ),
+        }
+    }
+}
+
+fn verdict_meets(
+    file: &Path,
+    req: &policy::VerdictRequirement,
+    keys: &[PublicKey],
+    manifest_sha: &str,
+) -> Result<(), String> {
+    let bytes =
+        crate::fsio::read_bounded(file, crate::fsio::MAX_DOCUMENT).map_err(|e| e.to_string())?;
+    let (envelope, payload, value) = manifest::open_envelope(&bytes).map_err(|e| e.to_string())?;
+    let st: crate::vsa::VerdictStatement =
+        serde_json::from_value(value).map_err(|_| "not a verdict".to_string())?;
+    let v = &st.predicate;
+    if st.predicate_type != crate::vsa::VSA_PREDICATE || v.auditai.kind != req.kind {
+        return Err(format!("a {} verdict", v.auditai.kind));
+    }
+    if v.verification_result != "PASSED" {
+        return Err(v.verification_result.clone());
+    }
+    let about = v
+        .input_attestations
+        .first()
+        .and_then(|i| i.digest.get("sha256"))
+        .is_some_and(|d| crate::hash::hex_eq(d, manifest_sha));
+    if !about {
+        return Err("about another manifest".into());
+    }
+    let signed = envelope.signatures.iter().any(|sig| {
+        matches!(
+            sign::check_signature(&envelope, &payload, sig, keys),
+            SigCheck::Valid(_)
+        )
+    });
+    if !signed {
+        return Err("not signed by a named verifier".into());
+    }
+    if req.kind == "audit" {
+        let a = v.auditai.audit.as_ref().ok_or("no audit summary")?;
+        if a.segments.len() < req.min_segments || a.segments_passed < a.segments.len() {
+            return Err(format!(
+                "{} of {} replayed segments matched, {} required",
+                a.segments_passed,
+                a.segments.len(),
+                req.min_segments
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Verify a verdict (`verify --attest`, `audit --attest`): its signatures, that the manifest it
+/// names is still those bytes and has those subjects, the result it records, and its anchor.
+pub fn verify_verdict(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
+    let bytes = read_manifest(path)?;
+    let mut report = Report::default();
+    let Some(st) = open_signed::<crate::vsa::VerdictStatement>(
+        &bytes,
+        "an auditai verdict",
+        "DSSE, in-toto Statement v1, SLSA Verification Summary v1",
+        opts,
+        &mut report,
+    ) else {
+        return Ok(report);
+    };
+    let v = &st.predicate;
+    let dir = run_dir_of(path);
+    let resource = v
+        .input_attestations
+        .first()
+        .ok_or_else(|| "the verdict names no manifest".to_string())
+        .and_then(|i| {
+            let p = if Path::new(&i.uri).is_absolute() {
+                PathBuf::from(&i.uri)
+            } else {
+                crate::fsio::safe_join(dir, &i.uri).map_err(|e| e.to_string())?
+            };
+            let b = crate::fsio::read_bounded(&p, crate::fsio::MAX_DOCUMENT)
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+            let sha = hex::encode(sha256_of(&b));
+            if !i
+                .digest
+                .get("sha256")
+                .is_some_and(|d| crate::hash::hex_eq(d, &sha))
+            {
+                return Err(format!(
+                    "{} is not the manifest the verdict is about (sha256 {sha})",
+                    i.uri
+                ));
+            }
+            let subjects_match = manifest::open(&b)
+                .map(|o| o.statement.subject == st.subject)
+                .unwrap_or(false);
+            if !subjects_match {
+                return Err("the verdict's subjects are not the manifest's".to_string());
+            }
+            Ok(i.uri.clone())
+        });
+    match resource {
+        Ok(uri) => report.push_row(
+            CheckId::VerdictResource,
+            Status::Pass,
+            format!(
+                "about {uri} (unchanged) and its {} subject(s)",
+                st.subject.len()
+            ),
+        ),
+        Err(why) => report.push_row(CheckId::VerdictResource, Status::Fail, why),
+    }
+    let replay = v.auditai.audit.as_ref().map_or(String::new(), |a| {
+        format!(
+            "; challenge {} ({}), {} of {} replayed segments matched",
+            a.challenge.as_deref().unwrap_or("?"),
+            a.challenge_source,
+            a.segments_passed,
+            a.segments.len()
+        )
+    });
+    let detail = format!(
+        "{} {} by {} at {}: {} checks{replay}",
+        v.auditai.kind,
+        v.verification_result,
+        v.verifier.id,
+        v.time_verified,
+        v.auditai.checks.len()
+    );
+    report.push_row(
+        CheckId::VerdictResult,
+        if v.verification_result == "PASSED" {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
+        detail,
+    );
+    check_anchor(path, sha256_of(&bytes), opts, &mut report);
+    Ok(report)
+}
+
+/// Verify a model card or CycloneDX BOM from `auditai export`: that the manifest it names is
+/// those bytes and its subjects are the document's, and that the manifest is signed as the
+/// trust requires.
+pub fn verify_document(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
+    let bytes = read_manifest(path)?;
+    let mut report = Report::default();
+    let Some(b) = crate::export::binding_of(&bytes) else {
+        report.push_row(
+            CheckId::Document,
+            Status::Fail,
+            "not a model card or BOM exported by auditai",
+        );
+        return Ok(report);
+    };
+    match crate::export::check_binding(path, &b) {
+        Ok(detail) => report.push_row(CheckId::Document, Status::Pass, detail),
+        Err(why) => {
+            report.push_row(CheckId::Document, Status::Fail, why);
+            return Ok(report);
+        }
+    }
+    let manifest_path = if Path::new(&b.manifest).is_absolute() {
+        PathBuf::from(&b.manifest)
+    } else {
+        run_dir_of(path).join(&b.manifest)
+    };
+    let opened = read_manifest(&manifest_path)
+        .ok()
+        .and_then(|m| manifest::open(&m).ok());
+    match opened {
+        Some(o) => check_signatures(&o, opts, &mut report),
+        None => report.push_row(
+            CheckId::Signatures,
+            Status::Fail,
+            "the manifest cannot be opened",
+        ),
+    }
     Ok(report)
 }
 
@@ -1011,7 +1294,7 @@ fn check_extras(path: &Path, st: &Statement, allow: &[String], report: &mut Repo
     let mut extra: Vec<String> = entries
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !expected.contains(n))
+        .filter(|n| !expected.contains(n) && !crate::vsa::is_verdict_file(n))
         .collect();
     extra.sort();
     if extra.is_empty() {

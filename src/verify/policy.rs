@@ -11,6 +11,13 @@
 //!       -----BEGIN PUBLIC KEY-----
 //!       ...
 //! required: [ml-team]     # names that must have signed (default none)
+//! verifiers:              # who may sign verdicts (`verify --attest`, `audit --attest`)
+//!   - name: auditor
+//!     key: keys/auditor.pub
+//! verdicts:               # verdicts the manifest needs next to it (default none)
+//!   - kind: audit         # `audit` or `verify`
+//!     by: [auditor]       # signed by one of these verifiers
+//!     min_segments: 3     # audits: at least this many replayed segments, all matching
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -50,6 +57,30 @@ struct RawPolicy {
     signers: Vec<RawSigner>,
     #[serde(default)]
     required: Vec<String>,
+    #[serde(default)]
+    verifiers: Vec<RawSigner>,
+    #[serde(default)]
+    verdicts: Vec<RawVerdict>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerdict {
+    kind: String,
+    by: Vec<String>,
+    #[serde(default)]
+    min_segments: usize,
+}
+
+/// A verdict the policy requires next to the manifest.
+#[derive(Debug, Clone)]
+pub struct VerdictRequirement {
+    /// `audit` or `verify`.
+    pub kind: String,
+    /// The verifiers, one of whom must have signed it.
+    pub by: Vec<Signer>,
+    /// For audits: the fewest replayed segments (all must match).
+    pub min_segments: usize,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +108,8 @@ pub struct Policy {
     pub threshold: usize,
     /// Names that must be among the signers.
     pub required: Vec<String>,
+    /// Verdicts required next to the manifest.
+    pub verdicts: Vec<VerdictRequirement>,
 }
 
 impl Policy {
@@ -108,6 +141,45 @@ impl Policy {
             )));
         }
         let base = path.parent().unwrap_or(Path::new(""));
+        let read_key = |s: &RawSigner| {
+            if s.key.contains("-----BEGIN") {
+                PublicKey::from_pem(&s.key, &format!("policy signer {}", s.name))
+            } else {
+                PublicKey::read(&base.join(&s.key))
+            }
+            .map_err(|e| invalid(format!("signer `{}`: {e}", s.name)))
+        };
+        let mut verifiers: Vec<Signer> = Vec::new();
+        for v in &raw.verifiers {
+            verifiers.push(Signer {
+                name: v.name.clone(),
+                key: read_key(v)?,
+            });
+        }
+        let mut verdicts = Vec::new();
+        for v in raw.verdicts {
+            if !matches!(v.kind.as_str(), "audit" | "verify") {
+                return Err(invalid(format!(
+                    "verdict kind `{}` is not `audit` or `verify`",
+                    v.kind
+                )));
+            }
+            let mut by = Vec::new();
+            for name in &v.by {
+                let s = verifiers.iter().find(|s| &s.name == name).ok_or_else(|| {
+                    invalid(format!("verdict signer `{name}` is not in verifiers"))
+                })?;
+                by.push(s.clone());
+            }
+            if by.is_empty() {
+                return Err(invalid("a required verdict needs `by`".to_string()));
+            }
+            verdicts.push(VerdictRequirement {
+                kind: v.kind,
+                by,
+                min_segments: v.min_segments,
+            });
+        }
         let mut signers = Vec::new();
         for s in raw.signers {
             let key = if s.key.contains("-----BEGIN") {
@@ -140,6 +212,7 @@ impl Policy {
             signers,
             threshold,
             required: raw.required,
+            verdicts,
         })
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::chain::{Anvil, DEV_KEY};
-use crate::support::{Workspace, check, output};
+use crate::support::{Workspace, check, edit_payload, output};
 
 const HEADER: &str = "sepal_length,sepal_width,petal_length,petal_width,species";
 
@@ -470,15 +470,10 @@ fn eval_judges_preregistered_criteria_and_writes_a_verifiable_attestation() {
     assert_eq!(check(&out.json(), "evaluation data")["status"], "fail");
     write(&ws, "external.csv", &data);
     let text = std::fs::read_to_string(ws.path().join("e.intoto.json")).unwrap();
-    let mut env: Value = serde_json::from_str(&text).unwrap();
-    let payload = {
-        use base64::Engine;
-        let b = base64::engine::general_purpose::STANDARD;
-        let p = String::from_utf8(b.decode(env["payload"].as_str().unwrap()).unwrap()).unwrap();
-        b.encode(p.replace("\"verdict\":\"PASSED\"", "\"verdict\":\"FAILED\""))
-    };
-    env["payload"] = Value::String(payload);
-    write(&ws, "forged.intoto.json", &env.to_string());
+    let forged = edit_payload(&text, |p| {
+        p.replace("\"verdict\":\"PASSED\"", "\"verdict\":\"FAILED\"")
+    });
+    write(&ws, "forged.intoto.json", &forged);
     let out = ws.run(&[
         "verify",
         "forged.intoto.json",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::chain::{Anvil, DEV_KEY};
-use crate::support::{Output, Workspace, check, output, repo};
+use crate::support::{Output, Workspace, check, output, payload_of, repo};
 
 /// Three stages: `double` (python, reads a param), then `left` (metrics) and `right`, which
 /// are independent.
@@ -542,18 +542,12 @@ fn stages_see_only_their_declared_environment_and_secrets_stay_out_of_records() 
         assert!(!text.contains("s3cr3t"), "{f} holds the secret");
     }
     let manifest = std::fs::read(ws.path().join("runs/env/manifest.intoto.json")).unwrap();
-    let env: Value = serde_json::from_slice(&manifest).unwrap();
-    let payload = base64_decode(env["payload"].as_str().unwrap());
-    let st: Value = serde_json::from_slice(&payload).unwrap();
+    let st: Value =
+        serde_json::from_str(&payload_of(std::str::from_utf8(&manifest).unwrap())).unwrap();
     let rec = &st["predicate"]["auditaiPipeline"]["stages"][0];
     assert_eq!(rec["env"]["VISIBLE"], "yes");
     assert_eq!(rec["secretEnv"], serde_json::json!(["TOKEN"]));
     assert!(rec["env"].get("HIDDEN").is_none());
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
 
 #[test]

@@ -266,3 +266,23 @@ pub fn check<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value 
         .or_else(|| rows.iter().find(|c| c["id"] == id.as_str()))
         .unwrap_or_else(|| panic!("no check {name} in {v:#}"))
 }
+
+/// A DSSE envelope's decoded payload.
+pub fn payload_of(envelope: &str) -> String {
+    use base64::Engine;
+    let env: serde_json::Value = serde_json::from_str(envelope).unwrap();
+    let b = base64::engine::general_purpose::STANDARD
+        .decode(env["payload"].as_str().unwrap())
+        .unwrap();
+    String::from_utf8(b).unwrap()
+}
+
+/// A DSSE envelope with its payload edited and its signatures left as they were: a forgery.
+pub fn edit_payload(envelope: &str, edit: impl Fn(String) -> String) -> String {
+    use base64::Engine;
+    let mut env: serde_json::Value = serde_json::from_str(envelope).unwrap();
+    let edited = edit(payload_of(envelope));
+    env["payload"] =
+        serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(edited));
+    env.to_string()
+}

@@ -78,11 +78,50 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
     });
     printer.finish();
     let report = result?;
+    let verdict = super::super::verdict::write(
+        &args.attest,
+        super::super::verdict::Outcome {
+            kind: "audit",
+            manifest: &args.manifest,
+            report: &report.checks,
+            passed: report.ok(),
+            audit: Some(auditai::vsa::AuditSummary {
+                challenge: report.challenge.clone(),
+                challenge_source: report.challenge_source.to_string(),
+                segments_total: report.segments_total,
+                segments: report
+                    .segments
+                    .iter()
+                    .map(|s| auditai::vsa::SegmentRow {
+                        index: s.index,
+                        epoch: s.epoch,
+                        status: auditai::vsa::status_word(s.status).to_string(),
+                        comparison: s.comparison.to_string(),
+                        detail: s.detail.clone(),
+                    })
+                    .collect(),
+                segments_passed: report
+                    .segments
+                    .iter()
+                    .filter(|s| s.status == auditai::verify::Status::Pass)
+                    .count(),
+            }),
+            policy: None,
+            keys: &[],
+        },
+    )?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        write_json(&mut out, &json_report(args, &report))?;
+        let mut v = serde_json::to_value(json_report(args, &report))?;
+        if let (Some(m), Some((p, _))) = (v.as_object_mut(), &verdict) {
+            m.insert("verdict".into(), serde_json::json!(p));
+        }
+        write_json(&mut out, &v)?;
     } else {
         write_tables(&mut out, args, &report)?;
+        if let Some((p, result)) = &verdict {
+            writeln!(out, "verdict: {} ({result}, signed)", p.display())?;
+        }
     }
     out.flush()?;
     Ok(if report.ok() { EXIT_OK } else { EXIT_FAILED })
