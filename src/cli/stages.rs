@@ -194,7 +194,6 @@ struct ReportJson<'a> {
 #[cfg(feature = "train")]
 fn event(printer: &Printer, e: Event<'_>) {
     match e {
-        Event::Plan { .. } => {}
         Event::Started { stage, why } => {
             let why: Vec<String> = why.iter().map(ToString::to_string).collect();
             printer.line(&clean(&format!("[{stage}] started ({})", why.join("; "))));

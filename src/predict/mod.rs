@@ -414,6 +414,29 @@ pub fn run(
     };
     let file =
         crate::fsio::open_regular(&opts.input).map_err(|e| input_err(None, e.to_string()))?;
+    // Never write over the input (or the log over either): the input is the user's.
+    let same = |a: &Path, b: &Path| {
+        std::fs::canonicalize(a)
+            .ok()
+            .zip(std::fs::canonicalize(b).ok())
+            .is_some_and(|(a, b)| a == b)
+    };
+    for (what, p) in [
+        ("--output", opts.output.as_ref()),
+        ("--log", opts.log.as_ref()),
+    ] {
+        if p.is_some_and(|p| same(p, &opts.input)) {
+            return Err(input_err(None, format!("{what} names the input file")));
+        }
+    }
+    if let (Some(o), Some(l)) = (&opts.output, &opts.log)
+        && same(o, l)
+    {
+        return Err(input_err(
+            None,
+            "--output and --log name the same file".into(),
+        ));
+    }
     let mut reader = csv::ReaderBuilder::new()
         .flexible(false)
         .from_reader(input::LineLimit::new(std::io::BufReader::new(file)));

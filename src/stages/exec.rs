@@ -93,6 +93,8 @@ pub(super) fn schedule(
     let mut running = 0usize;
     let mut announced = false;
     let selected = |i: usize| selection.contains(&i);
+    // Why each ready stage must run, decided once (its upstream has settled by then).
+    let mut decided: Vec<Option<Vec<Why>>> = vec![None; p.spec.stages.len()];
     let outcome = std::thread::scope(|scope| -> Result<(), StageError> {
         loop {
             if interrupted() {
@@ -123,10 +125,10 @@ pub(super) fn schedule(
                 if up.iter().any(|&u| selected(u) && state[u] != State::Ok) {
                     continue;
                 }
-                let why = if opts.force {
-                    vec![Why::Forced]
-                } else {
-                    checker.why(p, i)?
+                let why = match decided[i].take() {
+                    Some(w) => w,
+                    None if opts.force => vec![Why::Forced],
+                    None => checker.why(p, i)?,
                 };
                 if why.is_empty() {
                     state[i] = State::Ok;
@@ -137,6 +139,7 @@ pub(super) fn schedule(
                     continue;
                 }
                 if running >= jobs {
+                    decided[i] = Some(why);
                     continue;
                 }
                 if !announced {

@@ -473,7 +473,12 @@ fn read_history(
     graph: &Graph,
     by: &manifest::ProducedBy,
 ) -> Result<manifest::PipelineExtension, String> {
-    let path = graph.path(&by.manifest);
+    let path = if Path::new(&by.manifest).is_absolute() {
+        PathBuf::from(&by.manifest)
+    } else {
+        crate::fsio::safe_join(&graph.root, &by.manifest)
+            .map_err(|e| format!("{}: {e}", by.manifest))?
+    };
     let bytes =
         hash::read_pinned(&path, &by.blake3, crate::fsio::MAX_DOCUMENT).map_err(|e| match e {
             hash::PinnedError::Changed { .. } => format!("{} changed", by.manifest),
@@ -577,13 +582,6 @@ pub struct RunOptions {
 /// Progress of a pipeline run.
 #[derive(Debug)]
 pub enum Event<'a> {
-    /// The plan is made; this many stages will run.
-    Plan {
-        /// Stages to run.
-        run: usize,
-        /// Stages reused.
-        reused: usize,
-    },
     /// A stage started.
     Started {
         /// Its name.

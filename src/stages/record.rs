@@ -97,6 +97,8 @@ pub(super) fn finish(
     };
     let mut lock = p.lock.clone();
     lock.schema = super::lock::LOCK_SCHEMA.to_string();
+    // Entries of stages the spec no longer has are dropped, as `dvc.lock` drops them.
+    lock.stages.retain(|name, _| p.spec.stage(name).is_some());
     for d in results {
         if let Some(mut entry) = d.locked {
             entry.produced_by = by.clone();

@@ -167,6 +167,18 @@ fn predict_matches_columns_by_name_and_names_bad_rows() {
     assert_eq!(first["id"], "r0");
     assert_eq!(first["model_verified"], true);
     assert!(first["probabilities"]["setosa"].is_number());
+    // The input is never written over.
+    let before = std::fs::read(ws.path().join("external.csv")).unwrap();
+    let out = predict(&["--input", "external.csv", "--output", "external.csv"]);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr,
+        "error: external.csv: --output names the input file\n"
+    );
+    assert_eq!(
+        std::fs::read(ws.path().join("external.csv")).unwrap(),
+        before
+    );
     // A missing feature, named.
     write(&ws, "few.csv", "sepal_length,sepal_width\n5.1,3.5\n");
     let out = predict(&["--input", "few.csv"]);
