@@ -3,7 +3,9 @@
 //! logs, training stages through [`crate::pipeline`], and Ctrl-C.
 //!
 //! Never deletes: a stage's outs are the command's to write; after it exits, every declared out
-//! must exist and have been written during the stage.
+//! must exist and have been written during the stage. On Ctrl-C while a training stage runs (in
+//! this process, not stoppable midway) the process exits with 130 after stopping the command
+//! stages, recording nothing.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -214,10 +216,13 @@ pub(super) fn schedule(
                 }
             }
             if training_running {
+                // A training stage runs in this process and cannot be stopped midway, and the
+                // scope would wait for it: leave now. What it wrote has no manifest, so it never
+                // looks complete, and nothing of this run is recorded.
                 on_event(Event::Notice(
-                    "a training stage was running; its run directory has no manifest and is not recorded",
+                    "a training stage was running; stopping without recording anything of this run",
                 ));
-                return Ok(());
+                std::process::exit(130);
             }
         }
         Ok(())

@@ -429,3 +429,60 @@ fn model_cards_and_cyclonedx_boms_are_bound_to_their_run() {
         out.stderr
     );
 }
+
+#[test]
+fn a_verdict_is_anchored_with_its_manifest_in_one_batch() {
+    let chain = crate::chain::Anvil::start(31337);
+    let ws = Workspace::new();
+    ws.signed_run();
+    ws.run(&["keygen", "--out", "auditor"]).success();
+    ws.run(&[
+        "verify",
+        "r/manifest.intoto.json",
+        "--key",
+        "me.pub",
+        "--root",
+        ".",
+        "--attest",
+        "auditor.key",
+        "--attest-out",
+        "r/verdict-verify-1.intoto.json",
+    ]);
+    let before = chain.block_number();
+    let mut cmd = ws.cmd(&[
+        "anchor",
+        "r/manifest.intoto.json",
+        "r/verdict-verify-1.intoto.json",
+        "--chain",
+        "local",
+        "--rpc",
+        &chain.url,
+        "-q",
+    ]);
+    cmd.env("AUDITAI_ANCHOR_KEY", crate::chain::DEV_KEY);
+    crate::support::output(cmd).success();
+    assert_eq!(chain.block_number(), before + 1, "one transaction for both");
+    let out = ws.run(&[
+        "verify",
+        "r/verdict-verify-1.intoto.json",
+        "--key",
+        "auditor.pub",
+        "--rpc",
+        &chain.url,
+        "--chain",
+        "local",
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert_eq!(check(&out.json(), "anchor evm")["status"], "pass");
+    // The manifest's run directory, with the verdict and both receipts, still verifies.
+    let out = ws.run(&[
+        "verify",
+        "r/manifest.intoto.json",
+        "--key",
+        "me.pub",
+        "--root",
+        ".",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+}
