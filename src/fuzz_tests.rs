@@ -19,6 +19,10 @@ const COMMITMENT: &[u8] = include_bytes!("../fixtures/fuzz/commitment.json");
 const POLICY: &[u8] = include_bytes!("../fixtures/fuzz/policy.yaml");
 const SPEC: &[u8] = include_bytes!("../fixtures/fuzz/spec.yaml");
 const CSV: &[u8] = include_bytes!("../fixtures/iris.csv");
+const PIPELINE: &[u8] = include_bytes!("../fixtures/fuzz/pipeline.yaml");
+const CRITERIA: &[u8] = include_bytes!("../fixtures/fuzz/criteria.yaml");
+const LOG: &[u8] = include_bytes!("../fixtures/fuzz/predictions.jsonl");
+const CARD: &[u8] = include_bytes!("../fixtures/fuzz/model-card.md");
 
 /// The fixture spec and data, prepared once (the schedule check needs them).
 #[cfg(feature = "train")]
@@ -157,6 +161,30 @@ proptest! {
     }
 
     #[test]
+    fn pipeline_specs(b in input(PIPELINE)) {
+        let _ = spec::PipelineSpec::parse(&text(&b), Path::new("pipeline.yaml"));
+        let _ = spec::SpecFile::parse(&text(&b), Path::new("pipeline.yaml"));
+    }
+
+    #[test]
+    fn criteria(b in input(CRITERIA)) {
+        let _ = crate::eval::Criteria::parse(&text(&b), Path::new("criteria.yaml"));
+    }
+
+    #[test]
+    fn prediction_logs(b in input(LOG)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        std::fs::write(&path, &b).unwrap();
+        let _ = crate::predlog::check(&path, Some([0; 32]));
+    }
+
+    #[test]
+    fn exported_documents(b in input(CARD)) {
+        let _ = crate::export::binding_of(&b);
+    }
+
+    #[test]
     fn csv_data(b in input(CSV)) {
         let spec = spec::Spec::parse(&text(SPEC), Path::new("spec.yaml"));
         prop_assert!(spec.is_ok());
@@ -192,6 +220,17 @@ fn the_seeds_parse() {
     assert!(verify::Policy::parse(&text(POLICY), Path::new("/p.yaml")).is_ok());
     let spec = spec::Spec::parse(&text(SPEC), Path::new("spec.yaml")).unwrap();
     assert!(data::parse(&spec, CSV).is_ok());
+    spec::PipelineSpec::parse(&text(PIPELINE), Path::new("pipeline.yaml")).unwrap();
+    crate::eval::Criteria::parse(&text(CRITERIA), Path::new("criteria.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("log.jsonl"), LOG).unwrap();
+    assert_eq!(
+        crate::predlog::check(&dir.path().join("log.jsonl"), None)
+            .unwrap()
+            .entries,
+        2
+    );
+    assert!(crate::export::binding_of(CARD).is_some());
 }
 
 #[test]

@@ -114,9 +114,13 @@ impl Criteria {
                     source,
                 }
             })?;
-        let text = String::from_utf8_lossy(&bytes);
+        Ok((Criteria::parse(&String::from_utf8_lossy(&bytes), path)?, bytes))
+    }
+
+    /// Validate criteria text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Criteria, SpecError> {
         let raw: RawCriteria =
-            serde_saphyr::from_str(&text).map_err(|e| crate::spec::yaml_error(&e, path))?;
+            serde_saphyr::from_str(text).map_err(|e| crate::spec::yaml_error(&e, path))?;
         let fail = |at: &serde_saphyr::Location, message: String| SpecError::Invalid {
             path: path.to_path_buf(),
             pos: crate::spec::Pos {
@@ -193,17 +197,14 @@ impl Criteria {
                 max: c.max.map(|m| m.value),
             });
         }
-        Ok((
-            Criteria {
-                min_subgroup_rows: raw
-                    .min_subgroup_rows
-                    .map_or(DEFAULT_MIN_SUBGROUP_ROWS, |m| m.value),
-                allow_leakage: raw.allow_leakage.unwrap_or(false),
-                require_preregistration: raw.require_preregistration.unwrap_or(false),
-                criteria,
-            },
-            bytes,
-        ))
+        Ok(Criteria {
+            min_subgroup_rows: raw
+                .min_subgroup_rows
+                .map_or(DEFAULT_MIN_SUBGROUP_ROWS, |m| m.value),
+            allow_leakage: raw.allow_leakage.unwrap_or(false),
+            require_preregistration: raw.require_preregistration.unwrap_or(false),
+            criteria,
+        })
     }
 
     /// The subgroup columns the criteria need (`gap_by`).
