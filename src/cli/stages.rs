@@ -34,6 +34,12 @@ pub(super) struct StatusArgs {
 
 /// `auditai status`: which stages are stale and why. Exit 0 when up to date, 1 when stale.
 pub(super) fn status_cmd(args: &StatusArgs) -> anyhow::Result<u8> {
+    if let auditai::spec::SpecFile::Single(_) = auditai::spec::SpecFile::load(&args.spec)? {
+        anyhow::bail!(
+            "status applies to multi-stage specs (with `stages:`); {} is a single training spec (its run directory's manifest marks it complete)",
+            args.spec.display()
+        );
+    }
     let project = Project::open(&args.spec)?;
     let selection = project.select(&args.stage, true)?;
     let plan = stages::plan(&project, &selection, false)?;
@@ -152,6 +158,8 @@ pub(super) fn run_pipeline(
         jobs,
         device: args.device,
     };
+    // Refuse a bad spec, graph or --stage before saying anything else.
+    Project::open(&args.spec)?.select(&args.stages, !args.no_upstream)?;
     stages::install_interrupt_handler();
     let printer = Printer::new(args.quiet);
     if key.is_none() {

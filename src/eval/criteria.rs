@@ -114,7 +114,10 @@ impl Criteria {
                     source,
                 }
             })?;
-        Ok((Criteria::parse(&String::from_utf8_lossy(&bytes), path)?, bytes))
+        Ok((
+            Criteria::parse(&String::from_utf8_lossy(&bytes), path)?,
+            bytes,
+        ))
     }
 
     /// Validate criteria text; `path` names it in errors.

@@ -828,3 +828,53 @@ fn the_healthcare_pipeline_trains_evaluates_and_audits() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("is a training stage"), "{}", out.stderr);
 }
+
+#[test]
+fn status_and_pipeline_flags_name_the_kind_of_spec_they_need() {
+    let ws = Workspace::new();
+    ws.tiny_spec();
+    let out = ws.run(&["status", "spec.yaml"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .starts_with("error: status applies to multi-stage specs (with `stages:`)"),
+        "{}",
+        out.stderr
+    );
+    let out = ws.run(&["run", "spec.yaml", "--stage", "x"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("apply to multi-stage specs"),
+        "{}",
+        out.stderr
+    );
+    write(&ws, "pipeline.yaml", PIPELINE);
+    std::fs::create_dir_all(ws.path().join("data")).unwrap();
+    write(&ws, "data/raw.csv", "a,b\n1,2\n");
+    write(&ws, "double.py", DOUBLE);
+    let out = ws.run(&["run", "pipeline.yaml", "--resume"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("--resume applies to single training specs"),
+        "{}",
+        out.stderr
+    );
+    let out = ws.run(&["run", "pipeline.yaml", "--stage", "nope"]);
+    assert_eq!(out.code, 2);
+    assert_eq!(out.stderr, "error: the pipeline has no stage `nope`\n");
+    // A run directory that auditai did not make is refused, and left alone.
+    std::fs::create_dir_all(ws.path().join("mine")).unwrap();
+    write(&ws, "mine/notes.txt", "mine");
+    let out = ws.run(&["run", "pipeline.yaml", "--out", "mine", "-q"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("is not an auditai run directory"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_dir(ws.path().join("mine")).unwrap().count(),
+        1
+    );
+}
