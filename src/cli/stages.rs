@@ -159,13 +159,24 @@ pub(super) fn run_pipeline(
         device: args.device,
     };
     // Refuse a bad spec, graph or --stage before saying anything else.
-    Project::open(&args.spec)?.select(&args.stages, !args.no_upstream)?;
+    let selected = Project::open(&args.spec)?
+        .select(&args.stages, !args.no_upstream)?
+        .len();
     stages::install_interrupt_handler();
-    let printer = Printer::new(args.quiet);
+    let mut printer = Printer::new(args.quiet);
     if key.is_none() {
         printer.line("notice: no signing key (--key, AUDITAI_SIGNING_KEY or AUDITAI_SIGNING_KEY_FILE); the manifest will be unsigned");
     }
-    let report = stages::run(&opts, key, &mut |e| event(&printer, e))?;
+    // On a terminal, one bar for the whole graph: stages settled, and which are running.
+    printer.start_bar(
+        selected as u64,
+        "pipeline [{bar:30}] {pos}/{len} stages  {msg}",
+        String::new(),
+    );
+    let mut running: Vec<String> = Vec::new();
+    let report = stages::run(&opts, key, &mut |e| event(&printer, &mut running, e));
+    printer.finish();
+    let report = report?;
     let mut out = std::io::stdout().lock();
     if args.json {
         write_json(
@@ -200,11 +211,22 @@ struct ReportJson<'a> {
 }
 
 #[cfg(feature = "train")]
-fn event(printer: &Printer, e: Event<'_>) {
+fn event(printer: &Printer, running: &mut Vec<String>, e: Event<'_>) {
+    let status = |running: &Vec<String>| {
+        if running.is_empty() {
+            String::new()
+        } else {
+            clean(&format!("running: {}", running.join(", ")))
+        }
+    };
     match e {
         Event::Started { stage, why } => {
             let why: Vec<String> = why.iter().map(ToString::to_string).collect();
             printer.line(&clean(&format!("[{stage}] started ({})", why.join("; "))));
+            running.push(stage.to_string());
+            if printer.drawing() {
+                printer.status(status(running));
+            }
         }
         Event::Output { stage, line } => printer.line(&clean(&format!("[{stage}] {line}"))),
         Event::Finished {
@@ -221,6 +243,11 @@ fn event(printer: &Printer, e: Event<'_>) {
                 Outcome::Interrupted => "interrupted".to_string(),
             };
             printer.line(&clean(&format!("[{stage}] {what} ({done}/{total} stages)")));
+            running.retain(|r| r != stage);
+            printer.tick();
+            if printer.drawing() {
+                printer.status(status(running));
+            }
         }
         Event::Notice(m) => printer.line(&clean(&format!("notice: {m}"))),
     }
