@@ -91,11 +91,6 @@ pub struct Run {
     pub evaluations: Vec<crate::eval::Evaluation>,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
 /// Read a run for export: the manifest, and the summary, preprocessing and weights each checked
 /// against the manifest's digests.
 pub fn read_run(
@@ -136,10 +131,7 @@ pub fn read_run(
     let st = &opened.statement;
     let pinned = |name: &str, max: u64| -> Result<Vec<u8>, ExportError> {
         let recorded = st
-            .subject
-            .iter()
-            .chain(&st.predicate.run_details.byproducts)
-            .find(|d| d.name.as_deref() == Some(name))
+            .run_file(name)
             .and_then(|d| d.digest.get("blake3").cloned())
             .ok_or_else(|| ExportError::Mismatch {
                 check: format!("file {name}"),
@@ -279,8 +271,8 @@ impl Run {
     pub fn binding(&self, out: &Path) -> Binding {
         let out_dir = crate::verify::run_dir_of(out);
         Binding {
-            manifest: crate::eval::recorded_path(out_dir, &self.manifest_path),
-            manifest_sha256: sha256_hex(&self.manifest_bytes),
+            manifest: crate::fsio::relative_to(out_dir, &self.manifest_path),
+            manifest_sha256: crate::hash::sha256_hex(&self.manifest_bytes),
             subjects: self
                 .statement
                 .subject
@@ -761,14 +753,10 @@ pub fn binding_of(bytes: &[u8]) -> Option<Binding> {
 /// directory): the manifest's sha256, and each subject's sha256 equal to the manifest's.
 pub fn check_binding(doc: &Path, b: &Binding) -> Result<String, String> {
     let dir = crate::verify::run_dir_of(doc);
-    let path = if Path::new(&b.manifest).is_absolute() {
-        PathBuf::from(&b.manifest)
-    } else {
-        crate::fsio::safe_join(dir, &b.manifest).map_err(|e| e.to_string())?
-    };
+    let path = crate::fsio::recorded(dir, &b.manifest).map_err(|e| e.to_string())?;
     let bytes = crate::fsio::read_bounded(&path, crate::fsio::MAX_DOCUMENT)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let sha = sha256_hex(&bytes);
+    let sha = crate::hash::sha256_hex(&bytes);
     if !crate::hash::hex_eq(&sha, &b.manifest_sha256) {
         return Err(format!(
             "{} is another manifest (sha256 {sha}; the document describes {})",

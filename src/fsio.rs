@@ -91,6 +91,34 @@ pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// A path a document records (see [`relative_to`]): an absolute path as it is, a relative one
+/// joined to `base` through [`safe_join`], so that it cannot climb out of `base`.
+pub fn recorded(base: &Path, name: &str) -> Result<PathBuf, PathRefused> {
+    if Path::new(name).is_absolute() {
+        Ok(PathBuf::from(name))
+    } else {
+        safe_join(base, name)
+    }
+}
+
+/// `path` as a document in `base_dir` records it: relative to `base_dir` (`/`-separated) when it
+/// lies below it, else absolute. Both are canonicalised where they exist.
+pub fn relative_to(base_dir: &Path, path: &Path) -> String {
+    let canon = |p: &Path| {
+        let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        std::fs::canonicalize(&abs).unwrap_or(abs)
+    };
+    let abs = canon(path);
+    match abs.strip_prefix(canon(base_dir)) {
+        Ok(rel) if !rel.as_os_str().is_empty() => rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/"),
+        _ => abs.display().to_string(),
+    }
+}
+
 /// Open an untrusted file for reading, streamed: refuses a symlink (not followed) and a FIFO,
 /// socket or device (opened non-blocking, so it cannot hang, and checked before a byte is read).
 pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {

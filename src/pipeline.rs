@@ -298,7 +298,7 @@ fn read_inputs(opts: &RunOptions) -> Result<Inputs, PipelineError> {
         provenance::Code::None { .. } => std::env::current_dir().map_err(io_err(Path::new(".")))?,
     };
     let dependency = |path: &Path, bytes: &[u8]| {
-        let rel = project_relative(path, &root);
+        let rel = fsio::relative_to(&root, path);
         manifest::ResourceDescriptor::file(
             &rel,
             Some(format!("file:{rel}")),
@@ -637,20 +637,6 @@ fn canonical_safetensors(bytes: &[u8]) -> Result<Vec<u8>, String> {
     out.extend_from_slice(&json);
     out.extend_from_slice(&bytes[8 + len..]);
     Ok(out)
-}
-
-/// `path` relative to the project root, `/`-separated; absolute when it lies outside the root.
-fn project_relative(path: &Path, root: &Path) -> String {
-    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-    match abs.strip_prefix(&root) {
-        Ok(rel) => rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/"),
-        Err(_) => abs.display().to_string(),
-    }
 }
 
 /// Write the commitment, or on `--resume` keep the one the run started with after checking that

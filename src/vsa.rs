@@ -224,20 +224,19 @@ pub struct Facts<'a> {
 
 /// Build the verdict statement.
 pub fn statement(f: Facts<'_>) -> VerdictStatement {
-    use sha2::Digest as _;
     let out_dir = crate::verify::run_dir_of(f.out);
     let t = crate::provenance::toolchain();
     let manifest_digest = BTreeMap::from([
         (
             "sha256".to_string(),
-            hex::encode(sha2::Sha256::digest(f.manifest_bytes)),
+            crate::hash::sha256_hex(f.manifest_bytes),
         ),
         (
             "blake3".to_string(),
             crate::hash::Digest::of(f.manifest_bytes).hex(),
         ),
     ]);
-    let uri = crate::eval::recorded_path(out_dir, f.manifest);
+    let uri = crate::fsio::relative_to(out_dir, f.manifest);
     let level = if f.kind == "audit" {
         "AUDITAI_AUDITED"
     } else {
@@ -278,14 +277,10 @@ pub fn statement(f: Facts<'_>) -> VerdictStatement {
 
 /// The trust of `--key`s or a policy file, as a verdict records it.
 pub fn policy_ref(policy_file: Option<&Path>, keyids: &[String]) -> PolicyRef {
-    use sha2::Digest as _;
     match policy_file.and_then(|p| std::fs::read(p).ok().map(|b| (p, b))) {
         Some((p, bytes)) => PolicyRef {
             uri: format!("file:{}", p.display()),
-            digest: BTreeMap::from([(
-                "sha256".to_string(),
-                hex::encode(sha2::Sha256::digest(&bytes)),
-            )]),
+            digest: BTreeMap::from([("sha256".to_string(), crate::hash::sha256_hex(&bytes))]),
         },
         None if keyids.is_empty() => PolicyRef {
             uri: "auditai:no-trust-named".to_string(),
@@ -298,7 +293,7 @@ pub fn policy_ref(policy_file: Option<&Path>, keyids: &[String]) -> PolicyRef {
                 uri: "auditai:trusted-keys".to_string(),
                 digest: BTreeMap::from([(
                     "sha256".to_string(),
-                    hex::encode(sha2::Sha256::digest(ids.join("\n").as_bytes())),
+                    crate::hash::sha256_hex(ids.join("\n").as_bytes()),
                 )]),
             }
         }

@@ -52,40 +52,23 @@ pub(super) struct PredictArgs {
 
 #[cfg(feature = "train")]
 pub(super) fn predict_cmd(args: &PredictArgs) -> anyhow::Result<u8> {
-    use auditai::predict::{self, Model, OpenOptions, PredictError, PredictOptions};
-    use auditai::verify::Trust;
+    use auditai::predict::{self, PredictOptions};
 
     use super::printer::Printer;
-    use super::{EXIT_FAILED, EXIT_OK, clean, hints};
+    use super::{EXIT_FAILED, EXIT_OK, clean};
 
     let opts = super::trust::trust_options(&args.keys, args.policy.as_deref())?;
     let printer = Printer::new(args.quiet);
-    let trust = if args.no_verify {
-        printer.line("WARNING: --no-verify: the model is loaded without checking who signed it or that its files are the ones its manifest records; every output row says model_verified=false");
-        Trust::Unchecked
-    } else {
-        if opts.keys.is_empty() && opts.policy.is_none() {
-            anyhow::bail!(
-                "predict verifies the run before loading its model: name whom you trust with --key or --policy (or, loudly, --no-verify)"
-            );
-        }
-        Trust::Signers(&opts)
+    let trust = model_trust(
+        &opts,
+        args.no_verify,
+        "predict",
+        "every output row says model_verified=false",
+        &printer,
+    )?;
+    let Some(model) = open_model(&args.run, trust, args.device.into(), &printer)? else {
+        return Ok(EXIT_FAILED);
     };
-    let open = OpenOptions {
-        trust,
-        device: args.device.into(),
-    };
-    let (model, notice) = match Model::open(&args.run, &open) {
-        Ok(m) => m,
-        Err(e @ PredictError::Refused { .. }) => {
-            eprintln!("error: {}", clean(&e.to_string()));
-            return Ok(EXIT_FAILED);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(n) = notice {
-        printer.line(&format!("notice: {}", hints::notice(&n)));
-    }
     let popts = PredictOptions {
         input: args.input.clone(),
         output: args.output.clone(),
@@ -138,6 +121,53 @@ pub(super) fn predict_cmd(args: &PredictArgs) -> anyhow::Result<u8> {
         )),
     )));
     Ok(EXIT_OK)
+}
+
+/// Whom a command that loads a run's model trusts: the `--key`s or `--policy` in `opts`, or with
+/// `--no-verify` nobody, announced with what the output records about it.
+#[cfg(feature = "train")]
+pub(super) fn model_trust<'a>(
+    opts: &'a auditai::verify::Options,
+    no_verify: bool,
+    command: &str,
+    recorded: &str,
+    printer: &super::printer::Printer,
+) -> anyhow::Result<auditai::verify::Trust<'a>> {
+    use auditai::verify::Trust;
+    if no_verify {
+        printer.line(&format!("WARNING: --no-verify: the model is loaded without checking who signed it or that its files are the ones its manifest records; {recorded}"));
+        return Ok(Trust::Unchecked);
+    }
+    if opts.keys.is_empty() && opts.policy.is_none() {
+        anyhow::bail!(
+            "{command} verifies the run before loading its model: name whom you trust with --key or --policy (or, loudly, --no-verify)"
+        );
+    }
+    Ok(Trust::Signers(opts))
+}
+
+/// Verify and load the model of `run`; `None` when it is refused (already reported, exit 1).
+#[cfg(feature = "train")]
+pub(super) fn open_model(
+    run: &std::path::Path,
+    trust: auditai::verify::Trust<'_>,
+    device: auditai::spec::DeviceChoice,
+    printer: &super::printer::Printer,
+) -> anyhow::Result<Option<auditai::predict::Model>> {
+    use auditai::predict::{Model, OpenOptions, PredictError};
+    match Model::open(run, &OpenOptions { trust, device }) {
+        Ok((model, notice)) => {
+            if let Some(n) = notice {
+                printer.line(&format!("notice: {}", super::hints::notice(&n)));
+            }
+            Ok(Some(model))
+        }
+        Err(e @ PredictError::Refused { .. }) => {
+            eprintln!("error: {}", super::clean(&e.to_string()));
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(not(feature = "train"))]

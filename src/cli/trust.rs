@@ -197,20 +197,23 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
         allow_extra: args.allow_extra.clone(),
         bitcoin,
     };
+    // What the file is, read once (a prediction log may be large and is streamed instead).
     let is_log = verify::is_prediction_log(&args.manifest);
-    let predicate = verify::read_manifest(&args.manifest)
-        .ok()
-        .and_then(|b| manifest::predicate_type_of(&b));
+    let head = if is_log {
+        None
+    } else {
+        verify::read_manifest(&args.manifest).ok()
+    };
+    let predicate = head.as_deref().and_then(manifest::predicate_type_of);
     if args.attest.attest.is_some()
         && (is_log || predicate.as_deref() != Some(manifest::PREDICATE_TYPE))
     {
         bail!("--attest applies to provenance manifests (training or pipeline runs)");
     }
-    let is_document = !is_log
-        && predicate.is_none()
-        && verify::read_manifest(&args.manifest)
-            .ok()
-            .and_then(|b| auditai::export::binding_of(&b))
+    let is_document = predicate.is_none()
+        && head
+            .as_deref()
+            .and_then(auditai::export::binding_of)
             .is_some();
     let report = if is_log {
         verify::verify_log(&args.manifest, &opts)?

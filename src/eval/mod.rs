@@ -199,19 +199,3 @@ impl Evaluation {
         }
     }
 }
-
-/// `path` as recorded in an attestation written to `base_dir`: relative when below it,
-/// absolute otherwise.
-pub fn recorded_path(base_dir: &std::path::Path, path: &std::path::Path) -> String {
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let base = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
-    let canon = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    match canon(&abs).strip_prefix(canon(&base)) {
-        Ok(rel) if !rel.as_os_str().is_empty() => rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/"),
-        _ => canon(&abs).display().to_string(),
-    }
-}

@@ -9,7 +9,7 @@ use super::criteria::{self, Commitment, Criteria, Judged};
 use super::metrics::{self, Metrics, Subgroup};
 use super::{
     AnchorRef, CommitmentRef, CriteriaRef, DataRef, Evaluation, Evaluator, Leakage, ModelRef,
-    PreRegistration, recorded_path,
+    PreRegistration,
 };
 use crate::predict::{Columns, LineLimit, Model, parse_row, row_digest};
 use crate::spec::{SpecError, Task};
@@ -153,7 +153,7 @@ pub fn evaluate(model: &Model, opts: &EvalOptions<'_>) -> Result<Evaluation, Eva
         }
         let d = crate::hash::bytes_digest(&bytes);
         CriteriaRef {
-            name: recorded_path(&opts.out_dir, &path),
+            name: crate::fsio::relative_to(&opts.out_dir, &path),
             sha256: d.sha256.map(|s| s.hex()).unwrap_or_default(),
             blake3: d.blake3.hex(),
             criteria: c,
@@ -164,7 +164,7 @@ pub fn evaluate(model: &Model, opts: &EvalOptions<'_>) -> Result<Evaluation, Eva
     let verdict = Evaluation::verdict_of(criteria.as_ref()).to_string();
     Ok(Evaluation {
         model: ModelRef {
-            manifest: recorded_path(&opts.out_dir, &model.manifest),
+            manifest: crate::fsio::relative_to(&opts.out_dir, &model.manifest),
             manifest_blake3: model.manifest_blake3.clone(),
             verified: model.verified,
         },
@@ -175,7 +175,7 @@ pub fn evaluate(model: &Model, opts: &EvalOptions<'_>) -> Result<Evaluation, Eva
         started_on,
         finished_on: crate::manifest::now_rfc3339(),
         data: DataRef {
-            name: recorded_path(&opts.out_dir, &opts.data),
+            name: crate::fsio::relative_to(&opts.out_dir, &opts.data),
             sha256: data_digest.sha256.map(|s| s.hex()).unwrap_or_default(),
             blake3: data_digest.blake3.hex(),
             rows: rows.outputs.len() as u64,
@@ -446,7 +446,7 @@ fn pre_registration(
         ));
     }
     let mut commitment = CommitmentRef {
-        name: recorded_path(&opts.out_dir, &cpath),
+        name: crate::fsio::relative_to(&opts.out_dir, &cpath),
         blake3: crate::hash::Digest::of(&cbytes).hex(),
         committed_on: c.committed_on.clone(),
         anchor: None,

@@ -404,6 +404,11 @@ pub fn read_pinned(path: &Path, expected: &str, max: u64) -> Result<Vec<u8>, Pin
     Ok(bytes)
 }
 
+/// The sha256 of `bytes`, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 /// blake3 and sha256 of `bytes`.
 pub fn bytes_digest(bytes: &[u8]) -> FileDigest {
     FileDigest {

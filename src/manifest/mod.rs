@@ -378,6 +378,14 @@ impl Statement {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// A run-directory file (a subject or byproduct) by name.
+    pub fn run_file(&self, name: &str) -> Option<&ResourceDescriptor> {
+        self.subject
+            .iter()
+            .chain(&self.predicate.run_details.byproducts)
+            .find(|d| d.name.as_deref() == Some(name))
+    }
+
     /// A dependency by name.
     pub fn dependency(&self, name: &str) -> Option<&ResourceDescriptor> {
         self.predicate

@@ -159,15 +159,11 @@ impl Model {
         }
         let dir = verify::run_dir_of(&manifest_path);
         let st = &opened.statement;
-        let find = |name: &str| {
-            st.subject
-                .iter()
-                .chain(&st.predicate.run_details.byproducts)
-                .find(|d| d.name.as_deref() == Some(name))
-        };
         let read = |name: &str, max: u64| -> Result<Vec<u8>, PredictError> {
             let path = dir.join(name);
-            let recorded = find(name).and_then(|d| d.digest.get("blake3").cloned());
+            let recorded = st
+                .run_file(name)
+                .and_then(|d| d.digest.get("blake3").cloned());
             match (verified, recorded) {
                 (true, None) => Err(PredictError::Refused {
                     check: format!("file {name}"),

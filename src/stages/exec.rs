@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::hash::{Hashed, Hasher};
+use crate::hash::Hasher;
 use crate::manifest::{self, ResourceDescriptor, StageRecord, StageStatus};
 use crate::sign::SecretKey;
 use crate::spec::{CommandStage, StageKind};
@@ -351,7 +351,7 @@ fn run_stage(
     // Deps are hashed before the stage runs: the record is of what it read.
     let mut deps = Vec::new();
     for d in &node.deps {
-        match describe(&hasher, &p.graph.path(d), d) {
+        match super::describe(&hasher, &p.graph.path(d), d) {
             Ok(x) => deps.push(x),
             Err(e) => return fail(e),
         }
@@ -403,7 +403,7 @@ fn run_stage(
                 "declared out {o} was not written by the stage (it predates it)"
             ));
         }
-        match describe(&hasher, &path, o) {
+        match super::describe(&hasher, &path, o) {
             Ok(x) => outs.push(x),
             Err(e) => return fail(e),
         }
@@ -473,18 +473,6 @@ fn stamp(path: &Path) -> Option<Stamp> {
         m.ctime_nsec(),
         m.ino(),
     ))
-}
-
-/// A dep's or out's descriptor: a file's (sha256 and blake3) or a directory's tree.
-fn describe(hasher: &Hasher<'_>, path: &Path, rel: &str) -> Result<ResourceDescriptor, String> {
-    match hasher.hash_path(path).map_err(|e| e.to_string())? {
-        Hashed::File(d) => Ok(ResourceDescriptor::file(rel, None, &d)),
-        Hashed::Dir(t) => Ok(ResourceDescriptor::tree(rel, &t)),
-        Hashed::Symlink(_) => Err(format!(
-            "{rel} is a symlink; deps and outs must be files or directories"
-        )),
-        Hashed::Special => Err(format!("{rel} is not a regular file or directory")),
-    }
 }
 
 /// The most bytes of a metrics file.

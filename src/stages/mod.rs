@@ -199,6 +199,22 @@ impl Project {
     }
 }
 
+/// A dep's or out's descriptor: a file's (sha256 and blake3) or a directory's tree.
+fn describe(
+    hasher: &Hasher<'_>,
+    path: &Path,
+    rel: &str,
+) -> Result<manifest::ResourceDescriptor, String> {
+    match hasher.hash_path(path).map_err(|e| e.to_string())? {
+        Hashed::File(d) => Ok(manifest::ResourceDescriptor::file(rel, None, &d)),
+        Hashed::Dir(t) => Ok(manifest::ResourceDescriptor::tree(rel, &t)),
+        Hashed::Symlink(_) => Err(format!(
+            "{rel} is a symlink; deps and outs must be files or directories"
+        )),
+        Hashed::Special => Err(format!("{rel} is not a regular file or directory")),
+    }
+}
+
 fn normalize_rel(p: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in p.split('/') {
@@ -473,12 +489,8 @@ fn read_history(
     graph: &Graph,
     by: &manifest::ProducedBy,
 ) -> Result<manifest::PipelineExtension, String> {
-    let path = if Path::new(&by.manifest).is_absolute() {
-        PathBuf::from(&by.manifest)
-    } else {
-        crate::fsio::safe_join(&graph.root, &by.manifest)
-            .map_err(|e| format!("{}: {e}", by.manifest))?
-    };
+    let path = crate::fsio::recorded(&graph.root, &by.manifest)
+        .map_err(|e| format!("{}: {e}", by.manifest))?;
     let bytes =
         hash::read_pinned(&path, &by.blake3, crate::fsio::MAX_DOCUMENT).map_err(|e| match e {
             hash::PinnedError::Changed { .. } => format!("{} changed", by.manifest),

@@ -193,45 +193,57 @@ fn statement(
     let hasher = Hasher::new(None, true);
     let records: Vec<manifest::StageRecord> =
         results.iter().filter_map(|d| d.record.clone()).collect();
+    // A stage that ran recorded its deps and outs with sha256 already; a reused one only with
+    // blake3 (from the lock), so those are hashed here, once.
+    let recorded =
+        |descs: &[ResourceDescriptor], rel: &str| -> Result<ResourceDescriptor, StageError> {
+            match descs
+                .iter()
+                .find(|x| x.name.as_deref() == Some(rel) && x.digest.contains_key("sha256"))
+            {
+                Some(x) => Ok(x.clone()),
+                None => super::describe(&hasher, &p.graph.path(rel), rel).map_err(|message| {
+                    StageError::Io {
+                        path: p.graph.path(rel),
+                        source: std::io::Error::other(message),
+                    }
+                }),
+            }
+        };
     let mut subject = Vec::new();
-    for d in results.iter().filter(|d| d.record.is_some()) {
+    let mut external: Vec<ResourceDescriptor> = Vec::new();
+    for d in results {
+        let Some(rec) = &d.record else { continue };
         let stage = &p.spec.stages[d.index];
         let node = &p.graph.nodes[d.index];
         for (k, out) in node.outs.iter().enumerate() {
-            let marked = stage.subjects.contains(&stage.outs[k].value);
-            if marked || p.graph.is_final(d.index) {
-                subject.push(describe(&hasher, &p.graph.path(out), out)?);
+            if stage.subjects.contains(&stage.outs[k].value) || p.graph.is_final(d.index) {
+                subject.push(recorded(&rec.outs, out)?);
             }
         }
-    }
-    let mut deps = Vec::new();
-    let spec_rel = p
-        .graph
-        .relative(&p.spec.source)
-        .unwrap_or_else(|| p.spec.source.display().to_string());
-    deps.push(ResourceDescriptor::file(
-        &spec_rel,
-        Some(format!("file:{spec_rel}")),
-        &hash::bytes_digest(&p.spec_bytes),
-    ));
-    let mut external: Vec<&String> = Vec::new();
-    for d in results.iter().filter(|d| d.record.is_some()) {
-        for dep in &p.graph.nodes[d.index].deps {
+        for dep in &node.deps {
             let produced = p.graph.nodes.iter().any(|n| {
                 n.outs
                     .iter()
                     .any(|o| super::graph::within(dep, o) || super::graph::within(o, dep))
             });
-            if !produced && !external.contains(&dep) {
-                external.push(dep);
+            if !produced && !external.iter().any(|e| e.name.as_deref() == Some(dep)) {
+                let mut desc = recorded(&rec.deps, dep)?;
+                desc.uri = Some(format!("file:{dep}"));
+                external.push(desc);
             }
         }
     }
-    for dep in external {
-        let mut desc = describe(&hasher, &p.graph.path(dep), dep)?;
-        desc.uri = Some(format!("file:{dep}"));
-        deps.push(desc);
-    }
+    let spec_rel = p
+        .graph
+        .relative(&p.spec.source)
+        .unwrap_or_else(|| p.spec.source.display().to_string());
+    let mut deps = vec![ResourceDescriptor::file(
+        &spec_rel,
+        Some(format!("file:{spec_rel}")),
+        &hash::bytes_digest(&p.spec_bytes),
+    )];
+    deps.extend(external);
     let code = crate::provenance::code(p.spec.base());
     deps.push(manifest::code_descriptor(&code));
     deps.push(manifest::toolchain_descriptor("none", "none"));
@@ -284,12 +296,4 @@ fn statement(
         },
     };
     Ok(statement)
-}
-
-fn describe(hasher: &Hasher<'_>, path: &Path, rel: &str) -> Result<ResourceDescriptor, StageError> {
-    Ok(match hasher.hash_path(path)? {
-        hash::Hashed::Dir(t) => ResourceDescriptor::tree(rel, &t),
-        hash::Hashed::File(d) => ResourceDescriptor::file(rel, None, &d),
-        _ => ResourceDescriptor::file(rel, None, &hasher.hash_file(path)?),
-    })
 }

@@ -550,14 +550,7 @@ pub fn verify_eval(path: &Path, opts: &Options) -> Result<Report, VerifyError> {
     };
     let dir = run_dir_of(path);
     let ev = &st.predicate;
-    let resolve = |name: &str| {
-        let p = Path::new(name);
-        if p.is_absolute() {
-            Ok(p.to_path_buf())
-        } else {
-            crate::fsio::safe_join(dir, name).map_err(|e| e.to_string())
-        }
-    };
+    let resolve = |name: &str| crate::fsio::recorded(dir, name).map_err(|e| e.to_string());
     // The model: its manifest unchanged, and the subjects are its own.
     let model = resolve(&ev.model.manifest).and_then(|p| {
         crate::hash::read_pinned(&p, &ev.model.manifest_blake3, crate::fsio::MAX_DOCUMENT)
@@ -863,11 +856,7 @@ pub fn verify_verdict(path: &Path, opts: &Options) -> Result<Report, VerifyError
         .first()
         .ok_or_else(|| "the verdict names no manifest".to_string())
         .and_then(|i| {
-            let p = if Path::new(&i.uri).is_absolute() {
-                PathBuf::from(&i.uri)
-            } else {
-                crate::fsio::safe_join(dir, &i.uri).map_err(|e| e.to_string())?
-            };
+            let p = crate::fsio::recorded(dir, &i.uri).map_err(|e| e.to_string())?;
             let b = crate::fsio::read_bounded(&p, crate::fsio::MAX_DOCUMENT)
                 .map_err(|e| format!("{}: {e}", p.display()))?;
             let sha = hex::encode(sha256_of(&b));
@@ -951,13 +940,9 @@ pub fn verify_document(path: &Path, opts: &Options) -> Result<Report, VerifyErro
             return Ok(report);
         }
     }
-    let manifest_path = if Path::new(&b.manifest).is_absolute() {
-        PathBuf::from(&b.manifest)
-    } else {
-        run_dir_of(path).join(&b.manifest)
-    };
-    let opened = read_manifest(&manifest_path)
+    let opened = crate::fsio::recorded(run_dir_of(path), &b.manifest)
         .ok()
+        .and_then(|p| read_manifest(&p).ok())
         .and_then(|m| manifest::open(&m).ok());
     match opened {
         Some(o) => check_signatures(&o, opts, &mut report),

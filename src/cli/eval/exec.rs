@@ -7,12 +7,10 @@ use tabled::builder::Builder;
 use tabled::settings::Style;
 
 use auditai::eval::{self, EVAL_PREDICATE, EvalOptions, EvalStatement, Evaluation, Metrics};
-use auditai::predict::{Model, OpenOptions, PredictError};
 use auditai::sign::{self, Envelope};
-use auditai::verify::Trust;
 
 use super::super::printer::Printer;
-use super::super::{EXIT_FAILED, EXIT_OK, clean, hints, write_json};
+use super::super::{EXIT_FAILED, EXIT_OK, clean, write_json};
 use super::EvalArgs;
 
 pub(in crate::cli) fn eval_cmd(args: &EvalArgs) -> anyhow::Result<u8> {
@@ -34,39 +32,22 @@ pub(in crate::cli) fn eval_cmd(args: &EvalArgs) -> anyhow::Result<u8> {
         eval::Criteria::load(c)?;
     }
     let opts = super::super::trust::trust_options(&args.keys, args.policy.as_deref())?;
-    let trust = if args.no_verify {
-        printer.line("WARNING: --no-verify: the model is loaded without checking who signed it or that its files are the ones its manifest records; the attestation records it");
-        Trust::Unchecked
-    } else {
-        if opts.keys.is_empty() && opts.policy.is_none() {
-            anyhow::bail!(
-                "eval verifies the run before loading its model: name whom you trust with --key or --policy (or, loudly, --no-verify)"
-            );
-        }
-        Trust::Signers(&opts)
-    };
+    let trust = super::super::predict::model_trust(
+        &opts,
+        args.no_verify,
+        "eval",
+        "the attestation records it",
+        &printer,
+    )?;
     let key = sign::signing_key(args.sign_with.as_deref())?;
     if key.is_none() {
         printer.line("notice: no signing key (--sign-with, AUDITAI_SIGNING_KEY or AUDITAI_SIGNING_KEY_FILE); the attestation will be unsigned");
     }
     let online = args.target.online()?;
-    let (model, notice) = match Model::open(
-        run,
-        &OpenOptions {
-            trust,
-            device: args.device.into(),
-        },
-    ) {
-        Ok(m) => m,
-        Err(e @ PredictError::Refused { .. }) => {
-            eprintln!("error: {}", clean(&e.to_string()));
-            return Ok(EXIT_FAILED);
-        }
-        Err(e) => return Err(e.into()),
+    let Some(model) = super::super::predict::open_model(run, trust, args.device.into(), &printer)?
+    else {
+        return Ok(EXIT_FAILED);
     };
-    if let Some(n) = notice {
-        printer.line(&format!("notice: {}", hints::notice(&n)));
-    }
     let out_dir = args
         .out
         .parent()
