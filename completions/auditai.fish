@@ -83,7 +83,7 @@ complete -c auditai -n "__fish_auditai_using_subcommand verify" -l attest-out -d
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l json -d 'Print one JSON object instead of the table'
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -l input -d 'The rows to predict (CSV with a header; columns matched by name, extra columns ignored)' -r -F
-complete -c auditai -n "__fish_auditai_using_subcommand predict" -l output -d 'Write the predictions here (written to a temporary file, renamed at the end) instead of stdout' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand predict" -l output -d 'Write the predictions here (written to a temporary file, renamed at the end) instead of stdout. An existing file is not replaced' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -l device -d 'Where to run the model (default: the CPU)' -r -f -a "auto\t''
 wgpu\t''
 cpu\t''"

@@ -77,7 +77,7 @@ if batch:
 PY
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); $rows rows, $(du -h input.csv | cut -f1) input; $("$python" -c 'import numpy; print("numpy", numpy.__version__)')"
 hyperfine -N --warmup 1 --runs "$runs" --export-markdown predict.md \
-  --command-name "auditai predict (verify + predict, CSV out)" "$bin predict run --input input.csv --output out.csv --key bench.pub -q" \
-  --command-name "auditai predict --log (one hash-chained entry per row)" "bash -c 'rm -f log.jsonl; $bin predict run --input input.csv --output out.csv --key bench.pub --log log.jsonl -q'" \
+  --command-name "auditai predict (verify + predict, CSV out)" "bash -c 'rm -f out.csv; $bin predict run --input input.csv --output out.csv --key bench.pub -q'" \
+  --command-name "auditai predict --log (one hash-chained entry per row)" "bash -c 'rm -f log.jsonl out.csv; $bin predict run --input input.csv --output out.csv --key bench.pub --log log.jsonl -q'" \
   --command-name "NumPy (same model, same CSV in and out)" "$python numpy_predict.py run input.csv out_np.csv"
 cat predict.md

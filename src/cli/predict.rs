@@ -12,7 +12,7 @@ pub(super) struct PredictArgs {
     #[arg(long, value_name = "ROWS.csv")]
     input: PathBuf,
     /// Write the predictions here (written to a temporary file, renamed at the end) instead of
-    /// stdout.
+    /// stdout. An existing file is not replaced.
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// JSON Lines (one object per row) instead of CSV.

@@ -412,9 +412,10 @@ pub fn run(
         crate::fsio::open_regular(&opts.input).map_err(|e| input_err(None, e.to_string()))?;
     // Never write over the input (or the log over either): the input is the user's.
     let same = |a: &Path, b: &Path| {
-        std::fs::canonicalize(a)
+        let canon = |p: &Path| std::fs::canonicalize(p).or_else(|_| std::path::absolute(p));
+        canon(a)
             .ok()
-            .zip(std::fs::canonicalize(b).ok())
+            .zip(canon(b).ok())
             .is_some_and(|(a, b)| a == b)
     };
     for (what, p) in [
@@ -432,6 +433,17 @@ pub fn run(
             None,
             "--output and --log name the same file".into(),
         ));
+    }
+    if let Some(o) = &opts.output
+        && std::fs::symlink_metadata(o).is_ok()
+    {
+        return Err(PredictError::Io {
+            path: o.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "already exists; pass another --output (auditai never replaces a file it was not asked to write)",
+            ),
+        });
     }
     let mut reader = csv::ReaderBuilder::new()
         .flexible(false)

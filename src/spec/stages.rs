@@ -699,6 +699,11 @@ mod tests {
                 "4:3",
                 "needs a `seed`",
             ),
+            (
+                "stages:\n  a:\n    cmd: x\n    card: {intended_use: y}\n",
+                "4:3",
+                "`card` describes a model",
+            ),
         ];
         for (body, at, what) in cases {
             let e = parse(&format!("version: 1\nname: t\n{body}")).unwrap_err();

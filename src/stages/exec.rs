@@ -526,7 +526,7 @@ fn run_command(
 ) -> Result<CommandResult, String> {
     use std::os::unix::process::CommandExt;
     let name = &p.spec.stages[i].name.value;
-    let wdir = p.graph.path(&p.wdir(c));
+    let wdir = p.graph.path(&p.wdir(i));
     let mut env = std::collections::BTreeMap::new();
     if let Some(path) = std::env::var_os("PATH") {
         env.insert("PATH".to_string(), path.to_string_lossy().into_owned());

@@ -16,6 +16,8 @@ pub struct Node {
     pub deps: Vec<String>,
     /// Outs relative to the project root.
     pub outs: Vec<String>,
+    /// The working directory relative to the project root (`.` for training stages).
+    pub wdir: String,
     /// Indices of the stages whose outs it reads.
     pub upstream: Vec<usize>,
 }
@@ -109,6 +111,20 @@ impl Graph {
                 }
                 Ok::<String, SpecError>(r)
             };
+            let wdir = match stage.command() {
+                None => ".".to_string(),
+                Some(c) => rooted(&base, &c.wdir).ok_or_else(|| {
+                    fail(
+                        &stage.name,
+                        format!(
+                            "wdir `{}` of stage `{}` lies outside the project {}",
+                            c.wdir,
+                            stage.name.value,
+                            root.display()
+                        ),
+                    )
+                })?,
+            };
             let deps = stage
                 .deps
                 .iter()
@@ -122,6 +138,7 @@ impl Graph {
             nodes.push(Node {
                 deps,
                 outs,
+                wdir,
                 upstream: Vec::new(),
             });
         }
@@ -375,6 +392,7 @@ mod tests {
         let n = |up: Vec<usize>| Node {
             deps: vec![],
             outs: vec![],
+            wdir: ".".into(),
             upstream: up,
         };
         assert_eq!(topo_order(&[n(vec![]), n(vec![0])]), Ok(vec![0, 1]));

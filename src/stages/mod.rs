@@ -169,7 +169,7 @@ impl Project {
             StageKind::Command(c) => {
                 entry.kind = "command".into();
                 entry.cmd = Some(c.cmd.clone());
-                entry.wdir = Some(self.wdir(c));
+                entry.wdir = Some(self.wdir(i));
                 entry.params = c.params.clone();
                 entry.env = c
                     .env
@@ -185,17 +185,10 @@ impl Project {
         entry
     }
 
-    /// A command stage's working directory, root-relative.
-    fn wdir(&self, c: &crate::spec::CommandStage) -> String {
-        let base = &self.graph.base;
-        let joined = if c.wdir == "." {
-            base.clone()
-        } else if base == "." {
-            c.wdir.clone()
-        } else {
-            format!("{base}/{}", c.wdir)
-        };
-        normalize_rel(&joined)
+    /// A command stage's working directory, root-relative (checked inside the project by
+    /// [`Graph::build`]).
+    fn wdir(&self, i: usize) -> String {
+        self.graph.nodes[i].wdir.clone()
     }
 }
 
@@ -212,24 +205,6 @@ fn describe(
             "{rel} is a symlink; deps and outs must be files or directories"
         )),
         Hashed::Special => Err(format!("{rel} is not a regular file or directory")),
-    }
-}
-
-fn normalize_rel(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    if parts.is_empty() {
-        ".".into()
-    } else {
-        parts.join("/")
     }
 }
 

@@ -108,6 +108,43 @@ fn verify_and_audit_write_signed_verdicts_that_verify_check() {
     assert_eq!(a["segments"].as_array().unwrap().len(), 2);
     assert_eq!(a["segmentsPassed"], 2);
 
+    // --attest is for manifests; an existing --attest-out is never replaced.
+    let out = ws.run(&[
+        "verify",
+        path.to_str().unwrap(),
+        "--key",
+        "auditor.pub",
+        "--attest",
+        "auditor.key",
+    ]);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr,
+        "error: --attest applies to provenance manifests (training or pipeline runs)\n"
+    );
+    std::fs::write(ws.path().join("mine.txt"), "mine").unwrap();
+    let out = ws.run(&[
+        "verify",
+        "r/manifest.intoto.json",
+        "--key",
+        "me.pub",
+        "--root",
+        ".",
+        "--attest",
+        "auditor.key",
+        "--attest-out",
+        "mine.txt",
+    ]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("mine.txt already exists"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("mine.txt")).unwrap(),
+        "mine"
+    );
     // A failed verification still yields a verdict, which says FAILED (and verify fails on it).
     let mut w = std::fs::read(ws.path().join("r/model.bpk")).unwrap();
     w[0] ^= 1;
@@ -397,6 +434,29 @@ fn model_cards_and_cyclonedx_boms_are_bound_to_their_run() {
     let out = ws.run(&["verify", "bom.json", "--key", "me.pub", "--json"]);
     assert_eq!(out.code, 0, "{}", out.stdout);
 
+    // Export replaces only a document it wrote.
+    std::fs::write(ws.path().join("README.txt"), "mine").unwrap();
+    let out = ws.run(&[
+        "export",
+        "c",
+        "--format",
+        "model-card",
+        "--out",
+        "README.txt",
+    ]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("README.txt exists and is not a document auditai exported"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("README.txt")).unwrap(),
+        "mine"
+    );
+    ws.run(&["export", "c", "--format", "model-card", "--out", "card.md"])
+        .success();
     // Another run's card presented as this run's: detected.
     let other = card.replacen(
         "\"manifest\":\"c/manifest.intoto.json\"",

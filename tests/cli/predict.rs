@@ -167,6 +167,43 @@ fn predict_matches_columns_by_name_and_names_bad_rows() {
     assert_eq!(first["id"], "r0");
     assert_eq!(first["model_verified"], true);
     assert!(first["probabilities"]["setosa"].is_number());
+    // Neither an existing output nor a file that is not a prediction log is written over.
+    let kept = std::fs::read(ws.path().join("p.jsonl")).unwrap();
+    let out = predict(&["--input", "external.csv", "--output", "p.jsonl"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .starts_with("error: p.jsonl: already exists; pass another --output"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read(ws.path().join("p.jsonl")).unwrap(), kept);
+    write(&ws, "notes.txt", "my notes\n");
+    let out = predict(&["--input", "external.csv", "--log", "notes.txt"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .starts_with("error: notes.txt:1: not a log entry"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("notes.txt")).unwrap(),
+        "my notes\n"
+    );
+    let out = predict(&[
+        "--input",
+        "external.csv",
+        "--output",
+        "o.csv",
+        "--log",
+        "o.csv",
+    ]);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr,
+        "error: external.csv: --output and --log name the same file\n"
+    );
     // The input is never written over.
     let before = std::fs::read(ws.path().join("external.csv")).unwrap();
     let out = predict(&["--input", "external.csv", "--output", "external.csv"]);
@@ -601,6 +638,37 @@ fn eval_fails_criteria_leakage_and_late_commitments() {
     );
     assert_eq!(last["passed"], false);
 
+    // Evaluating needs a trust named, and the label column.
+    let out = ws.run(&["eval", "r", "--data", "external.csv", "--out", "z.json"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("eval verifies the run before loading its model"),
+        "{}",
+        out.stderr
+    );
+    write(
+        &ws,
+        "nolabel.csv",
+        "sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n",
+    );
+    let out = ws.run(&[
+        "eval",
+        "r",
+        "--key",
+        "me.pub",
+        "--data",
+        "nolabel.csv",
+        "--out",
+        "z.json",
+        "-q",
+    ]);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr,
+        "error: nolabel.csv:1: the input lacks the label column `species`\n"
+    );
+    assert!(!ws.path().join("z.json").exists());
     // Hostile criteria files are refused with a position; an existing --out is never replaced.
     write(
         &ws,

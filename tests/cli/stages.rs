@@ -144,6 +144,14 @@ fn graph_errors_are_refused_before_anything_runs_naming_line_and_column() {
         "{}",
         outside.stderr
     );
+    let wdir = graph_error("  a:\n    cmd: touch x\n    wdir: ..\n    outs: [x]\n");
+    assert!(
+        wdir.stderr.starts_with(
+            "error: pipeline.yaml:4:3: wdir `..` of stage `a` lies outside the project "
+        ),
+        "{}",
+        wdir.stderr
+    );
     let missing = graph_error("  a:\n    cmd: cat nope.txt\n    deps: [nope.txt]\n    outs: [o]\n");
     assert_eq!(
         missing.stderr,
@@ -821,6 +829,36 @@ fn the_healthcare_pipeline_trains_evaluates_and_audits() {
     assert!(
         out.stderr
             .contains("whose signatures do not satisfy the trust"),
+        "{}",
+        out.stderr
+    );
+    // The pipeline manifest is not a model; a training run's manifest has no stages to rerun.
+    let out = ws.run(&[
+        "predict",
+        m,
+        "--input",
+        "pipelines/healthcare/build/data/holdout.csv",
+        "--key",
+        "me.pub",
+    ]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("a pipeline manifest; pass the training stage's run directory"),
+        "{}",
+        out.stderr
+    );
+    let out = ws.run(&["export", m, "--format", "cyclonedx"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("not a training run's manifest"),
+        "{}",
+        out.stderr
+    );
+    let out = ws.run(&["audit", inner, "--rerun", "prepare", "--key", "me.pub"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("not a pipeline manifest"),
         "{}",
         out.stderr
     );
