@@ -254,7 +254,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__audit)
-            opts="-q -h --rerun --key --policy --trust-recorded-command --segments --challenge --challenge-from-anchor --allow-unconfirmed-challenge --device --tolerance --allow-extra --root --rpc --chain --json --quiet --attest --attest-out --help"
+            opts="-q -h --rerun --key --policy --timeout --trust-recorded-command --segments --challenge --challenge-from-anchor --allow-unconfirmed-challenge --device --tolerance --allow-extra --root --rpc --chain --json --quiet --attest --attest-out --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -269,6 +269,10 @@ _auditai() {
                     return 0
                     ;;
                 --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -736,7 +740,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__predict)
-            opts="-q -h --input --output --json --device --key --policy --no-verify --skip-bad-rows --log --id-column --quiet --help"
+            opts="-q -h --input --output --json --device --key --policy --no-verify --skip-bad-rows --log --sign-with --id-column --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -763,6 +767,10 @@ _auditai() {
                     return 0
                     ;;
                 --log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sign-with)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -878,13 +886,21 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__status)
-            opts="-h --stage --json --help"
+            opts="-h --stage --out --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --stage)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -896,12 +912,16 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__verify)
-            opts="-h --key --policy --root --rpc --chain --bitcoin-header --bitcoin-rpc --allow-extra --json --attest --attest-out --help"
+            opts="-h --expect --require-covered --key --policy --root --rpc --chain --bitcoin-header --bitcoin-rpc --allow-extra --json --attest --attest-out --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --expect)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

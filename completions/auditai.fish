@@ -68,8 +68,11 @@ complete -c auditai -n "__fish_auditai_using_subcommand run" -l anchor-commitmen
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l ots -d 'Also timestamp the root on Bitcoin through OpenTimestamps calendars'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c auditai -n "__fish_auditai_using_subcommand status" -l stage -d 'Only these stages and their upstream stages (repeatable)' -r
+complete -c auditai -n "__fish_auditai_using_subcommand status" -l out -d 'The pipeline run directory whose history/ backs the lock (default: the spec\'s outputs.dir), as given to `auditai run --out`' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand status" -l key -d 'The key the pipeline is signed with (its public half is used: a lock entry counts only when the manifest backing it is signed by it). Otherwise AUDITAI_SIGNING_KEY or AUDITAI_SIGNING_KEY_FILE, as for `auditai run`; with none, an unsigned pipeline is assumed' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand status" -l json -d 'Print one JSON object instead of the table'
 complete -c auditai -n "__fish_auditai_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c auditai -n "__fish_auditai_using_subcommand verify" -l expect -d 'What the document must be: manifest (provenance or pipeline), provenance, pipeline, evaluation, verdict, model-card, ml-bom or prediction-log. Anything else fails' -r
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l key -d 'A trusted public key (SPKI PEM); repeat for several' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l policy -d 'A trust policy (YAML: signers, threshold, required names)' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l root -d 'Where the data and spec files named by the manifest live (default: the git work tree holding the manifest, else the current directory)' -r -F
@@ -80,6 +83,7 @@ complete -c auditai -n "__fish_auditai_using_subcommand verify" -l bitcoin-rpc -
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l allow-extra -d 'A file or directory in the run directory that the manifest does not name but that is expected there (repeatable). Anything else unnamed fails verification, as in OpenSSF model-signing; the manifest\'s own receipts and proofs are always expected' -r
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l attest -d 'Write a signed verdict (an in-toto Statement with the SLSA Verification Summary v1 predicate, docs/attestations.md) of this check, signed with this ed25519 private key: next to the manifest as verdict-<kind>-<time>.intoto.json, or to --attest-out. A failed check yields a verdict that says FAILED' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l attest-out -d 'Where to write the verdict (an existing file is not replaced)' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand verify" -l require-covered -d 'Prediction logs: fail unless every entry is covered by an anchor or a signed checkpoint (an unkeyed hash chain alone does not stop someone who rewrites the whole log)'
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -l json -d 'Print one JSON object instead of the table'
 complete -c auditai -n "__fish_auditai_using_subcommand verify" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -l input -d 'The rows to predict (CSV with a header; columns matched by name, extra columns ignored)' -r -F
@@ -89,10 +93,11 @@ wgpu\t''
 cpu\t''"
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -l key -d 'A public key (SPKI PEM) trusted to have signed the run\'s manifest; repeat for several. The model is loaded only when the manifest\'s signatures satisfy it and the weights, preprocessing and spec match the manifest\'s digests' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -l policy -d 'A trust policy the manifest\'s signatures must satisfy' -r -F
-complete -c auditai -n "__fish_auditai_using_subcommand predict" -l log -d 'Append one hash-chained entry per prediction to this JSON Lines log (created when absent; `auditai verify LOG` checks it, `auditai anchor LOG` anchors its head)' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand predict" -l log -d 'Append one hash-chained entry per prediction to this JSON Lines log (created when absent; locked while in use; `auditai verify LOG` checks it, `auditai anchor LOG` anchors its head). A file that is not a prediction log is refused and left untouched' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand predict" -l sign-with -d 'With --log: sign a checkpoint over every entry of the log with this ed25519 private key (PKCS#8 PEM, mode 0600), written next to it as LOG.checkpoint.intoto.json, so that `auditai verify LOG --key PUB` reports the entries as covered' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -l id-column -d 'The input column that identifies a row, copied to the output (default: `id` when the input has it)' -r
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -l json -d 'JSON Lines (one object per row) instead of CSV'
-complete -c auditai -n "__fish_auditai_using_subcommand predict" -l no-verify -d 'Load the model without checking its signatures or digests. Loud, and recorded: every output row (and log entry) says the model was not verified'
+complete -c auditai -n "__fish_auditai_using_subcommand predict" -l no-verify -d 'Load the model without checking who signed its manifest (its files are still read only through the manifest\'s digests). Loud, and recorded: every output row (and log entry) says the model was not verified'
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -l skip-bad-rows -d 'Skip rows with an empty or non-numeric feature (counted and reported) instead of stopping at the first one'
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -s q -l quiet -d 'No summary or notices on stderr (errors are still printed)'
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -119,7 +124,7 @@ complete -c auditai -n "__fish_auditai_using_subcommand eval" -l password-file -
 complete -c auditai -n "__fish_auditai_using_subcommand eval" -l confirmations -d 'Blocks on top of the anchor\'s block to wait for (default: the preset\'s, 1 on local)' -r
 complete -c auditai -n "__fish_auditai_using_subcommand eval" -l timeout -d 'Seconds to wait for the confirmations' -r
 complete -c auditai -n "__fish_auditai_using_subcommand eval" -l calendar -d 'An OpenTimestamps calendar URL (repeatable; default: the public calendars)' -r
-complete -c auditai -n "__fish_auditai_using_subcommand eval" -l no-verify -d 'Load the model without checking its signatures or digests (loud; recorded in the attestation)'
+complete -c auditai -n "__fish_auditai_using_subcommand eval" -l no-verify -d 'Load the model without checking who signed its manifest (its files are still read only through the manifest\'s digests; loud; recorded in the attestation)'
 complete -c auditai -n "__fish_auditai_using_subcommand eval" -l skip-bad-rows -d 'Skip rows with an unusable feature or label (counted) instead of stopping'
 complete -c auditai -n "__fish_auditai_using_subcommand eval" -l json -d 'Print one JSON object (the attestation\'s predicate) instead of the tables'
 complete -c auditai -n "__fish_auditai_using_subcommand eval" -s q -l quiet -d 'No notices on stderr'
@@ -127,10 +132,10 @@ complete -c auditai -n "__fish_auditai_using_subcommand eval" -l ots -d 'Also ti
 complete -c auditai -n "__fish_auditai_using_subcommand eval" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c auditai -n "__fish_auditai_using_subcommand export" -l format -d 'What to write' -r -f -a "model-card\t'Markdown model card (Mitchell et al.)'
 cyclonedx\t'CycloneDX 1.6 JSON ML-BOM'"
-complete -c auditai -n "__fish_auditai_using_subcommand export" -l out -d 'Write here (atomically) instead of stdout. An existing file is replaced only when it is a document auditai exported' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand export" -l out -d 'Write here (atomically) instead of stdout. An existing file is replaced only when it is a document auditai exported and nobody edited since (its body still has the sealed digest)' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand export" -l key -d 'A public key (SPKI PEM) the run\'s manifest must be signed by; the document then names its signers as verified (otherwise as claimed). Repeatable' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand export" -l policy -d 'A trust policy the run\'s manifest must satisfy' -r -F
-complete -c auditai -n "__fish_auditai_using_subcommand export" -l eval -d 'An evaluation attestation of this run (`auditai eval`) whose results to include (repeatable)' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand export" -l eval -d 'An evaluation attestation of this run (`auditai eval`) whose results to include (repeatable); included only when its signatures hold under --key/--policy' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand export" -l root -d 'Where the run\'s training data lives, for the class balance (default: the git work tree holding the run, else the current directory)' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand export" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c auditai -n "__fish_auditai_using_subcommand sign" -l key -d 'The ed25519 private key (PKCS#8 PEM, mode 0600). Otherwise AUDITAI_SIGNING_KEY (PEM text), then AUDITAI_SIGNING_KEY_FILE' -r -F
@@ -167,8 +172,9 @@ complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from help" -f -a "upgrade" -d 'Ask the OpenTimestamps calendars for completed Bitcoin attestations and update each manifest\'s .ots proof and receipt. Still pending is a status, not an error'
 complete -c auditai -n "__fish_auditai_using_subcommand anchor; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c auditai -n "__fish_auditai_using_subcommand audit" -l rerun -d 'Pipeline manifest: re-execute this command stage in a scratch copy of its recorded deps, with its recorded environment, and compare its outs bitwise with the recorded digests. Exit 0 when reproduced, 1 when an out differs or is missing' -r
-complete -c auditai -n "__fish_auditai_using_subcommand audit" -l key -d 'With --rerun: a public key (SPKI PEM) trusted to have signed the manifest, whose recorded command is then executed; repeat for several. The manifest\'s signatures are checked first, as `auditai verify` checks them' -r -F
-complete -c auditai -n "__fish_auditai_using_subcommand audit" -l policy -d 'With --rerun: a trust policy the manifest\'s signatures must satisfy' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l key -d 'A public key (SPKI PEM) trusted to have signed the manifest; repeat for several. The manifest\'s signatures are checked first, as `auditai verify` checks them, and the audit (or, with --rerun, the recorded command) goes ahead only when they hold' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l policy -d 'A trust policy the manifest\'s signatures must satisfy' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand audit" -l timeout -d 'With --rerun: stop the command after this long (`90s`, `10m`, `2h`); it is then not reproduced' -r
 complete -c auditai -n "__fish_auditai_using_subcommand audit" -l segments -d 'How many transcript segments to replay. Replaying K of E segments costs about K/E of the training time' -r
 complete -c auditai -n "__fish_auditai_using_subcommand audit" -l challenge -d 'The challenge that picks the segments, hex (e.g. a beacon value the auditor trusts). Without it and without --challenge-from-anchor, fresh OS randomness is used and printed' -r
 complete -c auditai -n "__fish_auditai_using_subcommand audit" -l device -d 'Where to replay: default the backend that trained (compared bitwise). Another backend needs --tolerance' -r -f -a "auto\t''

@@ -91,14 +91,11 @@ pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// A path a document records (see [`relative_to`]): an absolute path as it is, a relative one
-/// joined to `base` through [`safe_join`], so that it cannot climb out of `base`.
+/// A path a document records (see [`relative_to`]), joined to `base` through [`safe_join`]:
+/// an absolute path or one that climbs out of `base` is refused, never opened, so that a
+/// document nobody vouches for cannot make a reader hash or read an arbitrary file.
 pub fn recorded(base: &Path, name: &str) -> Result<PathBuf, PathRefused> {
-    if Path::new(name).is_absolute() {
-        Ok(PathBuf::from(name))
-    } else {
-        safe_join(base, name)
-    }
+    safe_join(base, name)
 }
 
 /// `path` as a document in `base_dir` records it: relative to `base_dir` (`/`-separated) when it
@@ -157,6 +154,16 @@ pub enum PathRefused {
     Symlink(String),
 }
 
+/// Whether `name` is a non-empty relative path of plain components only (no `..`, `.`, root,
+/// prefix or backslash): the syntactic half of [`safe_join`].
+pub fn is_plain_relative(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains('\\')
+        && Path::new(name)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
 /// Join `name`, a relative `/`-separated path from an untrusted document, to `base`.
 ///
 /// Refuses absolute paths, `..` and `.` components and the empty path, and any symlink between
@@ -173,10 +180,7 @@ pub enum PathRefused {
 /// ```
 pub fn safe_join(base: &Path, name: &str) -> Result<PathBuf, PathRefused> {
     let p = Path::new(name);
-    let normal = !name.is_empty()
-        && !name.contains('\\')
-        && p.components().all(|c| matches!(c, Component::Normal(_)));
-    if !normal {
+    if !is_plain_relative(name) {
         return Err(PathRefused::Escapes(name.to_string()));
     }
     let mut path = base.to_path_buf();

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 
-use crate::{anchor, data, spec, transcript, verify};
+use crate::{anchor, data, spec, transcript};
 
 const MANIFEST: &[u8] = include_bytes!("../fixtures/fuzz/manifest.intoto.json");
 const RECEIPT: &[u8] = include_bytes!("../fixtures/fuzz/manifest.anchor.json");
@@ -23,6 +23,7 @@ const PIPELINE: &[u8] = include_bytes!("../fixtures/fuzz/pipeline.yaml");
 const CRITERIA: &[u8] = include_bytes!("../fixtures/fuzz/criteria.yaml");
 const LOG: &[u8] = include_bytes!("../fixtures/fuzz/predictions.jsonl");
 const CARD: &[u8] = include_bytes!("../fixtures/fuzz/model-card.md");
+const BOM: &[u8] = include_bytes!("../fixtures/fuzz/bom.cdx.json");
 
 /// The fixture spec and data, prepared once (the schedule check needs them).
 #[cfg(feature = "train")]
@@ -152,7 +153,7 @@ proptest! {
 
     #[test]
     fn policies(b in input(POLICY)) {
-        let _ = verify::Policy::parse(&text(&b), Path::new("/nonexistent/policy.yaml"));
+        let _ = crate::trust::Policy::parse(&text(&b), Path::new("/nonexistent/policy.yaml"));
     }
 
     #[test]
@@ -176,12 +177,44 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.jsonl");
         std::fs::write(&path, &b).unwrap();
-        let _ = crate::predlog::check(&path, Some([0; 32]));
+        let _ = crate::predlog::check(&path, &[[0; 32]]);
     }
 
     #[test]
     fn exported_documents(b in input(CARD)) {
-        let _ = crate::export::binding_of(&b);
+        let _ = crate::export::binding::open(&b);
+    }
+
+    #[test]
+    fn the_gate(b in input(MANIFEST)) {
+        use crate::trust::{Required, RunKind, SignedRun, Trust};
+        let _ = crate::trust::classify(&b);
+        if let Ok(run) = SignedRun::from_bytes(
+            Path::new("/nonexistent/r/manifest.intoto.json").to_path_buf(),
+            b.clone(),
+            RunKind::Any,
+            Required::Unchecked,
+        ) {
+            let _ = run.read("model.bpk", 1 << 20);
+            let _ = run.stage("x");
+            let _ = run.spec();
+        }
+        let trust = Trust::default();
+        let _ = crate::trust::statement_from_bytes::<crate::vsa::VerdictStatement>(
+            Path::new("v.intoto.json"),
+            b.clone(),
+            crate::trust::DocumentKind::Verdict,
+            &trust,
+        );
+        if let Ok((_, _, v)) = crate::manifest::open_envelope(&b) {
+            let _ = serde_json::from_value::<crate::predlog::CheckpointStatement>(v)
+                .map(|c| c.prefix_sha256());
+        }
+    }
+
+    #[test]
+    fn sealed_boms(b in input(BOM)) {
+        let _ = crate::export::binding::open(&b);
     }
 
     #[test]
@@ -217,7 +250,7 @@ fn the_seeds_parse() {
     #[cfg(feature = "train")]
     assert!(crate::train::parse_state(STATE, Path::new("s")).is_ok());
     assert!(serde_json::from_slice::<transcript::Commitment>(COMMITMENT).is_ok());
-    assert!(verify::Policy::parse(&text(POLICY), Path::new("/p.yaml")).is_ok());
+    assert!(crate::trust::Policy::parse(&text(POLICY), Path::new("/p.yaml")).is_ok());
     let spec = spec::Spec::parse(&text(SPEC), Path::new("spec.yaml")).unwrap();
     assert!(data::parse(&spec, CSV).is_ok());
     spec::PipelineSpec::parse(&text(PIPELINE), Path::new("pipeline.yaml")).unwrap();
@@ -225,12 +258,12 @@ fn the_seeds_parse() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("log.jsonl"), LOG).unwrap();
     assert_eq!(
-        crate::predlog::check(&dir.path().join("log.jsonl"), None)
+        crate::predlog::check(&dir.path().join("log.jsonl"), &[])
             .unwrap()
             .entries,
         2
     );
-    assert!(crate::export::binding_of(CARD).is_some());
+    assert!(crate::export::binding::open(CARD).is_some());
 }
 
 #[test]

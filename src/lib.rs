@@ -7,6 +7,7 @@
 pub mod anchor;
 #[cfg(feature = "train")]
 pub mod audit;
+pub mod cancel;
 pub mod data;
 pub mod eval;
 pub mod export;
@@ -19,6 +20,7 @@ pub mod pipeline;
 pub mod predict;
 pub mod predlog;
 pub mod provenance;
+pub mod report;
 pub mod run_dir;
 pub mod shuffle;
 pub mod sign;
@@ -27,6 +29,7 @@ pub mod stages;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod transcript;
+pub mod trust;
 pub mod verify;
 pub mod vsa;
 

@@ -2,15 +2,26 @@
 //! each carrying the hash of the one before, so that editing, deleting, inserting or reordering
 //! an entry breaks the chain (`docs/eval.md`, "The prediction log").
 //!
-//! Owns the entry format, crash-safe appending and the chain check. Appends never rewrite a
-//! complete entry: a batch is one write followed by fsync, and a torn last line left by a crash
-//! (no newline) is cut off before the next append. Bounded: lines of at most 1 MiB.
+//! The chain alone is unkeyed: whoever can write the file can rewrite and re-hash it. What makes
+//! entries tamper-evident is coverage: an anchor of a prefix of whole entries, or a signed
+//! checkpoint (`predict --log LOG --sign-with KEY`, [`checkpoint_path`]) over the prefix's
+//! sha256 and head; `auditai verify LOG` reports how many entries are covered.
+//!
+//! Owns the entry format, the checkpoint format, crash-safe appending under an exclusive lock,
+//! and the chain check. Appends never rewrite a complete entry: a batch is one write followed by
+//! fsync, and only a torn tail that follows a complete entry and could be the start of one (a
+//! crash mid-write) is cut off before the next append; any other file is refused untouched.
+//! Bounded: lines of at most 1 MiB.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+
+use crate::manifest::ResourceDescriptor;
+use crate::sign::{Envelope, SecretKey};
 
 /// The log format's tag, in every entry.
 pub const LOG_SCHEMA: &str = "auditai.prediction-log/v1";
@@ -31,6 +42,12 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process holds the log (a concurrent `predict --log`).
+    #[error("{}: in use by another auditai process (the log is locked); try again when it finishes", path.display())]
+    Busy {
+        /// The log.
+        path: PathBuf,
+    },
     /// An entry is malformed or the chain is broken at `line`.
     #[error("{}:{line}: {message}", path.display())]
     Broken {
@@ -44,10 +61,11 @@ pub enum LogError {
 }
 
 /// The model an entry's prediction came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelRef {
-    /// The manifest's path as given to `predict`, made absolute.
+    /// The manifest's path, relative to the log's directory (absolute when it lies outside it,
+    /// and then never opened by `verify`).
     pub manifest: String,
     /// blake3 of the manifest's bytes.
     pub blake3: String,
@@ -88,8 +106,8 @@ pub struct Chain {
     pub complete_bytes: u64,
     /// Whether a torn last line (no newline) follows the complete entries.
     pub torn_tail: bool,
-    /// For an anchored digest: the number of entries whose bytes hash to it.
-    pub anchored_entries: Option<u64>,
+    /// For each digest asked about: the number of entries whose bytes hash to it.
+    pub prefixes: Vec<Option<u64>>,
 }
 
 /// The line of an entry: its body's JSON with `"hash":"…"` added as the last field, where the
@@ -114,9 +132,9 @@ fn split(l: &str) -> Option<(String, &str)> {
     Some((format!("{}}}", &l[..at]), hash))
 }
 
-/// Check the chain of the log at `path`, streaming; with `anchored`, also find the prefix of
-/// whole entries whose sha256 is that digest.
-pub fn check(path: &Path, anchored: Option<[u8; 32]>) -> Result<Chain, LogError> {
+/// Check the chain of the log at `path`, streaming; for each of `digests`, also find the prefix
+/// of whole entries whose sha256 it is (an anchor's, a checkpoint's).
+pub fn check(path: &Path, digests: &[[u8; 32]]) -> Result<Chain, LogError> {
     let io = |source| LogError::Io {
         path: path.to_path_buf(),
         source,
@@ -125,12 +143,12 @@ pub fn check(path: &Path, anchored: Option<[u8; 32]>) -> Result<Chain, LogError>
     let mut reader = BufReader::new(file);
     let mut chain = Chain {
         head: GENESIS.to_string(),
+        prefixes: vec![None; digests.len()],
         ..Default::default()
     };
+    let mut seen: HashSet<ModelRef> = HashSet::new();
     let mut sha = Sha256::new();
-    if anchored.is_some_and(|a| a == <[u8; 32]>::from(Sha256::digest(b""))) {
-        chain.anchored_entries = Some(0);
-    }
+    mark_prefixes(&mut chain, digests, &sha);
     let mut buf = Vec::new();
     let mut lineno = 0u64;
     loop {
@@ -153,89 +171,196 @@ pub fn check(path: &Path, anchored: Option<[u8; 32]>) -> Result<Chain, LogError>
             if n as u64 > MAX_LINE {
                 return Err(broken(format!("line longer than {MAX_LINE} bytes")));
             }
+            if chain.entries == 0 || !could_be_entry(&buf) {
+                return Err(broken(
+                    "an incomplete last line that is not the start of a log entry: not a prediction log (nothing was changed)".into(),
+                ));
+            }
             chain.torn_tail = true;
             break;
         }
-        let text = std::str::from_utf8(&buf[..n - 1]).map_err(|_| broken("not UTF-8".into()))?;
-        let (body_json, hash) = split(text).ok_or_else(|| {
-            broken("not a log entry (no trailing \"hash\" field of 64 hex digits)".into())
-        })?;
-        let actual = blake3::hash(body_json.as_bytes()).to_hex().to_string();
-        if !crate::hash::hex_eq(&actual, hash) {
-            return Err(broken(format!(
-                "entry edited: its hash is {hash} but its content hashes to {actual}"
-            )));
-        }
-        let body: Body = serde_json::from_str(&body_json)
-            .map_err(|e| broken(format!("not a log entry: {e}")))?;
-        if body.schema != LOG_SCHEMA {
-            return Err(broken(format!(
-                "schema is `{}`, expected {LOG_SCHEMA}",
-                body.schema
-            )));
-        }
-        if body.seq != chain.entries {
-            return Err(broken(format!(
-                "entry {} where entry {} belongs (an entry was deleted, inserted or moved)",
-                body.seq, chain.entries
-            )));
-        }
-        if !crate::hash::hex_eq(&body.prev, &chain.head) {
-            return Err(broken(format!(
-                "the chain is broken: prev is {}, the entry before hashes to {}",
-                body.prev, chain.head
-            )));
-        }
+        let body = entry(&buf[..n - 1], &chain).map_err(broken)?;
         chain.entries += 1;
-        chain.head = hash.to_string();
+        chain.head = body.1;
         chain.complete_bytes += n as u64;
-        if !chain.models.contains(&body.model) {
-            chain.models.push(body.model);
+        if seen.insert(body.0.model.clone()) {
+            chain.models.push(body.0.model);
         }
         sha.update(&buf);
-        if let Some(a) = anchored
-            && <[u8; 32]>::from(sha.clone().finalize()) == a
-        {
-            chain.anchored_entries = Some(chain.entries);
-        }
+        mark_prefixes(&mut chain, digests, &sha);
     }
     Ok(chain)
 }
 
-/// Appends entries to a log whose chain checked out.
+/// Whether a torn tail could be the beginning of an entry an interrupted append left.
+fn could_be_entry(tail: &[u8]) -> bool {
+    let start = format!("{{\"schema\":\"{LOG_SCHEMA}\"");
+    let n = tail.len().min(start.len());
+    tail[..n] == start.as_bytes()[..n]
+}
+
+/// Record which of `digests` the entries so far hash to.
+fn mark_prefixes(chain: &mut Chain, digests: &[[u8; 32]], sha: &Sha256) {
+    if digests.is_empty() {
+        return;
+    }
+    let now: [u8; 32] = sha.clone().finalize().into();
+    for (slot, d) in chain.prefixes.iter_mut().zip(digests) {
+        if *d == now {
+            *slot = Some(chain.entries);
+        }
+    }
+}
+
+/// One complete line: its body and hash, checked against the chain so far.
+fn entry(line_bytes: &[u8], chain: &Chain) -> Result<(Body, String), String> {
+    let text = std::str::from_utf8(line_bytes).map_err(|_| "not UTF-8".to_string())?;
+    let (body_json, hash) = split(text).ok_or_else(|| {
+        "not a log entry (no trailing \"hash\" field of 64 hex digits)".to_string()
+    })?;
+    let actual = blake3::hash(body_json.as_bytes()).to_hex().to_string();
+    if !crate::hash::hex_eq(&actual, hash) {
+        return Err(format!(
+            "entry edited: its hash is {hash} but its content hashes to {actual}"
+        ));
+    }
+    let body: Body =
+        serde_json::from_str(&body_json).map_err(|e| format!("not a log entry: {e}"))?;
+    if body.schema != LOG_SCHEMA {
+        return Err(format!(
+            "schema is `{}`, expected {LOG_SCHEMA}",
+            body.schema
+        ));
+    }
+    if body.seq != chain.entries {
+        return Err(format!(
+            "entry {} where entry {} belongs (an entry was deleted, inserted or moved)",
+            body.seq, chain.entries
+        ));
+    }
+    if !crate::hash::hex_eq(&body.prev, &chain.head) {
+        return Err(format!(
+            "the chain is broken: prev is {}, the entry before hashes to {}",
+            body.prev, chain.head
+        ));
+    }
+    Ok((body, hash.to_string()))
+}
+
+/// The predicate type of a signed log checkpoint.
+pub const CHECKPOINT_PREDICATE: &str = "https://auditai.dev/prediction-log-checkpoint/v1";
+
+/// Where a log's signed checkpoint lives: `LOG.checkpoint.intoto.json` next to it.
+pub fn checkpoint_path(log: &Path) -> PathBuf {
+    let mut s = log.as_os_str().to_os_string();
+    s.push(".checkpoint.intoto.json");
+    PathBuf::from(s)
+}
+
+/// A signed checkpoint: an in-toto Statement about the log's first `entries` entries (their
+/// bytes' sha256 as the subject's digest) ending at `head`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointStatement {
+    /// The in-toto Statement v1 type.
+    #[serde(rename = "_type")]
+    pub statement_type: String,
+    /// The log, with the sha256 of the covered prefix.
+    pub subject: Vec<ResourceDescriptor>,
+    /// [`CHECKPOINT_PREDICATE`].
+    #[serde(rename = "predicateType")]
+    pub predicate_type: String,
+    /// What is covered.
+    pub predicate: Checkpoint,
+}
+
+/// What a checkpoint covers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Checkpoint {
+    /// Entries covered (the first `entries` of the log).
+    pub entries: u64,
+    /// The hash of the last covered entry.
+    pub head: String,
+    /// When it was signed (the signer's clock).
+    pub time: String,
+}
+
+impl CheckpointStatement {
+    /// The covered prefix's sha256, when well-formed.
+    pub fn prefix_sha256(&self) -> Option<[u8; 32]> {
+        let hex = self.subject.first()?.digest.get("sha256")?;
+        let mut d = [0u8; 32];
+        hex::decode_to_slice(hex, &mut d).ok()?;
+        Some(d)
+    }
+}
+
+/// Take an exclusive, non-blocking advisory lock on the open log.
+fn lock(file: &std::fs::File, path: &Path) -> Result<(), LogError> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a descriptor this function borrows; no memory is touched.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Err(LogError::Busy {
+            path: path.to_path_buf(),
+        })
+    } else {
+        Err(LogError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })
+    }
+}
+
+/// Appends entries to a log whose chain checked out, holding an exclusive lock on it.
 pub struct Appender {
     path: PathBuf,
     file: std::fs::File,
     head: String,
     next: u64,
+    bytes: u64,
     /// Whether a torn last line was cut off when the log was opened.
     pub repaired: bool,
 }
 
 impl Appender {
-    /// Open (or create) the log at `path`: check its chain, cut off a torn last line left by a
-    /// crash, and position at the end. A broken chain is an error: nothing is appended to it.
+    /// Open (or create) the log at `path`: lock it (refused while another process holds it),
+    /// check its chain, cut off a torn last line left by a crash, and position at the end. A
+    /// broken chain, or a file that is not a log, is an error and is left untouched.
     pub fn open(path: &Path) -> Result<Appender, LogError> {
         let io = |source| LogError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let exists = std::fs::symlink_metadata(path).is_ok();
+        let exists = match std::fs::symlink_metadata(path) {
+            Ok(m) if !m.is_file() => {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "is not a regular file (symlinks are not followed)",
+                )));
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        };
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).write(true).truncate(false);
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        }
+        let mut file = opts.open(path).map_err(io)?;
+        lock(&file, path)?;
         let chain = if exists {
-            check(path, None)?
+            check(path, &[])?
         } else {
             Chain {
                 head: GENESIS.to_string(),
                 ..Default::default()
             }
         };
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(false)
-            .write(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io)?;
         if chain.torn_tail {
             file.set_len(chain.complete_bytes).map_err(io)?;
             file.sync_all().map_err(io)?;
@@ -250,8 +375,59 @@ impl Appender {
             file,
             head: chain.head,
             next: chain.entries,
+            bytes: chain.complete_bytes,
             repaired: chain.torn_tail,
         })
+    }
+
+    /// Sign a checkpoint over every entry so far with `key`, written next to the log
+    /// ([`checkpoint_path`], replacing the previous one atomically).
+    pub fn checkpoint(&self, key: &SecretKey) -> Result<PathBuf, LogError> {
+        let io = |source| LogError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut sha = Sha256::new();
+        let mut reader = crate::fsio::open_regular(&self.path)
+            .map_err(io)?
+            .take(self.bytes);
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = reader.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+        }
+        let digest: [u8; 32] = sha.finalize().into();
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let st = CheckpointStatement {
+            statement_type: crate::manifest::STATEMENT_TYPE.to_string(),
+            subject: vec![ResourceDescriptor {
+                name: Some(name),
+                digest: [("sha256".to_string(), hex::encode(digest))].into(),
+                ..Default::default()
+            }],
+            predicate_type: CHECKPOINT_PREDICATE.to_string(),
+            predicate: Checkpoint {
+                entries: self.next,
+                head: self.head.clone(),
+                time: crate::manifest::now_rfc3339(),
+            },
+        };
+        let payload = serde_json::to_vec(&st).unwrap_or_default();
+        let mut env = Envelope::new(crate::sign::IN_TOTO_PAYLOAD_TYPE, &payload);
+        env.sign(key);
+        let out = checkpoint_path(&self.path);
+        crate::fsio::write_atomic(&out, &env.to_bytes()).map_err(|source| LogError::Io {
+            path: out.clone(),
+            source,
+        })?;
+        Ok(out)
     }
 
     /// Append one entry per `(input digest, output)` for `model`, in one write, then fsync.
@@ -281,6 +457,7 @@ impl Appender {
             source,
         };
         self.file.write_all(out.as_bytes()).map_err(io)?;
+        self.bytes += out.len() as u64;
         self.file.sync_data().map_err(io)
     }
 
@@ -316,13 +493,13 @@ mod tests {
     #[test]
     fn a_log_checks_and_continues_its_chain() {
         let (_d, path) = log_with(3);
-        let c = check(&path, None).unwrap();
+        let c = check(&path, &[]).unwrap();
         assert_eq!(c.entries, 3);
         let mut a = Appender::open(&path).unwrap();
         a.append(&model(), &[("00".repeat(32), serde_json::json!(1))])
             .unwrap();
-        assert_eq!(check(&path, None).unwrap().entries, 4);
-        assert_eq!(check(&path, None).unwrap().models, vec![model()]);
+        assert_eq!(check(&path, &[]).unwrap().entries, 4);
+        assert_eq!(check(&path, &[]).unwrap().models, vec![model()]);
     }
 
     #[test]
@@ -346,7 +523,7 @@ mod tests {
         ];
         for (bad, want) in cases {
             std::fs::write(&path, bad).unwrap();
-            let e = check(&path, None).unwrap_err().to_string();
+            let e = check(&path, &[]).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
         }
     }
@@ -359,15 +536,53 @@ mod tests {
             .open(&path)
             .unwrap();
         f.write_all(b"{\"schema\":\"auditai.predic").unwrap();
-        let c = check(&path, None).unwrap();
+        let c = check(&path, &[]).unwrap();
         assert!(c.torn_tail);
         assert_eq!(c.entries, 2);
         let mut a = Appender::open(&path).unwrap();
         assert!(a.repaired);
         a.append(&model(), &[("00".repeat(32), serde_json::json!(1))])
             .unwrap();
-        let c = check(&path, None).unwrap();
+        let c = check(&path, &[]).unwrap();
         assert_eq!((c.entries, c.torn_tail), (3, false));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_log_is_never_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in [
+            ("token", &b"ghp_abcdef0123456789"[..]),
+            ("min.json", &br#"{"a":1,"b":[1,2,3]}"#[..]),
+            (
+                "torn-first",
+                &br#"{"schema":"auditai.prediction-log/v1","seq":0"#[..],
+            ),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            let e = Appender::open(&path).err().unwrap().to_string();
+            assert!(e.contains("not a prediction log"), "{name}: {e}");
+            assert_eq!(std::fs::read(&path).unwrap(), content, "{name} changed");
+        }
+        let (_d, path) = log_with(1);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"garbage").unwrap();
+        let before = std::fs::read(&path).unwrap();
+        assert!(Appender::open(&path).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn a_log_in_use_is_refused() {
+        let (_d, path) = log_with(1);
+        let held = Appender::open(&path).unwrap();
+        let e = Appender::open(&path).err().unwrap();
+        assert!(matches!(e, LogError::Busy { .. }), "{e}");
+        drop(held);
+        Appender::open(&path).unwrap();
     }
 
     #[test]
@@ -378,9 +593,6 @@ mod tests {
         let mut a = Appender::open(&path).unwrap();
         a.append(&model(), &[("00".repeat(32), serde_json::json!(1))])
             .unwrap();
-        assert_eq!(
-            check(&path, Some(anchored)).unwrap().anchored_entries,
-            Some(2)
-        );
+        assert_eq!(check(&path, &[anchored]).unwrap().prefixes, vec![Some(2)]);
     }
 }

@@ -145,9 +145,19 @@ pub fn strip_userinfo(url: &str) -> String {
 
 /// The root of the git work tree containing `path`, found without reading the repository's
 /// status (so a repository someone else controls is not walked).
+///
+/// The root is the directory holding the repository's `.git`, and only when `path` lies below
+/// it: a `core.worktree` setting (which a repository someone sent could point at `/`) is not
+/// followed, so a recorded path can never be resolved outside the tree that holds it.
 pub fn work_tree_root(path: &Path) -> Option<PathBuf> {
     let repo = git2::Repository::discover(path).ok()?;
-    repo.workdir().map(Path::to_path_buf)
+    if repo.is_bare() {
+        return None;
+    }
+    let git_dir = repo.path().canonicalize().ok()?;
+    let top = git_dir.parent()?.to_path_buf();
+    let here = path.canonicalize().ok()?;
+    here.starts_with(&top).then_some(top)
 }
 
 /// Where a manifest's data and spec dependencies are looked up by default: the git work tree

@@ -191,6 +191,42 @@ pub fn move_aside(dir: &Path) -> Result<PathBuf, RunDirError> {
     })
 }
 
+/// The run directory of a manifest: the directory holding it.
+pub fn of_manifest(manifest: &Path) -> &Path {
+    manifest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// The project root of a pipeline manifest: the manifest's directory with the recorded run
+/// directory's components removed (only when that relative path is what the directory's path
+/// really ends with), else the git work tree, else the current directory.
+pub fn project_root(manifest_path: &Path, run_dir: Option<&str>) -> PathBuf {
+    let dir = of_manifest(manifest_path);
+    if let Some(rel) = run_dir.filter(|r| fsio::is_plain_relative(r)) {
+        let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if abs.ends_with(rel) {
+            let mut root = abs.as_path();
+            for _ in Path::new(rel).components() {
+                root = root.parent().unwrap_or(root);
+            }
+            return root.to_path_buf();
+        }
+    }
+    crate::provenance::project_root(dir)
+}
+
+/// The root that the paths a document records are relative to: `root` when the verifier names
+/// one, else the git work tree holding the document, else the document's own directory.
+pub fn document_root(doc: &Path, root: Option<&Path>) -> PathBuf {
+    if let Some(r) = root {
+        return r.to_path_buf();
+    }
+    let dir = of_manifest(doc);
+    crate::provenance::work_tree_root(dir).unwrap_or_else(|| dir.to_path_buf())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

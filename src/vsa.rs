@@ -12,10 +12,29 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::ResourceDescriptor;
-use crate::verify::{Report, Status};
+use crate::report::{Report, Status};
+pub use crate::trust::VerdictKind;
 
-/// The SLSA VSA v1 predicate type.
-pub const VSA_PREDICATE: &str = "https://slsa.dev/verification_summary/v1";
+pub use crate::manifest::VSA_PREDICATE;
+
+/// A verdict's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum VerificationResult {
+    /// Every check held.
+    Passed,
+    /// A check failed.
+    Failed,
+}
+
+impl std::fmt::Display for VerificationResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VerificationResult::Passed => "PASSED",
+            VerificationResult::Failed => "FAILED",
+        })
+    }
+}
 /// The auditai extension's schema.
 pub const EXTENSION_SCHEMA: &str = "https://auditai.dev/verdict-extension/v1";
 /// The verifier id of the auditai command line.
@@ -53,7 +72,7 @@ pub struct Vsa {
     /// The attestations verified: the manifest, with its sha256.
     pub input_attestations: Vec<Input>,
     /// `PASSED` or `FAILED`.
-    pub verification_result: String,
+    pub verification_result: VerificationResult,
     /// Levels reached: `AUDITAI_VERIFIED` or `AUDITAI_AUDITED` when passed.
     pub verified_levels: Vec<String>,
     /// The SLSA spec version the predicate follows.
@@ -97,7 +116,7 @@ pub struct Extension {
     /// [`EXTENSION_SCHEMA`].
     pub schema: String,
     /// `verify` or `audit`.
-    pub kind: String,
+    pub kind: VerdictKind,
     /// Every check row as the command reported it.
     pub checks: Vec<CheckRow>,
     /// For audits: the challenge and the replayed segments.
@@ -124,14 +143,60 @@ pub struct CheckRow {
 pub struct AuditSummary {
     /// The challenge, hex.
     pub challenge: Option<String>,
-    /// Where it came from (`explicit`, `random`, `anchor`).
-    pub challenge_source: String,
+    /// Where it came from.
+    pub challenge_source: ChallengeSource,
     /// Transcript segments in the run.
     pub segments_total: usize,
     /// Each replayed segment.
     pub segments: Vec<SegmentRow>,
     /// Segments that matched.
     pub segments_passed: usize,
+}
+
+/// Where an audit's challenge came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChallengeSource {
+    /// Bytes the auditor chose (`--challenge`).
+    Explicit,
+    /// The block after the manifest's anchor (`--challenge-from-anchor`).
+    Anchor,
+    /// The block the receipt claims, not checked against the chain
+    /// (`--allow-unconfirmed-challenge`).
+    #[serde(rename = "anchor-unconfirmed")]
+    AnchorUnconfirmed,
+    /// Fresh randomness from the operating system.
+    Random,
+}
+
+impl std::fmt::Display for ChallengeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChallengeSource::Explicit => "explicit",
+            ChallengeSource::Anchor => "anchor",
+            ChallengeSource::AnchorUnconfirmed => "anchor-unconfirmed",
+            ChallengeSource::Random => "random",
+        })
+    }
+}
+
+/// How a replayed segment was compared with the recorded checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Comparison {
+    /// Bit for bit, on the backend that trained.
+    Bitwise,
+    /// Within the documented tolerances, across backends.
+    Tolerance,
+}
+
+impl std::fmt::Display for Comparison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Comparison::Bitwise => "bitwise",
+            Comparison::Tolerance => "tolerance",
+        })
+    }
 }
 
 /// One replayed segment.
@@ -143,8 +208,8 @@ pub struct SegmentRow {
     pub epoch: usize,
     /// `pass` or `fail`.
     pub status: String,
-    /// `bitwise` or `tolerance`.
-    pub comparison: String,
+    /// How the replayed weights were compared.
+    pub comparison: Comparison,
     /// Why.
     pub detail: String,
 }
@@ -178,8 +243,8 @@ pub fn status_word(s: Status) -> &'static str {
 }
 
 /// A new verdict file next to `manifest`: `verdict-<kind>-<unix seconds>[-n].intoto.json`.
-pub fn default_path(manifest: &Path, kind: &str) -> PathBuf {
-    let dir = crate::verify::run_dir_of(manifest);
+pub fn default_path(manifest: &Path, kind: VerdictKind) -> PathBuf {
+    let dir = crate::run_dir::of_manifest(manifest);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -203,7 +268,7 @@ pub fn is_verdict_file(name: &str) -> bool {
 /// What a verdict is built from.
 pub struct Facts<'a> {
     /// `verify` or `audit`.
-    pub kind: &'a str,
+    pub kind: VerdictKind,
     /// The manifest verified.
     pub manifest: &'a Path,
     /// Its bytes.
@@ -224,7 +289,7 @@ pub struct Facts<'a> {
 
 /// Build the verdict statement.
 pub fn statement(f: Facts<'_>) -> VerdictStatement {
-    let out_dir = crate::verify::run_dir_of(f.out);
+    let out_dir = crate::run_dir::of_manifest(f.out);
     let t = crate::provenance::toolchain();
     let manifest_digest = BTreeMap::from([
         (
@@ -237,7 +302,7 @@ pub fn statement(f: Facts<'_>) -> VerdictStatement {
         ),
     ]);
     let uri = crate::fsio::relative_to(out_dir, f.manifest);
-    let level = if f.kind == "audit" {
+    let level = if f.kind == VerdictKind::Audit {
         "AUDITAI_AUDITED"
     } else {
         "AUDITAI_VERIFIED"
@@ -258,7 +323,11 @@ pub fn statement(f: Facts<'_>) -> VerdictStatement {
                 uri,
                 digest: manifest_digest,
             }],
-            verification_result: if f.passed { "PASSED" } else { "FAILED" }.to_string(),
+            verification_result: if f.passed {
+                VerificationResult::Passed
+            } else {
+                VerificationResult::Failed
+            },
             verified_levels: if f.passed {
                 vec![level.to_string()]
             } else {
@@ -267,7 +336,7 @@ pub fn statement(f: Facts<'_>) -> VerdictStatement {
             slsa_version: "1.0".to_string(),
             auditai: Extension {
                 schema: EXTENSION_SCHEMA.to_string(),
-                kind: f.kind.to_string(),
+                kind: f.kind,
                 checks: rows(f.report),
                 audit: f.audit,
             },

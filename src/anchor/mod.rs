@@ -198,7 +198,7 @@ pub fn check_evm_online(
     chain: &chain::Chain,
     e: &EvmAnchor,
     root: &[u8; 32],
-) -> Result<Confirmed, String> {
+) -> Result<Confirmed, OnlineError> {
     let checked = evm::Rpc::new(&chain.rpc, std::time::Duration::from_secs(20))
         .and_then(|rpc| evm::check_online(&rpc, e, root));
     match checked {
@@ -209,9 +209,21 @@ pub fn check_evm_online(
             confirmations,
             block_timestamp,
         }),
-        Ok(evm::OnlineCheck::Failed(why)) => Err(why),
-        Err(err) => Err(format!("cannot check online: {err}")),
+        Ok(evm::OnlineCheck::Failed(why)) => Err(OnlineError::Failed(why)),
+        Err(err) => Err(OnlineError::Unreachable(err.to_string())),
     }
+}
+
+/// Why an anchor did not check out online.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OnlineError {
+    /// The chain answered, and the anchor does not hold there (missing, reverted, reorged out,
+    /// other calldata).
+    #[error("{0}")]
+    Failed(String),
+    /// The chain could not be asked.
+    #[error("cannot check online: {0}")]
+    Unreachable(String),
 }
 
 /// Without the `anchor` feature nothing is checked online.
@@ -220,8 +232,10 @@ pub fn check_evm_online(
     _chain: &chain::Chain,
     _e: &EvmAnchor,
     _root: &[u8; 32],
-) -> Result<Confirmed, String> {
-    Err("cannot check online: this auditai was built without the `anchor` feature".into())
+) -> Result<Confirmed, OnlineError> {
+    Err(OnlineError::Unreachable(
+        "this auditai was built without the `anchor` feature".into(),
+    ))
 }
 
 /// Why a receipt or `.ots` proof does not prove a file's inclusion.

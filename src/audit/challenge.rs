@@ -5,8 +5,9 @@ use std::path::Path;
 
 use super::{AuditError, Challenge, Options};
 use crate::anchor;
+use crate::report::{CheckId, Hint, Report, Status};
 use crate::shuffle;
-use crate::verify::{CheckId, Hint, Report, Status};
+use crate::vsa::ChallengeSource;
 
 /// The key-derivation context that turns a challenge into a choice of segments.
 pub(super) const CHALLENGE_CONTEXT: &str = "auditai 2025 audit challenge v1";
@@ -93,21 +94,23 @@ pub(super) fn on_chain(
     e: &anchor::chain::EvmAnchor,
     root: &[u8; 32],
 ) -> Result<u64, String> {
-    anchor::check_evm_online(chain, e, root).map(|c| c.confirmations)
+    anchor::check_evm_online(chain, e, root)
+        .map(|c| c.confirmations)
+        .map_err(|e| e.to_string())
 }
 
 pub(super) fn challenge_bytes(
     manifest: &Path,
     opts: &Options,
     r: &mut Report,
-) -> Result<(Vec<u8>, &'static str), AuditError> {
+) -> Result<(Vec<u8>, ChallengeSource), AuditError> {
     match &opts.challenge {
-        Challenge::Explicit(b) => Ok((b.clone(), "explicit")),
+        Challenge::Explicit(b) => Ok((b.clone(), ChallengeSource::Explicit)),
         Challenge::Random => {
             let mut b = [0u8; 32];
             getrandom::fill(&mut b)
                 .map_err(|e| AuditError::Challenge(format!("no OS randomness: {e}")))?;
-            Ok((b.to_vec(), "random"))
+            Ok((b.to_vec(), ChallengeSource::Random))
         }
         Challenge::FromAnchor { unconfirmed } => {
             let fail = AuditError::FromAnchor;
@@ -135,7 +138,7 @@ pub(super) fn challenge_bytes(
                         Status::Fail,
                         format!("the anchor receipt does not match the manifest: {why}"),
                     );
-                    return Ok((Vec::new(), "anchor"));
+                    return Ok((Vec::new(), ChallengeSource::Anchor));
                 }
             };
             let Some(chain) = &opts.online else {
@@ -149,11 +152,11 @@ pub(super) fn challenge_bytes(
                         "block hash {} of {} block {}, taken from the receipt and not checked on chain, so the prover could have chosen it",
                         e.block_hash, e.chain, e.block_number
                     ), Hint::UnconfirmedChallenge);
-                return Ok((hash, "anchor-unconfirmed"));
+                return Ok((hash, ChallengeSource::AnchorUnconfirmed));
             };
             if let Err(why) = on_chain(chain, e, &root) {
                 r.push_row(CheckId::Challenge, Status::Fail, why);
-                return Ok((Vec::new(), "anchor"));
+                return Ok((Vec::new(), ChallengeSource::Anchor));
             }
             let (number, hash) = challenge_block(chain, e.block_number).map_err(fail)?;
             r.push_row(CheckId::Challenge,
@@ -165,7 +168,7 @@ pub(super) fn challenge_bytes(
             );
             let bytes = hex::decode(hash.trim_start_matches("0x"))
                 .map_err(|_| fail(format!("the node returned a malformed block hash {hash}")))?;
-            Ok((bytes, "anchor"))
+            Ok((bytes, ChallengeSource::Anchor))
         }
     }
 }

@@ -162,24 +162,32 @@ impl Distance {
     }
 
     /// Whether a cross-backend replay is close enough; the error names the bound exceeded.
-    pub fn within_tolerance(&self) -> Result<(), String> {
+    pub fn within_tolerance(&self) -> Result<(), Exceeded> {
         // NaN exceeds every bound.
         let exceeds = |v: f64, max: f64| v.is_nan() || v > max;
         if exceeds(self.linf, LINF_MAX) {
-            return Err(format!("L∞ {:.2e} exceeds {LINF_MAX:.0e}", self.linf));
+            return Err(Exceeded::Linf(self.linf));
         }
         if exceeds(self.relative_l2, REL_L2_MAX) {
-            return Err(format!(
-                "L2 is {:.2e} of the update, above {REL_L2_MAX:.0e}",
-                self.relative_l2
-            ));
+            return Err(Exceeded::RelativeL2(self.relative_l2));
         }
         if exceeds(self.cosine_distance, COSINE_MAX) {
-            return Err(format!(
-                "cosine distance {:.2e} exceeds {COSINE_MAX:.0e}",
-                self.cosine_distance
-            ));
+            return Err(Exceeded::Cosine(self.cosine_distance));
         }
         Ok(())
     }
+}
+
+/// The tolerance a cross-backend replay exceeded, with the distance found.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum Exceeded {
+    /// The largest weight difference.
+    #[error("L∞ {0:.2e} exceeds {LINF_MAX:.0e}")]
+    Linf(f64),
+    /// The L2 distance relative to the segment's update.
+    #[error("L2 is {0:.2e} of the update, above {REL_L2_MAX:.0e}")]
+    RelativeL2(f64),
+    /// The cosine distance.
+    #[error("cosine distance {0:.2e} exceeds {COSINE_MAX:.0e}")]
+    Cosine(f64),
 }

@@ -5,31 +5,29 @@ use std::path::Path;
 
 use super::Options;
 use crate::data;
-use crate::hash::{self, PinnedError};
+use crate::hash;
 use crate::manifest::CommitmentRef;
 use crate::manifest::Extension;
+use crate::report::{CheckId, Hint, Report, Status};
 use crate::spec::Spec;
 use crate::train;
 use crate::transcript::Commitment;
-use crate::verify::{self, CheckId, Hint, Report, Status};
+use crate::trust::{SignedRun, TrustError};
+use crate::verify;
 
 /// The largest run-directory file the audit reads (weights, optimizer state, transcript).
 pub(super) const MAX_RUN_FILE: u64 = 4 << 30;
 
-/// Read a file named by the manifest (relative to `base`) and check its blake3.
+/// Read a file of the run through the gate, pinned to `blake3_hex`; the error as a row detail.
 pub(super) fn read_pinned(
-    base: &Path,
+    run: &SignedRun,
     name: &str,
     blake3_hex: &str,
     max: u64,
 ) -> Result<Vec<u8>, String> {
-    let path = crate::fsio::safe_join(base, name).map_err(|e| e.to_string())?;
-    crate::hash::read_pinned(&path, blake3_hex, max).map_err(|e| match e {
-        PinnedError::Read(e) if e.kind() == std::io::ErrorKind::NotFound => "missing".to_string(),
-        PinnedError::Read(e) => format!("{}: {e}", path.display()),
-        PinnedError::Changed { actual, expected } => {
-            format!("changed: blake3 is {actual}, the manifest records {expected}")
-        }
+    run.read_pinned(name, blake3_hex, max).map_err(|e| match e {
+        TrustError::File { why, .. } => why,
+        other => other.to_string(),
     })
 }
 
@@ -209,11 +207,11 @@ pub(super) fn run_directory(
 
 /// The commitment the manifest pins: its bytes (for `h_0`) and its content.
 pub(super) fn read_commitment(
-    dir: &Path,
+    run: &SignedRun,
     c_ref: &CommitmentRef,
     r: &mut Report,
 ) -> Option<(Vec<u8>, Commitment)> {
-    let committed = read_pinned(dir, &c_ref.path, &c_ref.blake3, crate::fsio::MAX_DOCUMENT)
+    let committed = read_pinned(run, &c_ref.path, &c_ref.blake3, crate::fsio::MAX_DOCUMENT)
         .and_then(|b| {
             serde_json::from_slice::<Commitment>(&b)
                 .map(|c| (b, c))

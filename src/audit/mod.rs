@@ -26,14 +26,15 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::anchor;
+use crate::report::{CheckId, Report, Status};
 use crate::spec::DeviceChoice;
 use crate::train::{BackendKind, device};
 use crate::transcript::Entry;
-use crate::verify::{CheckId, Report, Status};
+use crate::trust::{Required, RunKind, SignedRun};
 
 pub use challenge::{CHALLENGE_DELAY_BLOCKS, select};
 use challenge::{challenge_bytes, commitment_anchor};
-pub use distance::{Distance, tolerance};
+pub use distance::{Distance, Exceeded, tolerance};
 use inputs::{check_data, check_initial_weights, check_spec, read_commitment, run_directory};
 use replay::Replay;
 pub(crate) use schedule::check_schedule;
@@ -73,6 +74,9 @@ pub struct Options {
     pub tolerance: bool,
     /// Expected extra files in the run directory (as for `verify`).
     pub allow_extra: Vec<String>,
+    /// Whom to trust to have signed the manifest (`--key`, `--policy`); empty: the signatures
+    /// are not checked (that is `auditai verify`'s job).
+    pub trust: crate::trust::Trust,
 }
 
 /// Errors that stop an audit before it can judge anything (exit 2).
@@ -158,8 +162,8 @@ pub struct SegmentResult {
     pub lr: f64,
     /// Pass or fail.
     pub status: Status,
-    /// `bitwise` (same backend) or `tolerance` (across backends).
-    pub comparison: &'static str,
+    /// Bitwise (same backend) or within tolerances (across backends).
+    pub comparison: crate::vsa::Comparison,
     /// Why.
     pub detail: String,
     /// blake3 of the replayed weights.
@@ -179,8 +183,8 @@ pub struct AuditReport {
     pub checks: Report,
     /// The challenge, hex (absent when the audit stopped before choosing).
     pub challenge: Option<String>,
-    /// `explicit`, `anchor` or `random`.
-    pub challenge_source: &'static str,
+    /// Where the challenge came from (absent when the audit stopped before choosing).
+    pub challenge_source: Option<crate::vsa::ChallengeSource>,
     /// Segments in the transcript.
     pub segments_total: usize,
     /// The chosen segments (1-based transcript indices, ascending).
@@ -218,7 +222,8 @@ fn sum_steps<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> usize {
         .fold(0usize, |acc, e| acc.saturating_add(steps_of(e)))
 }
 
-/// Audit the run behind the manifest at `path`.
+/// Audit the run behind the manifest at `path`: opened at the gate (its signatures checked when
+/// `opts.trust` names keys or a policy), then the checks before replay, then the replay.
 pub fn audit(
     path: &Path,
     opts: &Options,
@@ -231,17 +236,73 @@ pub fn audit(
         }
     })?;
     let mut report = AuditReport::default();
-    let r = &mut report.checks;
-    let opened = match crate::manifest::open(&bytes) {
-        Ok(o) => o,
+    let required = if opts.trust.is_empty() {
+        Required::Unchecked
+    } else {
+        Required::Signers(&opts.trust)
+    };
+    let run = match SignedRun::from_bytes(path.to_path_buf(), bytes, RunKind::Training, required) {
+        Ok(run) => run,
         Err(why) => {
-            r.push_row(CheckId::Manifest, Status::Fail, why.to_string());
+            report
+                .checks
+                .push_row(CheckId::Manifest, Status::Fail, why.to_string());
             return Ok(report);
         }
     };
-    run_directory(path, &opened.statement, opts, r);
-    let ext = opened.statement.predicate.auditai.clone();
-    let Some((ext, c_ref, t_ref)) = ext.and_then(|e| {
+    if run.checked() {
+        report.checks.push_row(
+            CheckId::Signers,
+            Status::Pass,
+            format!("{} trusted signer(s)", run.signers().len()),
+        );
+    }
+    let Some(checked) = check_inputs(&run, opts, &mut report) else {
+        return Ok(report);
+    };
+    let (challenge, source) = challenge_bytes(path, opts, &mut report.checks)?;
+    report.challenge = Some(hex::encode(&challenge));
+    report.challenge_source = Some(source);
+    report.selected = select(
+        &challenge,
+        &checked.head,
+        checked.entries.len(),
+        opts.segments,
+    );
+    report.replayed_steps = sum_steps(report.selected.iter().map(|&i| &checked.entries[i - 1]));
+    let replay = Replay {
+        run: &run,
+        spec: &checked.spec,
+        data: &checked.data,
+        initial: &checked.initial,
+        trained_on: checked.trained_on,
+        files_ok: checked.files_ok,
+        schedule_ok: checked.schedule_ok,
+    };
+    replay.run(&checked.entries, &checked.ext, opts, &mut report, progress)?;
+    Ok(report)
+}
+
+/// What the checks before replay established.
+struct Checked {
+    ext: crate::manifest::Extension,
+    spec: crate::spec::Spec,
+    data: crate::data::Prepared,
+    initial: Vec<u8>,
+    entries: Vec<Entry>,
+    head: String,
+    trained_on: BackendKind,
+    files_ok: bool,
+    schedule_ok: bool,
+}
+
+/// Every check before replay: the run directory, the commitment and what it pins (spec, data,
+/// initial weights), the transcript, its schedule, the final model and the checkpoints.
+fn check_inputs(run: &SignedRun, opts: &Options, report: &mut AuditReport) -> Option<Checked> {
+    let path = run.path();
+    let r = &mut report.checks;
+    run_directory(path, run.statement(), opts, r);
+    let Some((ext, c_ref, t_ref)) = run.statement().predicate.auditai.clone().and_then(|e| {
         let (c, t) = (e.commitment.clone()?, e.transcript.clone()?);
         Some((e, c, t))
     }) else {
@@ -250,54 +311,27 @@ pub fn audit(
             Status::Fail,
             "no training commitment and transcript: the run cannot be audited",
         );
-        return Ok(report);
+        return None;
     };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-
-    // The commitment, and everything it pins.
-    let Some((c_bytes, commitment)) = read_commitment(dir, &c_ref, r) else {
-        return Ok(report);
-    };
+    let dir = run.dir();
+    let (c_bytes, commitment) = read_commitment(run, &c_ref, r)?;
     report.trained_on = Some(commitment.backend);
     let (status, detail) = commitment_anchor(path, dir, &c_ref.path, &c_bytes, opts);
     if status == Status::Skip {
         let label = CheckId::CommitmentAnchor.label();
-        let hint = crate::verify::Hint::AnchorCommitment;
+        let hint = crate::report::Hint::AnchorCommitment;
         r.push_hinted(CheckId::CommitmentAnchor, label, status, detail, hint);
     } else {
         r.push_row(CheckId::CommitmentAnchor, status, detail);
     }
-    // A pipeline's training stage: its spec.yaml is the whole pipeline spec, read for that stage.
-    let stage = opened
-        .statement
-        .predicate
-        .build_definition
-        .external_parameters
-        .get("spec")
-        .and_then(|s| s.get("stage"))
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_string);
-    let Some(spec) = check_spec(dir, &commitment, &ext, stage.as_deref(), r) else {
-        return Ok(report);
-    };
+    let spec = check_spec(dir, &commitment, &ext, run.stage_name(), r)?;
     let root = opts
         .root
         .clone()
         .unwrap_or_else(|| crate::provenance::project_root(dir));
-    let Some(data) = check_data(&root, &spec, &commitment, r) else {
-        return Ok(report);
-    };
-    let Some(initial) = check_initial_weights(&spec, &data, &commitment, r) else {
-        return Ok(report);
-    };
-
-    // The transcript.
-    let Some((entries, head)) = check_transcript(dir, &t_ref, &c_bytes, r) else {
-        return Ok(report);
-    };
+    let data = check_data(&root, &spec, &commitment, r)?;
+    let initial = check_initial_weights(&spec, &data, &commitment, r)?;
+    let (entries, head) = check_transcript(run, &t_ref, &c_bytes, r)?;
     let schedule_ok = match check_schedule(&spec, &data, &entries) {
         Ok(detail) => {
             r.push_row(CheckId::TranscriptSchedule, Status::Pass, detail);
@@ -308,31 +342,22 @@ pub fn audit(
             false
         }
     };
-    check_final_model(&opened.statement, &ext, &entries, r);
+    check_final_model(run.statement(), &ext, &entries, r);
     let pruned = spec.outputs.checkpoints == crate::spec::KeepCheckpoints::Last;
-    let files_ok = check_checkpoints(dir, &entries, pruned, r);
+    let files_ok = check_checkpoints(run, &entries, pruned, r);
     report.segments_total = entries.len();
     report.total_steps = sum_steps(&entries);
-
-    // The challenge and the segments it picks.
-    let (challenge, source) = challenge_bytes(path, opts, &mut report.checks)?;
-    report.challenge = Some(hex::encode(&challenge));
-    report.challenge_source = source;
-    report.selected = select(&challenge, &head, entries.len(), opts.segments);
-    report.replayed_steps = sum_steps(report.selected.iter().map(|&i| &entries[i - 1]));
-
-    // Replay.
-    let replay = Replay {
-        dir,
-        spec: &spec,
-        data: &data,
-        initial: &initial,
+    Some(Checked {
+        ext,
+        spec,
+        data,
+        initial,
+        entries,
+        head,
         trained_on: commitment.backend,
         files_ok,
         schedule_ok,
-    };
-    replay.run(&entries, &ext, opts, &mut report, progress)?;
-    Ok(report)
+    })
 }
 
 #[cfg(test)]
@@ -370,12 +395,18 @@ mod tests {
         };
         assert_eq!(d(1e-6, 1e-6, 0.0).within_tolerance(), Ok(()));
         assert_eq!(
-            d(2e-4, 0.0, 0.0).within_tolerance(),
-            Err("L∞ 2.00e-4 exceeds 1e-4".to_string())
+            d(2e-4, 0.0, 0.0)
+                .within_tolerance()
+                .unwrap_err()
+                .to_string(),
+            "L∞ 2.00e-4 exceeds 1e-4"
         );
         assert_eq!(
-            d(0.0, 5e-3, 0.0).within_tolerance(),
-            Err("L2 is 5.00e-3 of the update, above 1e-3".to_string())
+            d(0.0, 5e-3, 0.0)
+                .within_tolerance()
+                .unwrap_err()
+                .to_string(),
+            "L2 is 5.00e-3 of the update, above 1e-3"
         );
         assert!(d(f64::NAN, 0.0, 0.0).within_tolerance().is_err());
         assert!(d(0.0, 0.0, 1e-3).within_tolerance().is_err());

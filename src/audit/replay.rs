@@ -1,7 +1,6 @@
 //! The audit's replays: the device to replay on, each challenged segment replayed from the
 //! checkpoint before it and compared with the one after it, and the validation losses.
 
-use std::path::Path;
 use std::time::Instant;
 
 use super::distance::{self, Distance};
@@ -9,10 +8,10 @@ use super::inputs::{MAX_RUN_FILE, read_pinned};
 use super::{AuditError, AuditReport, Options, Progress, SegmentResult};
 use crate::data;
 use crate::manifest::Extension;
+use crate::report::{CheckId, Status};
 use crate::spec::{DeviceChoice, Spec};
 use crate::train::{self, BackendKind, device};
 use crate::transcript::{self, Entry};
-use crate::verify::{CheckId, Status};
 
 /// Relative tolerance on a validation loss recomputed on another backend.
 pub(super) const VAL_LOSS_REL: f64 = 1e-5;
@@ -20,7 +19,7 @@ pub(super) const VAL_LOSS_REL: f64 = 1e-5;
 /// What replays and recomputations need: the run directory, the committed inputs, the initial
 /// weights and the replay device.
 pub(super) struct Replayer<'a> {
-    pub(super) dir: &'a Path,
+    pub(super) run: &'a crate::trust::SignedRun,
     pub(super) spec: &'a Spec,
     pub(super) data: &'a data::Prepared,
     pub(super) backend: &'a device::Backend,
@@ -54,7 +53,7 @@ impl Replayer<'_> {
                 );
             };
             let loss = read_pinned(
-                self.dir,
+                self.run,
                 &e.body.weights,
                 &e.body.weights_blake3,
                 MAX_RUN_FILE,
@@ -139,7 +138,11 @@ impl Replayer<'_> {
             steps: b.steps,
             lr: b.lr,
             status: Status::Fail,
-            comparison: if self.bitwise { "bitwise" } else { "tolerance" },
+            comparison: if self.bitwise {
+                crate::vsa::Comparison::Bitwise
+            } else {
+                crate::vsa::Comparison::Tolerance
+            },
             detail: String::new(),
             replayed_blake3: None,
             recorded_blake3: b.weights_blake3.clone(),
@@ -224,7 +227,7 @@ impl Replayer<'_> {
         before: Option<&Entry>,
         e: &Entry,
     ) -> Result<(Option<(Vec<u8>, Vec<u8>)>, Vec<u8>), String> {
-        let read = |name: &str, digest: &str| read_pinned(self.dir, name, digest, MAX_RUN_FILE);
+        let read = |name: &str, digest: &str| read_pinned(self.run, name, digest, MAX_RUN_FILE);
         let start = match before {
             None => None,
             Some(p) => Some((
@@ -303,7 +306,7 @@ pub(super) fn replay_device(
 
 /// What the replay phase needs from the checks before it.
 pub(super) struct Replay<'a> {
-    pub(super) dir: &'a Path,
+    pub(super) run: &'a crate::trust::SignedRun,
     pub(super) spec: &'a Spec,
     pub(super) data: &'a data::Prepared,
     pub(super) initial: &'a [u8],
@@ -347,7 +350,7 @@ impl Replay<'_> {
                 "on {} ({}), trained on {}: compared within tolerances, not bitwise",
                 backend.kind, backend.adapter, self.trained_on
             );
-            let hint = crate::verify::Hint::Tolerance;
+            let hint = crate::report::Hint::Tolerance;
             report
                 .checks
                 .push_hinted(CheckId::Replay, label, Status::Warn, detail, hint);
@@ -356,7 +359,7 @@ impl Replay<'_> {
             steps: report.replayed_steps,
         });
         let ctx = Replayer {
-            dir: self.dir,
+            run: self.run,
             spec: self.spec,
             data: self.data,
             backend: &backend,

@@ -1,15 +1,13 @@
 //! The audit's transcript checks: the committed schedule (epochs, segments, learning rates,
 //! batch orders), the final model and the checkpoint files the transcript names.
 
-use std::path::Path;
-
 use super::inputs::{MAX_RUN_FILE, read_pinned};
 use crate::data;
 use crate::manifest::{Extension, TranscriptRef};
+use crate::report::{CheckId, Report, Status};
 use crate::shuffle;
 use crate::spec::Spec;
 use crate::transcript::{self, Entry};
-use crate::verify::{CheckId, Report, Status};
 
 /// The entries the committed spec and data call for must be exactly the recorded ones: every
 /// epoch in order, every segment of it, with the committed learning rate and batch order.
@@ -148,7 +146,7 @@ pub(super) fn check_final_model(
 
 /// Every checkpoint the transcript names must be on disk with its digest. Returns whether all are.
 pub(super) fn check_checkpoints(
-    dir: &Path,
+    run: &crate::trust::SignedRun,
     entries: &[Entry],
     pruned: bool,
     r: &mut Report,
@@ -160,7 +158,7 @@ pub(super) fn check_checkpoints(
             (&e.body.weights, &e.body.weights_blake3),
             (&e.body.optimizer, &e.body.optimizer_blake3),
         ] {
-            match read_pinned(dir, name, digest, MAX_RUN_FILE) {
+            match read_pinned(run, name, digest, MAX_RUN_FILE) {
                 Ok(b) => bytes += b.len() as u64,
                 Err(why) => bad.push(format!("{name}: {why}")),
             }
@@ -200,14 +198,14 @@ pub(super) fn check_checkpoints(
 /// The transcript the manifest pins, its hash chain from the commitment and its head: the
 /// entries and the head when they hold.
 pub(super) fn check_transcript(
-    dir: &Path,
+    run: &crate::trust::SignedRun,
     t_ref: &TranscriptRef,
     c_bytes: &[u8],
     r: &mut Report,
 ) -> Option<(Vec<Entry>, String)> {
-    let entries = match read_pinned(dir, &t_ref.path, &t_ref.blake3, crate::fsio::MAX_DOCUMENT)
+    let entries = match read_pinned(run, &t_ref.path, &t_ref.blake3, crate::fsio::MAX_DOCUMENT)
         .and_then(|b| {
-            transcript::parse_jsonl(&String::from_utf8_lossy(&b), &dir.join(&t_ref.path))
+            transcript::parse_jsonl(&String::from_utf8_lossy(&b), &run.dir().join(&t_ref.path))
                 .map_err(|e| e.to_string())
         }) {
         Ok(e) => e,

@@ -13,24 +13,23 @@ pub(super) struct AuditArgs {
     /// Exit 0 when reproduced, 1 when an out differs or is missing.
     #[arg(long, value_name = "STAGE", help_heading = "Pipeline stages")]
     rerun: Option<String>,
-    /// With --rerun: a public key (SPKI PEM) trusted to have signed the manifest, whose
-    /// recorded command is then executed; repeat for several. The manifest's signatures are
-    /// checked first, as `auditai verify` checks them.
-    #[arg(
-        long = "key",
-        value_name = "PUB",
-        requires = "rerun",
-        help_heading = "Pipeline stages"
-    )]
+    /// A public key (SPKI PEM) trusted to have signed the manifest; repeat for several. The
+    /// manifest's signatures are checked first, as `auditai verify` checks them, and the audit
+    /// (or, with --rerun, the recorded command) goes ahead only when they hold.
+    #[arg(long = "key", value_name = "PUB")]
     keys: Vec<PathBuf>,
-    /// With --rerun: a trust policy the manifest's signatures must satisfy.
+    /// A trust policy the manifest's signatures must satisfy.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// With --rerun: stop the command after this long (`90s`, `10m`, `2h`); it is then not
+    /// reproduced.
     #[arg(
         long,
-        value_name = "FILE",
+        value_name = "DURATION",
         requires = "rerun",
         help_heading = "Pipeline stages"
     )]
-    policy: Option<PathBuf>,
+    timeout: Option<humantime::Duration>,
     /// With --rerun: execute the recorded command without checking who signed the manifest.
     /// The command runs in a scratch directory but is not sandboxed: use this only for a
     /// manifest you produced yourself.
@@ -92,17 +91,26 @@ mod exec;
 
 pub(super) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
     if let Some(stage) = &args.rerun {
-        let opts = super::trust::trust_options(&args.keys, args.policy.as_deref())?;
-        if opts.keys.is_empty() && opts.policy.is_none() && !args.trust_recorded_command {
+        let trust = super::trust::trust_of(&args.keys, args.policy.as_deref())?;
+        if trust.is_empty() && !args.trust_recorded_command {
             anyhow::bail!(
                 "--rerun executes the command recorded in the manifest: name whom you trust to have signed it with --key or --policy, or pass --trust-recorded-command for a manifest you produced yourself"
             );
         }
+        let required = if args.trust_recorded_command {
+            auditai::trust::Required::Unchecked
+        } else {
+            auditai::trust::Required::Signers(&trust)
+        };
+        let limits = auditai::stages::rerun::Limits {
+            timeout: args.timeout.map(Into::into),
+        };
         return super::stages::rerun_cmd(
             &args.manifest,
             stage,
             args.root.as_deref(),
-            (!args.trust_recorded_command).then_some(&opts),
+            required,
+            &limits,
             args.json,
         );
     }

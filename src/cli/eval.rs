@@ -33,8 +33,8 @@ pub(super) struct EvalArgs {
     /// A trust policy the run's manifest must satisfy.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// Load the model without checking its signatures or digests (loud; recorded in the
-    /// attestation).
+    /// Load the model without checking who signed its manifest (its files are still read only
+    /// through the manifest's digests; loud; recorded in the attestation).
     #[arg(long, conflicts_with_all = ["keys", "policy"])]
     no_verify: bool,
     /// Sign the attestation with this ed25519 private key. Otherwise the key comes from

@@ -3,10 +3,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use auditai::export::{self, ExportError};
-use auditai::verify::Trust;
+use auditai::export;
+use auditai::trust::Required;
 
-use super::{EXIT_FAILED, EXIT_OK, clean};
+use super::EXIT_OK;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub(super) enum Format {
@@ -24,7 +24,7 @@ pub(super) struct ExportArgs {
     #[arg(long, value_enum)]
     format: Format,
     /// Write here (atomically) instead of stdout. An existing file is replaced only when it is a
-    /// document auditai exported.
+    /// document auditai exported and nobody edited since (its body still has the sealed digest).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     /// A public key (SPKI PEM) the run's manifest must be signed by; the document then names
@@ -35,7 +35,7 @@ pub(super) struct ExportArgs {
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
     /// An evaluation attestation of this run (`auditai eval`) whose results to include
-    /// (repeatable).
+    /// (repeatable); included only when its signatures hold under --key/--policy.
     #[arg(long = "eval", value_name = "FILE")]
     evals: Vec<PathBuf>,
     /// Where the run's training data lives, for the class balance (default: the git work tree
@@ -45,34 +45,31 @@ pub(super) struct ExportArgs {
 }
 
 pub(super) fn export_cmd(args: &ExportArgs) -> anyhow::Result<u8> {
-    let opts = super::trust::trust_options(&args.keys, args.policy.as_deref())?;
-    let trust = if opts.keys.is_empty() && opts.policy.is_none() {
-        Trust::Unchecked
+    let trust = super::trust::trust_of(&args.keys, args.policy.as_deref())?;
+    let required = if trust.is_empty() {
+        Required::Unchecked
     } else {
-        Trust::Signers(&opts)
+        Required::Signers(&trust)
     };
     if let Some(out) = &args.out
         && std::fs::symlink_metadata(out).is_ok()
     {
-        let ours = auditai::fsio::read_bounded(out, auditai::fsio::MAX_DOCUMENT)
+        let sealed = auditai::fsio::read_bounded(out, auditai::fsio::MAX_DOCUMENT)
             .ok()
-            .and_then(|b| export::binding_of(&b))
-            .is_some();
-        if !ours {
-            anyhow::bail!(
+            .and_then(|b| export::binding::open(&b));
+        match sealed {
+            None => anyhow::bail!(
                 "{} exists and is not a document auditai exported; pass another --out",
                 out.display()
-            );
+            ),
+            Some(s) if !s.body_intact => anyhow::bail!(
+                "{} was edited after auditai exported it (its body no longer has the sealed digest); not replacing a person's edits: pass another --out",
+                out.display()
+            ),
+            Some(_) => {}
         }
     }
-    let run = match export::read_run(&args.run, &trust, args.root.as_deref(), &args.evals) {
-        Ok(r) => r,
-        Err(e @ ExportError::Mismatch { .. }) => {
-            eprintln!("error: refusing to export: {}", clean(&e.to_string()));
-            return Ok(EXIT_FAILED);
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let run = export::read_run(&args.run, required, args.root.as_deref(), &args.evals)?;
     let target = args.out.clone().unwrap_or_else(|| PathBuf::from("-"));
     let bytes = match args.format {
         Format::ModelCard => export::model_card(&run, &target).into_bytes(),

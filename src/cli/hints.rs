@@ -2,7 +2,7 @@
 //! done (a row's [`Hint`], an error variant, a device notice); this module names the flag, so
 //! that renaming a flag touches `cli/` only.
 
-use auditai::verify::{Check, Hint};
+use auditai::report::{Check, Hint};
 
 /// A row's hint, as the text that follows its detail.
 fn row_hint(h: Hint) -> &'static str {

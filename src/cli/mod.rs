@@ -5,6 +5,7 @@
 
 mod anchor;
 mod audit;
+mod environ;
 mod eval;
 mod export;
 mod hash;
@@ -148,6 +149,7 @@ enum Shell {
 
 /// Parse the command line, run the command and return the process exit code.
 pub fn main() -> ExitCode {
+    environ::prepare();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
@@ -156,7 +158,7 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(EXIT_OK);
             }
             eprintln!("error: {}", one_line(&e));
-            ExitCode::from(EXIT_ERROR)
+            ExitCode::from(exit_code(&e))
         }
     }
 }
@@ -236,6 +238,33 @@ fn claimed_note(claimed: usize) -> String {
 /// printed and a cause never appears twice.
 fn one_line(e: &anyhow::Error) -> String {
     clean(&hints::error(e).replace('\n', " "))
+}
+
+/// The exit code of an error: 1 when the library says it is a definite "no" about the evidence
+/// (a refused signature, a file that is not what its manifest records), else 2. The one place
+/// that decides.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    let refusal = e.chain().any(|c| {
+        c.downcast_ref::<auditai::trust::TrustError>()
+            .is_some_and(auditai::trust::TrustError::is_refusal)
+            || c.downcast_ref::<auditai::export::ExportError>()
+                .is_some_and(auditai::export::ExportError::is_refusal)
+            || c.downcast_ref::<auditai::stages::rerun::RerunError>()
+                .is_some_and(auditai::stages::rerun::RerunError::is_refusal)
+            || refusal_in_train(c)
+    });
+    if refusal { EXIT_FAILED } else { EXIT_ERROR }
+}
+
+#[cfg(feature = "train")]
+fn refusal_in_train(c: &(dyn std::error::Error + 'static)) -> bool {
+    c.downcast_ref::<auditai::predict::PredictError>()
+        .is_some_and(auditai::predict::PredictError::is_refusal)
+}
+
+#[cfg(not(feature = "train"))]
+fn refusal_in_train(_: &(dyn std::error::Error + 'static)) -> bool {
+    false
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

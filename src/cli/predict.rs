@@ -29,8 +29,9 @@ pub(super) struct PredictArgs {
     /// A trust policy the manifest's signatures must satisfy.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// Load the model without checking its signatures or digests. Loud, and recorded: every
-    /// output row (and log entry) says the model was not verified.
+    /// Load the model without checking who signed its manifest (its files are still read only
+    /// through the manifest's digests). Loud, and recorded: every output row (and log entry)
+    /// says the model was not verified.
     #[arg(long, conflicts_with_all = ["keys", "policy"])]
     no_verify: bool,
     /// Skip rows with an empty or non-numeric feature (counted and reported) instead of stopping
@@ -38,9 +39,15 @@ pub(super) struct PredictArgs {
     #[arg(long)]
     skip_bad_rows: bool,
     /// Append one hash-chained entry per prediction to this JSON Lines log (created when
-    /// absent; `auditai verify LOG` checks it, `auditai anchor LOG` anchors its head).
+    /// absent; locked while in use; `auditai verify LOG` checks it, `auditai anchor LOG`
+    /// anchors its head). A file that is not a prediction log is refused and left untouched.
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
+    /// With --log: sign a checkpoint over every entry of the log with this ed25519 private key
+    /// (PKCS#8 PEM, mode 0600), written next to it as LOG.checkpoint.intoto.json, so that
+    /// `auditai verify LOG --key PUB` reports the entries as covered.
+    #[arg(long, value_name = "KEY", requires = "log")]
+    sign_with: Option<PathBuf>,
     /// The input column that identifies a row, copied to the output (default: `id` when the
     /// input has it).
     #[arg(long, value_name = "NAME")]
@@ -55,20 +62,23 @@ pub(super) fn predict_cmd(args: &PredictArgs) -> anyhow::Result<u8> {
     use auditai::predict::{self, PredictOptions};
 
     use super::printer::Printer;
-    use super::{EXIT_FAILED, EXIT_OK, clean};
+    use super::{EXIT_OK, clean};
 
-    let opts = super::trust::trust_options(&args.keys, args.policy.as_deref())?;
+    let trust = super::trust::trust_of(&args.keys, args.policy.as_deref())?;
     let printer = Printer::new(args.quiet);
-    let trust = model_trust(
-        &opts,
+    let required = model_trust(
+        &trust,
         args.no_verify,
         "predict",
         "every output row says model_verified=false",
         &printer,
     )?;
-    let Some(model) = open_model(&args.run, trust, args.device.into(), &printer)? else {
-        return Ok(EXIT_FAILED);
-    };
+    let checkpoint_key = args
+        .sign_with
+        .as_deref()
+        .map(auditai::sign::SecretKey::read)
+        .transpose()?;
+    let model = open_model(&args.run, required, args.device.into(), &printer)?;
     let popts = PredictOptions {
         input: args.input.clone(),
         output: args.output.clone(),
@@ -76,6 +86,7 @@ pub(super) fn predict_cmd(args: &PredictArgs) -> anyhow::Result<u8> {
         skip_bad_rows: args.skip_bad_rows,
         log: args.log.clone(),
         id_column: args.id_column.clone(),
+        checkpoint_key,
     };
     let mut stdout = std::io::stdout().lock();
     let report = predict::run(&model, &popts, &mut stdout)?;
@@ -98,7 +109,7 @@ pub(super) fn predict_cmd(args: &PredictArgs) -> anyhow::Result<u8> {
         "NOT verified"
     };
     printer.line(&clean(&format!(
-        "predicted {} row(s){} with the {verified} model {} on {}; wrote {dest}{}",
+        "predicted {} row(s){} with the {verified} model {} on {}; wrote {dest}{}{}",
         report.rows,
         if report.skipped > 0 {
             format!(", skipped {}", report.skipped)
@@ -119,6 +130,13 @@ pub(super) fn predict_cmd(args: &PredictArgs) -> anyhow::Result<u8> {
                 ""
             }
         )),
+        report
+            .checkpoint
+            .as_ref()
+            .map_or(String::new(), |p| format!(
+                "; signed checkpoint {}",
+                p.display()
+            )),
     )));
     Ok(EXIT_OK)
 }
@@ -127,47 +145,39 @@ pub(super) fn predict_cmd(args: &PredictArgs) -> anyhow::Result<u8> {
 /// `--no-verify` nobody, announced with what the output records about it.
 #[cfg(feature = "train")]
 pub(super) fn model_trust<'a>(
-    opts: &'a auditai::verify::Options,
+    trust: &'a auditai::trust::Trust,
     no_verify: bool,
     command: &str,
     recorded: &str,
     printer: &super::printer::Printer,
-) -> anyhow::Result<auditai::verify::Trust<'a>> {
-    use auditai::verify::Trust;
+) -> anyhow::Result<auditai::trust::Required<'a>> {
+    use auditai::trust::Required;
     if no_verify {
-        printer.line(&format!("WARNING: --no-verify: the model is loaded without checking who signed it or that its files are the ones its manifest records; {recorded}"));
-        return Ok(Trust::Unchecked);
+        printer.line(&format!("WARNING: --no-verify: the model is loaded without checking who signed it (its files are still read through the digests its manifest records); {recorded}"));
+        return Ok(Required::Unchecked);
     }
-    if opts.keys.is_empty() && opts.policy.is_none() {
+    if trust.is_empty() {
         anyhow::bail!(
             "{command} verifies the run before loading its model: name whom you trust with --key or --policy (or, loudly, --no-verify)"
         );
     }
-    Ok(Trust::Signers(opts))
+    Ok(Required::Signers(trust))
 }
 
-/// Verify and load the model of `run`; `None` when it is refused (already reported, exit 1).
+/// Verify and load the model of `run` (a refusal is an error that exits 1).
 #[cfg(feature = "train")]
 pub(super) fn open_model(
     run: &std::path::Path,
-    trust: auditai::verify::Trust<'_>,
+    trust: auditai::trust::Required<'_>,
     device: auditai::spec::DeviceChoice,
     printer: &super::printer::Printer,
-) -> anyhow::Result<Option<auditai::predict::Model>> {
-    use auditai::predict::{Model, OpenOptions, PredictError};
-    match Model::open(run, &OpenOptions { trust, device }) {
-        Ok((model, notice)) => {
-            if let Some(n) = notice {
-                printer.line(&format!("notice: {}", super::hints::notice(&n)));
-            }
-            Ok(Some(model))
-        }
-        Err(e @ PredictError::Refused { .. }) => {
-            eprintln!("error: {}", super::clean(&e.to_string()));
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
+) -> anyhow::Result<auditai::predict::Model> {
+    use auditai::predict::{Model, OpenOptions};
+    let (model, notice) = Model::open(run, &OpenOptions { trust, device })?;
+    if let Some(n) = notice {
+        printer.line(&format!("notice: {}", super::hints::notice(&n)));
     }
+    Ok(model)
 }
 
 #[cfg(not(feature = "train"))]

@@ -14,7 +14,7 @@ use auditai::stages::{Event, Outcome, PipelineReport};
 
 #[cfg(feature = "train")]
 use super::printer::Printer;
-use super::{EXIT_ERROR, EXIT_FAILED, EXIT_OK, clean, write_json};
+use super::{EXIT_FAILED, EXIT_OK, clean, write_json};
 
 #[cfg(feature = "train")]
 /// Exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
@@ -27,6 +27,15 @@ pub(super) struct StatusArgs {
     /// Only these stages and their upstream stages (repeatable).
     #[arg(long, value_name = "NAME")]
     stage: Vec<String>,
+    /// The pipeline run directory whose history/ backs the lock (default: the spec's
+    /// outputs.dir), as given to `auditai run --out`.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// The key the pipeline is signed with (its public half is used: a lock entry counts only
+    /// when the manifest backing it is signed by it). Otherwise AUDITAI_SIGNING_KEY or
+    /// AUDITAI_SIGNING_KEY_FILE, as for `auditai run`; with none, an unsigned pipeline is assumed.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -42,7 +51,13 @@ pub(super) fn status_cmd(args: &StatusArgs) -> anyhow::Result<u8> {
     }
     let project = Project::open(&args.spec)?;
     let selection = project.select(&args.stage, true)?;
-    let plan = stages::plan(&project, &selection, false)?;
+    let key = auditai::sign::signing_key(args.key.as_deref())?;
+    let run_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&project.spec.run_dir));
+    let backing = stages::Backing::of(&run_dir, key.as_ref().map(|(k, _)| k));
+    let plan = stages::plan(&project, &selection, false, backing)?;
     let stale = plan.iter().filter(|p| !p.up_to_date()).count();
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -125,7 +140,12 @@ pub(super) fn run_pipeline(
     if args.dry_run {
         let project = Project::open(&args.spec)?;
         let selection = project.select(&args.stages, !args.no_upstream)?;
-        let plan = stages::plan(&project, &selection, args.force)?;
+        let run_dir = args
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&project.spec.run_dir));
+        let backing = stages::Backing::of(&run_dir, key);
+        let plan = stages::plan(&project, &selection, args.force, backing)?;
         let mut out = std::io::stdout().lock();
         if args.json {
             write_json(
@@ -359,20 +379,11 @@ pub(super) fn rerun_cmd(
     manifest: &std::path::Path,
     stage: &str,
     root: Option<&std::path::Path>,
-    trust: Option<&auditai::verify::Options>,
+    required: auditai::trust::Required<'_>,
+    limits: &stages::rerun::Limits,
     json: bool,
 ) -> anyhow::Result<u8> {
-    let trust = match trust {
-        Some(opts) => stages::rerun::Trust::Signers(opts),
-        None => stages::rerun::Trust::Unchecked,
-    };
-    let report = match stages::rerun::rerun(manifest, stage, root, &trust) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {}", clean(&e.to_string()));
-            return Ok(EXIT_ERROR);
-        }
-    };
+    let report = stages::rerun::rerun(manifest, stage, root, required, limits)?;
     let mut out = std::io::stdout().lock();
     if json {
         #[derive(serde::Serialize)]

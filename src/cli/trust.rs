@@ -9,8 +9,10 @@ use tabled::settings::Style;
 
 use auditai::fsio;
 use auditai::manifest;
+use auditai::report::Status;
 use auditai::sign::{self, PublicKey};
-use auditai::verify::{self, Policy};
+use auditai::trust::{DocumentKind, Expect, Policy, Trust};
+use auditai::verify;
 
 use super::{EXIT_FAILED, EXIT_OK, claimed_note, clean, hints, write_json};
 
@@ -36,8 +38,18 @@ pub(super) struct SignArgs {
 
 #[derive(Debug, clap::Args)]
 pub(super) struct VerifyArgs {
-    /// The manifest (manifest.intoto.json).
+    /// The document: a manifest (manifest.intoto.json), an evaluation attestation, a verdict, a
+    /// model card, an ML-BOM or a prediction log. It is checked as what its content says it is,
+    /// and refused when its name (or --expect) says it should be something else.
     manifest: PathBuf,
+    /// What the document must be: manifest (provenance or pipeline), provenance, pipeline,
+    /// evaluation, verdict, model-card, ml-bom or prediction-log. Anything else fails.
+    #[arg(long, value_name = "KIND", value_parser = parse_expect)]
+    expect: Option<Expect>,
+    /// Prediction logs: fail unless every entry is covered by an anchor or a signed checkpoint
+    /// (an unkeyed hash chain alone does not stop someone who rewrites the whole log).
+    #[arg(long)]
+    require_covered: bool,
     /// A trusted public key (SPKI PEM); repeat for several.
     #[arg(long = "key", value_name = "PUB")]
     keys: Vec<PathBuf>,
@@ -120,7 +132,7 @@ pub(super) fn sign_cmd(args: &SignArgs) -> anyhow::Result<u8> {
             "no signing key: pass --key FILE or set AUDITAI_SIGNING_KEY or AUDITAI_SIGNING_KEY_FILE"
         );
     };
-    let bytes = verify::read_manifest(&args.manifest)?;
+    let bytes = read_document(&args.manifest)?;
     // Any in-toto statement in a DSSE envelope: a manifest or an evaluation attestation.
     let (mut envelope, _, _) = auditai::manifest::open_envelope(&bytes)
         .map_err(|why| anyhow::anyhow!("{}: {why}", args.manifest.display()))?;
@@ -145,6 +157,8 @@ pub(super) fn sign_cmd(args: &SignArgs) -> anyhow::Result<u8> {
 struct VerifyJson<'a> {
     /// The rows, through `serde_json::Value` so that their keys stay sorted as before.
     checks: serde_json::Value,
+    /// The kind the document was checked as.
+    kind: &'a str,
     manifest: &'a std::path::Path,
     ok: bool,
     /// `auditai.verify-report/v1`.
@@ -154,23 +168,32 @@ struct VerifyJson<'a> {
     verdict: Option<&'a std::path::Path>,
 }
 
-/// Verification options trusting `keys` (SPKI PEM files) and `policy`, nothing else set.
-pub(super) fn trust_options(
+fn parse_expect(s: &str) -> Result<Expect, String> {
+    s.parse()
+}
+
+/// A document named on the command line (bounded, regular files only).
+pub(super) fn read_document(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    fsio::read_bounded(path, fsio::MAX_DOCUMENT)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// The trust of `keys` (SPKI PEM files) and `policy`.
+pub(super) fn trust_of(
     keys: &[PathBuf],
     policy: Option<&std::path::Path>,
-) -> anyhow::Result<verify::Options> {
-    Ok(verify::Options {
+) -> anyhow::Result<Trust> {
+    Ok(Trust {
         keys: keys
             .iter()
             .map(|p| PublicKey::read(p))
             .collect::<Result<Vec<_>, _>>()?,
         policy: policy.map(Policy::load).transpose()?,
-        ..Default::default()
     })
 }
 
-pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
-    let verify::Options { keys, policy, .. } = trust_options(&args.keys, args.policy.as_deref())?;
+/// The verification options of `verify`'s flags.
+fn verify_options(args: &VerifyArgs) -> anyhow::Result<verify::Options> {
     #[cfg(not(feature = "anchor"))]
     if args.rpc.is_some() || args.chain.is_some() || args.bitcoin_rpc.is_some() {
         return Err(super::needs_feature(
@@ -189,59 +212,45 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
             .map_err(|e| anyhow::anyhow!("--bitcoin-header {e}"))?;
         bitcoin.roots.insert(height, root);
     }
-    let opts = verify::Options {
-        keys,
-        policy,
+    Ok(verify::Options {
+        trust: trust_of(&args.keys, args.policy.as_deref())?,
         root: args.root.clone(),
         online,
         allow_extra: args.allow_extra.clone(),
         bitcoin,
-    };
-    // What the file is, read once (a prediction log may be large and is streamed instead).
-    let is_log = verify::is_prediction_log(&args.manifest);
-    let head = if is_log {
-        None
-    } else {
-        verify::read_manifest(&args.manifest).ok()
-    };
-    let predicate = head.as_deref().and_then(manifest::predicate_type_of);
-    if args.attest.attest.is_some()
-        && (is_log || predicate.as_deref() != Some(manifest::PREDICATE_TYPE))
-    {
+        expect: args.expect,
+        require_covered: args.require_covered,
+    })
+}
+
+pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
+    let opts = verify_options(args)?;
+    let verify::Verified { kind, report } = verify::verify(&args.manifest, &opts)?;
+    let is_run = matches!(
+        kind,
+        Some(DocumentKind::Provenance | DocumentKind::Pipeline)
+    );
+    if args.attest.attest.is_some() && !is_run {
         bail!("--attest applies to provenance manifests (training or pipeline runs)");
     }
-    let is_document = predicate.is_none()
-        && head
-            .as_deref()
-            .and_then(auditai::export::binding_of)
-            .is_some();
-    let report = if is_log {
-        verify::verify_log(&args.manifest, &opts)?
-    } else if is_document {
-        verify::verify_document(&args.manifest, &opts)?
-    } else if predicate.as_deref() == Some(auditai::vsa::VSA_PREDICATE) {
-        verify::verify_verdict(&args.manifest, &opts)?
-    } else if predicate.as_deref() == Some(auditai::eval::EVAL_PREDICATE) {
-        verify::verify_eval(&args.manifest, &opts)?
-    } else {
-        verify::verify(&args.manifest, &opts)?
-    };
     let verdict = super::verdict::write(
         &args.attest,
         super::verdict::Outcome {
-            kind: "verify",
+            kind: auditai::vsa::VerdictKind::Verify,
             manifest: &args.manifest,
             report: &report,
             passed: report.ok(),
             audit: None,
             policy: args.policy.as_deref(),
-            keys: &opts.keys,
+            keys: &opts.trust.keys,
         },
     )?;
+    let kind_label = kind.map_or("not a document auditai reads", DocumentKind::label);
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = VerifyJson {
             checks: serde_json::to_value(hints::rows(&report.checks))?,
+            kind: kind_label,
             manifest: &args.manifest,
             ok: report.ok(),
             schema: "auditai.verify-report/v1",
@@ -258,17 +267,21 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
         let failed = report
             .checks
             .iter()
-            .filter(|c| c.status == verify::Status::Fail)
+            .filter(|c| c.status == Status::Fail)
             .count();
         if failed == 0 {
             writeln!(
                 out,
-                "verified: {}{}",
+                "verified: {} ({kind_label}){}",
                 args.manifest.display(),
                 claimed_note(report.claimed())
             )?;
         } else {
-            writeln!(out, "NOT verified: {failed} check(s) failed")?;
+            writeln!(
+                out,
+                "NOT verified: {} ({kind_label}): {failed} check(s) failed",
+                args.manifest.display()
+            )?;
         }
         if let Some((p, result)) = &verdict {
             writeln!(out, "verdict: {} ({result}, signed)", p.display())?;
@@ -279,10 +292,10 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
 }
 
 pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
-    let bytes = verify::read_manifest(&args.manifest)?;
+    let bytes = read_document(&args.manifest)?;
     match manifest::predicate_type_of(&bytes).as_deref() {
-        Some(auditai::eval::EVAL_PREDICATE) => return inspect_eval(args, &bytes),
-        Some(auditai::vsa::VSA_PREDICATE) => return inspect_verdict(args, &bytes),
+        Some(manifest::EVAL_PREDICATE) => return inspect_eval(args, &bytes),
+        Some(manifest::VSA_PREDICATE) => return inspect_verdict(args, &bytes),
         _ => {}
     }
     let opened = auditai::manifest::open(&bytes)
@@ -469,7 +482,7 @@ fn inspect_eval(args: &InspectArgs, bytes: &[u8]) -> anyhow::Result<u8> {
             ev.pre_registration.status, ev.pre_registration.detail
         ),
     ));
-    rows.push(("verdict", ev.verdict.clone()));
+    rows.push(("verdict", ev.verdict.to_string()));
     rows.push((
         "evaluated",
         format!("{} to {}", ev.started_on, ev.finished_on),

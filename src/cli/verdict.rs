@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use auditai::report::Report;
 use auditai::sign::{self, Envelope};
-use auditai::verify::Report;
 use auditai::vsa;
 
 #[derive(Debug, clap::Args)]
@@ -26,7 +26,7 @@ pub(super) struct AttestArgs {
 
 /// What the verdict says, as the command learned it.
 pub(super) struct Outcome<'a> {
-    pub kind: &'a str,
+    pub kind: vsa::VerdictKind,
     pub manifest: &'a Path,
     pub report: &'a Report,
     pub passed: bool,
@@ -53,7 +53,7 @@ pub(super) fn write(
         }
         None => vsa::default_path(o.manifest, o.kind),
     };
-    let bytes = auditai::verify::read_manifest(o.manifest)?;
+    let bytes = super::trust::read_document(o.manifest)?;
     let subjects = auditai::manifest::open(&bytes)
         .map(|m| m.statement.subject)
         .unwrap_or_default();
@@ -76,5 +76,8 @@ pub(super) fn write(
     envelope.sign(&key);
     auditai::fsio::write_atomic(&out, &envelope.to_bytes())
         .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
-    Ok(Some((out, statement.predicate.verification_result.clone())))
+    Ok(Some((
+        out,
+        statement.predicate.verification_result.to_string(),
+    )))
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::shuffle;
 use crate::spec::{Located, Normalize, Pos, Spec, Task};
@@ -69,10 +69,10 @@ pub struct Part {
 }
 
 /// How raw feature values become model inputs: `(x - offset) / scale`, per feature.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Preprocessing {
     /// Format tag.
-    pub schema: &'static str,
+    pub schema: String,
     /// Feature column names, in input order.
     pub features: Vec<String>,
     /// Label column name.
@@ -87,6 +87,56 @@ pub struct Preprocessing {
     pub offset: Vec<f32>,
     /// Per-feature scale.
     pub scale: Vec<f32>,
+}
+
+impl Preprocessing {
+    /// Parse and validate a recorded `preprocessing.json`: one finite offset and non-zero scale
+    /// per feature, class names for classification.
+    pub fn from_json(bytes: &[u8]) -> Result<Preprocessing, RecordError> {
+        let p: Preprocessing = serde_json::from_slice(bytes).map_err(RecordError::Json)?;
+        let n = p.features.len();
+        if n == 0 || p.offset.len() != n || p.scale.len() != n {
+            return Err(RecordError::Shape {
+                features: n,
+                offsets: p.offset.len(),
+                scales: p.scale.len(),
+            });
+        }
+        if let Some(i) = (0..n)
+            .find(|&i| !p.offset[i].is_finite() || !p.scale[i].is_finite() || p.scale[i] == 0.0)
+        {
+            return Err(RecordError::Scaling(p.features[i].clone()));
+        }
+        match (&p.task, &p.classes) {
+            (Task::Classification, Some(c)) if !c.is_empty() => Ok(p),
+            (Task::Regression, _) => Ok(p),
+            _ => Err(RecordError::NoClasses),
+        }
+    }
+}
+
+/// Why a recorded `preprocessing.json` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Not JSON of the record's shape.
+    #[error("not a preprocessing record: {0}")]
+    Json(serde_json::Error),
+    /// Lists of different lengths.
+    #[error("{features} features but {offsets} offsets and {scales} scales")]
+    Shape {
+        /// Features.
+        features: usize,
+        /// Offsets.
+        offsets: usize,
+        /// Scales.
+        scales: usize,
+    },
+    /// A feature's scaling is unusable.
+    #[error("feature `{0}` has a non-finite offset or a zero scale")]
+    Scaling(String),
+    /// Classification without classes.
+    #[error("a classification run without class names")]
+    NoClasses,
 }
 
 /// The data ready for training.
@@ -188,7 +238,7 @@ pub fn parse(spec: &Spec, bytes: &[u8]) -> Result<Prepared, DataError> {
         validation: part(val_idx),
         test,
         preprocessing: Preprocessing {
-            schema: "auditai.preprocessing/v1",
+            schema: "auditai.preprocessing/v1".to_string(),
             features: feature_cols.iter().map(|&c| header[c].clone()).collect(),
             label: header[label_col].clone(),
             task: spec.data.task,

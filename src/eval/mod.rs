@@ -8,6 +8,7 @@
 
 pub mod criteria;
 pub mod metrics;
+pub mod prereg;
 #[cfg(feature = "train")]
 mod run;
 
@@ -17,11 +18,11 @@ use crate::manifest::ResourceDescriptor;
 
 pub use criteria::{Commitment, Criteria, Criterion, Judged};
 pub use metrics::{Metrics, Subgroup};
+pub use prereg::PreRegStatus;
 #[cfg(feature = "train")]
 pub use run::{EvalError, EvalOptions, evaluate};
 
-/// The evaluation predicate's type.
-pub const EVAL_PREDICATE: &str = "https://auditai.dev/evaluation/v1";
+pub use crate::manifest::EVAL_PREDICATE;
 
 /// An evaluation attestation: an in-toto Statement v1 about the model's weights.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,8 +72,8 @@ pub struct Evaluation {
     pub criteria: Option<CriteriaRef>,
     /// Whether the criteria provably predate the evaluation.
     pub pre_registration: PreRegistration,
-    /// `PASSED`, `FAILED`, or `NO-CRITERIA`.
-    pub verdict: String,
+    /// The verdict of the criteria.
+    pub verdict: EvalVerdict,
 }
 
 /// The model an attestation is about.
@@ -150,9 +151,8 @@ pub struct CriteriaRef {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PreRegistration {
-    /// `anchored-before` (an anchor checked online predates the evaluation), `claimed-before`
-    /// (a commitment or unchecked anchor says so), `after`, or `none`.
-    pub status: String,
+    /// Whether the criteria provably predate the evaluation.
+    pub status: PreRegStatus,
     /// Why.
     pub detail: String,
     /// The commitment, when there is one.
@@ -189,13 +189,37 @@ pub struct AnchorRef {
     pub checked_online: bool,
 }
 
+/// An evaluation's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EvalVerdict {
+    /// Every criterion holds.
+    #[serde(rename = "PASSED")]
+    Passed,
+    /// A criterion fails.
+    #[serde(rename = "FAILED")]
+    Failed,
+    /// Evaluated without criteria.
+    #[serde(rename = "NO-CRITERIA")]
+    NoCriteria,
+}
+
+impl std::fmt::Display for EvalVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EvalVerdict::Passed => "PASSED",
+            EvalVerdict::Failed => "FAILED",
+            EvalVerdict::NoCriteria => "NO-CRITERIA",
+        })
+    }
+}
+
 impl Evaluation {
     /// The verdict from the criteria results.
-    pub fn verdict_of(criteria: Option<&CriteriaRef>) -> &'static str {
+    pub fn verdict_of(criteria: Option<&CriteriaRef>) -> EvalVerdict {
         match criteria {
-            None => "NO-CRITERIA",
-            Some(c) if c.results.iter().all(|r| r.passed) => "PASSED",
-            Some(_) => "FAILED",
+            None => EvalVerdict::NoCriteria,
+            Some(c) if c.results.iter().all(|r| r.passed) => EvalVerdict::Passed,
+            Some(_) => EvalVerdict::Failed,
         }
     }
 }

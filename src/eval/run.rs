@@ -3,15 +3,13 @@
 //! criteria and establish whether they were pre-registered.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::criteria::{self, Commitment, Criteria, Judged};
+use super::criteria::{self, Criteria, Judged};
 use super::metrics::{self, Metrics, Subgroup};
-use super::{
-    AnchorRef, CommitmentRef, CriteriaRef, DataRef, Evaluation, Evaluator, Leakage, ModelRef,
-    PreRegistration,
-};
-use crate::predict::{Columns, LineLimit, Model, parse_row, row_digest};
+use super::prereg::{self, PreRegStatus};
+use super::{CriteriaRef, DataRef, Evaluation, Evaluator, Leakage, ModelRef, PreRegistration};
+use crate::predict::{Columns, Label, LineLimit, Model, parse_row, row_digest};
 use crate::spec::{SpecError, Task};
 
 /// Most distinct values of one subgroup column.
@@ -114,9 +112,17 @@ pub fn evaluate(model: &Model, opts: &EvalOptions<'_>) -> Result<Evaluation, Eva
     }
     let leakage = leakage(model, opts, &rows);
     let pre_registration = match &criteria {
-        Some((path, (_, bytes))) => pre_registration(path, bytes, started, opts),
+        Some((path, (_, bytes))) => prereg::judge(
+            path,
+            &prereg::Judge {
+                criteria: bytes,
+                started,
+                online: opts.online,
+                out_dir: &opts.out_dir,
+            },
+        ),
         None => PreRegistration {
-            status: "none".into(),
+            status: PreRegStatus::None,
             detail: "no criteria file".into(),
             commitment: None,
         },
@@ -144,10 +150,7 @@ pub fn evaluate(model: &Model, opts: &EvalOptions<'_>) -> Result<Evaluation, Eva
             results.push(Judged {
                 criterion: "the criteria were committed before the evaluation".into(),
                 value: None,
-                passed: matches!(
-                    pre_registration.status.as_str(),
-                    "anchored-before" | "claimed-before"
-                ),
+                passed: pre_registration.status.proven(),
                 detail: pre_registration.detail.clone(),
             });
         }
@@ -161,7 +164,7 @@ pub fn evaluate(model: &Model, opts: &EvalOptions<'_>) -> Result<Evaluation, Eva
         }
     });
     let data_digest = crate::hash::Hasher::new(None, true).hash_file(&opts.data)?;
-    let verdict = Evaluation::verdict_of(criteria.as_ref()).to_string();
+    let verdict = Evaluation::verdict_of(criteria.as_ref());
     Ok(Evaluation {
         model: ModelRef {
             manifest: crate::fsio::relative_to(&opts.out_dir, &model.manifest),
@@ -291,7 +294,8 @@ fn read_rows(model: &Model, opts: &EvalOptions<'_>, by: &[String]) -> Result<Row
                             .map(|(_, i)| record.get(*i).unwrap_or("").trim().to_string())
                             .collect(),
                     );
-                    rows.digests.push((row_digest(&raw, Some(label)), n));
+                    rows.digests
+                        .push((row_digest(&raw, Some(label_of(model, label))), n));
                     pending += 1;
                 }
                 Err(why) => {
@@ -318,6 +322,14 @@ fn read_rows(model: &Model, opts: &EvalOptions<'_>, by: &[String]) -> Result<Row
     Ok(rows)
 }
 
+/// A label as the leakage check compares it: a class by name, a regression target by value.
+fn label_of<'a>(model: &Model, label: &'a str) -> Label<'a> {
+    match model.classes() {
+        Some(_) => Label::Class(label),
+        None => Label::Value(label),
+    }
+}
+
 /// Compare the evaluation rows with the run's training and validation rows.
 fn leakage(model: &Model, opts: &EvalOptions<'_>, rows: &Rows) -> Leakage {
     let not_checked = |detail: String| Leakage {
@@ -331,7 +343,7 @@ fn leakage(model: &Model, opts: &EvalOptions<'_>, rows: &Rows) -> Leakage {
     };
     let name = dep.name.clone().unwrap_or_default();
     let root = opts.root.clone().unwrap_or_else(|| {
-        crate::provenance::project_root(crate::verify::run_dir_of(&model.manifest))
+        crate::provenance::project_root(crate::run_dir::of_manifest(&model.manifest))
     });
     let path = match crate::fsio::safe_join(&root, &name) {
         Ok(p) => p,
@@ -378,7 +390,10 @@ fn leakage(model: &Model, opts: &EvalOptions<'_>, rows: &Rows) -> Leakage {
         }
         x.clear();
         if parse_row(&rec, &cols, &model.pre, &mut raw, &mut x).is_ok() {
-            reference.insert(row_digest(&raw, rec.get(label_col)));
+            reference.insert(row_digest(
+                &raw,
+                rec.get(label_col).map(|l| label_of(model, l)),
+            ));
         }
     }
     let overlapping: Vec<u64> = rows
@@ -405,126 +420,5 @@ fn leakage(model: &Model, opts: &EvalOptions<'_>, rows: &Rows) -> Leakage {
                 }
             )
         },
-    }
-}
-
-/// Whether the criteria at `path` (with `bytes`) were committed before `started`.
-fn pre_registration(
-    path: &Path,
-    bytes: &[u8],
-    started: std::time::SystemTime,
-    opts: &EvalOptions<'_>,
-) -> PreRegistration {
-    let none = |detail: String| PreRegistration {
-        status: "none".into(),
-        detail,
-        commitment: None,
-    };
-    let cpath = criteria::commitment_path(path);
-    let Ok(cbytes) = crate::fsio::read_bounded(&cpath, 1 << 20) else {
-        return none(format!(
-            "no commitment ({}); run `auditai eval --commit-criteria` before opening the evaluation data",
-            cpath.display()
-        ));
-    };
-    let c: Commitment = match serde_json::from_slice(&cbytes) {
-        Ok(c) => c,
-        Err(e) => {
-            return none(format!(
-                "{}: not a criteria commitment: {e}",
-                cpath.display()
-            ));
-        }
-    };
-    let d = crate::hash::bytes_digest(bytes);
-    if !crate::hash::hex_eq(&c.blake3, &d.blake3.hex()) {
-        return none(format!(
-            "{} commits to other criteria (blake3 {}, the criteria file is {})",
-            cpath.display(),
-            c.blake3,
-            d.blake3.hex()
-        ));
-    }
-    let mut commitment = CommitmentRef {
-        name: crate::fsio::relative_to(&opts.out_dir, &cpath),
-        blake3: crate::hash::Digest::of(&cbytes).hex(),
-        committed_on: c.committed_on.clone(),
-        anchor: None,
-    };
-    let started_unix = started
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let receipt = crate::anchor::read_receipt(&crate::anchor::receipt_path(&cpath)).ok();
-    let anchored = receipt.and_then(|r| {
-        let root = crate::anchor::check_inclusion(&r, &cbytes).ok()?;
-        let e = r.evm?;
-        #[cfg(feature = "anchor")]
-        let checked = opts
-            .online
-            .is_some_and(|chain| crate::anchor::check_evm_online(chain, &e, &root).is_ok());
-        #[cfg(not(feature = "anchor"))]
-        let checked = {
-            let _ = root;
-            false
-        };
-        Some(AnchorRef {
-            chain: e.chain.clone(),
-            block_number: e.block_number,
-            block_timestamp: e.block_timestamp,
-            checked_online: checked,
-        })
-    });
-    let (status, detail) = match &anchored {
-        Some(a) if a.block_timestamp <= started_unix => (
-            if a.checked_online {
-                "anchored-before"
-            } else {
-                "claimed-before"
-            },
-            format!(
-                "committed and anchored on {} in block {} at {}, before the evaluation started{}",
-                a.chain,
-                a.block_number,
-                crate::manifest::format_unix(a.block_timestamp),
-                if a.checked_online {
-                    " (checked online)"
-                } else {
-                    " (claimed: the anchor was not checked online; pass --rpc/--chain)"
-                }
-            ),
-        ),
-        Some(a) => (
-            "after",
-            format!(
-                "anchored at {}, after the evaluation started",
-                crate::manifest::format_unix(a.block_timestamp)
-            ),
-        ),
-        None => match humantime::parse_rfc3339(&c.committed_on) {
-            Ok(t) if t <= started => (
-                "claimed-before",
-                format!(
-                    "committed at {} by the committer's clock (claimed; anchor the commitment to prove it)",
-                    c.committed_on
-                ),
-            ),
-            Ok(_) => (
-                "after",
-                format!(
-                    "committed at {}, after the evaluation started",
-                    c.committed_on
-                ),
-            ),
-            Err(_) => (
-                "none",
-                format!("unreadable commitment time `{}`", c.committed_on),
-            ),
-        },
-    };
-    commitment.anchor = anchored;
-    PreRegistration {
-        status: status.into(),
-        detail,
-        commitment: Some(commitment),
     }
 }

@@ -25,6 +25,10 @@ pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 pub const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
 /// The build type of an `auditai run`.
 pub const BUILD_TYPE: &str = "https://auditai.dev/run/v1";
+/// The evaluation attestation's predicate type (`auditai eval`).
+pub const EVAL_PREDICATE: &str = "https://auditai.dev/evaluation/v1";
+/// The SLSA Verification Summary Attestation v1 predicate type (verdicts).
+pub const VSA_PREDICATE: &str = "https://slsa.dev/verification_summary/v1";
 /// The builder id of the auditai command line.
 pub const BUILDER_ID: &str = "https://auditai.dev/builder/cli";
 /// The schema tag of the auditai extension.

@@ -137,17 +137,35 @@ fn shorten(s: &str) -> String {
     }
 }
 
+/// A row's label as the leakage check compares it.
+#[derive(Debug, Clone, Copy)]
+pub enum Label<'a> {
+    /// A class name (compared as text, trimmed).
+    Class(&'a str),
+    /// A regression target: compared as its parsed value, so `0.2`, `0.20` and `2e-1` are one
+    /// value; text that is not a number is compared as text.
+    Value(&'a str),
+}
+
 /// The digest of a row: blake3 over its feature values (f32, little-endian, in the model's
-/// feature order) and, when given, its label's bytes (after a 0xff separator). Column order and
-/// number spelling (`1` vs `1.0`) do not change it.
-pub fn row_digest(raw: &[f32], label: Option<&str>) -> [u8; 32] {
+/// feature order) and, when given, its label (after a 0xff separator). Column order and number
+/// spelling (`1` vs `1.0`, in features and regression labels) do not change it.
+pub fn row_digest(raw: &[f32], label: Option<Label<'_>>) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     for v in raw {
         h.update(&v.to_le_bytes());
     }
-    if let Some(l) = label {
-        h.update(&[0xff]);
-        h.update(l.trim().as_bytes());
+    match label {
+        None => {}
+        Some(Label::Value(l)) if l.trim().parse::<f64>().is_ok_and(f64::is_finite) => {
+            let v = l.trim().parse::<f64>().unwrap_or_default();
+            h.update(&[0xfe]);
+            h.update(&(v + 0.0).to_le_bytes());
+        }
+        Some(Label::Class(l) | Label::Value(l)) => {
+            h.update(&[0xff]);
+            h.update(l.trim().as_bytes());
+        }
     }
     *h.finalize().as_bytes()
 }
@@ -189,5 +207,22 @@ impl<R: std::io::Read> std::io::Read for LineLimit<R> {
             }
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_labels_compare_by_value_not_spelling() {
+        let raw = [1.0f32, 2.0];
+        let d = |l| row_digest(&raw, Some(Label::Value(l)));
+        assert_eq!(d("0.2"), d("0.20"));
+        assert_eq!(d("0.2"), d("2e-1"));
+        assert_eq!(d("0"), d("-0.0"));
+        assert_ne!(d("0.2"), d("0.3"));
+        let c = |l| row_digest(&raw, Some(Label::Class(l)));
+        assert_ne!(c("1"), c("1.0"), "class names are names");
     }
 }

@@ -13,16 +13,15 @@ use std::path::{Path, PathBuf};
 
 use std::io::Write as _;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::hash;
 use crate::manifest;
 use crate::run_dir;
-use crate::spec::{DeviceChoice, Spec, Task};
+use crate::spec::{DeviceChoice, Spec};
 use crate::train::{self, Net, TrainError, device};
-use crate::verify::{self, Trust};
+use crate::trust::{Required, RunKind, SignedRun, TrustError};
 
-pub use input::{Columns, LineLimit, RowError, parse_row, row_digest};
+pub use input::{Columns, Label, LineLimit, RowError, parse_row, row_digest};
 
 /// The most bytes of weights auditai loads (4 bytes per parameter at the parameter bound).
 const MAX_WEIGHTS: u64 = (train::model::MAX_PARAMETERS as u64) * 4 + (1 << 20);
@@ -30,22 +29,9 @@ const MAX_WEIGHTS: u64 = (train::model::MAX_PARAMETERS as u64) * 4 + (1 << 20);
 /// Errors from opening a model or predicting.
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {
-    /// The run did not verify: the model is refused (exit 1).
-    #[error("refusing to load the model: {check}: {why}")]
-    Refused {
-        /// The failing check, as `verify` labels it.
-        check: String,
-        /// Why.
-        why: String,
-    },
-    /// The manifest or a run file is unreadable or malformed (exit 2).
-    #[error("{}: {message}", path.display())]
-    Run {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    /// The run was refused or unreadable at the gate (a refusal is exit 1).
+    #[error("cannot load the model: {0}")]
+    Trust(#[from] TrustError),
     /// The input is unusable (exit 2).
     #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
     Input {
@@ -76,22 +62,13 @@ pub enum PredictError {
     Log(#[from] crate::predlog::LogError),
 }
 
-/// `preprocessing.json` as read back.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Preprocessing {
-    /// Feature column names, in input order.
-    pub features: Vec<String>,
-    /// Label column name.
-    pub label: String,
-    /// Task.
-    pub task: Task,
-    /// Class names in index order (classification).
-    #[serde(default)]
-    pub classes: Option<Vec<String>>,
-    /// Per-feature offset.
-    pub offset: Vec<f32>,
-    /// Per-feature scale.
-    pub scale: Vec<f32>,
+pub use crate::data::Preprocessing;
+
+impl PredictError {
+    /// Whether this is a definite "no" about the run (exit 1): the gate refused it.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, PredictError::Trust(e) if e.is_refusal())
+    }
 }
 
 /// A verified, loaded model.
@@ -117,104 +94,23 @@ pub struct Model {
 /// How to open a model.
 pub struct OpenOptions<'a> {
     /// Whose signatures to require (`Unchecked`: `--no-verify`).
-    pub trust: Trust<'a>,
+    pub trust: Required<'a>,
     /// Where to run the network.
     pub device: DeviceChoice,
 }
 
 impl Model {
-    /// Open the run at `path` (a run directory or its manifest): verify the manifest's
-    /// signatures as `opts.trust` requires, then read the spec, preprocessing and weights,
-    /// checking each against the manifest's digest, and build the network.
+    /// Open the run at `path` (a run directory or its manifest) through the gate: its
+    /// signatures as `opts.trust` requires, then the spec, preprocessing and weights, each read
+    /// through the manifest's digest, and build the network.
     pub fn open(
         path: &Path,
         opts: &OpenOptions<'_>,
     ) -> Result<(Model, Option<device::Notice>), PredictError> {
-        let manifest_path = if path.is_dir() {
-            path.join(run_dir::MANIFEST)
-        } else {
-            path.to_path_buf()
-        };
-        let bad = |message: String| PredictError::Run {
-            path: manifest_path.clone(),
-            message,
-        };
-        let bytes = crate::fsio::read_bounded(&manifest_path, crate::fsio::MAX_DOCUMENT)
-            .map_err(|e| bad(e.to_string()))?;
-        let opened = manifest::open(&bytes).map_err(|e| bad(e.to_string()))?;
-        if opened.statement.predicate.pipeline.is_some() {
-            return Err(bad(
-                "a pipeline manifest; pass the training stage's run directory (its `out`)".into(),
-            ));
-        }
-        let verified = matches!(opts.trust, Trust::Signers(_));
-        if let Trust::Signers(v) = &opts.trust {
-            verify::signatures_trusted(&opened, v).map_err(|why| {
-                let (check, why) = why.split_once(": ").unwrap_or(("signatures", &why));
-                PredictError::Refused {
-                    check: check.to_string(),
-                    why: why.to_string(),
-                }
-            })?;
-        }
-        let dir = verify::run_dir_of(&manifest_path);
-        let st = &opened.statement;
-        let read = |name: &str, max: u64| -> Result<Vec<u8>, PredictError> {
-            let path = dir.join(name);
-            let recorded = st
-                .run_file(name)
-                .and_then(|d| d.digest.get("blake3").cloned());
-            match (verified, recorded) {
-                (true, None) => Err(PredictError::Refused {
-                    check: format!("file {name}"),
-                    why: "the manifest does not record it".into(),
-                }),
-                (true, Some(b)) => hash::read_pinned(&path, &b, max).map_err(|e| match e {
-                    hash::PinnedError::Changed { actual, expected } => PredictError::Refused {
-                        check: format!("file {name}"),
-                        why: format!(
-                            "changed: blake3 is {actual}, the manifest records {expected}"
-                        ),
-                    },
-                    hash::PinnedError::Read(e) => PredictError::Run {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    },
-                }),
-                (false, _) => {
-                    crate::fsio::read_bounded(&path, max).map_err(|e| PredictError::Run {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })
-                }
-            }
-        };
-        let weights = read(run_dir::MODEL_BPK, MAX_WEIGHTS)?;
-        let pre_bytes = read(run_dir::PREPROCESSING, crate::fsio::MAX_DOCUMENT)?;
-        let spec_bytes = read(run_dir::SPEC, crate::fsio::MAX_DOCUMENT)?;
-        let stage = st
-            .predicate
-            .build_definition
-            .external_parameters
-            .get("spec")
-            .and_then(|s| s.get("stage"))
-            .and_then(serde_json::Value::as_str);
-        let spec_path = dir.join(run_dir::SPEC);
-        let spec = Spec::parse_stage(&String::from_utf8_lossy(&spec_bytes), &spec_path, stage)
-            .map_err(|e| PredictError::Run {
-                path: spec_path.clone(),
-                message: e.to_string(),
-            })?;
-        let pre_path = dir.join(run_dir::PREPROCESSING);
-        let pre: Preprocessing =
-            serde_json::from_slice(&pre_bytes).map_err(|e| PredictError::Run {
-                path: pre_path.clone(),
-                message: format!("not a preprocessing record: {e}"),
-            })?;
-        check_preprocessing(&pre).map_err(|message| PredictError::Run {
-            path: pre_path,
-            message,
-        })?;
+        let run = SignedRun::open(path, RunKind::Training, opts.trust)?;
+        let weights = run.read(run_dir::MODEL_BPK, MAX_WEIGHTS)?;
+        let pre = run.preprocessing()?;
+        let spec = run.spec()?;
         let (backend, notice) = device::select(opts.device)?;
         let outputs = pre.classes.as_ref().map_or(1, Vec::len);
         let net = train::load_net(
@@ -224,6 +120,7 @@ impl Model {
             &weights,
             &backend.device,
         )?;
+        let st = run.statement();
         let data = st
             .predicate
             .build_definition
@@ -233,10 +130,10 @@ impl Model {
             .cloned();
         Ok((
             Model {
-                manifest: manifest_path,
-                manifest_blake3: hash::Digest::of(&bytes).hex(),
+                manifest: run.path().to_path_buf(),
+                manifest_blake3: run.blake3_hex(),
                 subjects: st.subject.clone(),
-                verified,
+                verified: run.checked(),
                 spec,
                 pre,
                 data,
@@ -270,30 +167,6 @@ impl Model {
     /// The device description (`cpu (flex (CPU))`).
     pub fn device(&self) -> String {
         format!("{} ({})", self.backend.kind, self.backend.adapter)
-    }
-}
-
-fn check_preprocessing(p: &Preprocessing) -> Result<(), String> {
-    let n = p.features.len();
-    if n == 0 || p.offset.len() != n || p.scale.len() != n {
-        return Err(format!(
-            "{n} features but {} offsets and {} scales",
-            p.offset.len(),
-            p.scale.len()
-        ));
-    }
-    if let Some(i) =
-        (0..n).find(|&i| !p.offset[i].is_finite() || !p.scale[i].is_finite() || p.scale[i] == 0.0)
-    {
-        return Err(format!(
-            "feature `{}` has a non-finite offset or a zero scale",
-            p.features[i]
-        ));
-    }
-    match (&p.task, &p.classes) {
-        (Task::Classification, Some(c)) if !c.is_empty() => Ok(()),
-        (Task::Regression, _) => Ok(()),
-        _ => Err("a classification run without class names".into()),
     }
 }
 
@@ -358,7 +231,7 @@ pub fn json_f32(v: f32) -> serde_json::Value {
 }
 
 /// How to predict.
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub struct PredictOptions {
     /// The input CSV.
     pub input: PathBuf,
@@ -372,6 +245,8 @@ pub struct PredictOptions {
     pub log: Option<PathBuf>,
     /// The id column (default: a column named `id`, when there is one).
     pub id_column: Option<String>,
+    /// Sign a checkpoint of the log with this key at the end.
+    pub checkpoint_key: Option<crate::sign::SecretKey>,
 }
 
 /// What a prediction run did.
@@ -391,6 +266,8 @@ pub struct PredictReport {
     pub log_entries: Option<u64>,
     /// Whether a torn last log line (from a crash) was cut off first.
     pub log_repaired: bool,
+    /// The signed checkpoint written next to the log.
+    pub checkpoint: Option<PathBuf>,
 }
 
 /// Rows per batch through the network.
@@ -458,11 +335,12 @@ pub fn run(
         Some(p) => Some(crate::predlog::Appender::open(p)?),
         None => None,
     };
+    let log_dir = opts
+        .log
+        .as_deref()
+        .map_or(Path::new("."), crate::run_dir::of_manifest);
     let model_ref = crate::predlog::ModelRef {
-        manifest: std::path::absolute(&model.manifest)
-            .unwrap_or_else(|_| model.manifest.clone())
-            .display()
-            .to_string(),
+        manifest: crate::fsio::relative_to(log_dir, &model.manifest),
         blake3: model.manifest_blake3.clone(),
         verified: model.verified,
     };
@@ -497,6 +375,7 @@ pub fn run(
         output: opts.output.clone(),
         log_entries: None,
         log_repaired: log.as_ref().is_some_and(|l| l.repaired),
+        checkpoint: None,
     };
     {
         let sink: &mut dyn std::io::Write = match temp.as_mut() {
@@ -596,6 +475,9 @@ pub fn run(
         crate::fsio::sync_parent(p).map_err(io_err)?;
     }
     report.log_entries = log.as_ref().map(crate::predlog::Appender::entries);
+    if let (Some(l), Some(k)) = (&log, &opts.checkpoint_key) {
+        report.checkpoint = Some(l.checkpoint(k)?);
+    }
     Ok(report)
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::raw::{RawAudit, RawData, RawModel, RawOutputs, RawTraining, Sp};
-use super::{Body, Checker, Located, Spec, SpecError, located, name_ok, pos, yaml_error};
+use super::{Body, Checker, Located, Pos, Spec, SpecError, located, name_ok, pos, yaml_error};
 
 /// Most stages in one pipeline.
 pub const MAX_STAGES: usize = 1024;
@@ -76,6 +76,8 @@ pub struct PipelineSpec {
     pub stages: Vec<Stage>,
     /// The pipeline's run directory (logs, manifest); default `runs/<name>`.
     pub run_dir: String,
+    /// Where `outputs.dir` is written in the spec (for errors), when it is.
+    pub run_dir_pos: Option<Pos>,
     /// The spec file.
     pub source: PathBuf,
 }
@@ -120,6 +122,8 @@ pub struct CommandStage {
     pub env: Vec<String>,
     /// Environment variables passed through whose values are never recorded.
     pub secret_env: Vec<String>,
+    /// Stop the command after this long (the stage then fails).
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Stage {
@@ -176,6 +180,8 @@ struct RawStage {
     env: PathList,
     #[serde(default)]
     secret_env: PathList,
+    #[serde(default)]
+    timeout: Option<Sp<String>>,
     // A training stage.
     #[serde(default)]
     seed: Option<Sp<u64>>,
@@ -238,6 +244,31 @@ impl PipelineSpec {
             .unwrap_or(Path::new("."))
     }
 
+    /// Warnings about the spec that are not errors: variables in a stage's `env:` (recorded in
+    /// plain text in the lock and the manifest) whose names say they hold a secret.
+    pub fn warnings(&self) -> Vec<String> {
+        let secret = |n: &str| {
+            let u = n.to_ascii_uppercase();
+            ["TOKEN", "SECRET", "KEY", "PASS", "CREDENTIAL", "AUTH"]
+                .iter()
+                .any(|w| u.contains(w))
+        };
+        self.stages
+            .iter()
+            .filter_map(|s| s.command().map(|c| (s, c)))
+            .flat_map(|(s, c)| {
+                c.env.iter().filter(|n| secret(n)).map(move |n| {
+                    format!(
+                        "{}:{}: stage `{}` passes {n} through `env:`, whose value is recorded in plain text in the lock and the manifest; if it is a secret, list it under `secret_env:` instead",
+                        self.source.display(),
+                        s.name.pos,
+                        s.name.value
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// The stage called `name`.
     pub fn stage(&self, name: &str) -> Option<&Stage> {
         self.stages.iter().find(|s| s.name.value == name)
@@ -258,12 +289,12 @@ impl Checker<'_> {
         if raw.stages.value.0.is_empty() {
             return self.fail(pos(&raw.stages), "stages must name at least one stage");
         }
-        let run_dir = match raw.outputs.and_then(|o| o.dir) {
+        let (run_dir, run_dir_pos) = match raw.outputs.and_then(|o| o.dir) {
             Some(d) if d.value.trim().is_empty() => {
                 return self.fail(pos(&d), "outputs.dir must not be empty");
             }
-            Some(d) => d.value,
-            None => format!("runs/{name}"),
+            Some(d) => (d.value.clone(), Some(pos(&d))),
+            None => (format!("runs/{name}"), None),
         };
         let seed = raw.seed.map(|s| s.value);
         let mut stages: Vec<Stage> = Vec::new();
@@ -288,8 +319,34 @@ impl Checker<'_> {
             params,
             stages,
             run_dir,
+            run_dir_pos,
             source: self.path.to_path_buf(),
         })
+    }
+
+    /// A training stage carries none of the command stages' fields.
+    fn no_command_fields(&self, name: &str, raw: &RawStage) -> Result<(), SpecError> {
+        for (field, present) in [
+            ("wdir", raw.wdir.as_ref().map(pos)),
+            ("deps", raw.deps.as_ref().map(pos)),
+            ("outs", raw.outs.as_ref().map(pos)),
+            ("params", raw.params.as_ref().map(pos)),
+            ("env", raw.env.as_ref().map(pos)),
+            ("secret_env", raw.secret_env.as_ref().map(pos)),
+            ("timeout", raw.timeout.as_ref().map(pos)),
+            ("metrics", raw.metrics.as_ref().map(pos)),
+            ("subjects", raw.subjects.as_ref().map(pos)),
+        ] {
+            if let Some(p) = present {
+                return self.fail(
+                    p,
+                    format!(
+                        "`{field}` belongs to command stages; training stage `{name}` reads data.path and writes its run directory `out`"
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
 
     fn stage(
@@ -328,25 +385,7 @@ impl Checker<'_> {
         if let Some(c) = raw.cmd.clone() {
             return self.command_stage(key, c, params, raw);
         }
-        for (field, present) in [
-            ("wdir", raw.wdir.as_ref().map(pos)),
-            ("deps", raw.deps.as_ref().map(pos)),
-            ("outs", raw.outs.as_ref().map(pos)),
-            ("params", raw.params.as_ref().map(pos)),
-            ("env", raw.env.as_ref().map(pos)),
-            ("secret_env", raw.secret_env.as_ref().map(pos)),
-            ("metrics", raw.metrics.as_ref().map(pos)),
-            ("subjects", raw.subjects.as_ref().map(pos)),
-        ] {
-            if let Some(p) = present {
-                return self.fail(
-                    p,
-                    format!(
-                        "`{field}` belongs to command stages; training stage `{name}` reads data.path and writes its run directory `out`"
-                    ),
-                );
-            }
-        }
+        self.no_command_fields(&name, &raw)?;
         let (Some(data), Some(model)) = (raw.data, raw.model) else {
             return self.fail(
                 at,
@@ -409,6 +448,137 @@ impl Checker<'_> {
         })
     }
 
+    /// Environment variable names from `env:` or `secret_env:`: valid names, never the signing
+    /// key's or auditai's own.
+    fn env_names(&self, list: PathList) -> Result<Vec<String>, SpecError> {
+        let mut out = Vec::new();
+        for n in list.map(|l| l.value).unwrap_or_default() {
+            let valid = n
+                .value
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && n.value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return self.fail(
+                    pos(&n),
+                    format!("`{}` is not an environment variable name", n.value),
+                );
+            }
+            if FORBIDDEN_ENV.contains(&n.value.as_str()) {
+                return self.fail(
+                    pos(&n),
+                    format!(
+                        "{} holds auditai's signing key; no stage may see it",
+                        n.value
+                    ),
+                );
+            }
+            if n.value.starts_with("AUDITAI_") {
+                return self.fail(
+                    pos(&n),
+                    format!(
+                        "{}: AUDITAI_ variables are set by auditai, not passed through",
+                        n.value
+                    ),
+                );
+            }
+            out.push(n.value);
+        }
+        Ok(out)
+    }
+
+    /// A command stage's `timeout:` (`90s`, `10m`, `2h`).
+    fn timeout(
+        &self,
+        name: &str,
+        raw: Option<&Sp<String>>,
+    ) -> Result<Option<std::time::Duration>, SpecError> {
+        Ok(match raw {
+            None => None,
+            Some(t) => match humantime::parse_duration(t.value.trim()) {
+                Ok(d) if !d.is_zero() => Some(d),
+                _ => {
+                    return self.fail(
+                        pos(t),
+                        format!(
+                            "stage `{name}`: timeout `{}` is not a duration such as `90s`, `10m` or `2h`",
+                            t.value
+                        ),
+                    );
+                }
+            },
+        })
+    }
+
+    /// The params a command stage reads, with their values from the spec's `params:`.
+    fn chosen_params(
+        &self,
+        name: &str,
+        params: &BTreeMap<String, Value>,
+        raw: PathList,
+    ) -> Result<BTreeMap<String, Value>, SpecError> {
+        let mut chosen = BTreeMap::new();
+        for key in raw.map(|p| p.value).unwrap_or_default() {
+            match lookup(params, &key.value) {
+                Some(v) => {
+                    chosen.insert(key.value.clone(), v.clone());
+                }
+                None => {
+                    return self.fail(
+                        pos(&key),
+                        format!(
+                            "stage `{name}` reads param `{}`, which the spec's params: does not define",
+                            key.value
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(chosen)
+    }
+
+    /// A command stage's outs: none twice, none also a dep, every subject among them.
+    fn check_outs(
+        &self,
+        name: &str,
+        deps: &[Located<String>],
+        outs: &[Located<String>],
+        subjects: &[Located<String>],
+    ) -> Result<(), SpecError> {
+        for (i, o) in outs.iter().enumerate() {
+            if outs[..i].iter().any(|p| p.value == o.value) {
+                return self.fail(
+                    o.pos,
+                    format!("stage `{name}` lists out `{}` twice", o.value),
+                );
+            }
+            if deps.iter().any(|d| d.value == o.value) {
+                return self.fail(
+                    o.pos,
+                    format!(
+                        "stage `{name}` lists `{}` as both a dep and an out",
+                        o.value
+                    ),
+                );
+            }
+        }
+        for s in subjects {
+            if !outs.iter().any(|o| o.value == s.value) {
+                return self.fail(
+                    s.pos,
+                    format!(
+                        "stage `{name}`: subject `{}` is not one of its outs",
+                        s.value
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn command_stage(
         &self,
         key: Sp<String>,
@@ -465,92 +635,11 @@ impl Checker<'_> {
                 outs.push(m.clone());
             }
         }
-        for (i, o) in outs.iter().enumerate() {
-            if outs[..i].iter().any(|p| p.value == o.value) {
-                return self.fail(
-                    o.pos,
-                    format!("stage `{name}` lists out `{}` twice", o.value),
-                );
-            }
-            if deps.iter().any(|d| d.value == o.value) {
-                return self.fail(
-                    o.pos,
-                    format!(
-                        "stage `{name}` lists `{}` as both a dep and an out",
-                        o.value
-                    ),
-                );
-            }
-        }
-        for s in &subjects {
-            if !outs.iter().any(|o| o.value == s.value) {
-                return self.fail(
-                    s.pos,
-                    format!(
-                        "stage `{name}`: subject `{}` is not one of its outs",
-                        s.value
-                    ),
-                );
-            }
-        }
-        let mut chosen = BTreeMap::new();
-        for key in raw.params.map(|p| p.value).unwrap_or_default() {
-            match lookup(params, &key.value) {
-                Some(v) => {
-                    chosen.insert(key.value.clone(), v.clone());
-                }
-                None => {
-                    return self.fail(
-                        pos(&key),
-                        format!(
-                            "stage `{name}` reads param `{}`, which the spec's params: does not define",
-                            key.value
-                        ),
-                    );
-                }
-            }
-        }
-        let env_names = |list: PathList| -> Result<Vec<String>, SpecError> {
-            let mut out = Vec::new();
-            for n in list.map(|l| l.value).unwrap_or_default() {
-                let valid = n
-                    .value
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                    && n.value
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_');
-                if !valid {
-                    return self.fail(
-                        pos(&n),
-                        format!("`{}` is not an environment variable name", n.value),
-                    );
-                }
-                if FORBIDDEN_ENV.contains(&n.value.as_str()) {
-                    return self.fail(
-                        pos(&n),
-                        format!(
-                            "{} holds auditai's signing key; no stage may see it",
-                            n.value
-                        ),
-                    );
-                }
-                if n.value.starts_with("AUDITAI_") {
-                    return self.fail(
-                        pos(&n),
-                        format!(
-                            "{}: AUDITAI_ variables are set by auditai, not passed through",
-                            n.value
-                        ),
-                    );
-                }
-                out.push(n.value);
-            }
-            Ok(out)
-        };
-        let env = env_names(raw.env)?;
-        let secret_env = env_names(raw.secret_env)?;
+        self.check_outs(&name, &deps, &outs, &subjects)?;
+        let chosen = self.chosen_params(&name, params, raw.params)?;
+        let env = self.env_names(raw.env)?;
+        let secret_env = self.env_names(raw.secret_env)?;
+        let timeout = self.timeout(&name, raw.timeout.as_ref())?;
         Ok(Stage {
             name: located(key),
             deps,
@@ -563,6 +652,7 @@ impl Checker<'_> {
                 params: chosen,
                 env,
                 secret_env,
+                timeout,
             }),
         })
     }

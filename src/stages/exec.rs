@@ -9,8 +9,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,33 +22,14 @@ use super::{
     Checker, Event, LOGS, LockedPath, LockedStage, Outcome, Project, RunOptions, StageError, Why,
 };
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Whether SIGINT or SIGTERM arrived since [`install_interrupt_handler`].
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Catch SIGINT and SIGTERM so a pipeline run stops its stages and records only what completed.
-pub fn install_interrupt_handler() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
-        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
-    }
-}
+pub use crate::cancel::{install_handler as install_interrupt_handler, requested as interrupted};
 
 /// The most bytes of one output line shown on the terminal (the log keeps everything).
 const MAX_SHOWN_LINE: usize = 4096;
 /// How long stopped stages get between SIGTERM and SIGKILL.
-const GRACE: Duration = Duration::from_secs(5);
+const GRACE: Duration = super::child::GRACE;
+/// Output lines waiting for the display; more are dropped from the display, never the log.
+const MAX_QUEUED_LINES: usize = 1024;
 
 /// A finished stage, as the recorder needs it.
 pub(super) struct Done {
@@ -86,66 +65,24 @@ pub(super) fn schedule(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Vec<Done>, StageError> {
     let jobs = opts.jobs.max(1);
-    let mut state = vec![State::Pending; p.spec.stages.len()];
-    let mut checker = Checker::new();
-    let (tx, rx) = mpsc::channel::<Msg>();
+    let mut s = Sched::new(p, selection, Checker::new(super::Backing::of(run_dir, key)));
+    // Bounded: a stage printing faster than the display drains drops display lines (its log
+    // keeps every byte), so memory stays flat whatever a stage prints.
+    let (tx, rx) = mpsc::sync_channel::<Msg>(MAX_QUEUED_LINES);
     let children: Arc<Mutex<Vec<u32>>> = Arc::default();
-    let mut results: Vec<Done> = Vec::new();
-    let total = selection.len();
-    let mut running = 0usize;
-    let mut announced = false;
-    let selected = |i: usize| selection.contains(&i);
-    // Why each ready stage must run, decided once (its upstream has settled by then).
-    let mut decided: Vec<Option<Vec<Why>>> = vec![None; p.spec.stages.len()];
     let outcome = std::thread::scope(|scope| -> Result<(), StageError> {
-        loop {
-            if interrupted() {
-                break;
-            }
-            // Start (or reuse, or block) every stage whose upstream is settled.
+        while !interrupted() {
             let mut progressed = false;
             for &i in selection {
-                if state[i] != State::Pending {
+                let Some(why) = s.ready(i, opts.force, on_event, &mut progressed)? else {
                     continue;
-                }
-                let up = &p.graph.nodes[i].upstream;
-                if let Some(&bad) = up.iter().find(|&&u| selected(u) && state[u] == State::Bad) {
-                    state[i] = State::Bad;
-                    let done = Done {
-                        index: i,
-                        outcome: Outcome::Blocked {
-                            after: p.spec.stages[bad].name.value.clone(),
-                        },
-                        record: None,
-                        locked: None,
-                    };
-                    finished(p, &done, results.len() + 1, total, on_event);
-                    results.push(done);
-                    progressed = true;
-                    continue;
-                }
-                if up.iter().any(|&u| selected(u) && state[u] != State::Ok) {
-                    continue;
-                }
-                let why = match decided[i].take() {
-                    Some(w) => w,
-                    None if opts.force => vec![Why::Forced],
-                    None => checker.why(p, i)?,
                 };
-                if why.is_empty() {
-                    state[i] = State::Ok;
-                    let done = reused(p, i);
-                    finished(p, &done, results.len() + 1, total, on_event);
-                    results.push(done);
-                    progressed = true;
+                if s.running >= jobs {
+                    s.decided[i] = Some(why);
                     continue;
                 }
-                if running >= jobs {
-                    decided[i] = Some(why);
-                    continue;
-                }
-                if !announced {
-                    announced = true;
+                if !s.announced {
+                    s.announced = true;
                     on_event(Event::Notice(&format!(
                         "running with up to {jobs} stage(s) at once; logs in {}",
                         run_dir.join(LOGS).display()
@@ -155,91 +92,186 @@ pub(super) fn schedule(
                     stage: &p.spec.stages[i].name.value,
                     why: &why,
                 });
-                state[i] = State::Running;
-                running += 1;
+                s.state[i] = State::Running;
+                s.running += 1;
                 progressed = true;
-                let tx = tx.clone();
-                let children = Arc::clone(&children);
-                let device = opts.device;
+                let (tx, children, device) = (tx.clone(), Arc::clone(&children), opts.device);
                 scope.spawn(move || {
                     let done = run_stage(p, i, why, run_dir, key, device, &children, &tx);
                     let _ = tx.send(Msg::Done(Box::new(done)));
                 });
             }
-            if running == 0 && !progressed {
+            if s.running == 0 && !progressed {
                 break;
             }
-            if progressed && running == 0 {
+            if progressed && s.running == 0 {
                 continue;
             }
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(Msg::Line(i, line)) => on_event(Event::Output {
-                    stage: &p.spec.stages[i].name.value,
-                    line: &line,
-                }),
-                Ok(Msg::Done(done)) => {
-                    running -= 1;
-                    state[done.index] = if matches!(done.outcome, Outcome::Ran { .. }) {
-                        State::Ok
-                    } else {
-                        State::Bad
-                    };
-                    finished(p, &done, results.len() + 1, total, on_event);
-                    results.push(*done);
-                }
-                Err(_) => {}
+            if let Ok(m) = rx.recv_timeout(Duration::from_millis(100)) {
+                s.receive(m, on_event);
             }
         }
         if interrupted() {
             stop_children(&children);
-            // Training stages run in this process and cannot be stopped midway; what they wrote
-            // has no manifest, so it never looks complete. Command stages are waited for.
-            let training_running = selection.iter().any(|&i| {
-                state[i] == State::Running && matches!(p.spec.stages[i].kind, StageKind::Train(_))
-            });
-            while running > 0 && !training_running {
-                match rx.recv_timeout(GRACE + Duration::from_secs(1)) {
-                    Ok(Msg::Done(done)) => {
-                        running -= 1;
-                        state[done.index] = State::Bad;
-                        let done = Done {
-                            outcome: Outcome::Interrupted,
-                            record: None,
-                            locked: None,
-                            ..*done
-                        };
-                        finished(p, &done, results.len() + 1, total, on_event);
-                        results.push(done);
-                    }
-                    Ok(Msg::Line(..)) => {}
-                    Err(_) => break,
-                }
-            }
-            if training_running {
-                // A training stage runs in this process and cannot be stopped midway, and the
-                // scope would wait for it: leave now. What it wrote has no manifest, so it never
-                // looks complete, and nothing of this run is recorded.
-                on_event(Event::Notice(
-                    "a training stage was running; stopping without recording anything of this run",
-                ));
-                std::process::exit(130);
-            }
+            s.drain(&rx, on_event);
         }
         Ok(())
     });
-    checker.save();
+    s.checker.save();
     outcome?;
-    for &i in selection {
-        if state[i] == State::Pending || state[i] == State::Running {
-            results.push(Done {
-                index: i,
-                outcome: Outcome::Interrupted,
-                record: None,
-                locked: None,
-            });
+    Ok(s.into_results())
+}
+
+/// The scheduler's state: each stage's state, decisions made, results so far.
+struct Sched<'a> {
+    p: &'a Project,
+    selection: &'a [usize],
+    checker: Checker,
+    state: Vec<State>,
+    /// Why each ready stage must run, decided once (its upstream has settled by then).
+    decided: Vec<Option<Vec<Why>>>,
+    results: Vec<Done>,
+    running: usize,
+    announced: bool,
+}
+
+impl<'a> Sched<'a> {
+    fn new(p: &'a Project, selection: &'a [usize], checker: Checker) -> Sched<'a> {
+        let n = p.spec.stages.len();
+        Sched {
+            p,
+            selection,
+            checker,
+            state: vec![State::Pending; n],
+            decided: vec![None; n],
+            results: Vec::new(),
+            running: 0,
+            announced: false,
         }
     }
-    Ok(results)
+
+    /// Record a finished stage and tell the caller.
+    fn settle(&mut self, done: Done, on_event: &mut dyn FnMut(Event<'_>)) {
+        let total = self.selection.len();
+        finished(self.p, &done, self.results.len() + 1, total, on_event);
+        self.results.push(done);
+    }
+
+    /// Settle stage `i` if it is blocked by a failed upstream stage or can be reused; return
+    /// why it must run when it is ready to start, `None` otherwise.
+    fn ready(
+        &mut self,
+        i: usize,
+        force: bool,
+        on_event: &mut dyn FnMut(Event<'_>),
+        progressed: &mut bool,
+    ) -> Result<Option<Vec<Why>>, StageError> {
+        if self.state[i] != State::Pending {
+            return Ok(None);
+        }
+        let selected = |u: usize| self.selection.contains(&u);
+        let up = &self.p.graph.nodes[i].upstream;
+        if let Some(&bad) = up
+            .iter()
+            .find(|&&u| selected(u) && self.state[u] == State::Bad)
+        {
+            self.state[i] = State::Bad;
+            let after = self.p.spec.stages[bad].name.value.clone();
+            self.settle(
+                Done {
+                    index: i,
+                    outcome: Outcome::Blocked { after },
+                    record: None,
+                    locked: None,
+                },
+                on_event,
+            );
+            *progressed = true;
+            return Ok(None);
+        }
+        if up
+            .iter()
+            .any(|&u| selected(u) && self.state[u] != State::Ok)
+        {
+            return Ok(None);
+        }
+        let why = match self.decided[i].take() {
+            Some(w) => w,
+            None if force => vec![Why::Forced],
+            None => self.checker.why(self.p, i)?,
+        };
+        if !why.is_empty() {
+            return Ok(Some(why));
+        }
+        self.state[i] = State::Ok;
+        let done = reused(self.p, i);
+        self.settle(done, on_event);
+        *progressed = true;
+        Ok(None)
+    }
+
+    /// A message from a running stage: a line to show, or its result.
+    fn receive(&mut self, m: Msg, on_event: &mut dyn FnMut(Event<'_>)) {
+        match m {
+            Msg::Line(i, line) => on_event(Event::Output {
+                stage: &self.p.spec.stages[i].name.value,
+                line: &line,
+            }),
+            Msg::Done(done) => {
+                self.running -= 1;
+                let ran = matches!(done.outcome, Outcome::Ran { .. });
+                self.state[done.index] = if ran { State::Ok } else { State::Bad };
+                // A stage stopped by Ctrl-C failed because of it: say so.
+                let done = if !ran && interrupted() {
+                    interrupted_done(*done)
+                } else {
+                    *done
+                };
+                self.settle(done, on_event);
+            }
+        }
+    }
+
+    /// After Ctrl-C: command stages were stopped; a training stage in this process stops at its
+    /// next step, with no manifest, so what it wrote never looks complete. Wait for all.
+    fn drain(&mut self, rx: &mpsc::Receiver<Msg>, on_event: &mut dyn FnMut(Event<'_>)) {
+        while self.running > 0 {
+            match rx.recv_timeout(GRACE + Duration::from_secs(1)) {
+                Ok(Msg::Done(done)) => {
+                    self.running -= 1;
+                    self.state[done.index] = State::Bad;
+                    self.settle(interrupted_done(*done), on_event);
+                }
+                Ok(Msg::Line(..)) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Every result, with the stages that never finished as interrupted.
+    fn into_results(mut self) -> Vec<Done> {
+        for &i in self.selection {
+            if matches!(self.state[i], State::Pending | State::Running) {
+                self.results.push(Done {
+                    index: i,
+                    outcome: Outcome::Interrupted,
+                    record: None,
+                    locked: None,
+                });
+            }
+        }
+        self.results
+    }
+}
+
+/// A stage's result as an interrupted one: nothing of it is recorded.
+fn interrupted_done(done: Done) -> Done {
+    Done {
+        outcome: Outcome::Interrupted,
+        record: None,
+        locked: None,
+        ..done
+    }
 }
 
 fn finished(p: &Project, done: &Done, n: usize, total: usize, on_event: &mut dyn FnMut(Event<'_>)) {
@@ -255,10 +287,7 @@ fn finished(p: &Project, done: &Done, n: usize, total: usize, on_event: &mut dyn
 fn stop_children(children: &Mutex<Vec<u32>>) {
     let pids: Vec<u32> = children.lock().map(|c| c.clone()).unwrap_or_default();
     for &pid in &pids {
-        // SAFETY: kill(2) on a process group we created; no memory is touched.
-        unsafe {
-            libc::kill(-(pid as libc::pid_t), libc::SIGTERM);
-        }
+        super::child::signal_group(pid, libc::SIGTERM);
     }
     let deadline = Instant::now() + GRACE;
     while Instant::now() < deadline {
@@ -270,10 +299,7 @@ fn stop_children(children: &Mutex<Vec<u32>>) {
     }
     let pids: Vec<u32> = children.lock().map(|c| c.clone()).unwrap_or_default();
     for &pid in &pids {
-        // SAFETY: as above.
-        unsafe {
-            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
-        }
+        super::child::signal_group(pid, libc::SIGKILL);
     }
 }
 
@@ -327,6 +353,17 @@ fn reused(p: &Project, i: usize) -> Done {
     }
 }
 
+/// What running a stage produced, whatever ran it: the record's facts that only the run knows.
+#[derive(Default)]
+struct Executed {
+    exit_code: Option<i32>,
+    logs: Vec<ResourceDescriptor>,
+    env: std::collections::BTreeMap<String, String>,
+    secret_env: Vec<String>,
+    manifest: Option<ResourceDescriptor>,
+    metrics: Option<serde_json::Value>,
+}
+
 /// Run stage `i` and describe the result.
 #[allow(clippy::too_many_arguments)]
 fn run_stage(
@@ -337,7 +374,7 @@ fn run_stage(
     key: Option<&SecretKey>,
     device: Option<crate::spec::DeviceChoice>,
     children: &Mutex<Vec<u32>>,
-    tx: &mpsc::Sender<Msg>,
+    tx: &mpsc::SyncSender<Msg>,
 ) -> Done {
     let fail = |error: String| Done {
         index: i,
@@ -349,71 +386,103 @@ fn run_stage(
     let node = &p.graph.nodes[i];
     let hasher = Hasher::new(None, true);
     // Deps are hashed before the stage runs: the record is of what it read.
-    let mut deps = Vec::new();
-    for d in &node.deps {
-        match super::describe(&hasher, &p.graph.path(d), d) {
-            Ok(x) => deps.push(x),
-            Err(e) => return fail(e),
-        }
-    }
+    let deps = match describe_all(p, &node.deps, &hasher) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
     // What each out looked like before: an out whose stat is unchanged afterwards was not
     // written by the stage (comparing with the start time would trip on coarse file clocks).
     let before: Vec<Option<Stamp>> = node.outs.iter().map(|o| stamp(&p.graph.path(o))).collect();
     let started = Instant::now();
     let started_on = manifest::now_rfc3339();
-    let mut identity = p.identity(i);
-    let (exit_code, logs, env, secret_env, manifest_desc, train_metrics) = match &stage.kind {
-        StageKind::Command(c) => match run_command(p, i, c, run_dir, children, tx) {
-            Ok(r) => r,
-            Err(e) => return fail(e),
-        },
-        StageKind::Train(_) => match run_training(p, i, key, device, tx) {
-            Ok((m, metrics)) => (
-                None,
-                Vec::new(),
-                Default::default(),
-                Vec::new(),
-                Some(m),
-                metrics,
-            ),
-            Err(e) => return fail(e),
-        },
+    let executed = match &stage.kind {
+        StageKind::Command(c) => run_command(p, i, c, run_dir, children, tx),
+        StageKind::Train(_) => run_training(p, i, key, device, tx),
     };
-    if let Some(code) = exit_code
-        && code != 0
-    {
-        return fail(format!("exited with status {code}"));
+    let executed = match executed.and_then(|e| succeeded(e, &stage.kind)) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let outs = match written_outs(p, i, &before, &hasher) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let (record, identity) = match record_of(p, i, started_on, deps, outs, executed) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    Done {
+        index: i,
+        outcome: Outcome::Ran {
+            seconds: started.elapsed().as_secs_f64(),
+            why,
+        },
+        record: Some(record),
+        locked: Some(identity),
     }
-    if exit_code.is_none() && matches!(stage.kind, StageKind::Command(_)) {
-        return fail("killed by a signal".into());
+}
+
+/// Descriptors of root-relative paths.
+fn describe_all(
+    p: &Project,
+    paths: &[String],
+    hasher: &Hasher<'_>,
+) -> Result<Vec<ResourceDescriptor>, String> {
+    paths
+        .iter()
+        .map(|d| super::describe(hasher, &p.graph.path(d), d))
+        .collect()
+}
+
+/// The stage's result when it succeeded; why it failed otherwise.
+fn succeeded(e: Executed, kind: &StageKind) -> Result<Executed, String> {
+    match e.exit_code {
+        Some(code) if code != 0 => return Err(format!("exited with status {code}")),
+        None if matches!(kind, StageKind::Command(_)) => {
+            return Err("killed by a signal".into());
+        }
+        _ => {}
     }
     if interrupted() {
-        return fail("interrupted".into());
+        return Err("interrupted".into());
     }
-    // Every out must exist and have been written by this stage.
+    Ok(e)
+}
+
+/// Every out exists and was written by this stage: their descriptors.
+fn written_outs(
+    p: &Project,
+    i: usize,
+    before: &[Option<Stamp>],
+    hasher: &Hasher<'_>,
+) -> Result<Vec<ResourceDescriptor>, String> {
     let mut outs = Vec::new();
-    for (k, o) in node.outs.iter().enumerate() {
+    for (k, o) in p.graph.nodes[i].outs.iter().enumerate() {
         let path = p.graph.path(o);
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(_) => return fail(format!("declared out {o} is missing after the stage")),
-        };
+        let meta = std::fs::symlink_metadata(&path)
+            .map_err(|_| format!("declared out {o} is missing after the stage"))?;
         if meta.is_file() && before[k].is_some() && before[k] == stamp(&path) {
-            return fail(format!(
+            return Err(format!(
                 "declared out {o} was not written by the stage (it predates it)"
             ));
         }
-        match super::describe(&hasher, &path, o) {
-            Ok(x) => outs.push(x),
-            Err(e) => return fail(e),
-        }
+        outs.push(super::describe(hasher, &path, o)?);
     }
-    let mut metrics = match read_metrics(p, i) {
-        Ok(m) => m,
-        Err(e) => return fail(e),
-    };
-    if let Some(m) = train_metrics {
-        metrics.insert(node.outs[0].clone(), m);
+    Ok(outs)
+}
+
+/// The manifest record and the lock entry of a stage that ran.
+fn record_of(
+    p: &Project,
+    i: usize,
+    started_on: String,
+    deps: Vec<ResourceDescriptor>,
+    outs: Vec<ResourceDescriptor>,
+    executed: Executed,
+) -> Result<(StageRecord, LockedStage), String> {
+    let mut metrics = read_metrics(p, i)?;
+    if let Some(m) = executed.metrics {
+        metrics.insert(p.graph.nodes[i].outs[0].clone(), m);
     }
     let locked_path = |d: &ResourceDescriptor| LockedPath {
         path: d.name.clone().unwrap_or_default(),
@@ -425,37 +494,30 @@ fn run_stage(
         }
         .to_string(),
     };
+    let mut identity = p.identity(i);
     identity.deps = deps.iter().map(locked_path).collect();
     identity.outs = outs.iter().map(locked_path).collect();
     let record = StageRecord {
-        name: stage.name.value.clone(),
+        name: p.spec.stages[i].name.value.clone(),
         kind: identity.kind.clone(),
         status: StageStatus::Ran,
         cmd: identity.cmd.clone(),
         wdir: identity.wdir.clone(),
         params: identity.params.clone(),
-        env,
-        secret_env,
+        env: executed.env,
+        secret_env: executed.secret_env,
         config_blake3: identity.config_blake3.clone(),
-        exit_code,
+        exit_code: executed.exit_code,
         started_on: Some(started_on),
         finished_on: Some(manifest::now_rfc3339()),
-        logs,
+        logs: executed.logs,
         deps,
         outs,
-        manifest: manifest_desc,
+        manifest: executed.manifest,
         metrics,
         produced_by: None,
     };
-    Done {
-        index: i,
-        outcome: Outcome::Ran {
-            seconds: started.elapsed().as_secs_f64(),
-            why,
-        },
-        record: Some(record),
-        locked: Some(identity),
-    }
+    Ok((record, identity))
 }
 
 /// A file's identity on disk: size, mtime, ctime, inode.
@@ -505,15 +567,6 @@ fn read_metrics(
     Ok(out)
 }
 
-type CommandResult = (
-    Option<i32>,
-    Vec<ResourceDescriptor>,
-    std::collections::BTreeMap<String, String>,
-    Vec<String>,
-    Option<ResourceDescriptor>,
-    Option<serde_json::Value>,
-);
-
 /// Run a command stage: `sh -c CMD` in its wdir, in a new process group, with only `PATH`, its
 /// declared env and auditai's `AUDITAI_STAGE` / `AUDITAI_PARAMS`; stdout and stderr to logs.
 fn run_command(
@@ -522,11 +575,83 @@ fn run_command(
     c: &CommandStage,
     run_dir: &Path,
     children: &Mutex<Vec<u32>>,
-    tx: &mpsc::Sender<Msg>,
-) -> Result<CommandResult, String> {
-    use std::os::unix::process::CommandExt;
+    tx: &mpsc::SyncSender<Msg>,
+) -> Result<Executed, String> {
     let name = &p.spec.stages[i].name.value;
     let wdir = p.graph.path(&p.wdir(i));
+    let (env, secrets) = stage_env(name, c);
+    let log_paths = [
+        run_dir.join(LOGS).join(format!("{name}.stdout.log")),
+        run_dir.join(LOGS).join(format!("{name}.stderr.log")),
+    ];
+    // Like the rerun's scratch copy: the directories the outs go into exist before the command.
+    for o in &p.graph.nodes[i].outs {
+        if let Some(parent) = p.graph.path(o).parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+    }
+    let mut all = env.clone();
+    all.extend(secrets.iter().cloned());
+    let mut child = super::child::spawn(&c.cmd, &wdir, &all, true)
+        .map_err(|e| format!("cannot start `sh -c` in {}: {e}", wdir.display()))?;
+    let pid = child.id();
+    if let Ok(mut c) = children.lock() {
+        c.push(pid);
+    }
+    let streams = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ];
+    let pumps: Vec<_> = streams
+        .into_iter()
+        .zip(&log_paths)
+        .map(|(stream, log)| {
+            let (tx, log) = (tx.clone(), partial(log));
+            std::thread::spawn(move || pump(stream, &log, i, &tx))
+        })
+        .collect();
+    let status = super::child::wait(&mut child, c.timeout, &interrupted);
+    let pumped: Vec<Result<(), String>> = pumps
+        .into_iter()
+        .map(|h| h.join().unwrap_or_else(|_| Err("log writer failed".into())))
+        .collect();
+    if let Ok(mut c) = children.lock() {
+        c.retain(|&x| x != pid);
+    }
+    let status = status.map_err(|e| format!("waiting for the stage: {e}"))?;
+    pumped.into_iter().collect::<Result<Vec<()>, String>>()?;
+    let logs = finish_logs(&log_paths, run_dir)?;
+    if let super::child::Exit::TimedOut(d) = status {
+        return Err(format!(
+            "stopped after its timeout of {} (logs in {})",
+            humantime::format_duration(d),
+            run_dir.join(LOGS).display()
+        ));
+    }
+    Ok(Executed {
+        exit_code: status.code(),
+        logs,
+        env,
+        secret_env: secrets.into_iter().map(|(k, _)| k).collect(),
+        ..Default::default()
+    })
+}
+
+/// A command stage's environment: `PATH`, its declared variables and auditai's own (recorded),
+/// and its secret variables (passed, never recorded).
+fn stage_env(
+    name: &str,
+    c: &CommandStage,
+) -> (
+    std::collections::BTreeMap<String, String>,
+    Vec<(String, String)>,
+) {
     let mut env = std::collections::BTreeMap::new();
     if let Some(path) = std::env::var_os("PATH") {
         env.insert("PATH".to_string(), path.to_string_lossy().into_owned());
@@ -536,81 +661,31 @@ fn run_command(
             env.insert(n.clone(), v);
         }
     }
-    env.insert("AUDITAI_STAGE".into(), name.clone());
+    env.insert("AUDITAI_STAGE".into(), name.to_string());
     env.insert(
         "AUDITAI_PARAMS".into(),
         serde_json::to_string(&c.params).unwrap_or_default(),
     );
-    let secrets: Vec<(String, String)> = c
+    let secrets = c
         .secret_env
         .iter()
         .filter_map(|n| std::env::var(n).ok().map(|v| (n.clone(), v)))
         .collect();
-    let log_paths = [
-        run_dir.join(LOGS).join(format!("{name}.stdout.log")),
-        run_dir.join(LOGS).join(format!("{name}.stderr.log")),
-    ];
-    let partial = |p: &PathBuf| {
-        let mut s = p.as_os_str().to_os_string();
-        s.push(".partial");
-        PathBuf::from(s)
-    };
-    // Like the rerun's scratch copy: the directories the outs go into exist before the command.
-    for o in &p.graph.nodes[i].outs {
-        if let Some(parent) = p.graph.path(o).parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        }
-    }
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(&c.cmd)
-        .current_dir(&wdir)
-        .env_clear()
-        .envs(&env)
-        .envs(secrets.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot start `sh -c` in {}: {e}", wdir.display()))?;
-    let pid = child.id();
-    if let Ok(mut c) = children.lock() {
-        c.push(pid);
-    }
-    let pumps: Vec<_> = [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .zip(&log_paths)
-    .map(|(stream, log)| {
-        let tx = tx.clone();
-        let log = partial(log);
-        std::thread::spawn(move || pump(stream, &log, i, &tx))
-    })
-    .collect();
-    let status = child.wait();
-    let pumped: Vec<Result<(), String>> = pumps
-        .into_iter()
-        .map(|h| h.join().unwrap_or_else(|_| Err("log writer failed".into())))
-        .collect();
-    if let Ok(mut c) = children.lock() {
-        c.retain(|&x| x != pid);
-    }
-    let status = status.map_err(|e| format!("waiting for the stage: {e}"))?;
-    for r in pumped {
-        r?;
-    }
+    (env, secrets)
+}
+
+/// `LOG.partial`: where a log is written until the stage ends.
+fn partial(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_os_string();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+/// Rename the finished logs into place and describe them.
+fn finish_logs(log_paths: &[PathBuf], run_dir: &Path) -> Result<Vec<ResourceDescriptor>, String> {
     let hasher = Hasher::new(None, true);
     let mut logs = Vec::new();
-    for log in &log_paths {
+    for log in log_paths {
         std::fs::rename(partial(log), log).map_err(|e| format!("{}: {e}", log.display()))?;
         let d = hasher.hash_file(log).map_err(|e| e.to_string())?;
         let rel = format!(
@@ -622,8 +697,7 @@ fn run_command(
         logs.push(ResourceDescriptor::file(&rel, None, &d));
     }
     let _ = crate::fsio::sync_dir(&run_dir.join(LOGS));
-    let secret_names = secrets.into_iter().map(|(k, _)| k).collect();
-    Ok((status.code(), logs, env, secret_names, None, None))
+    Ok(logs)
 }
 
 /// Copy a child's stream to its log and, line by line, to the display.
@@ -631,7 +705,7 @@ fn pump(
     stream: Option<Box<dyn Read + Send>>,
     log: &Path,
     i: usize,
-    tx: &mpsc::Sender<Msg>,
+    tx: &mpsc::SyncSender<Msg>,
 ) -> Result<(), String> {
     let mut file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let Some(stream) = stream else {
@@ -655,7 +729,7 @@ fn pump(
         let line = String::from_utf8_lossy(shown)
             .trim_end_matches(['\n', '\r'])
             .to_string();
-        let _ = tx.send(Msg::Line(i, line));
+        let _ = tx.try_send(Msg::Line(i, line));
     }
     file.sync_all()
         .map_err(|e| format!("{}: {e}", log.display()))
@@ -668,8 +742,8 @@ fn run_training(
     i: usize,
     key: Option<&SecretKey>,
     device: Option<crate::spec::DeviceChoice>,
-    tx: &mpsc::Sender<Msg>,
-) -> Result<(ResourceDescriptor, Option<serde_json::Value>), String> {
+    tx: &mpsc::SyncSender<Msg>,
+) -> Result<Executed, String> {
     use crate::pipeline::{self, Event as TrainEvent};
     use crate::train::Progress;
     let stage = &p.spec.stages[i];
@@ -684,7 +758,7 @@ fn run_training(
         force: true,
     };
     let say = |line: String| {
-        let _ = tx.send(Msg::Line(i, line));
+        let _ = tx.try_send(Msg::Line(i, line));
     };
     let report = pipeline::run(&opts, key, None, &mut |e| match e {
         TrainEvent::Device { kind, adapter, .. } => say(format!("device: {kind} ({adapter})")),
@@ -706,7 +780,11 @@ fn run_training(
         .map_err(|e| e.to_string())?;
     let rel = format!("{out_rel}/{}", crate::run_dir::MANIFEST);
     let metrics = serde_json::to_value(&report.summary.metrics).ok();
-    Ok((ResourceDescriptor::file(&rel, None, &d), metrics))
+    Ok(Executed {
+        manifest: Some(ResourceDescriptor::file(&rel, None, &d)),
+        metrics,
+        ..Default::default()
+    })
 }
 
 #[cfg(not(feature = "train"))]
@@ -715,7 +793,7 @@ fn run_training(
     i: usize,
     _: Option<&SecretKey>,
     _: Option<crate::spec::DeviceChoice>,
-    _: &mpsc::Sender<Msg>,
-) -> Result<(ResourceDescriptor, Option<serde_json::Value>), String> {
+    _: &mpsc::SyncSender<Msg>,
+) -> Result<Executed, String> {
     Err(StageError::NoTraining(p.spec.stages[i].name.value.clone()).to_string())
 }

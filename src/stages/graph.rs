@@ -1,13 +1,15 @@
 //! The stage graph: each stage's deps and outs as paths relative to the project root, who
 //! produces what, and an order that runs every stage after the stages it depends on.
 //!
-//! Refuses, naming the spec position: an out outside the project, two stages writing one out
-//! (or one inside another's), a cycle, and a dep that no stage produces and that does not exist.
-//! Reads only file existence; writes nothing.
+//! Refuses, naming the spec position: an out or dep outside the project (through `..` or a
+//! symlinked directory), an out that is the spec, its lock, `.git`, the pipeline run directory
+//! or a directory holding it, a run directory inside an out or outside the project, two stages
+//! writing one out (or one inside another's), a cycle, and a dep that no stage produces and that
+//! does not exist. Reads only file existence; writes nothing.
 
 use std::path::{Path, PathBuf};
 
-use crate::spec::{Located, PipelineSpec, SpecError};
+use crate::spec::{Located, PipelineSpec, SpecError, Stage};
 
 /// One stage in the graph.
 #[derive(Debug, Clone)]
@@ -63,156 +65,26 @@ fn rooted(base: &str, p: &str) -> Option<String> {
 impl Graph {
     /// Build and check the graph of `spec`.
     pub fn build(spec: &PipelineSpec) -> Result<Graph, SpecError> {
-        let spec_dir = spec.base();
-        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        let spec_dir_abs = canon(spec_dir);
-        let cwd = std::env::current_dir().ok().map(|c| canon(&c));
-        let root = crate::provenance::work_tree_root(spec_dir)
-            .map(|r| canon(&r))
-            .filter(|r| spec_dir_abs.starts_with(r))
-            .or_else(|| cwd.filter(|c| spec_dir_abs.starts_with(c)))
-            .unwrap_or_else(|| spec_dir_abs.clone());
-        let base = spec_dir_abs
-            .strip_prefix(&root)
-            .ok()
-            .map(|r| r.to_string_lossy().into_owned())
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| ".".to_string());
-        let fail = |at: &Located<String>, message: String| SpecError::Invalid {
-            path: spec.source.clone(),
-            pos: at.pos,
-            message,
+        let (root, base) = root_of(spec);
+        let b = Builder {
+            spec,
+            root: &root,
+            base: &base,
         };
-        let mut nodes = Vec::with_capacity(spec.stages.len());
-        for stage in &spec.stages {
-            let resolve = |p: &Located<String>, what: &str| {
-                let r = rooted(&base, &p.value).ok_or_else(|| {
-                    fail(
-                        p,
-                        format!(
-                            "{what} `{}` of stage `{}` lies outside the project {}",
-                            p.value,
-                            stage.name.value,
-                            root.display()
-                        ),
-                    )
-                })?;
-                if what == "out" {
-                    if r == "." {
-                        return Err(fail(
-                            p,
-                            format!(
-                                "out `{}` is the whole project; name a file or directory in it",
-                                p.value
-                            ),
-                        ));
-                    }
-                    escapes_by_symlink(&root, &r).map_or(Ok(()), |why| Err(fail(p, why)))?;
-                }
-                Ok::<String, SpecError>(r)
-            };
-            let wdir = match stage.command() {
-                None => ".".to_string(),
-                Some(c) => rooted(&base, &c.wdir).ok_or_else(|| {
-                    fail(
-                        &stage.name,
-                        format!(
-                            "wdir `{}` of stage `{}` lies outside the project {}",
-                            c.wdir,
-                            stage.name.value,
-                            root.display()
-                        ),
-                    )
-                })?,
-            };
-            let deps = stage
-                .deps
-                .iter()
-                .map(|d| resolve(d, "dep"))
-                .collect::<Result<Vec<_>, _>>()?;
-            let outs = stage
-                .outs
-                .iter()
-                .map(|o| resolve(o, "out"))
-                .collect::<Result<Vec<_>, _>>()?;
-            nodes.push(Node {
-                deps,
-                outs,
-                wdir,
-                upstream: Vec::new(),
-            });
-        }
-        // Two stages writing one out, or one out inside another stage's.
-        for (i, a) in nodes.iter().enumerate() {
-            for (j, b) in nodes.iter().enumerate().skip(i + 1) {
-                for oa in &a.outs {
-                    let hit = b
-                        .outs
-                        .iter()
-                        .position(|ob| within(oa, ob) || within(ob, oa));
-                    if let Some(pos_b) = hit {
-                        let ob = &b.outs[pos_b];
-                        let also = if oa == ob {
-                            String::new()
-                        } else {
-                            format!(" (and `{oa}`)")
-                        };
-                        return Err(fail(
-                            &spec.stages[j].outs[pos_b],
-                            format!(
-                                "stages `{}` and `{}` both write `{ob}`{also}",
-                                spec.stages[i].name.value, spec.stages[j].name.value,
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-        // Who produces each dep.
-        for i in 0..nodes.len() {
-            let mut upstream = Vec::new();
-            for (d_i, d) in nodes[i].deps.iter().enumerate() {
-                let producers: Vec<usize> = nodes
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, n)| *j != i && n.outs.iter().any(|o| within(d, o) || within(o, d)))
-                    .map(|(j, _)| j)
-                    .collect();
-                if producers.is_empty() {
-                    if nodes[i].outs.iter().any(|o| within(d, o) || within(o, d)) {
-                        return Err(fail(
-                            &spec.stages[i].deps[d_i],
-                            format!(
-                                "stage `{}` reads `{d}`, which overlaps its own out",
-                                spec.stages[i].name.value
-                            ),
-                        ));
-                    }
-                    if std::fs::symlink_metadata(root.join(d)).is_err() {
-                        return Err(fail(
-                            &spec.stages[i].deps[d_i],
-                            format!(
-                                "dep `{d}` of stage `{}` does not exist and no stage produces it",
-                                spec.stages[i].name.value
-                            ),
-                        ));
-                    }
-                }
-                for p in producers {
-                    if !upstream.contains(&p) {
-                        upstream.push(p);
-                    }
-                }
-            }
-            upstream.sort_unstable();
-            nodes[i].upstream = upstream;
-        }
+        let protected = Protected::of(spec, &root, &base)?;
+        let mut nodes = spec
+            .stages
+            .iter()
+            .map(|stage| b.node(stage, &protected))
+            .collect::<Result<Vec<_>, _>>()?;
+        b.check_overlaps(&nodes)?;
+        b.link_upstream(&mut nodes)?;
         let order = topo_order(&nodes).map_err(|cycle| {
             let names: Vec<&str> = cycle
                 .iter()
                 .map(|&i| spec.stages[i].name.value.as_str())
                 .collect();
-            fail(
+            b.fail(
                 &spec.stages[cycle[0]].name,
                 format!(
                     "the stages form a cycle: {} -> {}",
@@ -274,6 +146,256 @@ impl Graph {
     }
 }
 
+/// The project root (the git work tree holding the spec, else the current directory when the
+/// spec lies below it, else the spec's directory) and the spec's directory relative to it.
+fn root_of(spec: &PipelineSpec) -> (PathBuf, String) {
+    let spec_dir = spec.base();
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let spec_dir_abs = canon(spec_dir);
+    let cwd = std::env::current_dir().ok().map(|c| canon(&c));
+    let root = crate::provenance::work_tree_root(spec_dir)
+        .map(|r| canon(&r))
+        .filter(|r| spec_dir_abs.starts_with(r))
+        .or_else(|| cwd.filter(|c| spec_dir_abs.starts_with(c)))
+        .unwrap_or_else(|| spec_dir_abs.clone());
+    let base = spec_dir_abs
+        .strip_prefix(&root)
+        .ok()
+        .map(|r| r.to_string_lossy().into_owned())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| ".".to_string());
+    (root, base)
+}
+
+/// What building the graph needs at every step.
+struct Builder<'a> {
+    spec: &'a PipelineSpec,
+    root: &'a Path,
+    base: &'a str,
+}
+
+impl Builder<'_> {
+    fn fail(&self, at: &Located<String>, message: String) -> SpecError {
+        SpecError::Invalid {
+            path: self.spec.source.clone(),
+            pos: at.pos,
+            message,
+        }
+    }
+
+    /// One stage's node: its deps, outs and wdir, root-relative and checked.
+    fn node(&self, stage: &Stage, protected: &Protected) -> Result<Node, SpecError> {
+        let resolve = |p: &Located<String>, what: &str| {
+            let r = rooted(self.base, &p.value).ok_or_else(|| {
+                self.fail(
+                    p,
+                    format!(
+                        "{what} `{}` of stage `{}` lies outside the project {}",
+                        p.value,
+                        stage.name.value,
+                        self.root.display()
+                    ),
+                )
+            })?;
+            if what == "out" {
+                if r == "." {
+                    return Err(self.fail(
+                        p,
+                        format!(
+                            "out `{}` is the whole project; name a file or directory in it",
+                            p.value
+                        ),
+                    ));
+                }
+                protected
+                    .check(&r)
+                    .map_or(Ok(()), |why| Err(self.fail(p, why)))?;
+            }
+            escapes_by_symlink(self.root, &r, what).map_or(Ok(()), |why| Err(self.fail(p, why)))?;
+            Ok::<String, SpecError>(r)
+        };
+        let wdir = match stage.command() {
+            None => ".".to_string(),
+            Some(c) => rooted(self.base, &c.wdir).ok_or_else(|| {
+                self.fail(
+                    &stage.name,
+                    format!(
+                        "wdir `{}` of stage `{}` lies outside the project {}",
+                        c.wdir,
+                        stage.name.value,
+                        self.root.display()
+                    ),
+                )
+            })?,
+        };
+        Ok(Node {
+            deps: stage
+                .deps
+                .iter()
+                .map(|d| resolve(d, "dep"))
+                .collect::<Result<Vec<_>, _>>()?,
+            outs: stage
+                .outs
+                .iter()
+                .map(|o| resolve(o, "out"))
+                .collect::<Result<Vec<_>, _>>()?,
+            wdir,
+            upstream: Vec::new(),
+        })
+    }
+
+    /// Two stages writing one out, or one out inside another stage's.
+    fn check_overlaps(&self, nodes: &[Node]) -> Result<(), SpecError> {
+        let stages = &self.spec.stages;
+        for (i, a) in nodes.iter().enumerate() {
+            for (j, b) in nodes.iter().enumerate().skip(i + 1) {
+                for oa in &a.outs {
+                    let hit = b
+                        .outs
+                        .iter()
+                        .position(|ob| within(oa, ob) || within(ob, oa));
+                    if let Some(pos_b) = hit {
+                        let ob = &b.outs[pos_b];
+                        let also = if oa == ob {
+                            String::new()
+                        } else {
+                            format!(" (and `{oa}`)")
+                        };
+                        return Err(self.fail(
+                            &stages[j].outs[pos_b],
+                            format!(
+                                "stages `{}` and `{}` both write `{ob}`{also}",
+                                stages[i].name.value, stages[j].name.value,
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Who produces each dep: every node's upstream stages; a dep nobody produces must exist.
+    fn link_upstream(&self, nodes: &mut [Node]) -> Result<(), SpecError> {
+        let stages = &self.spec.stages;
+        for i in 0..nodes.len() {
+            let mut upstream = Vec::new();
+            for (d_i, d) in nodes[i].deps.iter().enumerate() {
+                let producers: Vec<usize> = nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, n)| *j != i && n.outs.iter().any(|o| within(d, o) || within(o, d)))
+                    .map(|(j, _)| j)
+                    .collect();
+                if producers.is_empty() {
+                    if nodes[i].outs.iter().any(|o| within(d, o) || within(o, d)) {
+                        return Err(self.fail(
+                            &stages[i].deps[d_i],
+                            format!(
+                                "stage `{}` reads `{d}`, which overlaps its own out",
+                                stages[i].name.value
+                            ),
+                        ));
+                    }
+                    if std::fs::symlink_metadata(self.root.join(d)).is_err() {
+                        return Err(self.fail(
+                            &stages[i].deps[d_i],
+                            format!(
+                                "dep `{d}` of stage `{}` does not exist and no stage produces it",
+                                stages[i].name.value
+                            ),
+                        ));
+                    }
+                }
+                for p in producers {
+                    if !upstream.contains(&p) {
+                        upstream.push(p);
+                    }
+                }
+            }
+            upstream.sort_unstable();
+            nodes[i].upstream = upstream;
+        }
+        Ok(())
+    }
+}
+
+/// What no stage may write: the spec, its lock, `.git`, and the pipeline run directory (or a
+/// directory holding it), all root-relative.
+struct Protected {
+    spec: String,
+    lock: String,
+    run_dir: String,
+}
+
+impl Protected {
+    /// The protected paths of `spec`; refuses a run directory outside the project.
+    fn of(spec: &PipelineSpec, root: &Path, base: &str) -> Result<Protected, SpecError> {
+        let file = |p: &Path| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let in_base = |name: String| rooted(base, &name).unwrap_or(name);
+        let spec_rel = in_base(file(&spec.source));
+        let lock_rel = in_base(file(&crate::stages::lock::path_for(&spec.source)));
+        let run_abs = normalize_abs(
+            &std::env::current_dir()
+                .unwrap_or_default()
+                .join(&spec.run_dir),
+        );
+        let run_rel = run_abs
+            .strip_prefix(root)
+            .ok()
+            .map(|r| r.to_string_lossy().into_owned())
+            .filter(|r| !r.is_empty());
+        let Some(run_dir) = run_rel else {
+            return Err(SpecError::Invalid {
+                path: spec.source.clone(),
+                pos: spec
+                    .run_dir_pos
+                    .unwrap_or(crate::spec::Pos { line: 1, column: 1 }),
+                message: format!(
+                    "the pipeline run directory {} lies outside the project {} (or is the project itself)",
+                    run_abs.display(),
+                    root.display()
+                ),
+            });
+        };
+        Ok(Protected {
+            spec: spec_rel,
+            lock: lock_rel,
+            run_dir,
+        })
+    }
+
+    /// Why the out `r` may not be written, if it may not.
+    fn check(&self, r: &str) -> Option<String> {
+        if within(&self.spec, r) {
+            return Some(format!("out `{r}` is (or holds) the pipeline spec"));
+        }
+        if within(&self.lock, r) {
+            return Some(format!("out `{r}` is (or holds) the pipeline's lock"));
+        }
+        if r.split('/').any(|c| c == ".git") {
+            return Some(format!("out `{r}` is inside `.git`"));
+        }
+        if within(&self.run_dir, r) {
+            return Some(format!(
+                "out `{r}` is (or holds) the pipeline run directory `{}`",
+                self.run_dir
+            ));
+        }
+        if within(r, &self.run_dir) {
+            return Some(format!(
+                "out `{r}` lies inside the pipeline run directory `{}`, which only auditai writes",
+                self.run_dir
+            ));
+        }
+        None
+    }
+}
+
 /// `path` with `.` and `..` removed lexically, then with its existing prefix canonicalised.
 fn normalize_abs(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -310,7 +432,7 @@ fn normalize_abs(path: &Path) -> PathBuf {
 }
 
 /// Why writing `rel` would leave the root through a symlinked directory, if it would.
-fn escapes_by_symlink(root: &Path, rel: &str) -> Option<String> {
+fn escapes_by_symlink(root: &Path, rel: &str, what: &str) -> Option<String> {
     let mut at = root.to_path_buf();
     for part in rel.split('/') {
         at.push(part);
@@ -319,7 +441,7 @@ fn escapes_by_symlink(root: &Path, rel: &str) -> Option<String> {
                 let target = std::fs::canonicalize(&at).ok();
                 if target.as_ref().is_none_or(|t| !t.starts_with(root)) {
                     return Some(format!(
-                        "out `{rel}` goes through the symlink {}, which leaves the project",
+                        "{what} `{rel}` goes through the symlink {}, which leaves the project",
                         at.display()
                     ));
                 }

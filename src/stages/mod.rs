@@ -8,25 +8,28 @@
 //! outs are overwritten only by the stage's own command. Progress goes through a callback; never
 //! prints.
 
+mod child;
 mod exec;
 pub mod graph;
 pub mod lock;
 mod record;
 pub mod rerun;
+mod stale;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::hash::{self, HashError, Hashed, Hasher, StatCache};
-use crate::manifest::{self, StageStatus};
+use crate::hash::{HashError, Hashed, Hasher};
+use crate::manifest;
 use crate::sign::SecretKey;
-use crate::spec::{DeviceChoice, PipelineSpec, SpecError, Stage, StageKind};
+use crate::spec::{DeviceChoice, PipelineSpec, SpecError, StageKind};
 
 pub use exec::{install_interrupt_handler, interrupted};
 pub use graph::Graph;
 pub use lock::{Lock, LockError, LockedPath, LockedStage};
+pub use stale::{Backing, Checker, Planned, Why, plan};
 
 /// Logs of the stages' stdout and stderr, in the pipeline run directory.
 pub const LOGS: &str = "logs";
@@ -59,6 +62,12 @@ pub enum StageError {
     NotRunDir {
         /// The directory.
         dir: PathBuf,
+    },
+    /// Another run of the same pipeline holds its lock.
+    #[error("{}: another auditai run of this pipeline is in progress (it holds the pipeline's lock); wait for it to finish", spec.display())]
+    Busy {
+        /// The spec.
+        spec: PathBuf,
     },
     /// `--stage` named no stage.
     #[error("the pipeline has no stage `{0}`")]
@@ -208,345 +217,6 @@ fn describe(
     }
 }
 
-/// Why a stage must run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "reason", rename_all = "kebab-case")]
-pub enum Why {
-    /// `--force`.
-    Forced,
-    /// The lock has no entry for it.
-    NeverRan,
-    /// The lock entry is not backed by the manifest it names (missing, changed, or recording
-    /// something else): the lock was edited or the manifest removed.
-    LockNotBacked {
-        /// What does not match.
-        detail: String,
-    },
-    /// The command line changed.
-    CommandChanged,
-    /// The working directory changed.
-    WdirChanged,
-    /// The training configuration changed.
-    ConfigChanged,
-    /// A stage changed between command and training.
-    KindChanged,
-    /// Declared params changed.
-    ParamsChanged {
-        /// The params whose values (or presence) changed.
-        params: Vec<String>,
-    },
-    /// Declared env changed.
-    EnvChanged {
-        /// The variables whose values (or presence) changed.
-        names: Vec<String>,
-    },
-    /// The list of deps changed.
-    DepsListChanged,
-    /// The list of outs changed.
-    OutsListChanged,
-    /// A dep's content changed.
-    DepChanged {
-        /// The dep.
-        path: String,
-    },
-    /// A dep is missing.
-    DepMissing {
-        /// The dep.
-        path: String,
-    },
-    /// An out is missing.
-    OutMissing {
-        /// The out.
-        path: String,
-    },
-    /// An out was modified after the stage wrote it.
-    OutModified {
-        /// The out.
-        path: String,
-    },
-    /// A stage it depends on will run first.
-    Upstream {
-        /// That stage.
-        stage: String,
-    },
-}
-
-impl std::fmt::Display for Why {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Why::Forced => f.write_str("--force"),
-            Why::NeverRan => write!(f, "not in {}", lock::LOCK_FILE),
-            Why::LockNotBacked { detail } => {
-                write!(
-                    f,
-                    "{} entry not backed by its manifest: {detail}",
-                    lock::LOCK_FILE
-                )
-            }
-            Why::CommandChanged => f.write_str("command changed"),
-            Why::WdirChanged => f.write_str("wdir changed"),
-            Why::ConfigChanged => f.write_str("training configuration changed"),
-            Why::KindChanged => f.write_str("stage kind changed"),
-            Why::ParamsChanged { params } => write!(f, "params changed: {}", params.join(", ")),
-            Why::EnvChanged { names } => write!(f, "env changed: {}", names.join(", ")),
-            Why::DepsListChanged => f.write_str("deps list changed"),
-            Why::OutsListChanged => f.write_str("outs list changed"),
-            Why::DepChanged { path } => write!(f, "dep {path} changed"),
-            Why::DepMissing { path } => write!(f, "dep {path} missing"),
-            Why::OutMissing { path } => write!(f, "out {path} missing"),
-            Why::OutModified { path } => write!(f, "out {path} modified"),
-            Why::Upstream { stage } => write!(f, "upstream stage {stage} will run"),
-        }
-    }
-}
-
-/// Hashes deps and outs for staleness decisions through the stat cache, and reads each
-/// manifest a lock names once.
-pub struct Checker {
-    cache: Option<StatCache>,
-    manifests: HashMap<String, Result<manifest::PipelineExtension, String>>,
-}
-
-impl Default for Checker {
-    fn default() -> Self {
-        Checker::new()
-    }
-}
-
-impl Checker {
-    /// A checker using the default stat cache.
-    pub fn new() -> Checker {
-        Checker {
-            cache: StatCache::default_path().map(StatCache::open),
-            manifests: HashMap::new(),
-        }
-    }
-
-    /// Save the stat cache (best effort: it is only an optimisation).
-    pub fn save(&self) {
-        if let Some(c) = &self.cache {
-            let _ = c.save();
-        }
-    }
-
-    /// The blake3 and kind of a dep or out, `None` when it does not exist.
-    pub fn digest(&self, path: &Path, rel: &str) -> Result<Option<LockedPath>, HashError> {
-        if std::fs::symlink_metadata(path).is_err() {
-            return Ok(None);
-        }
-        let hasher = Hasher::new(self.cache.as_ref(), false);
-        let (blake3, kind) = match hasher.hash_path(path)? {
-            Hashed::File(d) => (d.blake3.hex(), "file"),
-            Hashed::Dir(t) => (t.blake3.hex(), "directory"),
-            Hashed::Symlink(target) => (hash::Digest::of(target.as_bytes()).hex(), "symlink"),
-            Hashed::Special => (String::new(), "special"),
-        };
-        Ok(Some(LockedPath {
-            path: rel.to_string(),
-            blake3,
-            kind: kind.to_string(),
-        }))
-    }
-
-    /// Why stage `i` must run, leaving upstream stages aside; empty when it can be reused.
-    pub fn why(&mut self, p: &Project, i: usize) -> Result<Vec<Why>, StageError> {
-        let name = &p.spec.stages[i].name.value;
-        let Some(locked) = p.lock.stages.get(name) else {
-            return Ok(vec![Why::NeverRan]);
-        };
-        let mut why = Vec::new();
-        let now = p.identity(i);
-        if now.kind != locked.kind {
-            return Ok(vec![Why::KindChanged]);
-        }
-        if now.cmd != locked.cmd {
-            why.push(Why::CommandChanged);
-        }
-        if now.wdir != locked.wdir {
-            why.push(Why::WdirChanged);
-        }
-        if now.config_blake3 != locked.config_blake3 {
-            why.push(Why::ConfigChanged);
-        }
-        let params = diff_keys(&now.params, &locked.params);
-        if !params.is_empty() {
-            why.push(Why::ParamsChanged { params });
-        }
-        let names = diff_keys(&now.env, &locked.env);
-        if !names.is_empty() {
-            why.push(Why::EnvChanged { names });
-        }
-        let node = &p.graph.nodes[i];
-        let paths = |l: &[LockedPath]| l.iter().map(|x| x.path.clone()).collect::<Vec<_>>();
-        if node.deps != paths(&locked.deps) {
-            why.push(Why::DepsListChanged);
-        } else {
-            for d in &locked.deps {
-                match self.digest(&p.graph.path(&d.path), &d.path)? {
-                    None => why.push(Why::DepMissing {
-                        path: d.path.clone(),
-                    }),
-                    Some(now) if now != *d => why.push(Why::DepChanged {
-                        path: d.path.clone(),
-                    }),
-                    Some(_) => {}
-                }
-            }
-        }
-        if node.outs != paths(&locked.outs) {
-            why.push(Why::OutsListChanged);
-        } else {
-            for o in &locked.outs {
-                match self.digest(&p.graph.path(&o.path), &o.path)? {
-                    None => why.push(Why::OutMissing {
-                        path: o.path.clone(),
-                    }),
-                    Some(now) if now != *o => why.push(Why::OutModified {
-                        path: o.path.clone(),
-                    }),
-                    Some(_) => {}
-                }
-            }
-        }
-        if why.is_empty()
-            && let Err(detail) = self.backed(p, name, locked)
-        {
-            why.push(Why::LockNotBacked { detail });
-        }
-        Ok(why)
-    }
-
-    /// Whether the manifest a lock entry names exists with the recorded digest and records this
-    /// stage with the same command, deps and outs.
-    fn backed(&mut self, p: &Project, name: &str, locked: &LockedStage) -> Result<(), String> {
-        let by = &locked.produced_by;
-        let ext = self
-            .manifests
-            .entry(format!("{}\0{}", by.manifest, by.blake3))
-            .or_insert_with(|| read_history(&p.graph, by))
-            .as_ref()
-            .map_err(Clone::clone)?;
-        let rec = ext
-            .stages
-            .iter()
-            .find(|s| s.name == name && s.status == StageStatus::Ran)
-            .ok_or_else(|| format!("{} does not record stage {name} running", by.manifest))?;
-        let same = |descs: &[manifest::ResourceDescriptor], l: &[LockedPath]| {
-            descs.len() == l.len()
-                && descs.iter().zip(l).all(|(d, l)| {
-                    d.name.as_deref() == Some(l.path.as_str())
-                        && d.digest
-                            .get("blake3")
-                            .is_some_and(|b| hash::hex_eq(b, &l.blake3))
-                })
-        };
-        if rec.cmd != locked.cmd || rec.config_blake3 != locked.config_blake3 {
-            return Err(format!(
-                "{} records another command for {name}",
-                by.manifest
-            ));
-        }
-        if !same(&rec.deps, &locked.deps) || !same(&rec.outs, &locked.outs) {
-            return Err(format!(
-                "{} records other dep or out digests for {name}",
-                by.manifest
-            ));
-        }
-        if rec.params != locked.params {
-            return Err(format!("{} records other params for {name}", by.manifest));
-        }
-        Ok(())
-    }
-}
-
-/// The pipeline extension of a manifest in the history, checked against its recorded digest.
-fn read_history(
-    graph: &Graph,
-    by: &manifest::ProducedBy,
-) -> Result<manifest::PipelineExtension, String> {
-    let path = crate::fsio::recorded(&graph.root, &by.manifest)
-        .map_err(|e| format!("{}: {e}", by.manifest))?;
-    let bytes =
-        hash::read_pinned(&path, &by.blake3, crate::fsio::MAX_DOCUMENT).map_err(|e| match e {
-            hash::PinnedError::Changed { .. } => format!("{} changed", by.manifest),
-            hash::PinnedError::Read(e) => format!("{}: {e}", by.manifest),
-        })?;
-    let opened = manifest::open(&bytes).map_err(|e| format!("{}: {e}", by.manifest))?;
-    opened
-        .statement
-        .predicate
-        .pipeline
-        .ok_or_else(|| format!("{} is not a pipeline manifest", by.manifest))
-}
-
-fn diff_keys<V: PartialEq>(a: &BTreeMap<String, V>, b: &BTreeMap<String, V>) -> Vec<String> {
-    let mut keys: Vec<String> = a
-        .keys()
-        .chain(b.keys())
-        .filter(|k| a.get(*k) != b.get(*k))
-        .cloned()
-        .collect();
-    keys.sort();
-    keys.dedup();
-    keys
-}
-
-/// One stage's state in a plan.
-#[derive(Debug, Clone, Serialize)]
-pub struct Planned {
-    /// The stage.
-    pub stage: String,
-    /// `command` or `train`.
-    pub kind: &'static str,
-    /// Why it must run; empty when it is up to date.
-    pub why: Vec<Why>,
-}
-
-impl Planned {
-    /// Whether it is up to date.
-    pub fn up_to_date(&self) -> bool {
-        self.why.is_empty()
-    }
-}
-
-/// Which of `selection` are stale and why, in run order: `auditai status` and `run --dry-run`.
-/// A stage whose upstream will run is stale for that reason too.
-pub fn plan(p: &Project, selection: &[usize], force: bool) -> Result<Vec<Planned>, StageError> {
-    let mut checker = Checker::new();
-    let mut stale = vec![false; p.spec.stages.len()];
-    let mut out = Vec::with_capacity(selection.len());
-    for &i in selection {
-        let stage = &p.spec.stages[i];
-        let mut why = if force {
-            vec![Why::Forced]
-        } else {
-            checker.why(p, i)?
-        };
-        for &u in &p.graph.nodes[i].upstream {
-            if stale[u] && selection.contains(&u) {
-                why.push(Why::Upstream {
-                    stage: p.spec.stages[u].name.value.clone(),
-                });
-            }
-        }
-        stale[i] = !why.is_empty();
-        out.push(Planned {
-            stage: stage.name.value.clone(),
-            kind: kind_of(stage),
-            why,
-        });
-    }
-    checker.save();
-    Ok(out)
-}
-
-fn kind_of(stage: &Stage) -> &'static str {
-    match stage.kind {
-        StageKind::Command(_) => "command",
-        StageKind::Train(_) => "train",
-    }
-}
-
 /// How to run a pipeline.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -673,6 +343,10 @@ pub fn run(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<PipelineReport, StageError> {
     let project = Project::open(&opts.spec)?;
+    let _held = hold(&opts.spec)?;
+    for w in project.spec.warnings() {
+        on_event(Event::Notice(&w));
+    }
     let selection = project.select(&opts.stages, !opts.no_upstream)?;
     let run_dir = opts
         .out
@@ -681,6 +355,21 @@ pub fn run(
     prepare_run_dir(&run_dir)?;
     let results = exec::schedule(&project, &selection, opts, &run_dir, key, on_event)?;
     record::finish(&project, &selection, &run_dir, results, key, on_event)
+}
+
+/// Hold the pipeline's lock for the whole run: an exclusive advisory lock on the spec file, so
+/// that two runs of one pipeline cannot interleave their lock and manifest writes.
+fn hold(spec: &Path) -> Result<std::fs::File, StageError> {
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::File::open(spec).map_err(io_err(spec))?;
+    // SAFETY: flock on a descriptor owned by `file`; no memory is touched.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(StageError::Busy {
+            spec: spec.to_path_buf(),
+        });
+    }
+    Ok(file)
 }
 
 /// Create (or reuse) the pipeline run directory: absent, empty, or already marked as auditai's.

@@ -45,7 +45,7 @@ pub(super) fn finish(
             .iter()
             .map(|d| StageReport {
                 stage: p.spec.stages[d.index].name.value.clone(),
-                kind: super::kind_of(&p.spec.stages[d.index]),
+                kind: super::stale::kind_of(&p.spec.stages[d.index]),
                 outcome: d.outcome.clone(),
                 metrics: d
                     .record
@@ -182,19 +182,14 @@ fn retire(current: &Path, run_dir: &Path) -> Result<(), StageError> {
     Ok(())
 }
 
-/// The pipeline's statement: subjects are the final outs (and marked subjects), dependencies the
-/// spec, the external deps, the code and the toolchain; byproducts the logs of stages that ran.
-fn statement(
+/// The statement's subjects (final outs and marked subjects) and external deps (deps no stage
+/// produces). A stage that ran recorded its deps and outs with sha256 already; a reused one only
+/// with blake3 (from the lock), so those are hashed here, once.
+fn subjects_and_external(
     p: &Project,
-    run_dir: &Path,
     results: &[Done],
-    complete: bool,
-) -> Result<Statement, StageError> {
+) -> Result<(Vec<ResourceDescriptor>, Vec<ResourceDescriptor>), StageError> {
     let hasher = Hasher::new(None, true);
-    let records: Vec<manifest::StageRecord> =
-        results.iter().filter_map(|d| d.record.clone()).collect();
-    // A stage that ran recorded its deps and outs with sha256 already; a reused one only with
-    // blake3 (from the lock), so those are hashed here, once.
     let recorded =
         |descs: &[ResourceDescriptor], rel: &str| -> Result<ResourceDescriptor, StageError> {
             match descs
@@ -234,6 +229,20 @@ fn statement(
             }
         }
     }
+    Ok((subject, external))
+}
+
+/// The pipeline's statement: subjects are the final outs (and marked subjects), dependencies the
+/// spec, the external deps, the code and the toolchain; byproducts the logs of stages that ran.
+fn statement(
+    p: &Project,
+    run_dir: &Path,
+    results: &[Done],
+    complete: bool,
+) -> Result<Statement, StageError> {
+    let records: Vec<manifest::StageRecord> =
+        results.iter().filter_map(|d| d.record.clone()).collect();
+    let (subject, external) = subjects_and_external(p, results)?;
     let spec_rel = p
         .graph
         .relative(&p.spec.source)

@@ -6,24 +6,19 @@
 //! temporary directory, removed afterwards.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde::Serialize;
 
 use crate::hash::{Hashed, Hasher};
 use crate::manifest::{self, StageRecord};
+use crate::trust::{Pin, Required, RunKind, SignedRun, TrustError};
 
 /// Errors that stop a rerun before a verdict.
 #[derive(Debug, thiserror::Error)]
 pub enum RerunError {
-    /// The manifest cannot be read or is not a pipeline manifest.
-    #[error("{}: {message}", path.display())]
-    Manifest {
-        /// The manifest.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    /// The manifest was refused or unreadable at the gate.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     /// The stage is not in the manifest, or is not a command stage.
     #[error("{0}")]
     Stage(String),
@@ -33,6 +28,20 @@ pub enum RerunError {
     /// The scratch directory or the command could not be set up.
     #[error("{0}")]
     Io(String),
+}
+
+impl RerunError {
+    /// Whether this is a definite "no" about the manifest (exit 1): the gate refused it.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, RerunError::Trust(e) if e.is_refusal())
+    }
+}
+
+/// Bounds on a rerun.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Stop the command after this long (then it is not reproduced).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// How one out compared.
@@ -71,49 +80,27 @@ pub struct RerunReport {
     pub stderr_tail: Option<String>,
 }
 
-pub use crate::verify::Trust;
-
 /// Rerun `stage` of the pipeline manifest at `path`; `root` overrides the project root.
 ///
-/// This executes the command the manifest records: with [`Trust::Signers`] only after the
-/// manifest's signatures (and, for a reused stage, those of the manifest that recorded it
-/// running) satisfy the trust.
+/// This executes the command the manifest records: opened through the gate, so with
+/// [`Required::Signers`] only after the manifest's signatures (and, for a reused stage, those of
+/// the manifest that recorded it running) satisfy the trust.
 pub fn rerun(
     path: &Path,
     stage: &str,
     root: Option<&Path>,
-    trust: &Trust<'_>,
+    trust: Required<'_>,
+    limits: &Limits,
 ) -> Result<RerunReport, RerunError> {
-    let bad = |message: String| RerunError::Manifest {
-        path: path.to_path_buf(),
-        message,
-    };
-    let bytes = crate::fsio::read_bounded(path, crate::fsio::MAX_DOCUMENT)
-        .map_err(|e| bad(e.to_string()))?;
-    let opened = manifest::open(&bytes).map_err(|e| bad(e.to_string()))?;
-    if let Trust::Signers(opts) = trust {
-        crate::verify::signatures_trusted(&opened, opts).map_err(|why| {
-            bad(format!(
-                "not rerunning a command from a manifest whose signatures do not satisfy the trust ({why})"
-            ))
-        })?;
-    }
-    let ext = opened
-        .statement
-        .predicate
-        .pipeline
-        .ok_or_else(|| bad("not a pipeline manifest (no auditaiPipeline section)".into()))?;
-    let rec = ext.stages.iter().find(|s| s.name == stage).ok_or_else(|| {
-        let names: Vec<&str> = ext.stages.iter().map(|s| s.name.as_str()).collect();
-        RerunError::Stage(format!(
-            "the manifest records no stage `{stage}` (it records: {})",
-            names.join(", ")
-        ))
-    })?;
+    let run = SignedRun::open(path, RunKind::Pipeline, trust)?;
+    let ext = run
+        .pipeline()
+        .ok_or_else(|| RerunError::Stage(format!("{}: not a pipeline manifest", path.display())))?;
     let root = match root {
         Some(r) => r.to_path_buf(),
-        None => project_root(path, ext.run_dir.as_deref()),
+        None => crate::run_dir::project_root(path, ext.run_dir.as_deref()),
     };
+    let rec = run.stage(stage)?;
     let produced;
     let rec = match (&rec.status, &rec.produced_by) {
         (manifest::StageStatus::Reused, Some(by)) => {
@@ -122,24 +109,52 @@ pub fn rerun(
         }
         _ => rec,
     };
-    let cmd = match (&rec.kind[..], &rec.cmd) {
-        ("command", Some(c)) => c.clone(),
-        _ => {
-            return Err(RerunError::Stage(format!(
-                "stage `{stage}` is a training stage; audit its run directory's manifest instead (auditai audit {})",
-                rec.manifest
-                    .as_ref()
-                    .and_then(|m| m.name.clone())
-                    .unwrap_or_default()
-            )));
-        }
-    };
+    let cmd = command_of(rec, stage)?;
     let scratch = tempfile::Builder::new()
         .prefix("auditai-rerun-")
         .tempdir()
         .map_err(|e| RerunError::Io(format!("cannot create a scratch directory: {e}")))?;
     let base = scratch.path();
-    copy_deps(rec, &root, base)?;
+    let wdir = prepare(rec, &root, base)?;
+    let (exit, tail, missing_secrets) = execute(rec, &cmd, &wdir, limits)?;
+    let outs = compare_outs(rec, base)?;
+    let ok = exit.success();
+    let stderr_tail = (!ok).then(|| match exit {
+        super::child::Exit::TimedOut(d) => format!(
+            "stopped after its time limit of {}\n{tail}",
+            humantime::format_duration(d)
+        ),
+        _ => tail,
+    });
+    Ok(RerunReport {
+        stage: stage.to_string(),
+        cmd,
+        exit_code: exit.code(),
+        reproduced: ok && outs.iter().all(|o| o.same),
+        outs,
+        missing_secrets,
+        stderr_tail,
+    })
+}
+
+/// The recorded command of a command stage.
+fn command_of(rec: &StageRecord, stage: &str) -> Result<String, RerunError> {
+    match (&rec.kind[..], &rec.cmd) {
+        ("command", Some(c)) => Ok(c.clone()),
+        _ => Err(RerunError::Stage(format!(
+            "stage `{stage}` is a training stage; audit its run directory's manifest instead (auditai audit {})",
+            rec.manifest
+                .as_ref()
+                .and_then(|m| m.name.clone())
+                .unwrap_or_default()
+        ))),
+    }
+}
+
+/// Copy the recorded deps into the scratch directory `base` and create the directories the
+/// command writes into; returns the working directory.
+fn prepare(rec: &StageRecord, root: &Path, base: &Path) -> Result<PathBuf, RerunError> {
+    copy_deps(rec, root, base)?;
     let wdir = safe(base, rec.wdir.as_deref().unwrap_or("."))?;
     std::fs::create_dir_all(&wdir)
         .map_err(|e| RerunError::Io(format!("{}: {e}", wdir.display())))?;
@@ -149,34 +164,39 @@ pub fn rerun(
             let _ = std::fs::create_dir_all(parent);
         }
     }
+    Ok(wdir)
+}
+
+/// Run the command with its recorded environment (and the secrets it declared, from the
+/// auditor's environment): how it ended, its stderr's tail, and the secrets that were not set.
+fn execute(
+    rec: &StageRecord,
+    cmd: &str,
+    wdir: &Path,
+    limits: &Limits,
+) -> Result<(super::child::Exit, String, Vec<String>), RerunError> {
     let mut missing_secrets = Vec::new();
-    let secrets: Vec<(String, String)> = rec
-        .secret_env
-        .iter()
-        .filter_map(|n| match std::env::var(n) {
-            Ok(v) => Some((n.clone(), v)),
-            Err(_) => {
-                missing_secrets.push(n.clone());
-                None
+    let mut env = rec.env.clone();
+    for n in &rec.secret_env {
+        match std::env::var(n) {
+            Ok(v) => {
+                env.insert(n.clone(), v);
             }
-        })
-        .collect();
-    let output = {
-        use std::os::unix::process::CommandExt;
-        Command::new("sh")
-            .arg("-c")
-            .arg(&cmd)
-            .current_dir(&wdir)
-            .env_clear()
-            .envs(&rec.env)
-            .envs(secrets)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .output()
-            .map_err(|e| RerunError::Io(format!("cannot run `sh -c`: {e}")))?
-    };
+            Err(_) => missing_secrets.push(n.clone()),
+        }
+    }
+    let mut child = super::child::spawn(cmd, wdir, &env, false)
+        .map_err(|e| RerunError::Io(format!("cannot run `sh -c`: {e}")))?;
+    let stderr = child.stderr.take();
+    let reader = std::thread::spawn(move || stderr.map(super::child::tail_of));
+    let exit = super::child::wait(&mut child, limits.timeout, &|| false)
+        .map_err(|e| RerunError::Io(format!("waiting for the command: {e}")))?;
+    let tail = reader.join().ok().flatten().unwrap_or_default();
+    Ok((exit, tail, missing_secrets))
+}
+
+/// Each recorded out against what the rerun produced in `base`.
+fn compare_outs(rec: &StageRecord, base: &Path) -> Result<Vec<OutComparison>, RerunError> {
     let hasher = Hasher::new(None, false);
     let mut outs = Vec::new();
     for o in &rec.outs {
@@ -202,46 +222,7 @@ pub fn rerun(
             differing,
         });
     }
-    let ok = output.status.success();
-    let stderr_tail = (!ok).then(|| {
-        let s = String::from_utf8_lossy(&output.stderr);
-        let start = s.len().saturating_sub(2048);
-        let start = (start..s.len())
-            .find(|&i| s.is_char_boundary(i))
-            .unwrap_or(s.len());
-        s[start..].trim().to_string()
-    });
-    Ok(RerunReport {
-        stage: stage.to_string(),
-        cmd,
-        exit_code: output.status.code(),
-        reproduced: ok && outs.iter().all(|o| o.same),
-        outs,
-        missing_secrets,
-        stderr_tail,
-    })
-}
-
-/// The project root of a pipeline manifest: the manifest's directory with the recorded run
-/// directory's components removed, else the git work tree, else the current directory.
-pub fn project_root(manifest_path: &Path, run_dir: Option<&str>) -> PathBuf {
-    let dir = crate::verify::run_dir_of(manifest_path);
-    if let Some(rel) = run_dir {
-        let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-        let parts = rel
-            .split('/')
-            .filter(|p| !p.is_empty() && *p != ".")
-            .count();
-        let mut root = abs.as_path();
-        let tail_ok = abs.ends_with(rel);
-        for _ in 0..parts {
-            root = root.parent().unwrap_or(root);
-        }
-        if tail_ok && !rel.split('/').any(|p| p == "..") {
-            return root.to_path_buf();
-        }
-    }
-    crate::provenance::project_root(dir)
+    Ok(outs)
 }
 
 /// The record of the run that produced a reused stage, from the manifest the reuse names (its
@@ -250,36 +231,22 @@ fn producing_record(
     root: &Path,
     by: &manifest::ProducedBy,
     stage: &str,
-    trust: &Trust<'_>,
+    trust: Required<'_>,
 ) -> Result<StageRecord, RerunError> {
     let path = safe(root, &by.manifest)?;
-    let bytes =
-        crate::hash::read_pinned(&path, &by.blake3, crate::fsio::MAX_DOCUMENT).map_err(|e| {
+    let run = SignedRun::open_pinned(&path, Pin::Blake3(&by.blake3), RunKind::Pipeline, trust)
+        .map_err(|e| {
             RerunError::Stage(format!(
-                "stage `{stage}` was reused from {}, which cannot be read as recorded: {}",
-                by.manifest,
-                match e {
-                    crate::hash::PinnedError::Changed { .. } => "its digest changed".to_string(),
-                    crate::hash::PinnedError::Read(e) => e.to_string(),
-                }
-            ))
-        })?;
-    let opened =
-        manifest::open(&bytes).map_err(|e| RerunError::Stage(format!("{}: {e}", by.manifest)))?;
-    if let Trust::Signers(opts) = trust {
-        crate::verify::signatures_trusted(&opened, opts).map_err(|why| {
-            RerunError::Stage(format!(
-                "stage `{stage}` was reused from {}, whose signatures do not satisfy the trust ({why})",
+                "stage `{stage}` was reused from {}: {e}",
                 by.manifest
             ))
         })?;
-    }
-    Some(opened)
-        .and_then(|o| o.statement.predicate.pipeline)
+    run.pipeline()
         .and_then(|ext| {
             ext.stages
-                .into_iter()
+                .iter()
                 .find(|s| s.name == stage && s.status == manifest::StageStatus::Ran)
+                .cloned()
         })
         .ok_or_else(|| {
             RerunError::Stage(format!(

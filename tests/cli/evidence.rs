@@ -242,7 +242,7 @@ fn tampered_or_misdirected_verdicts_fail_verify() {
         row["detail"]
             .as_str()
             .unwrap()
-            .contains("is not the manifest the verdict is about"),
+            .contains("not the document recorded (its sha256 is not the recorded"),
         "{row}"
     );
 }
@@ -321,6 +321,47 @@ fn a_policy_can_require_an_audit_verdict() {
             .unwrap()
             .contains("2 of 2 replayed segments matched, 3 required"),
         "{row}"
+    );
+    // A policy that wants the challenge read from the chain: an explicit one does not do.
+    std::fs::write(
+        ws.path().join("policy.yaml"),
+        format!("{}    challenge: anchor\n    bitwise: true\n", policy(2)),
+    )
+    .unwrap();
+    let out = verify();
+    assert_eq!(out.code, 1);
+    let v = out.json();
+    let row = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "required_verdict")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        row["check"],
+        "required verdict audit by auditor, at least 2 segments, bitwise, challenge from the anchor"
+    );
+    assert!(
+        row["detail"]
+            .as_str()
+            .unwrap()
+            .contains("a challenge from --challenge, the policy requires one read from the chain after the anchor"),
+        "{row}"
+    );
+    // Those requirements belong to audit verdicts.
+    std::fs::write(
+        ws.path().join("policy.yaml"),
+        "version: 1\nsigners:\n  - name: ml\n    key: me.pub\nverifiers:\n  - name: auditor\n    key: auditor.pub\nverdicts:\n  - kind: verify\n    by: [auditor]\n    bitwise: true\n",
+    )
+    .unwrap();
+    let out = verify();
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("min_segments, challenge and bitwise apply to `kind: audit` verdicts"),
+        "{}",
+        out.stderr
     );
 }
 
@@ -472,7 +513,7 @@ fn model_cards_and_cyclonedx_boms_are_bound_to_their_run() {
         row["detail"]
             .as_str()
             .unwrap()
-            .contains("is another manifest"),
+            .contains("not the document recorded (its sha256 is not the recorded"),
         "{row}"
     );
     // A run whose weights changed is refused for export (exit 1).
@@ -484,7 +525,7 @@ fn model_cards_and_cyclonedx_boms_are_bound_to_their_run() {
     assert_eq!(out.code, 1);
     assert!(
         out.stderr
-            .starts_with("error: refusing to export: file model.safetensors: "),
+            .starts_with("error: refusing c/manifest.intoto.json: file model.safetensors: "),
         "{}",
         out.stderr
     );

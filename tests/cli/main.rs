@@ -32,4 +32,6 @@ mod spec_errors;
 #[cfg(feature = "train")]
 mod stages;
 #[cfg(feature = "train")]
+mod trust;
+#[cfg(feature = "train")]
 mod wgpu;

@@ -46,7 +46,9 @@ fn a_committed_run_verifies_inspects_and_hashes_offline() {
     ]);
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(
-        out.stdout.ends_with("NOT verified: 1 check(s) failed\n"),
+        out.stdout.ends_with(
+            "NOT verified: run/manifest.intoto.json (provenance manifest): 1 check(s) failed\n"
+        ),
         "{}",
         out.stdout
     );

@@ -63,26 +63,37 @@ fn predict_refuses_a_model_that_does_not_verify() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr.starts_with(
-            "error: refusing to load the model: signature 1: not valid under any trusted key"
+            "error: cannot load the model: refusing r/manifest.intoto.json: signature 1: not valid under any trusted key"
         ),
         "{}",
         out.stderr
     );
     assert_eq!(out.stdout, "");
     // Tampered weights.
-    let mut w = std::fs::read(ws.path().join("r/model.bpk")).unwrap();
+    let good = std::fs::read(ws.path().join("r/model.bpk")).unwrap();
+    let mut w = good.clone();
     let last = w.len() - 1;
     w[last] ^= 1;
     std::fs::write(ws.path().join("r/model.bpk"), &w).unwrap();
     let out = ws.run(&["predict", "r", "--input", "rows.csv", "--key", "me.pub"]);
     assert_eq!(out.code, 1);
     assert!(
-        out.stderr
-            .starts_with("error: refusing to load the model: file model.bpk: changed: blake3 is "),
+        out.stderr.starts_with(
+            "error: cannot load the model: refusing r/manifest.intoto.json: file model.bpk: changed: blake3 is "
+        ),
         "{}",
         out.stderr
     );
-    // --no-verify loads it anyway, loudly, and says so in every row.
+    // Even --no-verify reads the weights only through the manifest's digest.
+    let out = ws.run(&["predict", "r", "--input", "rows.csv", "--no-verify"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("file model.bpk: changed"),
+        "{}",
+        out.stderr
+    );
+    std::fs::write(ws.path().join("r/model.bpk"), &good).unwrap();
+    // --no-verify loads it without checking the signers, loudly, and says so in every row.
     let out = ws.run(&["predict", "r", "--input", "rows.csv", "--no-verify"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(

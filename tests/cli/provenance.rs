@@ -162,7 +162,9 @@ fn a_signed_run_verifies_and_reports_every_check() {
     ]);
     assert_eq!(table.code, 0);
     assert!(
-        table.stdout.ends_with("verified: r/manifest.intoto.json\n"),
+        table
+            .stdout
+            .ends_with("verified: r/manifest.intoto.json (provenance manifest)\n"),
         "{}",
         table.stdout
     );

@@ -6,7 +6,7 @@ use tabled::builder::Builder;
 use tabled::settings::Style;
 
 use auditai::audit::{self, AuditReport, Challenge, Progress};
-use auditai::verify::Status;
+use auditai::report::Status;
 
 use super::super::printer::Printer;
 use super::super::{EXIT_FAILED, EXIT_OK, claimed_note, clean, hints, write_json};
@@ -41,6 +41,7 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
         online,
         tolerance: args.tolerance,
         allow_extra: args.allow_extra.clone(),
+        trust: super::super::trust::trust_of(&args.keys, args.policy.as_deref())?,
     };
     let mut printer = Printer::new(args.quiet);
     let result = audit::audit(&args.manifest, &opts, &mut |p| match p {
@@ -81,13 +82,15 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
     let verdict = super::super::verdict::write(
         &args.attest,
         super::super::verdict::Outcome {
-            kind: "audit",
+            kind: auditai::vsa::VerdictKind::Audit,
             manifest: &args.manifest,
             report: &report.checks,
             passed: report.ok(),
             audit: Some(auditai::vsa::AuditSummary {
                 challenge: report.challenge.clone(),
-                challenge_source: report.challenge_source.to_string(),
+                challenge_source: report
+                    .challenge_source
+                    .unwrap_or(auditai::vsa::ChallengeSource::Explicit),
                 segments_total: report.segments_total,
                 segments: report
                     .segments
@@ -96,14 +99,14 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
                         index: s.index,
                         epoch: s.epoch,
                         status: auditai::vsa::status_word(s.status).to_string(),
-                        comparison: s.comparison.to_string(),
+                        comparison: s.comparison,
                         detail: s.detail.clone(),
                     })
                     .collect(),
                 segments_passed: report
                     .segments
                     .iter()
-                    .filter(|s| s.status == auditai::verify::Status::Pass)
+                    .filter(|s| s.status == Status::Pass)
                     .count(),
             }),
             policy: None,
@@ -131,7 +134,7 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
 #[derive(serde::Serialize)]
 struct AuditJson<'a> {
     challenge: &'a Option<String>,
-    challenge_source: &'static str,
+    challenge_source: String,
     /// The rows and segments go through `serde_json::Value` so that their keys stay sorted as
     /// before.
     checks: serde_json::Value,
@@ -161,7 +164,7 @@ fn json_report<'a>(args: &'a AuditArgs, r: &'a AuditReport) -> AuditJson<'a> {
     let (linf, relative_l2, cosine_distance) = audit::tolerance();
     AuditJson {
         challenge: &r.challenge,
-        challenge_source: r.challenge_source,
+        challenge_source: r.challenge_source.map_or(String::new(), |c| c.to_string()),
         checks: serde_json::to_value(hints::rows(&r.checks.checks)).unwrap_or_default(),
         manifest: &args.manifest,
         ok: r.ok(),
@@ -192,7 +195,7 @@ fn write_tables(out: &mut dyn Write, args: &AuditArgs, r: &AuditReport) -> std::
         writeln!(
             out,
             "challenge ({}): {ch}\nsegments chosen: {} of {}",
-            r.challenge_source,
+            r.challenge_source.map_or(String::new(), |c| c.to_string()),
             r.selected
                 .iter()
                 .map(usize::to_string)

@@ -31,9 +31,9 @@ pub(in crate::cli) fn eval_cmd(args: &EvalArgs) -> anyhow::Result<u8> {
     if let Some(c) = &args.criteria {
         eval::Criteria::load(c)?;
     }
-    let opts = super::super::trust::trust_options(&args.keys, args.policy.as_deref())?;
-    let trust = super::super::predict::model_trust(
-        &opts,
+    let trust = super::super::trust::trust_of(&args.keys, args.policy.as_deref())?;
+    let required = super::super::predict::model_trust(
+        &trust,
         args.no_verify,
         "eval",
         "the attestation records it",
@@ -44,10 +44,7 @@ pub(in crate::cli) fn eval_cmd(args: &EvalArgs) -> anyhow::Result<u8> {
         printer.line("notice: no signing key (--sign-with, AUDITAI_SIGNING_KEY or AUDITAI_SIGNING_KEY_FILE); the attestation will be unsigned");
     }
     let online = args.target.online()?;
-    let Some(model) = super::super::predict::open_model(run, trust, args.device.into(), &printer)?
-    else {
-        return Ok(EXIT_FAILED);
-    };
+    let model = super::super::predict::open_model(run, required, args.device.into(), &printer)?;
     let out_dir = args
         .out
         .parent()
@@ -126,7 +123,7 @@ pub(in crate::cli) fn eval_cmd(args: &EvalArgs) -> anyhow::Result<u8> {
         writeln!(out, "verdict: {}", ev.verdict)?;
     }
     out.flush()?;
-    Ok(if ev.verdict == "FAILED" {
+    Ok(if ev.verdict == eval::EvalVerdict::Failed {
         EXIT_FAILED
     } else {
         EXIT_OK
@@ -206,6 +203,14 @@ fn write_tables(out: &mut dyn Write, ev: &Evaluation) -> std::io::Result<()> {
             "NOT verified (--no-verify)"
         }
     )?;
+    metrics_table(out, ev)?;
+    per_class_table(out, ev)?;
+    reliability_table(out, ev)?;
+    judgement(out, ev)
+}
+
+/// Metrics overall and per subgroup.
+fn metrics_table(out: &mut dyn Write, ev: &Evaluation) -> std::io::Result<()> {
     let cells = metric_cells(&ev.overall);
     let mut b = Builder::default();
     let mut head = vec!["rows".to_string(), "group".to_string()];
@@ -232,6 +237,11 @@ fn write_tables(out: &mut dyn Write, ev: &Evaluation) -> std::io::Result<()> {
         b.push_record(row);
     }
     writeln!(out, "{}", b.build().with(Style::sharp()))?;
+    Ok(())
+}
+
+/// Per-class precision, recall, support and the confusion matrix.
+fn per_class_table(out: &mut dyn Write, ev: &Evaluation) -> std::io::Result<()> {
     if !ev.overall.per_class.is_empty() {
         let mut c = Builder::default();
         let mut head = vec![
@@ -259,6 +269,11 @@ fn write_tables(out: &mut dyn Write, ev: &Evaluation) -> std::io::Result<()> {
         }
         writeln!(out, "{}", c.build().with(Style::sharp()))?;
     }
+    Ok(())
+}
+
+/// The reliability diagram's bins (binary classification).
+fn reliability_table(out: &mut dyn Write, ev: &Evaluation) -> std::io::Result<()> {
     if !ev.overall.reliability.is_empty() {
         let mut r = Builder::default();
         r.push_record([
@@ -278,6 +293,11 @@ fn write_tables(out: &mut dyn Write, ev: &Evaluation) -> std::io::Result<()> {
         writeln!(out, "reliability (calibration):")?;
         writeln!(out, "{}", r.build().with(Style::sharp()))?;
     }
+    Ok(())
+}
+
+/// Leakage, the criteria's verdicts and pre-registration.
+fn judgement(out: &mut dyn Write, ev: &Evaluation) -> std::io::Result<()> {
     let leak = &ev.leakage;
     writeln!(
         out,

@@ -18,6 +18,8 @@
 //!   - kind: audit         # `audit` or `verify`
 //!     by: [auditor]       # signed by one of these verifiers
 //!     min_segments: 3     # audits: at least this many replayed segments, all matching
+//!     challenge: anchor   # audits: the challenge came from the chain (default: any)
+//!     bitwise: true       # audits: every segment compared bitwise (default: false)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -66,21 +68,59 @@ struct RawPolicy {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawVerdict {
-    kind: String,
+    kind: VerdictKind,
     by: Vec<String>,
     #[serde(default)]
     min_segments: usize,
+    #[serde(default)]
+    challenge: ChallengeRequirement,
+    #[serde(default)]
+    bitwise: bool,
+}
+
+/// Which command signed a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerdictKind {
+    /// `auditai verify --attest`.
+    Verify,
+    /// `auditai audit --attest`.
+    Audit,
+}
+
+impl std::fmt::Display for VerdictKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VerdictKind::Verify => "verify",
+            VerdictKind::Audit => "audit",
+        })
+    }
+}
+
+/// Where an audit verdict's challenge must come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChallengeRequirement {
+    /// Any source (explicit, random, anchor).
+    #[default]
+    Any,
+    /// The block after the manifest's anchor, read from the chain.
+    Anchor,
 }
 
 /// A verdict the policy requires next to the manifest.
 #[derive(Debug, Clone)]
 pub struct VerdictRequirement {
-    /// `audit` or `verify`.
-    pub kind: String,
+    /// Which command signed it.
+    pub kind: VerdictKind,
     /// The verifiers, one of whom must have signed it.
     pub by: Vec<Signer>,
     /// For audits: the fewest replayed segments (all must match).
     pub min_segments: usize,
+    /// For audits: where the challenge must come from.
+    pub challenge: ChallengeRequirement,
+    /// For audits: every replayed segment compared bitwise, none within tolerances.
+    pub bitwise: bool,
 }
 
 #[derive(Deserialize)]
@@ -158,11 +198,12 @@ impl Policy {
         }
         let mut verdicts = Vec::new();
         for v in raw.verdicts {
-            if !matches!(v.kind.as_str(), "audit" | "verify") {
-                return Err(invalid(format!(
-                    "verdict kind `{}` is not `audit` or `verify`",
-                    v.kind
-                )));
+            if v.kind == VerdictKind::Verify
+                && (v.min_segments > 0 || v.bitwise || v.challenge != ChallengeRequirement::Any)
+            {
+                return Err(invalid(
+                    "min_segments, challenge and bitwise apply to `kind: audit` verdicts".into(),
+                ));
             }
             let mut by = Vec::new();
             for name in &v.by {
@@ -178,6 +219,8 @@ impl Policy {
                 kind: v.kind,
                 by,
                 min_segments: v.min_segments,
+                challenge: v.challenge,
+                bitwise: v.bitwise,
             });
         }
         let mut signers = Vec::new();
