@@ -432,7 +432,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__export)
-            opts="-h --format --out --key --policy --eval --root --help"
+            opts="-h --format --out --key --policy --eval --root --stage --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -459,6 +459,10 @@ _auditai() {
                     return 0
                     ;;
                 --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stage)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -740,7 +744,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__predict)
-            opts="-q -h --input --output --json --device --key --policy --no-verify --skip-bad-rows --log --sign-with --id-column --quiet --help"
+            opts="-q -h --input --output --json --device --key --policy --no-verify --skip-bad-rows --keep --log --sign-with --id-column --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -766,6 +770,10 @@ _auditai() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --log)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -786,7 +794,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__run)
-            opts="-j -q -h --device --out --resume --force --stage --no-upstream --jobs --dry-run --key --json --quiet --anchor-commitment --chain --rpc --chain-id --max-fee-gwei --max-priority-fee-gwei --max-gas --keystore --password-file --confirmations --timeout --ots --calendar --help"
+            opts="-j -q -h --device --out --resume --force --stage --no-upstream --jobs --dry-run --skip-bad-rows --key --json --quiet --anchor-commitment --chain --rpc --chain-id --max-fee-gwei --max-priority-fee-gwei --max-gas --keystore --password-file --confirmations --timeout --ots --calendar --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -62,6 +62,7 @@ complete -c auditai -n "__fish_auditai_using_subcommand run" -l resume -d 'Conti
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l force -d 'Single training spec: start over in an existing run directory. The old run is moved aside to <DIR>.replaced-<unix time>, never deleted; only directories auditai marked as run directories qualify, never the current directory, the spec\'s directory, their ancestors, the home directory or a git work-tree root. Multi-stage spec: run every selected stage even when nothing it depends on changed'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l no-upstream -d 'Multi-stage spec: with --stage, run only the named stages, not their upstream stages (DVC\'s --single-item)'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l dry-run -d 'Multi-stage spec: print which stages would run and why; run and write nothing'
+complete -c auditai -n "__fish_auditai_using_subcommand run" -l skip-bad-rows -d 'Train without the data\'s bad rows (a wrong number of fields, text in a column declared numeric) instead of stopping; how many were left out, and which lines, are recorded in the manifest (as are rows without a label, which are always left out)'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l json -d 'Print one JSON object instead of the results table'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -s q -l quiet -d 'No progress or notices on stderr (errors are still printed)'
 complete -c auditai -n "__fish_auditai_using_subcommand run" -l anchor-commitment -d 'Anchor the training commitment (commitment.json) before the first step, with the options below, so it provably predates the result; writes commitment.anchor.json. A failure to anchor stops the run before training'
@@ -93,12 +94,13 @@ wgpu\t''
 cpu\t''"
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -l key -d 'A public key (SPKI PEM) trusted to have signed the run\'s manifest; repeat for several. The model is loaded only when the manifest\'s signatures satisfy it and the weights, preprocessing and spec match the manifest\'s digests' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -l policy -d 'A trust policy the manifest\'s signatures must satisfy' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand predict" -l keep -d 'Copy these input columns to every output row (comma-separated or repeated), e.g. `--keep id,name`' -r
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -l log -d 'Append one hash-chained entry per prediction to this JSON Lines log (created when absent; locked while in use; `auditai verify LOG` checks it, `auditai anchor LOG` anchors its head). A file that is not a prediction log is refused and left untouched' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -l sign-with -d 'With --log: sign a checkpoint over every entry of the log with this ed25519 private key (PKCS#8 PEM, mode 0600), written next to it as LOG.checkpoint.intoto.json, so that `auditai verify LOG --key PUB` reports the entries as covered' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -l id-column -d 'The input column that identifies a row, copied to the output (default: `id` when the input has it)' -r
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -l json -d 'JSON Lines (one object per row) instead of CSV'
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -l no-verify -d 'Load the model without checking who signed its manifest (its files are still read only through the manifest\'s digests). Loud, and recorded: every output row (and log entry) says the model was not verified'
-complete -c auditai -n "__fish_auditai_using_subcommand predict" -l skip-bad-rows -d 'Skip rows with an empty or non-numeric feature (counted and reported) instead of stopping at the first one'
+complete -c auditai -n "__fish_auditai_using_subcommand predict" -l skip-bad-rows -d 'Kept for compatibility: a row that cannot be scored always gets an output row with an empty prediction and its reason'
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -s q -l quiet -d 'No summary or notices on stderr (errors are still printed)'
 complete -c auditai -n "__fish_auditai_using_subcommand predict" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c auditai -n "__fish_auditai_using_subcommand eval" -l data -d 'The evaluation data: a CSV with the model\'s feature columns (matched by name) and its label column, rows the model never saw' -r -F
@@ -137,6 +139,7 @@ complete -c auditai -n "__fish_auditai_using_subcommand export" -l key -d 'A pub
 complete -c auditai -n "__fish_auditai_using_subcommand export" -l policy -d 'A trust policy the run\'s manifest must satisfy' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand export" -l eval -d 'An evaluation attestation of this run (`auditai eval`) whose results to include (repeatable); included only when its signatures hold under --key/--policy' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand export" -l root -d 'Where the run\'s training data lives, for the class balance (default: the git work tree holding the run, else the current directory)' -r -F
+complete -c auditai -n "__fish_auditai_using_subcommand export" -l stage -d 'With a pipeline manifest: the training stage whose model to describe (needed only when the pipeline has several). The document then traces the training file back to the raw data through the stages that made it' -r
 complete -c auditai -n "__fish_auditai_using_subcommand export" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c auditai -n "__fish_auditai_using_subcommand sign" -l key -d 'The ed25519 private key (PKCS#8 PEM, mode 0600). Otherwise AUDITAI_SIGNING_KEY (PEM text), then AUDITAI_SIGNING_KEY_FILE' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand sign" -s h -l help -d 'Print help'

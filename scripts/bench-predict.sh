@@ -48,11 +48,13 @@ def t(name):
 layers = sorted({k.split(".")[1] for k in header if k.startswith("dense.")}, key=int)
 ws = [(t(f"dense.{i}.weight"), t(f"dense.{i}.bias")) for i in layers]
 ow, ob = t("output.weight"), t("output.bias")
-off, sc = np.array(pre["offset"], "f4"), np.array(pre["scale"], "f4")
+cols_ = pre["columns"]  # every column is numeric here, without gaps
+off = np.array([c["offset"] for c in cols_], "f4")
+sc = np.array([c["scale"] for c in cols_], "f4")
 classes = pre["classes"]
 r = csv.reader(open(inp))
 cols = next(r)
-idx = [cols.index(f) for f in pre["features"]]
+idx = [cols.index(c["name"]) for c in cols_]
 w = open(out, "w")
 w.write("row,prediction," + ",".join("p_" + c for c in classes) + "\n")
 row = 0

@@ -19,6 +19,9 @@ const COMMITMENT: &[u8] = include_bytes!("../fixtures/fuzz/commitment.json");
 const POLICY: &[u8] = include_bytes!("../fixtures/fuzz/policy.yaml");
 const SPEC: &[u8] = include_bytes!("../fixtures/fuzz/spec.yaml");
 const CSV: &[u8] = include_bytes!("../fixtures/iris.csv");
+const RAW_CSV: &[u8] = include_bytes!("../fixtures/penguins.csv");
+/// A spec for the raw penguins: inferred columns, gaps, categories.
+const RAW_SPEC: &str = "version: 1\nname: p\nseed: 1\ndata:\n  path: penguins.csv\n  label: species\n  task: classification\n  columns: { year: exclude }\nmodel:\n  type: mlp\n";
 const PIPELINE: &[u8] = include_bytes!("../fixtures/fuzz/pipeline.yaml");
 const CRITERIA: &[u8] = include_bytes!("../fixtures/fuzz/criteria.yaml");
 const LOG: &[u8] = include_bytes!("../fixtures/fuzz/predictions.jsonl");
@@ -33,6 +36,9 @@ static PREPARED: std::sync::LazyLock<(spec::Spec, data::Prepared)> =
         let data = data::parse(&spec, CSV).unwrap();
         (spec, data)
     });
+
+/// The raw penguins, prepared once.
+static RAW_PREPARED: std::sync::OnceLock<data::Prepared> = std::sync::OnceLock::new();
 
 /// A valid `.ots` proof with a fork, both attestation kinds and every operation.
 fn ots_seed() -> Vec<u8> {
@@ -223,6 +229,71 @@ proptest! {
         prop_assert!(spec.is_ok());
         if let Ok(spec) = spec {
             let _ = data::parse(&spec, &b);
+        }
+    }
+
+    #[test]
+    fn raw_csv_data(b in input(RAW_CSV), skip in any::<bool>()) {
+        let spec = spec::Spec::parse(RAW_SPEC, Path::new("spec.yaml"));
+        prop_assert!(spec.is_ok());
+        if let Ok(spec) = spec {
+            let _ = data::parse_with(&spec, &b, data::ParseOptions { skip_bad_rows: skip });
+        }
+    }
+
+    /// Any table a CSV writer writes with one of the delimiters reads back cell for cell, and
+    /// the sniffer finds that delimiter.
+    #[test]
+    fn tables_read_back_and_their_delimiter_is_sniffed(
+        d in prop::sample::select(vec![
+            spec::Delimiter::Comma,
+            spec::Delimiter::Semicolon,
+            spec::Delimiter::Tab,
+            spec::Delimiter::Pipe,
+            spec::Delimiter::Whitespace,
+        ]),
+        width in 2usize..6,
+        cells in prop::collection::vec("[a-zA-Z0-9.,;|\" -]{1,8}", 2..60),
+    ) {
+        let rows: Vec<Vec<String>> = cells
+            .chunks(width)
+            .filter(|c| c.len() == width)
+            .map(|c| c.iter().map(|x| x.trim().to_string()).collect())
+            .filter(|r: &Vec<String>| r.iter().all(|x| !x.is_empty()))
+            .collect();
+        prop_assume!(!rows.is_empty());
+        let mut w = csv::WriterBuilder::new()
+            .delimiter(d.byte())
+            .quote_style(csv::QuoteStyle::Always)
+            .from_writer(Vec::new());
+        let header: Vec<String> = (0..width).map(|i| format!("c{i}")).collect();
+        prop_assert!(w.write_record(&header).is_ok());
+        for r in &rows {
+            prop_assert!(w.write_record(r).is_ok());
+        }
+        let bytes = w.into_inner().unwrap_or_default();
+        let dialect = data::Dialect { delimiter: d, missing: Vec::new() };
+        let (mut r, _) = data::table::reader(bytes.as_slice(), &dialect);
+        let got: Vec<Vec<String>> = r
+            .records()
+            .map(|rec| rec.map(|x| x.iter().map(str::to_string).collect()).unwrap_or_default())
+            .collect();
+        prop_assert_eq!(got, rows);
+        prop_assert_eq!(data::table::sniff(&bytes), d);
+    }
+
+    /// A fitted preprocessing encodes any cells to finite features or refuses the row.
+    #[test]
+    fn raw_rows_encode_or_are_refused(cells in prop::collection::vec("\\PC{0,12}", 0..10)) {
+        let spec = spec::Spec::parse(RAW_SPEC, Path::new("spec.yaml")).unwrap();
+        let pre = &RAW_PREPARED.get_or_init(|| data::parse(&spec, RAW_CSV).unwrap()).preprocessing;
+        let refs: Vec<&str> = cells.iter().map(String::as_str).collect();
+        let mut out = Vec::new();
+        if pre.encode(&refs, &mut out).is_ok() {
+            prop_assert_eq!(out.len(), pre.width());
+            prop_assert!(out.iter().all(|v| v.is_finite()));
+        } else {
+            prop_assert!(out.is_empty());
         }
     }
 

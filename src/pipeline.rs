@@ -101,6 +101,8 @@ pub struct RunOptions {
     pub force: bool,
     /// The training stage to run when the spec is a multi-stage pipeline.
     pub stage: Option<String>,
+    /// Train without the data's bad rows (recorded in the manifest) instead of failing.
+    pub skip_bad_rows: bool,
 }
 
 /// Progress of a run, for the command line to display.
@@ -220,6 +222,29 @@ pub fn run(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<RunReport, PipelineError> {
     let inputs = read_inputs(opts)?;
+    for n in &inputs.data.notices {
+        on_event(Event::Notice(n));
+    }
+    if !inputs.data.skipped.is_empty() {
+        let shown: Vec<String> = inputs
+            .data
+            .skipped
+            .iter()
+            .take(3)
+            .map(|b| format!("line {}: {}", b.line, b.why))
+            .collect();
+        let more = inputs.data.skipped.len() - shown.len();
+        on_event(Event::Notice(&format!(
+            "left out {} data row(s) ({}{}); the manifest records them",
+            inputs.data.skipped.len(),
+            shown.join("; "),
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            }
+        )));
+    }
     let (run_dir, backend, initial) = prepare_run_dir(opts, &inputs, on_event)?;
     let commitment_bytes = commit_phase(
         opts,
@@ -285,7 +310,13 @@ fn read_inputs(opts: &RunOptions) -> Result<Inputs, PipelineError> {
         opts.stage.as_deref(),
     )?;
     let data_bytes = data::read(&spec)?;
-    let data = data::parse(&spec, &data_bytes)?;
+    let data = data::parse_with(
+        &spec,
+        &data_bytes,
+        data::ParseOptions {
+            skip_bad_rows: opts.skip_bad_rows,
+        },
+    )?;
     let started_on = manifest::now_rfc3339();
     let spec_dir = opts
         .spec
@@ -578,7 +609,7 @@ fn write_manifest(
         backend: s.device.to_string(),
         adapter: s.adapter.clone(),
         held_out: s.held_out.to_string(),
-        metrics: serde_json::to_value(&s.metrics).unwrap_or_default(),
+        metrics: serde_json::to_value(s.metrics.without_intervals()).unwrap_or_default(),
         final_epoch: s.final_epoch,
         checkpoints: s
             .epochs
@@ -594,6 +625,7 @@ fn write_manifest(
         commitment,
         transcript,
         started_on: inputs.started_on,
+        skipped_rows: skipped_rows(&inputs.data),
     };
     let statement = manifest::provenance_statement(facts, subjects, dependencies, byproducts);
     let mut envelope = Envelope::new(sign::IN_TOTO_PAYLOAD_TYPE, &statement.to_payload());
@@ -611,6 +643,23 @@ fn write_manifest(
             .collect(),
         commitment_blake3,
         transcript_head,
+    })
+}
+
+/// The rows training left out, as the manifest records them (the first
+/// [`manifest::MAX_SKIPPED_LISTED`] one by one).
+fn skipped_rows(data: &Prepared) -> Option<manifest::SkippedRows> {
+    (!data.skipped.is_empty()).then(|| manifest::SkippedRows {
+        count: data.skipped.len(),
+        rows: data
+            .skipped
+            .iter()
+            .take(manifest::MAX_SKIPPED_LISTED)
+            .map(|b| manifest::SkippedRow {
+                line: b.line,
+                why: b.why.clone(),
+            })
+            .collect(),
     })
 }
 

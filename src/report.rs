@@ -83,6 +83,8 @@ pub enum CheckId {
     Spec,
     /// Audit: the committed data.
     Data,
+    /// Audit: the fitted preprocessing, recomputed.
+    Preprocessing,
     /// Audit: the initial weights from the seed.
     InitialWeights,
     /// Audit: the transcript file.
@@ -159,6 +161,7 @@ impl CheckId {
             CheckId::CommitmentAnchor => "commitment anchor",
             CheckId::Spec => "spec",
             CheckId::Data => "data",
+            CheckId::Preprocessing => "preprocessing",
             CheckId::InitialWeights => "initial weights",
             CheckId::Transcript => "transcript",
             CheckId::TranscriptChain => "transcript chain",

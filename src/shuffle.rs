@@ -26,6 +26,21 @@ pub fn shuffle<T>(items: &mut [T], key: &[u8]) {
     }
 }
 
+/// `n` indices drawn uniformly with replacement from `0..n` (a bootstrap resample), from the same
+/// stream construction as [`shuffle`].
+pub fn resample(key: &[u8], n: usize) -> Vec<usize> {
+    let mut hasher = blake3::Hasher::new_derive_key(CONTEXT);
+    hasher.update(key);
+    let mut stream = hasher.finalize_xof();
+    let mut word = [0u8; 8];
+    (0..n)
+        .map(|_| {
+            let _ = stream.read(&mut word);
+            ((u128::from(u64::from_le_bytes(word)) * n as u128) >> 64) as usize
+        })
+        .collect()
+}
+
 /// The key for the permutation of a purpose under a seed: `seed (LE) ‖ purpose ‖ index (LE)`.
 pub fn key(seed: u64, purpose: &str, index: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(16 + purpose.len());

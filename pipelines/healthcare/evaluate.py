@@ -1,8 +1,9 @@
 """Evaluate the trained model on the holdout rows it never saw, in plain Python.
 
 Standard library only: reads the run's model.safetensors (little-endian f32 tensors after a JSON
-header) and preprocessing.json (feature order, normalisation, class names), runs the MLP forward
-pass (ReLU hidden layers, then the output layer) and writes metrics.json and report.md.
+header) and preprocessing.json (each input column's imputation and scaling or categories, the
+class names; docs/preprocessing.md), runs the MLP forward pass (ReLU hidden layers, then the
+output layer) and writes metrics.json and report.md.
 """
 
 import csv
@@ -57,12 +58,30 @@ with open(holdout_csv, newline="") as f:
     reader = csv.DictReader(f)
     rows = list(reader)
 
+
+
+def features(row):
+    """The model's input for one raw row, as preprocessing.json (v2) says."""
+    x = []
+    for c in pre["columns"]:
+        cell = row[c["name"]].strip()
+        gap = cell in pre["dialect"]["missing"]
+        if c["kind"] == "numeric":
+            value = c["fill"] if gap else float(cell)
+            x.append((value - c["offset"]) / c["scale"])
+            if c["indicator"]:
+                x.append(1.0 if gap else 0.0)
+        else:
+            text = (c.get("missing_as") or "<missing>") if gap else cell
+            x.extend(1.0 if text == k else 0.0 for k in c["categories"])
+            if c.get("other"):
+                x.append(1.0 if text in c["other"] else 0.0)
+    return x
+
+
 confusion = [[0] * len(classes) for _ in classes]
 for row in rows:
-    x = [
-        (float(row[name]) - off) / sc
-        for name, off, sc in zip(pre["features"], pre["offset"], pre["scale"])
-    ]
+    x = features(row)
     truth = classes.index(row[pre["label"]])
     confusion[truth][predict(x)] += 1
 

@@ -138,7 +138,12 @@ pub(super) fn check_data(
         );
         return None;
     }
-    match data::parse(spec, &bytes) {
+    // Rows a run left out are recorded in its manifest; the recomputation leaves the same ones
+    // out and the audit compares them (check_preprocessing).
+    let skip = data::ParseOptions {
+        skip_bad_rows: true,
+    };
+    match data::parse_with(spec, &bytes, skip) {
         Ok(p) => {
             r.push(
                 CheckId::Data,
@@ -158,6 +163,104 @@ pub(super) fn check_data(
             None
         }
     }
+}
+
+/// The fitted preprocessing recomputed from the committed data against the run's
+/// `preprocessing.json` (every category, fill value, offset and scale), and the rows left out
+/// against the ones the manifest records.
+pub(super) fn check_preprocessing(
+    run: &SignedRun,
+    prepared: &data::Prepared,
+    ext: &Extension,
+    r: &mut Report,
+) {
+    let recorded = run
+        .read(crate::run_dir::PREPROCESSING, crate::fsio::MAX_DOCUMENT)
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            let v1 = serde_json::from_slice::<serde_json::Value>(&b)
+                .ok()
+                .is_some_and(|v| v["schema"] == data::transform::SCHEMA_V1);
+            data::Preprocessing::from_json(&b)
+                .map(|p| (p, v1))
+                .map_err(|e| e.to_string())
+        });
+    let (recorded, v1) = match recorded {
+        Ok(p) => p,
+        Err(why) => {
+            r.push_row(CheckId::Preprocessing, Status::Fail, why);
+            return;
+        }
+    };
+    // A run from before raw data recorded only the features' offsets and scales.
+    let same = if v1 {
+        scalings(&recorded) == scalings(&prepared.preprocessing)
+            && recorded.classes == prepared.preprocessing.classes
+    } else {
+        recorded == prepared.preprocessing
+    };
+    if !same {
+        r.push_row(
+            CheckId::Preprocessing,
+            Status::Fail,
+            "preprocessing.json is not what the committed data and spec fit: the run's transforms differ from its data",
+        );
+        return;
+    }
+    let skipped: Vec<(u64, &str)> = prepared
+        .skipped
+        .iter()
+        .map(|b| (b.line, b.why.as_str()))
+        .collect();
+    let listed: Vec<(u64, &str)> = ext
+        .skipped_rows
+        .iter()
+        .flat_map(|s| &s.rows)
+        .map(|b| (b.line, b.why.as_str()))
+        .collect();
+    let count = ext.skipped_rows.as_ref().map_or(0, |s| s.count);
+    let shown = skipped.len().min(crate::manifest::MAX_SKIPPED_LISTED);
+    if count != skipped.len() || listed != skipped[..shown] {
+        r.push_row(
+            CheckId::Preprocessing,
+            Status::Fail,
+            format!(
+                "the manifest records {count} row(s) left out; the committed data leaves out {}",
+                skipped.len()
+            ),
+        );
+        return;
+    }
+    r.push_row(
+        CheckId::Preprocessing,
+        Status::Pass,
+        format!(
+            "recomputed from the committed data: {} input column(s), {} feature(s), identical{}",
+            prepared.preprocessing.columns.len(),
+            prepared.preprocessing.width(),
+            if count > 0 {
+                format!("; the same {count} row(s) left out")
+            } else {
+                String::new()
+            }
+        ),
+    );
+}
+
+/// Each numeric column's name, offset and scale.
+fn scalings(p: &data::Preprocessing) -> Vec<(&str, f32, f32)> {
+    p.columns
+        .iter()
+        .filter_map(|c| match c {
+            data::Column::Numeric {
+                name,
+                offset,
+                scale,
+                ..
+            } => Some((name.as_str(), *offset, *scale)),
+            data::Column::Categorical { .. } => None,
+        })
+        .collect()
 }
 
 /// The run directory against the manifest, exactly as `verify` checks it (every subject,

@@ -35,7 +35,10 @@ use crate::trust::{Required, RunKind, SignedRun};
 pub use challenge::{CHALLENGE_DELAY_BLOCKS, select};
 use challenge::{challenge_bytes, commitment_anchor};
 pub use distance::{Distance, Exceeded, tolerance};
-use inputs::{check_data, check_initial_weights, check_spec, read_commitment, run_directory};
+use inputs::{
+    check_data, check_initial_weights, check_preprocessing, check_spec, read_commitment,
+    run_directory,
+};
 use replay::Replay;
 pub(crate) use schedule::check_schedule;
 use schedule::{check_checkpoints, check_final_model, check_transcript};
@@ -330,6 +333,7 @@ fn check_inputs(run: &SignedRun, opts: &Options, report: &mut AuditReport) -> Op
         .clone()
         .unwrap_or_else(|| crate::provenance::project_root(dir));
     let data = check_data(&root, &spec, &commitment, r)?;
+    check_preprocessing(run, &data, &ext, r);
     let initial = check_initial_weights(&spec, &data, &commitment, r)?;
     let (entries, head) = check_transcript(run, &t_ref, &c_bytes, r)?;
     let schedule_ok = match check_schedule(&spec, &data, &entries) {

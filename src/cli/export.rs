@@ -42,6 +42,11 @@ pub(super) struct ExportArgs {
     /// holding the run, else the current directory).
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
+    /// With a pipeline manifest: the training stage whose model to describe (needed only when
+    /// the pipeline has several). The document then traces the training file back to the raw
+    /// data through the stages that made it.
+    #[arg(long, value_name = "NAME")]
+    stage: Option<String>,
 }
 
 pub(super) fn export_cmd(args: &ExportArgs) -> anyhow::Result<u8> {
@@ -69,7 +74,13 @@ pub(super) fn export_cmd(args: &ExportArgs) -> anyhow::Result<u8> {
             Some(_) => {}
         }
     }
-    let run = export::read_run(&args.run, required, args.root.as_deref(), &args.evals)?;
+    let run = export::read_run(
+        &args.run,
+        required,
+        args.root.as_deref(),
+        &args.evals,
+        args.stage.as_deref(),
+    )?;
     let target = args.out.clone().unwrap_or_else(|| PathBuf::from("-"));
     let bytes = match args.format {
         Format::ModelCard => export::model_card(&run, &target).into_bytes(),

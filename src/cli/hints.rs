@@ -88,6 +88,9 @@ fn pipeline(p: &auditai::pipeline::PipelineError) -> String {
         PipelineError::Train(TrainError::BackendChanged { trained, .. }) => {
             format!("{p}; pass --device {trained}")
         }
+        PipelineError::Data(auditai::data::DataError::BadRows { .. }) => {
+            format!("{p} (pass --skip-bad-rows to train without them; the manifest records them)")
+        }
         _ => p.to_string(),
     }
 }

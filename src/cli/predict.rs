@@ -34,10 +34,14 @@ pub(super) struct PredictArgs {
     /// says the model was not verified.
     #[arg(long, conflicts_with_all = ["keys", "policy"])]
     no_verify: bool,
-    /// Skip rows with an empty or non-numeric feature (counted and reported) instead of stopping
-    /// at the first one.
-    #[arg(long)]
+    /// Kept for compatibility: a row that cannot be scored always gets an output row with an
+    /// empty prediction and its reason.
+    #[arg(long, hide = true)]
     skip_bad_rows: bool,
+    /// Copy these input columns to every output row (comma-separated or repeated), e.g.
+    /// `--keep id,name`.
+    #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
+    keep: Vec<String>,
     /// Append one hash-chained entry per prediction to this JSON Lines log (created when
     /// absent; locked while in use; `auditai verify LOG` checks it, `auditai anchor LOG`
     /// anchors its head). A file that is not a prediction log is refused and left untouched.
@@ -83,8 +87,8 @@ pub(super) fn predict_cmd(args: &PredictArgs) -> anyhow::Result<u8> {
         input: args.input.clone(),
         output: args.output.clone(),
         json: args.json,
-        skip_bad_rows: args.skip_bad_rows,
         log: args.log.clone(),
+        keep: args.keep.clone(),
         id_column: args.id_column.clone(),
         checkpoint_key,
     };
@@ -96,8 +100,14 @@ pub(super) fn predict_cmd(args: &PredictArgs) -> anyhow::Result<u8> {
             report.ignored_columns.join(", ")
         )));
     }
-    for s in &report.skipped_examples {
-        printer.line(&clean(&format!("skipped {s}")));
+    for s in &report.unscored_examples {
+        printer.line(&clean(&format!("not scored: {s}")));
+    }
+    if report.unseen > 0 {
+        printer.line(&format!(
+            "notice: {} categorical value(s) the training rows never had were encoded as all zeros (column `unseen` per row)",
+            report.unseen
+        ));
     }
     let dest = report
         .output
@@ -111,8 +121,11 @@ pub(super) fn predict_cmd(args: &PredictArgs) -> anyhow::Result<u8> {
     printer.line(&clean(&format!(
         "predicted {} row(s){} with the {verified} model {} on {}; wrote {dest}{}{}",
         report.rows,
-        if report.skipped > 0 {
-            format!(", skipped {}", report.skipped)
+        if report.unscored > 0 {
+            format!(
+                ", {} could not be scored (their rows say why)",
+                report.unscored
+            )
         } else {
             String::new()
         },

@@ -45,6 +45,11 @@ pub(super) struct RunArgs {
     /// Multi-stage spec: print which stages would run and why; run and write nothing.
     #[arg(long, help_heading = "Multi-stage pipelines")]
     dry_run: bool,
+    /// Train without the data's bad rows (a wrong number of fields, text in a column declared
+    /// numeric) instead of stopping; how many were left out, and which lines, are recorded in
+    /// the manifest (as are rows without a label, which are always left out).
+    #[arg(long)]
+    skip_bad_rows: bool,
     /// Sign the manifest with this ed25519 private key (PKCS#8 PEM, mode 0600). Otherwise the key
     /// comes from AUDITAI_SIGNING_KEY (PEM text), then AUDITAI_SIGNING_KEY_FILE; with none the
     /// manifest is written unsigned.

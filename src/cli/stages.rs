@@ -129,6 +129,7 @@ pub(super) struct PipelineRun {
     pub json: bool,
     pub quiet: bool,
     pub device: Option<auditai::spec::DeviceChoice>,
+    pub skip_bad_rows: bool,
 }
 
 #[cfg(feature = "train")]
@@ -177,6 +178,7 @@ pub(super) fn run_pipeline(
         force: args.force,
         jobs,
         device: args.device,
+        skip_bad_rows: args.skip_bad_rows,
     };
     // Refuse a bad spec, graph or --stage before saying anything else.
     let selected = Project::open(&args.spec)?

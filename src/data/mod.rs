@@ -1,16 +1,30 @@
-//! Tabular data: CSV loading, label encoding, seeded (stratified) splits and normalisation.
+//! Tabular data: a raw CSV (any common dialect, gaps, categories) into the `f32` matrices
+//! training consumes, with everything fitted on the training rows only and recorded as the
+//! run's [`Preprocessing`].
 //!
-//! Owns everything between the CSV bytes and the `f32` matrices training consumes, plus the
-//! preprocessing record needed to apply a trained model to new rows. Never trains, never writes.
-//! Errors about columns point back at the spec line that named them.
+//! The CSV is read in three passes over its bytes: the rows and their labels (wrong widths and
+//! missing or non-numeric labels are bad rows), then, once the seeded split is known, the types
+//! of the columns from the training rows, then the values (a non-number in a numeric column is a
+//! bad row). Every bad row is reported at once, or with `skip_bad_rows` left out and counted.
+//! Never trains, never writes. Errors about columns point back at the spec line that named them.
 
-use std::collections::BTreeMap;
+mod fit;
+mod infer;
+mod read;
+mod split;
+pub mod table;
+#[cfg(test)]
+mod tests;
+pub mod transform;
+
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::shuffle;
-use crate::spec::{Located, Normalize, Pos, Spec, Task};
+use crate::spec::{ColumnRole, Located, NumericImpute, Pos, Spec};
+use infer::Roles;
+pub use table::Dialect;
+pub use transform::{Affine, CellError, Column, Encoded, Preprocessing, RecordError};
 
 /// Errors from loading and preparing the data.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +49,38 @@ pub enum DataError {
         /// What is wrong.
         message: String,
     },
+    /// Rows that cannot be used, all of them (the first few by line).
+    #[error("{}: {} bad row(s): {}", path.display(), bad.len(), shown(bad))]
+    BadRows {
+        /// The CSV file.
+        path: PathBuf,
+        /// Every bad row.
+        bad: Vec<BadRow>,
+    },
+}
+
+/// How many bad rows a message lists.
+const SHOWN_BAD_ROWS: usize = 20;
+
+fn shown(bad: &[BadRow]) -> String {
+    let mut s: Vec<String> = bad
+        .iter()
+        .take(SHOWN_BAD_ROWS)
+        .map(|b| format!("line {}: {}", b.line, b.why))
+        .collect();
+    if bad.len() > SHOWN_BAD_ROWS {
+        s.push(format!("and {} more", bad.len() - SHOWN_BAD_ROWS));
+    }
+    s.join("; ")
+}
+
+/// A row that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BadRow {
+    /// Its 1-based line in the CSV.
+    pub line: u64,
+    /// Why.
+    pub why: String,
 }
 
 /// The targets of a set of rows.
@@ -42,7 +88,7 @@ pub enum DataError {
 pub enum Targets {
     /// Class indices into [`Prepared::classes`].
     Classes(Vec<u32>),
-    /// Regression values.
+    /// Regression values (scaled as [`Preprocessing::target`] says).
     Values(Vec<f32>),
 }
 
@@ -55,7 +101,7 @@ impl Targets {
     }
 }
 
-/// One split: normalised features (row-major) and targets.
+/// One split: features (row-major) and targets.
 #[derive(Debug, Clone)]
 pub struct Part {
     /// `rows × features` values, row-major.
@@ -66,77 +112,6 @@ pub struct Part {
     pub rows: usize,
     /// 0-based data-row numbers (header excluded) of these rows in the CSV.
     pub source_rows: Vec<usize>,
-}
-
-/// How raw feature values become model inputs: `(x - offset) / scale`, per feature.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Preprocessing {
-    /// Format tag.
-    pub schema: String,
-    /// Feature column names, in input order.
-    pub features: Vec<String>,
-    /// Label column name.
-    pub label: String,
-    /// Task.
-    pub task: Task,
-    /// Class names in index order (classification).
-    pub classes: Option<Vec<String>>,
-    /// Normalisation kind.
-    pub normalize: Normalize,
-    /// Per-feature offset.
-    pub offset: Vec<f32>,
-    /// Per-feature scale.
-    pub scale: Vec<f32>,
-}
-
-impl Preprocessing {
-    /// Parse and validate a recorded `preprocessing.json`: one finite offset and non-zero scale
-    /// per feature, class names for classification.
-    pub fn from_json(bytes: &[u8]) -> Result<Preprocessing, RecordError> {
-        let p: Preprocessing = serde_json::from_slice(bytes).map_err(RecordError::Json)?;
-        let n = p.features.len();
-        if n == 0 || p.offset.len() != n || p.scale.len() != n {
-            return Err(RecordError::Shape {
-                features: n,
-                offsets: p.offset.len(),
-                scales: p.scale.len(),
-            });
-        }
-        if let Some(i) = (0..n)
-            .find(|&i| !p.offset[i].is_finite() || !p.scale[i].is_finite() || p.scale[i] == 0.0)
-        {
-            return Err(RecordError::Scaling(p.features[i].clone()));
-        }
-        match (&p.task, &p.classes) {
-            (Task::Classification, Some(c)) if !c.is_empty() => Ok(p),
-            (Task::Regression, _) => Ok(p),
-            _ => Err(RecordError::NoClasses),
-        }
-    }
-}
-
-/// Why a recorded `preprocessing.json` cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    /// Not JSON of the record's shape.
-    #[error("not a preprocessing record: {0}")]
-    Json(serde_json::Error),
-    /// Lists of different lengths.
-    #[error("{features} features but {offsets} offsets and {scales} scales")]
-    Shape {
-        /// Features.
-        features: usize,
-        /// Offsets.
-        offsets: usize,
-        /// Scales.
-        scales: usize,
-    },
-    /// A feature's scaling is unusable.
-    #[error("feature `{0}` has a non-finite offset or a zero scale")]
-    Scaling(String),
-    /// Classification without classes.
-    #[error("a classification run without class names")]
-    NoClasses,
 }
 
 /// The data ready for training.
@@ -152,20 +127,34 @@ pub struct Prepared {
     pub validation: Part,
     /// Test rows (absent when `split.test` is 0).
     pub test: Option<Part>,
-    /// Normalisation and label encoding.
+    /// Everything fitted on the training rows.
     pub preprocessing: Preprocessing,
+    /// What was inferred and what looks wrong, for the user (empty for an all-numeric CSV
+    /// without gaps).
+    pub notices: Vec<String>,
+    /// Rows left out with `skip_bad_rows`, and rows dropped for gaps under `impute: drop`.
+    pub skipped: Vec<BadRow>,
+    /// Per-class loss weights (`training.class_weight: balanced`).
+    pub class_weights: Option<Vec<f32>>,
 }
 
 impl Prepared {
     /// Number of input features.
     pub fn features(&self) -> usize {
-        self.preprocessing.features.len()
+        self.preprocessing.width()
     }
 
     /// Number of classes (1 output for regression).
     pub fn outputs(&self) -> usize {
         self.preprocessing.classes.as_ref().map_or(1, Vec::len)
     }
+}
+
+/// How to prepare.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ParseOptions {
+    /// Leave bad rows out (recorded in [`Prepared::skipped`]) instead of failing.
+    pub skip_bad_rows: bool,
 }
 
 /// The largest CSV auditai loads (it is held in memory while splits are prepared).
@@ -187,77 +176,95 @@ pub fn load(spec: &Spec) -> Result<Prepared, DataError> {
 }
 
 /// Prepare splits from the bytes of the spec's CSV (as returned by [`read`]), so that what is
-/// parsed is exactly what the caller hashed.
+/// parsed is exactly what the caller hashed. Bad rows are an error.
 pub fn parse(spec: &Spec, bytes: &[u8]) -> Result<Prepared, DataError> {
-    let ctx = Ctx {
-        spec,
-        path: spec.data.resolved_path(&spec.source),
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(bytes);
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(|e| ctx.csv_err(Some(1), csv_message(&e)))?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
-    let (label_col, feature_cols) = ctx.columns(&header)?;
-    let (x, raw_labels) = ctx.rows(&mut reader, &header, label_col, &feature_cols)?;
-    let rows = raw_labels.len();
-    let d = feature_cols.len();
-    let (targets, classes) = ctx.targets(&raw_labels, &header[label_col])?;
-    let [train_idx, val_idx, test_idx] = split_indices(&targets, rows, spec);
-    if train_idx.is_empty() || val_idx.is_empty() {
-        return Err(ctx.csv_err(
-            None,
-            format!("{rows} rows are too few for the train/validation split"),
-        ));
-    }
+    parse_with(spec, bytes, ParseOptions::default())
+}
 
-    let (offset, scale) = fit_normalisation(&x, d, &train_idx, spec.data.normalize);
-    let part = |idx: Vec<usize>| -> Part {
-        let mut px = Vec::with_capacity(idx.len() * d);
-        for &r in &idx {
-            for f in 0..d {
-                px.push((x[r * d + f] - offset[f]) / scale[f]);
-            }
-        }
-        Part {
-            x: px,
-            targets: targets.select(&idx),
-            rows: idx.len(),
-            source_rows: idx,
-        }
-    };
-    let test = (!test_idx.is_empty()).then(|| part(test_idx));
-    Ok(Prepared {
-        path: ctx.path.clone(),
-        rows,
-        train: part(train_idx),
-        validation: part(val_idx),
-        test,
-        preprocessing: Preprocessing {
-            schema: "auditai.preprocessing/v1".to_string(),
-            features: feature_cols.iter().map(|&c| header[c].clone()).collect(),
-            label: header[label_col].clone(),
-            task: spec.data.task,
-            classes,
-            normalize: spec.data.normalize,
-            offset,
-            scale,
-        },
-    })
+/// [`parse`] with options.
+pub fn parse_with(spec: &Spec, bytes: &[u8], opts: ParseOptions) -> Result<Prepared, DataError> {
+    let ctx = Ctx::new(spec, bytes);
+    let header = ctx.header(bytes)?;
+    let roles = Roles::of(&ctx, &header)?;
+    let mut scan = ctx.scan(bytes, &roles)?;
+    let (targets, classes) = ctx.targets(&mut scan)?;
+    let parts = split::split(&targets, scan.groups.as_deref(), spec);
+    let kinds = infer::kinds(&ctx, bytes, &roles, &scan, &parts[0])?;
+    let mut columns = ctx.materialize(bytes, &roles, &kinds, &mut scan)?;
+    let dropped = ctx.drop_gaps(&columns, &roles, &mut scan);
+    let parts = parts.map(|p| {
+        p.into_iter()
+            .filter(|&i| !scan.dropped[i])
+            .collect::<Vec<_>>()
+    });
+    let fitted = ctx.fit(&mut columns, &kinds, &parts[0]);
+    let mut pre = ctx.record(&roles, fitted, classes);
+    ctx.check_record_size(&pre)?;
+    let targets = ctx.scale_targets(targets, &parts[0], &mut pre);
+    let encoded = ctx.encode(&columns, &pre, &targets, &parts, &mut scan);
+    ctx.finish(scan, encoded, pre, &kinds, &roles, dropped, opts)
 }
 
 /// The spec and the data file being parsed, for errors that name a spec position or a CSV line.
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     spec: &'a Spec,
     path: PathBuf,
+    dialect: Dialect,
 }
 
-impl Ctx<'_> {
-    fn spec_err(&self, pos: Pos, message: String) -> DataError {
+/// What the first pass found: every kept row's record index, line and label.
+struct Scan {
+    /// The CSV record index (0-based, header excluded) of each kept row.
+    records: Vec<usize>,
+    /// Each kept row's 1-based line.
+    lines: Vec<u64>,
+    /// Each kept row's label text.
+    labels: Vec<String>,
+    /// Each kept row's group id (`data.split.group`).
+    groups: Option<Vec<u32>>,
+    /// Rows that cannot be used.
+    bad: Vec<BadRow>,
+    /// Rows without a label: left out of training (and recorded), never an error.
+    unlabeled: Vec<BadRow>,
+    /// Kept rows dropped after the split (bad values, gaps under `impute: drop`).
+    dropped: Vec<bool>,
+    /// Total data records in the CSV.
+    total: usize,
+}
+
+/// A column's values for every kept row: numbers (`NaN` for a gap) or category codes into its
+/// texts (`u32::MAX` for a gap).
+pub(crate) enum Values {
+    /// Numbers.
+    Numeric(Vec<f32>),
+    /// Category codes and the texts they stand for.
+    Categorical {
+        /// Per row.
+        codes: Vec<u32>,
+        /// Per code.
+        texts: Vec<String>,
+    },
+}
+
+impl<'a> Ctx<'a> {
+    fn new(spec: &'a Spec, bytes: &[u8]) -> Ctx<'a> {
+        let missing = spec.data.missing_values.clone().unwrap_or_else(|| {
+            crate::spec::DEFAULT_MISSING
+                .iter()
+                .map(|s| (*s).to_string())
+                .collect()
+        });
+        Ctx {
+            spec,
+            path: spec.data.resolved_path(&spec.source),
+            dialect: Dialect {
+                delimiter: spec.data.delimiter.unwrap_or_else(|| table::sniff(bytes)),
+                missing,
+            },
+        }
+    }
+
+    pub(crate) fn spec_err(&self, pos: Pos, message: String) -> DataError {
         DataError::Spec {
             spec: self.spec.source.clone(),
             pos,
@@ -265,7 +272,33 @@ impl Ctx<'_> {
         }
     }
 
-    fn csv_err(&self, line: Option<u64>, message: String) -> DataError {
+    /// `preprocessing.json` must stay readable as a document (a categorical column with a
+    /// million distinct texts would make it too large to read back).
+    fn check_record_size(&self, pre: &Preprocessing) -> Result<(), DataError> {
+        let len = serde_json::to_vec(pre).map_or(u64::MAX, |v| v.len() as u64);
+        if len <= crate::fsio::MAX_DOCUMENT / 2 {
+            return Ok(());
+        }
+        let widest = pre
+            .columns
+            .iter()
+            .max_by_key(|c| match c {
+                Column::Categorical {
+                    categories, other, ..
+                } => categories.len() + other.len(),
+                Column::Numeric { .. } => 0,
+            })
+            .map_or("", Column::name);
+        Err(self.csv_err(
+            None,
+            format!(
+                "the fitted preprocessing would take {} MiB: column `{widest}` has too many distinct values to encode; declare it `id` or `exclude` in data.columns",
+                len >> 20
+            ),
+        ))
+    }
+
+    pub(crate) fn csv_err(&self, line: Option<u64>, message: String) -> DataError {
         DataError::Csv {
             path: self.path.clone(),
             line,
@@ -273,245 +306,39 @@ impl Ctx<'_> {
         }
     }
 
-    /// The label column and the feature columns (after include/exclude), checked against
-    /// `data.shape`.
-    fn columns(&self, header: &[String]) -> Result<(usize, Vec<usize>), DataError> {
-        let data = &self.spec.data;
-        let find = |name: &Located<String>, what: &str| -> Result<usize, DataError> {
-            header.iter().position(|h| *h == name.value).ok_or_else(|| {
-                self.spec_err(
-                    name.pos,
-                    format!(
-                        "{what} `{}` is not a column of {} (columns: {})",
-                        name.value,
-                        self.path.display(),
-                        header.join(", ")
-                    ),
-                )
-            })
-        };
-        let label_col = find(&data.label, "label column")?;
-        let mut feature_cols: Vec<usize> = match &data.include {
-            Some(list) => {
-                let mut cols = Vec::new();
-                for name in list {
-                    let c = find(name, "feature")?;
-                    if c == label_col {
-                        return Err(self.spec_err(
-                            name.pos,
-                            format!(
-                                "`{}` is the label column and cannot be a feature",
-                                name.value
-                            ),
-                        ));
-                    }
-                    cols.push(c);
-                }
-                cols
-            }
-            None => (0..header.len()).filter(|&c| c != label_col).collect(),
-        };
-        for name in &data.exclude {
-            let c = find(name, "excluded feature")?;
-            feature_cols.retain(|&f| f != c);
-        }
-        if feature_cols.is_empty() {
-            return Err(self.spec_err(
-                data.label.pos,
-                "no feature columns are left after include/exclude".to_string(),
-            ));
-        }
-        if let Some(shape) = &data.shape {
-            let [c, h, w] = shape.value;
-            if c * h * w != feature_cols.len() {
-                return Err(self.spec_err(
-                    shape.pos,
-                    format!(
-                        "data.shape {c}x{h}x{w} holds {} values but there are {} feature columns",
-                        c * h * w,
-                        feature_cols.len()
-                    ),
-                ));
+    /// The trimmed header; duplicate names are an error.
+    fn header(&self, bytes: &[u8]) -> Result<Vec<String>, DataError> {
+        let (mut r, _) = table::reader(bytes, &self.dialect);
+        let header: Vec<String> = r
+            .headers()
+            .map_err(|e| self.csv_err(Some(1), table::csv_message(&e)))?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        for (i, h) in header.iter().enumerate() {
+            if header[..i].contains(h) {
+                return Err(self.csv_err(Some(1), format!("column `{h}` appears twice")));
             }
         }
-        Ok((label_col, feature_cols))
-    }
-
-    /// Every data row: the features (finite numbers) row-major, and the raw labels (non-empty).
-    fn rows(
-        &self,
-        reader: &mut csv::Reader<&[u8]>,
-        header: &[String],
-        label_col: usize,
-        feature_cols: &[usize],
-    ) -> Result<(Vec<f32>, Vec<String>), DataError> {
-        let mut x: Vec<f32> = Vec::new();
-        let mut raw_labels: Vec<String> = Vec::new();
-        for record in reader.records() {
-            let record = record
-                .map_err(|e| self.csv_err(e.position().map(|p| p.line()), csv_message(&e)))?;
-            let line = record.position().map(|p| p.line());
-            for &c in feature_cols {
-                let cell = record.get(c).unwrap_or("").trim();
-                let v: f32 = cell.parse().map_err(|_| {
-                    self.csv_err(
-                        line,
-                        format!("column `{}`: `{cell}` is not a number", header[c]),
-                    )
-                })?;
-                if !v.is_finite() {
-                    return Err(self.csv_err(
-                        line,
-                        format!("column `{}`: `{cell}` is not a finite number", header[c]),
-                    ));
-                }
-                x.push(v);
-            }
-            let label = record.get(label_col).unwrap_or("").trim();
-            if label.is_empty() {
-                return Err(self.csv_err(
-                    line,
-                    format!("label column `{}` is empty", header[label_col]),
-                ));
-            }
-            raw_labels.push(label.to_string());
-        }
-        if raw_labels.is_empty() {
-            return Err(self.csv_err(None, "no data rows after the header".to_string()));
-        }
-        Ok((x, raw_labels))
-    }
-
-    /// The targets: class indices in sorted class-name order (at least two classes), or the
-    /// label values for regression.
-    fn targets(
-        &self,
-        raw_labels: &[String],
-        label_name: &str,
-    ) -> Result<(Targets, Option<Vec<String>>), DataError> {
-        match self.spec.data.task {
-            Task::Classification => {
-                let classes: Vec<String> = raw_labels
-                    .iter()
-                    .cloned()
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .into_iter()
-                    .collect();
-                if classes.len() < 2 {
-                    return Err(self.spec_err(
-                        self.spec.data.label.pos,
-                        format!(
-                            "classification needs at least 2 classes in `{}`, found {}",
-                            self.spec.data.label.value,
-                            classes.len()
-                        ),
-                    ));
-                }
-                let index: BTreeMap<&str, u32> = classes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (c.as_str(), i as u32))
-                    .collect();
-                let t = raw_labels
-                    .iter()
-                    .map(|l| index.get(l.as_str()).copied().unwrap_or(0))
-                    .collect();
-                Ok((Targets::Classes(t), Some(classes)))
-            }
-            Task::Regression => {
-                let mut values = Vec::with_capacity(raw_labels.len());
-                for (i, l) in raw_labels.iter().enumerate() {
-                    let v: f32 = l.parse().ok().filter(|v: &f32| v.is_finite()).ok_or_else(|| {
-                        self.csv_err(
-                            Some(i as u64 + 2),
-                            format!(
-                                "label `{l}` in column `{label_name}` is not a number, but the task is regression"
-                            ),
-                        )
-                    })?;
-                    values.push(v);
-                }
-                Ok((Targets::Values(values), None))
-            }
-        }
+        Ok(header)
     }
 }
 
-fn csv_message(e: &csv::Error) -> String {
-    match e.kind() {
-        csv::ErrorKind::Io(io) => io.to_string(),
-        csv::ErrorKind::UnequalLengths {
-            expected_len, len, ..
-        } => format!("row has {len} fields, the header has {expected_len}"),
-        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
-        _ => e.to_string(),
-    }
+/// A column's declared or inferred role, for error positions.
+pub(crate) fn declared(spec: &Spec, name: &str) -> Option<(Pos, ColumnRole)> {
+    spec.data
+        .columns
+        .iter()
+        .find(|(n, _)| n.value == name)
+        .map(|(n, r)| (n.pos, *r))
 }
 
-/// Seeded split: per class for classification (stratified), over all rows for regression.
-fn split_indices(targets: &Targets, rows: usize, spec: &Spec) -> [Vec<usize>; 3] {
-    let groups: Vec<Vec<usize>> = match targets {
-        Targets::Classes(c) => {
-            let k = c.iter().copied().max().map_or(0, |m| m as usize + 1);
-            let mut g = vec![Vec::new(); k];
-            for (i, &class) in c.iter().enumerate() {
-                g[class as usize].push(i);
-            }
-            g
-        }
-        Targets::Values(_) => vec![(0..rows).collect()],
-    };
-    let split = spec.data.split;
-    let mut out = [Vec::new(), Vec::new(), Vec::new()];
-    for (gi, mut group) in groups.into_iter().enumerate() {
-        shuffle::shuffle(&mut group, &shuffle::key(spec.seed, "split", gi as u64));
-        let n = group.len() as f64;
-        let n_val = ((n * split.validation).round() as usize).min(group.len());
-        let n_test = ((n * split.test).round() as usize).min(group.len() - n_val);
-        let n_train = group.len() - n_val - n_test;
-        out[0].extend_from_slice(&group[..n_train]);
-        out[1].extend_from_slice(&group[n_train..n_train + n_val]);
-        out[2].extend_from_slice(&group[n_train + n_val..]);
-    }
-    for part in &mut out {
-        part.sort_unstable();
-    }
-    out
+/// `Located` names from the spec's include or exclude lists.
+pub(crate) fn names(list: &[Located<String>]) -> Vec<&str> {
+    list.iter().map(|l| l.value.as_str()).collect()
 }
 
-/// Offsets and scales from the training rows only, so no test statistics leak into training.
-fn fit_normalisation(
-    x: &[f32],
-    d: usize,
-    train: &[usize],
-    kind: Normalize,
-) -> (Vec<f32>, Vec<f32>) {
-    let mut offset = vec![0.0f32; d];
-    let mut scale = vec![1.0f32; d];
-    let n = train.len() as f64;
-    for f in 0..d {
-        let col = train.iter().map(|&r| f64::from(x[r * d + f]));
-        match kind {
-            Normalize::None => {}
-            Normalize::Standard => {
-                let mean = col.clone().sum::<f64>() / n;
-                let var = col.map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
-                offset[f] = mean as f32;
-                let sd = var.sqrt() as f32;
-                scale[f] = if sd > 1e-12 { sd } else { 1.0 };
-            }
-            Normalize::Minmax => {
-                let (lo, hi) = col.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-                    (lo.min(v), hi.max(v))
-                });
-                offset[f] = lo as f32;
-                let range = (hi - lo) as f32;
-                scale[f] = if range > 1e-12 { range } else { 1.0 };
-            }
-        }
-    }
-    (offset, scale)
+/// Whether a numeric column's gaps drop their rows.
+pub(crate) fn drops_gaps(spec: &Spec) -> bool {
+    spec.data.impute.numeric == NumericImpute::Drop
 }
-
-#[cfg(test)]
-mod tests;

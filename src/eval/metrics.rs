@@ -1,7 +1,11 @@
 //! Evaluation metrics from labels and model outputs: accuracy, macro-F1, per-class precision and
 //! recall, the confusion matrix, and for binary tasks ROC-AUC, the Brier score and the expected
 //! calibration error with its reliability table; MSE, MAE and R² for regression.
-//! Pure functions: no files, no model.
+//! Every metric comes with a 95 % confidence interval and the number of rows it rests on: Wilson
+//! score intervals for proportions (accuracy, per-class precision and recall), a seeded
+//! bootstrap for the rest (anyone can recompute it). Pure functions: no files, no model.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +51,27 @@ pub struct Metrics {
     /// Regression: coefficient of determination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r2: Option<f64>,
+    /// 95 % confidence intervals by metric name (`accuracy`, `macro_f1`, …, and
+    /// `precision:<class>`, `recall:<class>`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub intervals: BTreeMap<String, Interval>,
+}
+
+/// A 95 % confidence interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Interval {
+    /// Lower bound.
+    pub lower: f64,
+    /// Upper bound.
+    pub upper: f64,
+    /// `wilson` (a proportion) or `bootstrap` (percentile, seeded).
+    pub method: String,
+    /// Rows it rests on (the proportion's denominator, or the rows resampled).
+    pub rows: u64,
+    /// Bootstrap resamples drawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resamples: Option<u32>,
 }
 
 /// One class's precision, recall and support.
@@ -79,6 +104,23 @@ pub struct Bin {
 }
 
 impl Metrics {
+    /// The scalar metrics defined for these rows, by name, in a fixed order.
+    pub fn scalars(&self) -> Vec<(&'static str, f64)> {
+        [
+            ("accuracy", self.accuracy),
+            ("macro_f1", self.macro_f1),
+            ("roc_auc", self.roc_auc),
+            ("brier", self.brier),
+            ("calibration_error", self.calibration_error),
+            ("mse", self.mse),
+            ("mae", self.mae),
+            ("r2", self.r2),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
+
     /// A named metric (`accuracy`, `macro_f1`, `roc_auc`, `brier`, `calibration_error`, `mse`,
     /// `mae`, `r2`, or `precision`/`recall` of `class`), when defined for these rows.
     pub fn value(&self, metric: &str, class: Option<&str>) -> Option<f64> {
@@ -129,21 +171,7 @@ pub fn classification(truth: &[usize], probs: &[Vec<f32>], classes: &[String]) -
             }
         })
         .collect();
-    let macro_f1 = if k == 0 {
-        0.0
-    } else {
-        per_class
-            .iter()
-            .map(|c| {
-                if c.precision + c.recall == 0.0 {
-                    0.0
-                } else {
-                    2.0 * c.precision * c.recall / (c.precision + c.recall)
-                }
-            })
-            .sum::<f64>()
-            / k as f64
-    };
+    let macro_f1 = macro_f1(&confusion);
     let mut m = Metrics {
         rows: n as u64,
         accuracy: Some(ratio(correct, n as u64)),
@@ -171,7 +199,28 @@ pub fn classification(truth: &[usize], probs: &[Vec<f32>], classes: &[String]) -
         m.calibration_error = Some(ece);
         m.reliability = bins;
     }
+    intervals::classification(&mut m, &truth[..n], &probs[..n], k);
     m
+}
+
+/// The mean F1 over the classes present among the true or predicted labels (scikit-learn's
+/// `average="macro"` semantics: a class absent from both does not count).
+pub fn macro_f1(confusion: &[Vec<u64>]) -> f64 {
+    let k = confusion.len();
+    let (mut sum, mut present) = (0.0, 0usize);
+    for (i, row) in confusion.iter().enumerate() {
+        let support: u64 = row.iter().sum();
+        let predicted: u64 = (0..k).map(|t| confusion[t][i]).sum();
+        if support + predicted > 0 {
+            sum += ratio(2 * row[i], support + predicted);
+            present += 1;
+        }
+    }
+    if present == 0 {
+        0.0
+    } else {
+        sum / present as f64
+    }
 }
 
 /// Regression metrics.
@@ -187,14 +236,19 @@ pub fn regression(truth: &[f64], predicted: &[f64]) -> Metrics {
         ae += (t - p).abs();
         tot += (t - mean).powi(2);
     }
-    Metrics {
+    let mut m = Metrics {
         rows: n as u64,
         mse: Some(se / n as f64),
         mae: Some(ae / n as f64),
         r2: Some(if tot == 0.0 { 0.0 } else { 1.0 - se / tot }),
         ..Default::default()
-    }
+    };
+    intervals::regression(&mut m, &truth[..n], &predicted[..n]);
+    m
 }
+
+mod intervals;
+pub use intervals::{of_labels, of_values};
 
 fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
@@ -213,7 +267,7 @@ pub fn argmax(p: &[f32]) -> usize {
 
 /// ROC-AUC as the Mann–Whitney statistic: the chance that a random positive row scores above a
 /// random negative one, ties counting half. `None` without both classes.
-fn roc_auc(score: &[f64], positive: &[bool]) -> Option<f64> {
+pub(crate) fn roc_auc(score: &[f64], positive: &[bool]) -> Option<f64> {
     let pos = positive.iter().filter(|&&p| p).count();
     let neg = positive.len() - pos;
     if pos == 0 || neg == 0 {
@@ -242,7 +296,7 @@ fn roc_auc(score: &[f64], positive: &[bool]) -> Option<f64> {
 }
 
 /// Expected calibration error and the reliability table.
-fn calibration(p: &[f64], y: &[bool]) -> (f64, Vec<Bin>) {
+pub(crate) fn calibration(p: &[f64], y: &[bool]) -> (f64, Vec<Bin>) {
     let mut sums = vec![(0u64, 0.0f64, 0u64); CALIBRATION_BINS];
     for (&p, &y) in p.iter().zip(y) {
         let b = ((p * CALIBRATION_BINS as f64) as usize).min(CALIBRATION_BINS - 1);
@@ -307,6 +361,44 @@ mod tests {
     fn auc_counts_ties_as_half_and_needs_both_classes() {
         assert_eq!(roc_auc(&[0.5, 0.5], &[true, false]), Some(0.5));
         assert_eq!(roc_auc(&[0.5, 0.7], &[true, true]), None);
+    }
+
+    #[test]
+    fn macro_averages_skip_classes_absent_from_a_subgroup() {
+        // The penguins case: a subgroup holding only one species, all predicted right.
+        let three = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let probs = vec![vec![0.1, 0.8, 0.1]; 4];
+        let m = classification(&[1, 1, 1, 1], &probs, &three);
+        assert_eq!(m.macro_f1, Some(1.0));
+    }
+
+    #[test]
+    fn intervals_come_with_every_metric() {
+        let probs: Vec<Vec<f32>> = (0..40)
+            .map(|i| {
+                if i % 4 == 0 {
+                    vec![0.3, 0.7]
+                } else {
+                    vec![0.8, 0.2]
+                }
+            })
+            .collect();
+        let truth: Vec<usize> = (0..40).map(|i| usize::from(i % 5 == 0)).collect();
+        let m = classification(&truth, &probs, &names());
+        let acc = &m.intervals["accuracy"];
+        assert_eq!(acc.method, "wilson");
+        assert!(acc.lower < m.accuracy.unwrap() && m.accuracy.unwrap() < acc.upper);
+        let f1 = &m.intervals["macro_f1"];
+        assert_eq!(f1.method, "bootstrap");
+        assert!(f1.lower <= m.macro_f1.unwrap() && m.macro_f1.unwrap() <= f1.upper);
+        assert!(m.intervals.contains_key("recall:malignant"));
+        // Seeded: recomputing gives the same interval.
+        assert_eq!(
+            classification(&truth, &probs, &names()).intervals,
+            m.intervals
+        );
+        let r = regression(&[1.0, 2.0, 3.0, 4.0, 5.0], &[1.1, 1.9, 3.2, 3.9, 5.3]);
+        assert!(r.intervals.contains_key("r2") && r.intervals.contains_key("mae"));
     }
 
     #[test]

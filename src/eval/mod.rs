@@ -110,7 +110,7 @@ pub struct DataRef {
     pub blake3: String,
     /// Rows evaluated.
     pub rows: u64,
-    /// Rows skipped (`--skip-bad-rows`).
+    /// Rows not evaluated: rows without a label, and bad rows with `--skip-bad-rows`.
     pub skipped: u64,
     /// The label column.
     pub label: String,

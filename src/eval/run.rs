@@ -9,7 +9,8 @@ use super::criteria::{self, Criteria, Judged};
 use super::metrics::{self, Metrics, Subgroup};
 use super::prereg::{self, PreRegStatus};
 use super::{CriteriaRef, DataRef, Evaluation, Evaluator, Leakage, ModelRef, PreRegistration};
-use crate::predict::{Columns, Label, LineLimit, Model, parse_row, row_digest};
+use crate::data::table::{self, Dialect};
+use crate::predict::{Columns, Model, Wanted};
 use crate::spec::{SpecError, Task};
 
 /// Most distinct values of one subgroup column.
@@ -55,6 +56,7 @@ pub struct EvalOptions<'a> {
     pub out_dir: PathBuf,
 }
 
+#[derive(Default)]
 struct Rows {
     truth_class: Vec<usize>,
     truth_value: Vec<f64>,
@@ -85,31 +87,7 @@ pub fn evaluate(model: &Model, opts: &EvalOptions<'_>) -> Result<Evaluation, Eva
             c.min_subgroup_rows
         });
     let overall = metrics_of(model, &rows, None);
-    let mut subgroups = Vec::new();
-    for (k, column) in by.iter().enumerate() {
-        let mut values: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (i, g) in rows.groups.iter().enumerate() {
-            values.entry(g[k].as_str()).or_default().push(i);
-        }
-        if values.len() > MAX_GROUPS {
-            return Err(EvalError::Data {
-                path: opts.data.clone(),
-                line: Some(1),
-                message: format!(
-                    "subgroup column `{column}` has more than {MAX_GROUPS} distinct values"
-                ),
-            });
-        }
-        for (value, idx) in values {
-            let metrics = metrics_of(model, &rows, Some(&idx));
-            subgroups.push(Subgroup {
-                column: column.clone(),
-                value: value.to_string(),
-                too_small: (idx.len() as u64) < min_subgroup_rows,
-                metrics,
-            });
-        }
-    }
+    let subgroups = subgroups(model, opts, &rows, &by, min_subgroup_rows)?;
     let leakage = leakage(model, opts, &rows);
     let pre_registration = match &criteria {
         Some((path, (_, bytes))) => prereg::judge(
@@ -128,40 +106,13 @@ pub fn evaluate(model: &Model, opts: &EvalOptions<'_>) -> Result<Evaluation, Eva
         },
     };
     let criteria = criteria.map(|(path, (c, bytes))| {
-        let mut results: Vec<Judged> = c
-            .criteria
-            .iter()
-            .map(|k| k.judge(&overall, &subgroups))
-            .collect();
-        results.push(Judged {
-            criterion: "no evaluation row trained or validated the model".into(),
-            value: Some(leakage.overlapping_rows as f64),
-            passed: c.allow_leakage
-                || (leakage.status == "checked" && leakage.overlapping_rows == 0),
-            detail: if c.allow_leakage {
-                "allowed by the criteria (allow_leakage: true)".into()
-            } else if leakage.status != "checked" {
-                format!("not checked: {}", leakage.detail)
-            } else {
-                leakage.detail.clone()
-            },
-        });
-        if c.require_preregistration {
-            results.push(Judged {
-                criterion: "the criteria were committed before the evaluation".into(),
-                value: None,
-                passed: pre_registration.status.proven(),
-                detail: pre_registration.detail.clone(),
-            });
-        }
-        let d = crate::hash::bytes_digest(&bytes);
-        CriteriaRef {
-            name: crate::fsio::relative_to(&opts.out_dir, &path),
-            sha256: d.sha256.map(|s| s.hex()).unwrap_or_default(),
-            blake3: d.blake3.hex(),
-            criteria: c,
-            results,
-        }
+        let found = Found {
+            overall: &overall,
+            subgroups: &subgroups,
+            leakage: &leakage,
+            pre_registration: &pre_registration,
+        };
+        judged(opts, path, c, &bytes, &found)
     });
     let data_digest = crate::hash::Hasher::new(None, true).hash_file(&opts.data)?;
     let verdict = Evaluation::verdict_of(criteria.as_ref());
@@ -200,6 +151,99 @@ pub fn evaluate(model: &Model, opts: &EvalOptions<'_>) -> Result<Evaluation, Eva
     })
 }
 
+/// Metrics per value of each `by` column.
+fn subgroups(
+    model: &Model,
+    opts: &EvalOptions<'_>,
+    rows: &Rows,
+    by: &[String],
+    min_subgroup_rows: u64,
+) -> Result<Vec<Subgroup>, EvalError> {
+    let mut subgroups = Vec::new();
+    for (k, column) in by.iter().enumerate() {
+        let mut values: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, g) in rows.groups.iter().enumerate() {
+            values.entry(g[k].as_str()).or_default().push(i);
+        }
+        if values.len() > MAX_GROUPS {
+            return Err(EvalError::Data {
+                path: opts.data.clone(),
+                line: Some(1),
+                message: format!(
+                    "subgroup column `{column}` has more than {MAX_GROUPS} distinct values"
+                ),
+            });
+        }
+        for (value, idx) in values {
+            let metrics = metrics_of(model, rows, Some(&idx));
+            subgroups.push(Subgroup {
+                column: column.clone(),
+                value: value.to_string(),
+                too_small: (idx.len() as u64) < min_subgroup_rows,
+                metrics,
+            });
+        }
+    }
+    Ok(subgroups)
+}
+
+/// What the criteria are judged on.
+struct Found<'a> {
+    overall: &'a Metrics,
+    subgroups: &'a [Subgroup],
+    leakage: &'a Leakage,
+    pre_registration: &'a PreRegistration,
+}
+
+/// Every criterion judged, plus the leakage and pre-registration checks.
+fn judged(
+    opts: &EvalOptions<'_>,
+    path: PathBuf,
+    c: Criteria,
+    bytes: &[u8],
+    found: &Found<'_>,
+) -> CriteriaRef {
+    let Found {
+        overall,
+        subgroups,
+        leakage,
+        pre_registration,
+    } = found;
+    let mut results: Vec<Judged> = c
+        .criteria
+        .iter()
+        .map(|k| k.judge(overall, subgroups))
+        .collect();
+    results.push(Judged {
+        criterion: "no evaluation row trained or validated the model".into(),
+        value: Some(leakage.overlapping_rows as f64),
+        passed: c.allow_leakage || (leakage.status == "checked" && leakage.overlapping_rows == 0),
+        detail: if c.allow_leakage {
+            "allowed by the criteria (allow_leakage: true)".into()
+        } else if leakage.status != "checked" {
+            format!("not checked: {}", leakage.detail)
+        } else {
+            leakage.detail.clone()
+        },
+    });
+    if c.require_preregistration {
+        results.push(Judged {
+            criterion: "the criteria were committed before the evaluation".into(),
+            value: None,
+            passed: pre_registration.status.proven(),
+            detail: pre_registration.detail.clone(),
+        });
+    }
+    let d = crate::hash::bytes_digest(bytes);
+    CriteriaRef {
+        name: crate::fsio::relative_to(&opts.out_dir, &path),
+        sha256: d.sha256.map(|s| s.hex()).unwrap_or_default(),
+        blake3: d.blake3.hex(),
+        criteria: c,
+        results,
+    }
+}
+
 fn metrics_of(model: &Model, rows: &Rows, idx: Option<&[usize]>) -> Metrics {
     let all: Vec<usize>;
     let idx = match idx {
@@ -233,59 +277,48 @@ fn read_rows(model: &Model, opts: &EvalOptions<'_>, by: &[String]) -> Result<Row
         line,
         message,
     };
-    let file = crate::fsio::open_regular(&opts.data).map_err(|e| data_err(None, e.to_string()))?;
-    let mut reader =
-        csv::ReaderBuilder::new().from_reader(LineLimit::new(std::io::BufReader::new(file)));
+    let bytes = crate::fsio::read_bounded(&opts.data, crate::data::MAX_DATA_BYTES)
+        .map_err(|e| data_err(None, e.to_string()))?;
+    let dialect = Dialect {
+        delimiter: table::sniff(&bytes),
+        missing: model.pre.dialect.missing.clone(),
+    };
+    let (mut reader, meter) = table::reader(bytes.as_slice(), &dialect);
     let header = reader
         .headers()
-        .map_err(|e| data_err(Some(1), e.to_string()))?
+        .map_err(|e| data_err(Some(1), table::csv_message(&e)))?
         .clone();
-    let cols = Columns::match_header(&header, &model.pre, None, true, by)
-        .map_err(|m| data_err(Some(1), m))?;
-    let label_col = cols.label.unwrap_or(0);
-    let mut rows = Rows {
-        truth_class: Vec::new(),
-        truth_value: Vec::new(),
-        outputs: Vec::new(),
-        groups: Vec::new(),
-        digests: Vec::new(),
-        skipped: 0,
+    let want = Wanted {
+        label: true,
+        by,
+        ..Wanted::default()
     };
+    let cols = Columns::match_header(&header, &model.pre, &want)
+        .map_err(|e| data_err(Some(1), e.to_string()))?;
+    let mut rows = Rows::default();
     let mut record = csv::StringRecord::new();
-    let (mut raw, mut x) = (Vec::new(), Vec::new());
+    let mut x = Vec::new();
     let mut pending = 0usize;
     let mut n = 0u64;
     loop {
-        let more = reader
-            .read_record(&mut record)
-            .map_err(|e| data_err(e.position().map(csv::Position::line), e.to_string()))?;
+        let more = reader.read_record(&mut record).map_err(|e| {
+            data_err(
+                e.position().map(csv::Position::line),
+                table::csv_message(&e),
+            )
+        })?;
         if more {
+            meter.next_record();
             n += 1;
             let line = record.position().map(csv::Position::line);
-            let label = record.get(label_col).map(str::trim).unwrap_or("");
-            let before = x.len();
-            let parsed = parse_row(&record, &cols, &model.pre, &mut raw, &mut x)
-                .map_err(|e| format!("column `{}`: {}", e.column, e.message))
-                .and_then(|()| match model.classes() {
-                    Some(classes) => classes
-                        .iter()
-                        .position(|c| c == label)
-                        .map(|c| (c, 0.0))
-                        .ok_or_else(|| {
-                            format!(
-                                "label `{label}` is not one of the model's classes ({})",
-                                classes.join(", ")
-                            )
-                        }),
-                    None => label
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|v| v.is_finite())
-                        .map(|v| (0, v))
-                        .ok_or_else(|| format!("label `{label}` is not a number")),
-                });
-            match parsed {
-                Ok((class, value)) => {
+            let label = cols.label.and_then(|i| record.get(i)).unwrap_or("");
+            if model.pre.dialect.is_missing(label.trim()) && record.len() == header.len() {
+                // A row without a label cannot be judged: left out and counted, as in training.
+                rows.skipped += 1;
+                continue;
+            }
+            match eval_row(model, &cols, &header, &record, &mut x) {
+                Ok((class, value, digest)) => {
                     rows.truth_class.push(class);
                     rows.truth_value.push(value);
                     rows.groups.push(
@@ -294,12 +327,10 @@ fn read_rows(model: &Model, opts: &EvalOptions<'_>, by: &[String]) -> Result<Row
                             .map(|(_, i)| record.get(*i).unwrap_or("").trim().to_string())
                             .collect(),
                     );
-                    rows.digests
-                        .push((row_digest(&raw, Some(label_of(model, label))), n));
+                    rows.digests.push((digest, n));
                     pending += 1;
                 }
                 Err(why) => {
-                    x.truncate(before);
                     if !opts.skip_bad_rows {
                         return Err(data_err(line, format!("{why} (or pass --skip-bad-rows)")));
                     }
@@ -322,12 +353,47 @@ fn read_rows(model: &Model, opts: &EvalOptions<'_>, by: &[String]) -> Result<Row
     Ok(rows)
 }
 
-/// A label as the leakage check compares it: a class by name, a regression target by value.
-fn label_of<'a>(model: &Model, label: &'a str) -> Label<'a> {
-    match model.classes() {
-        Some(_) => Label::Class(label),
-        None => Label::Value(label),
+/// One evaluation row: encoded onto `x`, its truth (class index or value) and its digest; or
+/// why it cannot be used (nothing is left on `x` then).
+fn eval_row(
+    model: &Model,
+    cols: &Columns,
+    header: &csv::StringRecord,
+    record: &csv::StringRecord,
+    x: &mut Vec<f32>,
+) -> Result<(usize, f64, [u8; 32]), String> {
+    if record.len() != header.len() {
+        return Err(format!(
+            "{} fields, the header has {}",
+            record.len(),
+            header.len()
+        ));
     }
+    let label = record
+        .get(cols.label.unwrap_or(0))
+        .map(str::trim)
+        .unwrap_or("");
+    let truth = match model.classes() {
+        Some(classes) => classes
+            .iter()
+            .position(|c| c == label)
+            .map(|c| (c, 0.0))
+            .ok_or_else(|| {
+                format!(
+                    "label `{label}` is not one of the model's classes ({})",
+                    classes.join(", ")
+                )
+            })?,
+        None => label
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(|v| (0, v))
+            .ok_or_else(|| format!("label `{label}` is not a number"))?,
+    };
+    let cells = cols.cells(record);
+    model.pre.encode(&cells, x).map_err(|e| e.to_string())?;
+    Ok((truth.0, truth.1, model.pre.row_digest(&cells, Some(label))))
 }
 
 /// Compare the evaluation rows with the run's training and validation rows.
@@ -362,7 +428,10 @@ fn leakage(model: &Model, opts: &EvalOptions<'_>, rows: &Rows) -> Leakage {
     let mut spec = model.spec.clone();
     spec.source = path.clone();
     spec.data.path.value = path.display().to_string();
-    let prepared = match crate::data::parse(&spec, &bytes) {
+    let skip = crate::data::ParseOptions {
+        skip_bad_rows: true,
+    };
+    let prepared = match crate::data::parse_with(&spec, &bytes, skip) {
         Ok(p) => p,
         Err(e) => return not_checked(format!("training data: {e}")),
     };
@@ -373,27 +442,27 @@ fn leakage(model: &Model, opts: &EvalOptions<'_>, rows: &Rows) -> Leakage {
         .chain(&prepared.validation.source_rows)
         .copied()
         .collect();
-    let mut reader = csv::ReaderBuilder::new().from_reader(bytes.as_slice());
+    let (mut reader, meter) = table::reader(bytes.as_slice(), &model.pre.dialect);
     let Ok(header) = reader.headers().cloned() else {
         return not_checked("training data has no header".into());
     };
-    let Ok(cols) = Columns::match_header(&header, &model.pre, None, true, &[]) else {
+    let want = Wanted {
+        label: true,
+        ..Wanted::default()
+    };
+    let Ok(cols) = Columns::match_header(&header, &model.pre, &want) else {
         return not_checked("training data lacks the model's columns".into());
     };
     let label_col = cols.label.unwrap_or(0);
     let mut reference = HashSet::new();
-    let (mut raw, mut x) = (Vec::new(), Vec::new());
-    for (i, rec) in reader.records().enumerate() {
-        let Ok(rec) = rec else { continue };
-        if !used.contains(&i) {
-            continue;
-        }
-        x.clear();
-        if parse_row(&rec, &cols, &model.pre, &mut raw, &mut x).is_ok() {
-            reference.insert(row_digest(
-                &raw,
-                rec.get(label_col).map(|l| label_of(model, l)),
-            ));
+    let mut rec = csv::StringRecord::new();
+    let mut i = 0usize;
+    while reader.read_record(&mut rec).unwrap_or(false) {
+        meter.next_record();
+        i += 1;
+        if used.contains(&(i - 1)) {
+            let cells = cols.cells(&rec);
+            reference.insert(model.pre.row_digest(&cells, rec.get(label_col)));
         }
     }
     let overlapping: Vec<u64> = rows

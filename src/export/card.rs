@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{Binding, Run};
+use super::{Binding, Run, describe};
 use crate::manifest;
 
 /// The Markdown model card for the document written to `out`.
@@ -15,7 +15,10 @@ pub fn model_card(run: &Run, out: &Path) -> String {
     details(run, &b, &mut md);
     intended_use(run, &mut md);
     training_data(run, &mut md);
+    preprocessing(run, &mut md);
+    hyper_parameters(run, &mut md);
     evaluation(run, &mut md);
+    considerations(run, &mut md);
     super::binding::seal_card(b, &md)
 }
 
@@ -135,11 +138,15 @@ fn intended_use(run: &Run, md: &mut String) {
     list(md, "Owners *(human)*", &owners);
 }
 
-/// The training data: file, digest, rows, split, label, features, class balance.
+/// The training data: where it came from (from the raw files, for a pipeline), file, digest,
+/// rows, split, label, features, skipped rows, class balance.
 fn training_data(run: &Run, md: &mut String) {
     let s = &run.summary;
     let spec = run.spec();
-    md.push_str("\n## Training data\n\n| | |\n|---|---|\n");
+    let pre = &run.preprocessing;
+    md.push_str("\n## Training data\n\n");
+    lineage(run, md);
+    md.push_str("| | |\n|---|---|\n");
     if let Some(d) = run.data() {
         row(
             md,
@@ -169,41 +176,172 @@ fn training_data(run: &Run, md: &mut String) {
             spec["data"]["split"], spec["seed"]
         ),
     );
-    row(
-        md,
-        "Label",
-        run.preprocessing["label"]
-            .as_str()
-            .unwrap_or("?")
-            .to_string(),
-    );
+    row(md, "Label", describe::label(pre));
     row(
         md,
         "Features",
-        run.preprocessing["features"]
-            .as_array()
-            .map_or(0, Vec::len)
-            .to_string()
-            + ": "
-            + &join_str(&run.preprocessing["features"]),
+        format!(
+            "{} from {} columns: {}",
+            pre.features.len(),
+            pre.columns.len(),
+            pre.features.join(", ")
+        ),
     );
+    if let Some(sk) = run.skipped_rows() {
+        let lines: Vec<String> = sk.rows.iter().map(|r| r.line.to_string()).collect();
+        row(
+            md,
+            "Rows left out",
+            format!("{} (CSV lines {})", sk.count, lines.join(", ")),
+        );
+    }
     if let Some(bal) = &run.class_balance {
         let v: Vec<String> = bal.iter().map(|(k, n)| format!("{k} {n}")).collect();
         row(md, "Class balance", v.join(", "));
     }
 }
 
-/// Preprocessing, hyper-parameters, held-out metrics, evaluations, limitations.
-fn evaluation(run: &Run, md: &mut String) {
-    let s = &run.summary;
-    let spec = run.spec();
-    let card = &run.card;
+/// For a model exported from a pipeline manifest: the stages from the raw files to the
+/// training file, each with its command, inputs, outputs and logs (blake3).
+fn lineage(run: &Run, md: &mut String) {
+    if run.lineage.is_empty() {
+        return;
+    }
+    let raw: Vec<String> = run
+        .lineage
+        .iter()
+        .flat_map(|s| s.raw.iter().map(|r| format!("`{r}`")))
+        .collect();
+    let from = run.pipeline.as_ref().map_or(String::new(), |(p, sha)| {
+        format!(" `{}` (sha256 `{sha}`)", p.display())
+    });
+    md.push_str(&format!(
+        "Traced back to the files no stage produced ({}) through these stages of the pipeline{from}, in run order:\n\n",
+        raw.join(", ")
+    ));
+    let pairs = |v: &[(String, String)]| {
+        v.iter()
+            .map(|(n, d)| format!("`{n}` (blake3 `{d}`)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (i, st) in run.lineage.iter().enumerate() {
+        md.push_str(&format!(
+            "{}. **{}**{}: reads {}; writes {}{}\n",
+            i + 1,
+            st.stage,
+            st.cmd
+                .as_deref()
+                .map_or(String::new(), |c| format!(" `{}`", c.replace('`', "'"))),
+            pairs(&st.inputs),
+            pairs(&st.outputs),
+            if st.logs.is_empty() {
+                String::new()
+            } else {
+                format!("; logs {}", pairs(&st.logs))
+            }
+        ));
+    }
+    md.push('\n');
+}
+
+/// How each column becomes features, fitted on the training rows only.
+fn preprocessing(run: &Run, md: &mut String) {
+    let pre = &run.preprocessing;
     md.push_str("\n## Preprocessing\n\n");
     md.push_str(&format!(
-        "Features are normalised `{}` (offset and scale fitted on the training rows, recorded in `preprocessing.json`); classes: {}.\n",
-        run.preprocessing["normalize"].as_str().unwrap_or("?"),
-        join_str(&run.preprocessing["classes"])
+        "{} Everything below was fitted on the training rows only, is recorded in the signed `preprocessing.json`, is refitted and compared by `auditai audit`, and is applied the same way by `auditai predict` and `auditai eval` to raw rows.\n\n",
+        describe::dialect(pre)
     ));
+    md.push_str("| Column | Kind | A missing cell becomes | Encoding |\n|---|---|---|---|\n");
+    for c in describe::columns(pre) {
+        md.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            c.name.replace('|', "\\|"),
+            c.kind,
+            c.gaps.replace('|', "\\|"),
+            c.encoding.replace('|', "\\|")
+        ));
+    }
+    let ignored = describe::ignored(pre);
+    if !ignored.is_empty() {
+        md.push_str(&format!("\nNot used as inputs: {}.\n", ignored.join(", ")));
+    }
+}
+
+/// Held-out metrics with their intervals, then the evaluations.
+fn evaluation(run: &Run, md: &mut String) {
+    md.push_str("\n## Evaluation\n\n");
+    md.push_str(&format!(
+        "Metrics from training, on {}:\n\n",
+        describe::metrics_split(run)
+    ));
+    let intervals = describe::summary_intervals(run);
+    for (k, v) in run.held_out_metrics() {
+        md.push_str(&format!(
+            "- {k}: {}\n",
+            describe::with_interval(v, intervals.get(&k))
+        ));
+    }
+    for e in &run.evaluations {
+        evaluation_of(e, md);
+    }
+}
+
+/// One evaluation attestation: its metrics with intervals, criteria and subgroups.
+fn evaluation_of(e: &crate::eval::Evaluation, md: &mut String) {
+    md.push_str(&format!(
+        "\nEvaluation on `{}` ({} rows, {}): verdict **{}**; pre-registration: {}.\n\n",
+        e.data.name, e.data.rows, e.started_on, e.verdict, e.pre_registration.status
+    ));
+    for (k, v) in e.overall.scalars() {
+        md.push_str(&format!(
+            "- {k}: {}\n",
+            describe::with_interval(v, e.overall.intervals.get(k))
+        ));
+    }
+    for r in e.criteria.iter().flat_map(|c| &c.results) {
+        md.push_str(&format!(
+            "- criterion {}: {}{}\n",
+            r.criterion,
+            if r.passed { "pass" } else { "FAIL" },
+            r.value.map_or(String::new(), |v| format!(" ({v:.4})"))
+        ));
+    }
+    for g in &e.subgroups {
+        let metrics: Vec<String> = g
+            .metrics
+            .scalars()
+            .into_iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k} {}",
+                    describe::with_interval(v, g.metrics.intervals.get(k))
+                )
+            })
+            .collect();
+        md.push_str(&format!(
+            "- subgroup {}={}: {} rows{}{}\n",
+            g.column,
+            g.value,
+            g.metrics.rows,
+            if metrics.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", metrics.join(", "))
+            },
+            if g.too_small {
+                " (too small to judge)"
+            } else {
+                ""
+            }
+        ));
+    }
+}
+
+/// The hyper-parameters as the signed spec states them.
+fn hyper_parameters(run: &Run, md: &mut String) {
+    let spec = run.spec();
     md.push_str("\n## Hyper-parameters\n\n```json\n");
     md.push_str(
         &serde_json::to_string_pretty(
@@ -211,61 +349,18 @@ fn evaluation(run: &Run, md: &mut String) {
         )
         .unwrap_or_default(),
     );
-    md.push_str("\n```\n\n## Evaluation\n\n");
-    md.push_str(&format!(
-        "Held-out ({} split) metrics from training:\n\n",
-        s["held_out"].as_str().unwrap_or("?")
-    ));
-    for (k, v) in run.held_out_metrics() {
-        md.push_str(&format!("- {k}: {v:.4}\n"));
-    }
-    for e in &run.evaluations {
-        md.push_str(&format!(
-            "\nEvaluation on `{}` ({} rows, {}): verdict **{}**; pre-registration: {}.\n\n",
-            e.data.name, e.data.rows, e.started_on, e.verdict, e.pre_registration.status
-        ));
-        for r in e.criteria.iter().flat_map(|c| &c.results) {
-            md.push_str(&format!(
-                "- {}: {}{}\n",
-                r.criterion,
-                if r.passed { "pass" } else { "FAIL" },
-                r.value.map_or(String::new(), |v| format!(" ({v:.4})"))
-            ));
-        }
-        for g in &e.subgroups {
-            md.push_str(&format!(
-                "- subgroup {}={}: {} rows{}{}\n",
-                g.column,
-                g.value,
-                g.metrics.rows,
-                g.metrics
-                    .accuracy
-                    .map_or(String::new(), |a| format!(", accuracy {a:.4}")),
-                if g.too_small {
-                    " (too small to judge)"
-                } else {
-                    ""
-                }
-            ));
-        }
-    }
+    md.push_str("\n```\n");
+}
+
+/// The human limitations and ethical considerations.
+fn considerations(run: &Run, md: &mut String) {
+    let card = &run.card;
     list(md, "Limitations *(human)*", &card.limitations);
     list(
         md,
         "Ethical considerations *(human)*",
         &card.ethical_considerations,
     );
-}
-
-pub(super) fn join_str(v: &Value) -> String {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
 }
 
 fn list(md: &mut String, title: &str, items: &[String]) {

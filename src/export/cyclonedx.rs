@@ -6,7 +6,8 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::Run;
-use super::card::join_str;
+use super::describe;
+use crate::eval::metrics::Interval;
 use crate::manifest::{self, ResourceDescriptor};
 use crate::run_dir;
 
@@ -46,21 +47,15 @@ pub fn cyclonedx(run: &Run, out: &Path) -> Value {
                 .collect(),
         );
     }
-    let data = run.data();
-    let data_component = json!({
-        "type": "data",
-        "bom-ref": "training-data",
-        "name": data.and_then(|d| d.name.clone()).unwrap_or_else(|| "training data".into()),
-        "hashes": data.map(hashes).unwrap_or_default(),
-        "data": [ {
-            "type": "dataset",
-            "name": data.and_then(|d| d.name.clone()).unwrap_or_else(|| "training data".into()),
-            "contents": { "properties": [
-                { "name": "rows", "value": run.summary["rows"]["total"].to_string() },
-                { "name": "label", "value": run.preprocessing["label"].as_str().unwrap_or("?") }
-            ] }
-        } ]
-    });
+    let (data_component, raw) = data_components(run);
+    let mut components = vec![data_component];
+    let raw_refs: Vec<Value> = raw.iter().map(|c| c["bom-ref"].clone()).collect();
+    components.extend(raw);
+    let mut dependencies = vec![
+        json!({ "ref": "model", "dependsOn": ["training-data"] }),
+        json!({ "ref": "training-data", "dependsOn": raw_refs }),
+    ];
+    dependencies.extend(raw_refs.iter().map(|r| json!({ "ref": r })));
     super::binding::seal_bom(json!({
         "bomFormat": "CycloneDX",
         "specVersion": "1.6",
@@ -71,9 +66,65 @@ pub fn cyclonedx(run: &Run, out: &Path) -> Value {
             "tools": { "components": [ { "type": "application", "name": "auditai", "version": env!("CARGO_PKG_VERSION") } ] },
             "component": component
         },
-        "components": [ data_component ],
-        "dependencies": [ { "ref": "model", "dependsOn": ["training-data"] }, { "ref": "training-data" } ]
+        "components": components,
+        "dependencies": dependencies
     }))
+}
+
+/// The training data as a `data` component (with how it was made, for a pipeline), and the raw
+/// files it was made from as components of their own.
+fn data_components(run: &Run) -> (Value, Vec<Value>) {
+    let data = run.data();
+    let name = data
+        .and_then(|d| d.name.clone())
+        .unwrap_or_else(|| "training data".into());
+    let mut contents = vec![
+        json!({ "name": "rows", "value": run.summary["rows"]["total"].to_string() }),
+        json!({ "name": "label", "value": run.preprocessing.label }),
+    ];
+    if let Some(sk) = run.skipped_rows() {
+        contents.push(json!({ "name": "rows left out", "value": sk.count.to_string() }));
+    }
+    let mut component = json!({
+        "type": "data",
+        "bom-ref": "training-data",
+        "name": name,
+        "hashes": data.map(hashes).unwrap_or_default(),
+        "data": [ { "type": "dataset", "name": name, "contents": { "properties": contents } } ]
+    });
+    let steps: Vec<Value> = run
+        .lineage
+        .iter()
+        .map(|st| {
+            let files = |v: &[(String, String)]| {
+                v.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+            };
+            json!({
+                "name": format!("auditai:stage:{}", st.stage),
+                "value": format!("{}; reads {}; writes {}", st.cmd.as_deref().unwrap_or("(training)"), files(&st.inputs), files(&st.outputs))
+            })
+        })
+        .collect();
+    if !steps.is_empty() {
+        component["properties"] = Value::Array(steps);
+    }
+    let mut raw: Vec<Value> = Vec::new();
+    for st in &run.lineage {
+        for (n, b3) in st.inputs.iter().filter(|(n, _)| st.raw.contains(n)) {
+            let r = format!("raw:{n}");
+            if raw.iter().any(|c| c["bom-ref"] == r.as_str()) {
+                continue;
+            }
+            raw.push(json!({
+                "type": "data",
+                "bom-ref": r,
+                "name": n,
+                "hashes": [ { "alg": "BLAKE3", "content": b3 } ],
+                "data": [ { "type": "dataset", "name": n } ]
+            }));
+        }
+    }
+    (component, raw)
 }
 
 /// A resource's digests as CycloneDX hashes.
@@ -88,17 +139,53 @@ fn hashes(d: &ResourceDescriptor) -> Vec<Value> {
     h
 }
 
-/// The component's `modelCard`: parameters, metrics and the human considerations.
-fn model_card(run: &Run) -> Value {
-    let spec = run.spec();
-    let metrics: Vec<Value> = run
+/// A performance metric with its interval.
+fn metric(name: &str, v: f64, iv: Option<&Interval>, slice: &str) -> Value {
+    let mut m = json!({ "type": name, "value": format!("{v}"), "slice": slice });
+    if let Some(i) = iv {
+        m["confidenceInterval"] =
+            json!({ "lowerBound": format!("{}", i.lower), "upperBound": format!("{}", i.upper) });
+    }
+    m
+}
+
+/// Every metric of the run and its evaluations, with 95 % intervals.
+fn performance_metrics(run: &Run) -> Vec<Value> {
+    let split = describe::metrics_split(run);
+    let intervals = describe::summary_intervals(run);
+    let mut out: Vec<Value> = run
         .held_out_metrics()
         .into_iter()
-        .map(|(k, v)| json!({ "type": k, "value": format!("{v}"), "slice": format!("{} split", run.summary["held_out"].as_str().unwrap_or("held-out")) }))
-        .chain(run.evaluations.iter().flat_map(|e| {
-            e.overall.accuracy.map(|a| json!({ "type": "accuracy", "value": format!("{a}"), "slice": format!("evaluation on {}", e.data.name) }))
-        }))
+        .map(|(k, v)| metric(&k, v, intervals.get(&k), &split))
         .collect();
+    for e in &run.evaluations {
+        let slice = format!("evaluation on {}", e.data.name);
+        for (k, v) in e.overall.scalars() {
+            out.push(metric(k, v, e.overall.intervals.get(k), &slice));
+        }
+        for g in &e.subgroups {
+            let slice = format!("{slice}, subgroup {}={}", g.column, g.value);
+            for (k, v) in g.metrics.scalars() {
+                out.push(metric(k, v, g.metrics.intervals.get(k), &slice));
+            }
+        }
+    }
+    out
+}
+
+/// The component's `modelCard`: parameters, inputs, metrics and the human considerations.
+fn model_card(run: &Run) -> Value {
+    let spec = run.spec();
+    let metrics = performance_metrics(run);
+    let pre = &run.preprocessing;
+    let inputs: Vec<Value> = describe::columns(pre)
+        .into_iter()
+        .map(|c| json!({ "format": format!("CSV column `{}` ({}): a missing cell becomes {}; encoded as {}", c.name, c.kind, c.gaps, c.encoding) }))
+        .collect();
+    let output = match &pre.classes {
+        Some(classes) => format!("class probabilities: {}", classes.join(", ")),
+        None => format!("a number in the units of `{}`", pre.label),
+    };
     let card = &run.card;
     let mut considerations = serde_json::Map::new();
     if let Some(u) = &card.intended_use {
@@ -126,8 +213,8 @@ fn model_card(run: &Run) -> Value {
             "architectureFamily": spec["model"]["type"].as_str().unwrap_or("mlp"),
             "modelArchitecture": run.architecture(),
             "datasets": [ { "ref": "training-data" } ],
-            "inputs": [ { "format": format!("{} numeric features: {}", run.preprocessing["features"].as_array().map_or(0, Vec::len), join_str(&run.preprocessing["features"])) } ],
-            "outputs": [ { "format": if task == "classification" { format!("class probabilities: {}", join_str(&run.preprocessing["classes"])) } else { "a number".to_string() } } ]
+            "inputs": inputs,
+            "outputs": [ { "format": output } ]
         },
         "quantitativeAnalysis": { "performanceMetrics": metrics }
     });

@@ -11,6 +11,8 @@
 pub mod binding;
 mod card;
 mod cyclonedx;
+mod describe;
+pub mod lineage;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -78,7 +80,7 @@ pub struct Run {
     /// `summary.json`.
     pub summary: Value,
     /// `preprocessing.json`.
-    pub preprocessing: Value,
+    pub preprocessing: crate::data::Preprocessing,
     /// Parameter count (from the safetensors header).
     pub parameters: u64,
     /// The spec's card section.
@@ -89,6 +91,11 @@ pub struct Run {
     pub class_balance: Option<BTreeMap<String, u64>>,
     /// Evaluation attestations to include.
     pub evaluations: Vec<crate::eval::Evaluation>,
+    /// How the training file was made from raw data, when exported from a pipeline manifest:
+    /// the stages from the raw files to the training file, in run order.
+    pub lineage: Vec<lineage::Step>,
+    /// The pipeline manifest the lineage comes from (path, sha256), when exported from one.
+    pub pipeline: Option<(PathBuf, String)>,
 }
 
 /// Read a run for export through the gate: the manifest (its signatures as `required` says),
@@ -99,21 +106,29 @@ pub fn read_run(
     required: Required<'_>,
     root: Option<&Path>,
     evals: &[PathBuf],
+    stage: Option<&str>,
 ) -> Result<Run, ExportError> {
-    let run = SignedRun::open(path, RunKind::Training, required)?;
+    let opened = SignedRun::open(path, RunKind::Any, required)?;
+    let (run, lineage, pipeline) = match opened.kind() {
+        DocumentKind::Pipeline => {
+            let (run, steps) = lineage::training_run(&opened, stage, required)?;
+            let sha = crate::hash::sha256_hex(opened.bytes());
+            (run, steps, Some((opened.path().to_path_buf(), sha)))
+        }
+        _ => (opened, Vec::new(), None),
+    };
     let bad = |p: &Path, message: String| ExportError::Run {
         path: p.to_path_buf(),
         message,
     };
     let dir = run.dir().to_path_buf();
     let summary_bytes = run.read(run_dir::SUMMARY, crate::fsio::MAX_DOCUMENT)?;
-    let pre_bytes = run.read(run_dir::PREPROCESSING, crate::fsio::MAX_DOCUMENT)?;
+    let preprocessing = run.preprocessing()?;
     let weights = run.read(run_dir::MODEL_SAFETENSORS, 16 << 30)?;
     let json = |p: &str, b: &[u8]| {
         serde_json::from_slice::<Value>(b).map_err(|e| bad(&dir.join(p), e.to_string()))
     };
     let summary = json(run_dir::SUMMARY, &summary_bytes)?;
-    let preprocessing = json(run_dir::PREPROCESSING, &pre_bytes)?;
     let parameters = safetensors_parameters(&weights).ok_or_else(|| {
         bad(
             &dir.join(run_dir::MODEL_SAFETENSORS),
@@ -145,6 +160,8 @@ pub fn read_run(
         anchor,
         class_balance,
         evaluations,
+        lineage,
+        pipeline,
     })
 }
 
@@ -206,10 +223,10 @@ fn class_balance(
     st: &manifest::Statement,
     manifest_path: &Path,
     root: Option<&Path>,
-    pre: &Value,
+    pre: &crate::data::Preprocessing,
 ) -> Option<BTreeMap<String, u64>> {
-    let label = pre.get("label")?.as_str()?;
-    pre.get("classes")?.as_array()?;
+    pre.classes.as_ref()?;
+    let label = pre.label.as_str();
     let dep = st
         .predicate
         .build_definition
@@ -227,15 +244,16 @@ fn class_balance(
         crate::data::MAX_DATA_BYTES,
     )
     .ok()?;
-    let mut reader = csv::Reader::from_reader(bytes.as_slice());
-    let col = reader
-        .headers()
-        .ok()?
-        .iter()
-        .position(|h| h.trim() == label)?;
+    let (mut reader, meter) = crate::data::table::reader(bytes.as_slice(), &pre.dialect);
+    let col = reader.headers().ok()?.iter().position(|h| h == label)?;
     let mut counts = BTreeMap::new();
-    for rec in reader.records().flatten() {
-        *counts.entry(rec.get(col)?.trim().to_string()).or_insert(0) += 1;
+    let mut rec = csv::StringRecord::new();
+    while reader.read_record(&mut rec).ok()? {
+        meter.next_record();
+        let l = rec.get(col).unwrap_or("");
+        if !pre.dialect.is_missing(l) {
+            *counts.entry(l.to_string()).or_insert(0) += 1;
+        }
     }
     Some(counts)
 }
@@ -306,6 +324,15 @@ impl Run {
             .as_array()
             .map(|e| e.iter().filter_map(|r| r["seconds"].as_f64()).sum())
             .unwrap_or(0.0)
+    }
+
+    pub(crate) fn skipped_rows(&self) -> Option<&manifest::SkippedRows> {
+        self.statement
+            .predicate
+            .auditai
+            .as_ref()?
+            .skipped_rows
+            .as_ref()
     }
 
     pub(crate) fn data(&self) -> Option<&ResourceDescriptor> {

@@ -334,7 +334,32 @@ pub struct Extension {
     /// The training transcript and its chain head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript: Option<TranscriptRef>,
+    /// Data rows left out of training (`run --skip-bad-rows`, gaps under `impute: drop`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_rows: Option<SkippedRows>,
 }
+
+/// Data rows a run left out, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedRows {
+    /// How many.
+    pub count: usize,
+    /// The first [`MAX_SKIPPED_LISTED`] of them: 1-based CSV line and reason.
+    pub rows: Vec<SkippedRow>,
+}
+
+/// One left-out row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SkippedRow {
+    /// Its 1-based line in the CSV.
+    pub line: u64,
+    /// Why.
+    pub why: String,
+}
+
+/// How many skipped rows a manifest lists one by one.
+pub const MAX_SKIPPED_LISTED: usize = 1000;
 
 /// Where the commitment is and what it hashes to.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -460,6 +485,8 @@ pub struct RunFacts {
     pub transcript: TranscriptRef,
     /// RFC 3339 time the run started.
     pub started_on: String,
+    /// Rows left out of training.
+    pub skipped_rows: Option<SkippedRows>,
 }
 
 /// The provenance statement of a run: subjects, dependencies and byproducts as given, the
@@ -513,6 +540,7 @@ pub fn provenance_statement(
                 checkpoints: facts.checkpoints,
                 commitment: Some(facts.commitment),
                 transcript: Some(facts.transcript),
+                skipped_rows: facts.skipped_rows,
             }),
             pipeline: None,
         },

@@ -1,15 +1,19 @@
-//! Input rows: which CSV column feeds which model feature (by name), the id, label and subgroup
-//! columns, the normalisation of one row, and a row's digest.
+//! Input rows: which CSV column feeds which of the model's input columns (by name), the label,
+//! kept and subgroup columns, and one row's cells in the model's order. The row's encoding and
+//! digest are the fitted record's ([`Preprocessing::encode`], [`Preprocessing::row_digest`]), the
+//! very functions training used.
 
 use super::Preprocessing;
 
 /// Where each needed value sits in an input row.
 #[derive(Debug, Clone)]
 pub struct Columns {
-    /// The column of each model feature, in the model's feature order.
-    pub features: Vec<usize>,
+    /// The CSV column of each of the model's input columns, in the record's column order.
+    pub inputs: Vec<usize>,
     /// The id column, when the input has one.
     pub id: Option<usize>,
+    /// Columns copied to the output (`--keep`), by name.
+    pub keep: Vec<(String, usize)>,
     /// The label column (`eval`).
     pub label: Option<usize>,
     /// Subgroup columns (`eval --by`), by name.
@@ -18,52 +22,90 @@ pub struct Columns {
     pub ignored: Vec<String>,
 }
 
+/// Why an input's header cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ColumnError {
+    /// Input columns of the model are missing.
+    #[error("the input lacks {} of the model's input columns: {}", .0.len(), .0.join(", "))]
+    Inputs(Vec<String>),
+    /// The label is missing (`eval`).
+    #[error("the input lacks the label column `{0}`")]
+    Label(String),
+    /// A named column is missing.
+    #[error("no {what} column `{name}`")]
+    Named {
+        /// `id`, `--keep`, `subgroup (--by)`.
+        what: &'static str,
+        /// The column.
+        name: String,
+    },
+}
+
+/// What a header must provide beyond the model's inputs.
+#[derive(Debug, Clone, Default)]
+pub struct Wanted<'a> {
+    /// The id column (default: `id` when the input has one).
+    pub id: Option<&'a str>,
+    /// Columns to copy to the output.
+    pub keep: &'a [String],
+    /// Whether the label is needed.
+    pub label: bool,
+    /// Subgroup columns.
+    pub by: &'a [String],
+}
+
 impl Columns {
-    /// Match `header` against the model's features (and, when given, the label, the id and the
-    /// subgroup columns). Missing features or columns are an error naming all of them.
+    /// Match `header` against the model's input columns and what else is wanted. Missing
+    /// columns are an error naming all of them.
     pub fn match_header(
         header: &csv::StringRecord,
         pre: &Preprocessing,
-        id: Option<&str>,
-        need_label: bool,
-        by: &[String],
-    ) -> Result<Columns, String> {
+        want: &Wanted<'_>,
+    ) -> Result<Columns, ColumnError> {
         let names: Vec<&str> = header.iter().map(str::trim).collect();
         let find = |n: &str| names.iter().position(|h| *h == n);
-        let mut missing: Vec<&str> = Vec::new();
-        let mut features = Vec::with_capacity(pre.features.len());
-        for f in &pre.features {
-            match find(f) {
-                Some(i) => features.push(i),
-                None => missing.push(f),
+        let mut missing = Vec::new();
+        let mut inputs = Vec::with_capacity(pre.columns.len());
+        for c in &pre.columns {
+            match find(c.name()) {
+                Some(i) => inputs.push(i),
+                None => missing.push(c.name().to_string()),
             }
         }
         if !missing.is_empty() {
-            return Err(format!(
-                "the input lacks {} of the model's features: {}",
-                missing.len(),
-                missing.join(", ")
-            ));
+            return Err(ColumnError::Inputs(missing));
         }
-        let label = find(&pre.label).filter(|_| need_label);
-        if need_label && label.is_none() {
-            return Err(format!("the input lacks the label column `{}`", pre.label));
+        let label = find(&pre.label).filter(|_| want.label);
+        if want.label && label.is_none() {
+            return Err(ColumnError::Label(pre.label.clone()));
         }
-        let id = match id {
-            Some(name) => Some(find(name).ok_or_else(|| format!("no id column `{name}`"))?),
+        let named = |what: &'static str, n: &str| {
+            find(n).ok_or_else(|| ColumnError::Named {
+                what,
+                name: n.to_string(),
+            })
+        };
+        let id = match want.id {
+            Some(name) => Some(named("id", name)?),
             None => find("id"),
         };
-        let mut by_cols = Vec::new();
-        for b in by {
-            let i = find(b).ok_or_else(|| format!("no subgroup column `{b}` (--by)"))?;
-            by_cols.push((b.clone(), i));
-        }
-        let used: Vec<usize> = features
+        let keep = want
+            .keep
+            .iter()
+            .map(|k| named("--keep", k).map(|i| (k.clone(), i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let by = want
+            .by
+            .iter()
+            .map(|b| named("subgroup (--by)", b).map(|i| (b.clone(), i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let used: Vec<usize> = inputs
             .iter()
             .copied()
             .chain(id)
             .chain(label)
-            .chain(by_cols.iter().map(|(_, i)| *i))
+            .chain(keep.iter().map(|(_, i)| *i))
+            .chain(by.iter().map(|(_, i)| *i))
             .collect();
         let ignored = names
             .iter()
@@ -72,157 +114,87 @@ impl Columns {
             .map(|(_, n)| (*n).to_string())
             .collect();
         Ok(Columns {
-            features,
+            inputs,
             id,
+            keep,
             label,
-            by: by_cols,
+            by,
             ignored,
         })
     }
-}
 
-/// Why a row could not be used.
-#[derive(Debug, Clone)]
-pub struct RowError {
-    /// The column.
-    pub column: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-/// Parse one row's features (raw values into `raw`, normalised values into `out`, both in the
-/// model's feature order).
-pub fn parse_row(
-    record: &csv::StringRecord,
-    cols: &Columns,
-    pre: &Preprocessing,
-    raw: &mut Vec<f32>,
-    out: &mut Vec<f32>,
-) -> Result<(), RowError> {
-    raw.clear();
-    for (k, &i) in cols.features.iter().enumerate() {
-        let name = &pre.features[k];
-        let text = record.get(i).map(str::trim).unwrap_or("");
-        if text.is_empty() {
-            return Err(RowError {
-                column: name.clone(),
-                message: "empty value".into(),
-            });
-        }
-        let v: f32 = text.parse().map_err(|_| RowError {
-            column: name.clone(),
-            message: format!("`{}` is not a number", shorten(text)),
-        })?;
-        if !v.is_finite() {
-            return Err(RowError {
-                column: name.clone(),
-                message: format!("`{}` is not a finite number", shorten(text)),
-            });
-        }
-        raw.push(v);
-    }
-    out.extend(
-        raw.iter()
-            .zip(pre.offset.iter().zip(&pre.scale))
-            .map(|(v, (o, s))| (v - o) / s),
-    );
-    Ok(())
-}
-
-fn shorten(s: &str) -> String {
-    if s.chars().count() > 40 {
-        format!("{}…", s.chars().take(40).collect::<String>())
-    } else {
-        s.to_string()
-    }
-}
-
-/// A row's label as the leakage check compares it.
-#[derive(Debug, Clone, Copy)]
-pub enum Label<'a> {
-    /// A class name (compared as text, trimmed).
-    Class(&'a str),
-    /// A regression target: compared as its parsed value, so `0.2`, `0.20` and `2e-1` are one
-    /// value; text that is not a number is compared as text.
-    Value(&'a str),
-}
-
-/// The digest of a row: blake3 over its feature values (f32, little-endian, in the model's
-/// feature order) and, when given, its label (after a 0xff separator). Column order and number
-/// spelling (`1` vs `1.0`, in features and regression labels) do not change it.
-pub fn row_digest(raw: &[f32], label: Option<Label<'_>>) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    for v in raw {
-        h.update(&v.to_le_bytes());
-    }
-    match label {
-        None => {}
-        Some(Label::Value(l)) if l.trim().parse::<f64>().is_ok_and(f64::is_finite) => {
-            let v = l.trim().parse::<f64>().unwrap_or_default();
-            h.update(&[0xfe]);
-            h.update(&(v + 0.0).to_le_bytes());
-        }
-        Some(Label::Class(l) | Label::Value(l)) => {
-            h.update(&[0xff]);
-            h.update(l.trim().as_bytes());
-        }
-    }
-    *h.finalize().as_bytes()
-}
-
-/// The longest input line read (a row longer than this is an error, not an allocation).
-pub const MAX_LINE: usize = 1 << 20;
-
-/// A reader that fails once a line grows past [`MAX_LINE`] bytes, so that a hostile input
-/// without newlines cannot make the CSV reader buffer it whole.
-pub struct LineLimit<R> {
-    inner: R,
-    since_newline: usize,
-}
-
-impl<R> LineLimit<R> {
-    /// Wrap `inner`.
-    pub fn new(inner: R) -> LineLimit<R> {
-        LineLimit {
-            inner,
-            since_newline: 0,
-        }
-    }
-}
-
-impl<R: std::io::Read> std::io::Read for LineLimit<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        for &b in &buf[..n] {
-            if b == b'\n' {
-                self.since_newline = 0;
-            } else {
-                self.since_newline += 1;
-                if self.since_newline > MAX_LINE {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("a line longer than {MAX_LINE} bytes"),
-                    ));
-                }
-            }
-        }
-        Ok(n)
+    /// The trimmed cells of the model's input columns in `record`, in the model's order.
+    pub fn cells<'r>(&self, record: &'r csv::StringRecord) -> Vec<&'r str> {
+        self.inputs
+            .iter()
+            .map(|&i| record.get(i).map_or("", str::trim))
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::transform::{Column, SCHEMA};
+    use crate::data::{Dialect, Preprocessing};
+    use crate::spec::{Delimiter, Normalize, NumericImpute, Task};
+
+    fn pre() -> Preprocessing {
+        let columns = vec![Column::Numeric {
+            name: "x".into(),
+            impute: NumericImpute::Median,
+            fill: 0.0,
+            indicator: false,
+            offset: 0.0,
+            scale: 1.0,
+        }];
+        Preprocessing {
+            schema: SCHEMA.into(),
+            dialect: Dialect {
+                delimiter: Delimiter::Comma,
+                missing: vec![String::new()],
+            },
+            label: "y".into(),
+            task: Task::Regression,
+            classes: None,
+            normalize: Normalize::Standard,
+            features: vec!["x".into()],
+            columns,
+            ignored: vec![],
+            target: None,
+        }
+    }
 
     #[test]
     fn regression_labels_compare_by_value_not_spelling() {
-        let raw = [1.0f32, 2.0];
-        let d = |l| row_digest(&raw, Some(Label::Value(l)));
+        let p = pre();
+        let d = |l| p.row_digest(&["1"], Some(l));
         assert_eq!(d("0.2"), d("0.20"));
         assert_eq!(d("0.2"), d("2e-1"));
         assert_eq!(d("0"), d("-0.0"));
         assert_ne!(d("0.2"), d("0.3"));
-        let c = |l| row_digest(&raw, Some(Label::Class(l)));
-        assert_ne!(c("1"), c("1.0"), "class names are names");
+    }
+
+    #[test]
+    fn headers_name_every_missing_column() {
+        let p = pre();
+        let h = csv::StringRecord::from(vec!["a", "b"]);
+        let e = Columns::match_header(&h, &p, &Wanted::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the input lacks 1 of the model's input columns: x"
+        );
+        let h = csv::StringRecord::from(vec!["x", "name"]);
+        let c = Columns::match_header(
+            &h,
+            &p,
+            &Wanted {
+                keep: &["name".to_string()],
+                ..Wanted::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.keep, vec![("name".to_string(), 1)]);
+        assert!(c.ignored.is_empty());
     }
 }

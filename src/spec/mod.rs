@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use raw::{
-    Activation, DeviceChoice, KeepCheckpoints, ModelKind, Normalize, OptimizerKind, Pool,
-    ScheduleKind, Task,
+    Activation, CategoricalImpute, ClassWeight, ColumnRole, DeviceChoice, KeepCheckpoints,
+    ModelKind, Normalize, NumericImpute, OptimizerKind, Pool, ScheduleKind, TargetScaling, Task,
 };
 
 use raw::{RawSpec, Sp};
@@ -25,6 +25,8 @@ pub use stages::{CommandStage, PipelineSpec, SpecFile, Stage, StageKind};
 /// Bounds on what a spec may ask for, so that a hostile or mistyped spec is an error naming the
 /// field instead of an allocation that exhausts memory or an arithmetic overflow.
 pub const MAX_WIDTH: usize = 1 << 16;
+/// Most categories one-hot encoded per column (`data.max_categories`, and the default cap).
+pub const MAX_CATEGORIES: usize = 1024;
 /// Most hidden or conv layers.
 pub const MAX_LAYERS: usize = 64;
 /// Most weights in one dense layer between two hidden layers.
@@ -154,6 +156,92 @@ pub struct DataSpec {
     pub normalize: Normalize,
     /// Image shape `[channels, height, width]` when rows are images.
     pub shape: Option<Located<[usize; 3]>>,
+    /// The field delimiter (`,`, `;`, tab, `|`, or runs of whitespace); sniffed when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<Delimiter>,
+    /// Cell texts that mean "missing" (default [`DEFAULT_MISSING`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_values: Option<Vec<String>>,
+    /// Column roles the user states (otherwise inferred from the training rows).
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "columns_map")]
+    pub columns: Vec<(Located<String>, ColumnRole)>,
+    /// Gap filling.
+    #[serde(skip_serializing_if = "Impute::is_default")]
+    pub impute: Impute,
+    /// Most categories one-hot encoded per column; the rarest beyond are pooled as `other`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_categories: Option<usize>,
+    /// Regression target scaling (default standard).
+    #[serde(skip_serializing_if = "is_default_scaling")]
+    pub target_scaling: TargetScaling,
+    /// Keep every row of one value of this column on one side of the split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<Located<String>>,
+}
+
+/// The cell texts that mean "missing" unless `data.missing_values` says otherwise.
+pub const DEFAULT_MISSING: &[&str] = &[
+    "", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "?",
+];
+
+/// The CSV field delimiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delimiter {
+    /// `,`
+    Comma,
+    /// `;`
+    Semicolon,
+    /// A tab.
+    Tab,
+    /// `|`
+    Pipe,
+    /// Runs of spaces or tabs (fixed-width-like files); quotes still group.
+    Whitespace,
+}
+
+impl Delimiter {
+    /// The byte the CSV reader splits on.
+    pub fn byte(self) -> u8 {
+        match self {
+            Delimiter::Comma => b',',
+            Delimiter::Semicolon => b';',
+            Delimiter::Tab => b'\t',
+            Delimiter::Pipe => b'|',
+            Delimiter::Whitespace => b' ',
+        }
+    }
+}
+
+/// `data.impute:`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Impute {
+    /// Numeric gaps.
+    pub numeric: NumericImpute,
+    /// Categorical gaps.
+    pub categorical: CategoricalImpute,
+}
+
+impl Impute {
+    fn is_default(&self) -> bool {
+        *self == Impute::default()
+    }
+}
+
+fn columns_map<S: serde::Serializer>(
+    cols: &[(Located<String>, ColumnRole)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(cols.len()))?;
+    for (name, role) in cols {
+        m.serialize_entry(&name.value, role)?;
+    }
+    m.end()
+}
+
+fn is_default_scaling(t: &TargetScaling) -> bool {
+    *t == TargetScaling::Standard
 }
 
 impl DataSpec {
@@ -221,6 +309,13 @@ pub struct TrainingSpec {
     pub early_stopping: Option<EarlyStopping>,
     /// Device choice (the command line may override it).
     pub device: DeviceChoice,
+    /// Class weights in the loss (classification).
+    #[serde(skip_serializing_if = "is_unweighted")]
+    pub class_weight: ClassWeight,
+}
+
+fn is_unweighted(c: &ClassWeight) -> bool {
+    *c == ClassWeight::None
 }
 
 /// `training.optimizer:`.
@@ -570,6 +665,11 @@ impl Checker<'_> {
         if raw.label.value.is_empty() {
             return self.fail(pos(&raw.label), "data.label must name a column");
         }
+        let group = raw
+            .split
+            .as_ref()
+            .and_then(|s| s.value.group.clone())
+            .map(located);
         let split = match raw.split {
             None => Split {
                 train: 0.7,
@@ -595,43 +695,50 @@ impl Checker<'_> {
                 (include, exclude)
             }
         };
-        let shape = match raw.shape {
+        let shape = raw.shape.map(|s| self.shape(s)).transpose()?;
+        let delimiter = raw.delimiter.map(|d| self.delimiter(d)).transpose()?;
+        let missing_values = match raw.missing_values {
             None => None,
-            Some(s) => {
-                let p = pos(&s);
-                let dims: Vec<usize> = s.value.iter().map(|d| d.value).collect();
-                if let Some(zero) = s.value.iter().find(|d| d.value == 0) {
-                    return self.fail(pos(zero), "data.shape dimensions must be at least 1");
-                }
-                let pixels = s
-                    .value
-                    .iter()
-                    .try_fold(1usize, |acc, d| acc.checked_mul(d.value));
-                if pixels.is_none_or(|n| n > MAX_PIXELS) {
-                    return self.fail(
-                        pos(&s),
-                        format!("data.shape must describe at most {MAX_PIXELS} values per row"),
-                    );
-                }
-                let shape = match dims.as_slice() {
-                    [h, w] => [1, *h, *w],
-                    [c, h, w] => [*c, *h, *w],
-                    _ => {
-                        return self.fail(
-                            p,
-                            format!(
-                                "data.shape must be [height, width] or [channels, height, width], got {} dimensions",
-                                dims.len()
-                            ),
-                        );
-                    }
-                };
-                Some(Located {
-                    value: shape,
-                    pos: p,
-                })
+            Some(list) if list.value.len() > 64 => {
+                return self.fail(pos(&list), "data.missing_values lists at most 64 texts");
             }
+            Some(list) => Some(list.value.into_iter().map(|v| v.value).collect()),
         };
+        let columns = match raw.columns {
+            None => Vec::new(),
+            Some(map) => map
+                .value
+                .into_iter()
+                .map(|(name, role)| {
+                    (
+                        Located {
+                            value: name,
+                            pos: pos(&role),
+                        },
+                        role.value,
+                    )
+                })
+                .collect(),
+        };
+        let impute = raw.impute.map_or(Impute::default(), |i| Impute {
+            numeric: i.value.numeric.unwrap_or_default(),
+            categorical: i.value.categorical.unwrap_or_default(),
+        });
+        let max_categories = match raw.max_categories {
+            Some(m) if m.value < 2 || m.value > MAX_CATEGORIES => {
+                return self.fail(
+                    pos(&m),
+                    format!("data.max_categories must be between 2 and {MAX_CATEGORIES}"),
+                );
+            }
+            m => m.map(|m| m.value),
+        };
+        if let (Some(t), Task::Classification) = (&raw.target_scaling, raw.task) {
+            return self.fail(
+                pos(t),
+                "data.target_scaling applies to regression; classification targets are classes",
+            );
+        }
         Ok(DataSpec {
             path: located(raw.path),
             label: located(raw.label),
@@ -641,6 +748,64 @@ impl Checker<'_> {
             split,
             normalize: raw.normalize.unwrap_or(Normalize::Standard),
             shape,
+            delimiter,
+            missing_values,
+            columns,
+            impute,
+            max_categories,
+            target_scaling: raw.target_scaling.map(|t| t.value).unwrap_or_default(),
+            group,
+        })
+    }
+
+    fn shape(&self, s: Sp<Vec<Sp<usize>>>) -> Result<Located<[usize; 3]>, SpecError> {
+        let p = pos(&s);
+        let dims: Vec<usize> = s.value.iter().map(|d| d.value).collect();
+        if let Some(zero) = s.value.iter().find(|d| d.value == 0) {
+            return self.fail(pos(zero), "data.shape dimensions must be at least 1");
+        }
+        let pixels = s
+            .value
+            .iter()
+            .try_fold(1usize, |acc, d| acc.checked_mul(d.value));
+        if pixels.is_none_or(|n| n > MAX_PIXELS) {
+            return self.fail(
+                pos(&s),
+                format!("data.shape must describe at most {MAX_PIXELS} values per row"),
+            );
+        }
+        let shape = match dims.as_slice() {
+            [h, w] => [1, *h, *w],
+            [c, h, w] => [*c, *h, *w],
+            _ => {
+                return self.fail(
+                    p,
+                    format!(
+                        "data.shape must be [height, width] or [channels, height, width], got {} dimensions",
+                        dims.len()
+                    ),
+                );
+            }
+        };
+        Ok(Located {
+            value: shape,
+            pos: p,
+        })
+    }
+
+    fn delimiter(&self, d: Sp<String>) -> Result<Delimiter, SpecError> {
+        Ok(match d.value.as_str() {
+            "," | "comma" => Delimiter::Comma,
+            ";" | "semicolon" => Delimiter::Semicolon,
+            "\t" | "tab" => Delimiter::Tab,
+            "|" | "pipe" => Delimiter::Pipe,
+            " " | "space" | "spaces" | "whitespace" => Delimiter::Whitespace,
+            other => {
+                return self.fail(
+                    pos(&d),
+                    format!("data.delimiter `{other}` is not `,`, `;`, `tab`, `|` or `whitespace`"),
+                );
+            }
         })
     }
 
@@ -897,6 +1062,7 @@ impl Checker<'_> {
             schedule,
             early_stopping,
             device: raw.device.unwrap_or(DeviceChoice::Auto),
+            class_weight: raw.class_weight.unwrap_or_default(),
         })
     }
 

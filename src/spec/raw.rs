@@ -39,6 +39,91 @@ pub(super) struct RawData {
     pub normalize: Option<Normalize>,
     #[serde(default)]
     pub shape: Option<Sp<Vec<Sp<usize>>>>,
+    #[serde(default)]
+    pub delimiter: Option<Sp<String>>,
+    #[serde(default)]
+    pub missing_values: Option<Sp<Vec<Sp<String>>>>,
+    #[serde(default)]
+    pub columns: Option<Sp<std::collections::BTreeMap<String, Sp<ColumnRole>>>>,
+    #[serde(default)]
+    pub impute: Option<Sp<RawImpute>>,
+    #[serde(default)]
+    pub max_categories: Option<Sp<usize>>,
+    #[serde(default)]
+    pub target_scaling: Option<Sp<TargetScaling>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawImpute {
+    #[serde(default)]
+    pub numeric: Option<NumericImpute>,
+    #[serde(default)]
+    pub categorical: Option<CategoricalImpute>,
+}
+
+/// What a column is, when the user says it rather than letting the training rows tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnRole {
+    /// Numbers: imputed and scaled.
+    Numeric,
+    /// Categories: one-hot encoded.
+    Categorical,
+    /// Not used.
+    Exclude,
+    /// An identifier: not a feature, carried through predictions with `--keep`.
+    Id,
+}
+
+/// How gaps in numeric columns are filled, from the training rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NumericImpute {
+    /// The training rows' median (scikit-learn's `SimpleImputer(strategy="median")`).
+    #[default]
+    Median,
+    /// The training rows' mean.
+    Mean,
+    /// Zero.
+    Zero,
+    /// Training rows with a gap are dropped; a row to predict with one cannot be scored.
+    Drop,
+}
+
+/// How gaps in categorical columns are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CategoricalImpute {
+    /// A gap is a category of its own.
+    #[default]
+    Category,
+    /// The training rows' most frequent category.
+    Mode,
+}
+
+/// How regression targets are scaled for training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetScaling {
+    /// Zero mean, unit variance on the training rows (scikit-learn's
+    /// `TransformedTargetRegressor` with a `StandardScaler`); predictions and metrics in the
+    /// original units.
+    #[default]
+    Standard,
+    /// The raw values.
+    None,
+}
+
+/// Class weights in the classification loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassWeight {
+    /// Every row counts the same.
+    #[default]
+    None,
+    /// `n / (classes × n_class)` from the training rows, as scikit-learn's `balanced`.
+    Balanced,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +142,8 @@ pub(super) struct RawSplit {
     pub validation: Sp<f64>,
     #[serde(default)]
     pub test: Option<Sp<f64>>,
+    #[serde(default)]
+    pub group: Option<Sp<String>>,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +187,8 @@ pub(super) struct RawTraining {
     pub early_stopping: Option<Sp<RawEarlyStopping>>,
     #[serde(default)]
     pub device: Option<DeviceChoice>,
+    #[serde(default)]
+    pub class_weight: Option<ClassWeight>,
 }
 
 #[derive(Deserialize, Default)]

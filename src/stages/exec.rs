@@ -95,9 +95,9 @@ pub(super) fn schedule(
                 s.state[i] = State::Running;
                 s.running += 1;
                 progressed = true;
-                let (tx, children, device) = (tx.clone(), Arc::clone(&children), opts.device);
+                let (tx, children) = (tx.clone(), Arc::clone(&children));
                 scope.spawn(move || {
-                    let done = run_stage(p, i, why, run_dir, key, device, &children, &tx);
+                    let done = run_stage(p, i, why, run_dir, key, opts, &children, &tx);
                     let _ = tx.send(Msg::Done(Box::new(done)));
                 });
             }
@@ -372,7 +372,7 @@ fn run_stage(
     why: Vec<Why>,
     run_dir: &Path,
     key: Option<&SecretKey>,
-    device: Option<crate::spec::DeviceChoice>,
+    opts: &RunOptions,
     children: &Mutex<Vec<u32>>,
     tx: &mpsc::SyncSender<Msg>,
 ) -> Done {
@@ -397,7 +397,7 @@ fn run_stage(
     let started_on = manifest::now_rfc3339();
     let executed = match &stage.kind {
         StageKind::Command(c) => run_command(p, i, c, run_dir, children, tx),
-        StageKind::Train(_) => run_training(p, i, key, device, tx),
+        StageKind::Train(_) => run_training(p, i, key, opts, tx),
     };
     let executed = match executed.and_then(|e| succeeded(e, &stage.kind)) {
         Ok(e) => e,
@@ -741,7 +741,7 @@ fn run_training(
     p: &Project,
     i: usize,
     key: Option<&SecretKey>,
-    device: Option<crate::spec::DeviceChoice>,
+    run: &RunOptions,
     tx: &mpsc::SyncSender<Msg>,
 ) -> Result<Executed, String> {
     use crate::pipeline::{self, Event as TrainEvent};
@@ -752,10 +752,11 @@ fn run_training(
     let opts = pipeline::RunOptions {
         spec: p.spec.source.clone(),
         stage: Some(stage.name.value.clone()),
-        device,
+        device: run.device,
         out: Some(out.clone()),
         resume: false,
         force: true,
+        skip_bad_rows: run.skip_bad_rows,
     };
     let say = |line: String| {
         let _ = tx.try_send(Msg::Line(i, line));
@@ -779,7 +780,16 @@ fn run_training(
         .hash_file(&report.manifest)
         .map_err(|e| e.to_string())?;
     let rel = format!("{out_rel}/{}", crate::run_dir::MANIFEST);
-    let metrics = serde_json::to_value(&report.summary.metrics).ok();
+    // The scalars only: the run's own summary keeps the confusion matrix and the intervals.
+    let metrics = Some(serde_json::Value::Object(
+        report
+            .summary
+            .metrics
+            .scalars()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect(),
+    ));
     Ok(Executed {
         manifest: Some(ResourceDescriptor::file(&rel, None, &d)),
         metrics,
@@ -792,7 +802,7 @@ fn run_training(
     p: &Project,
     i: usize,
     _: Option<&SecretKey>,
-    _: Option<crate::spec::DeviceChoice>,
+    _: &RunOptions,
     _: &mpsc::SyncSender<Msg>,
 ) -> Result<Executed, String> {
     Err(StageError::NoTraining(p.spec.stages[i].name.value.clone()).to_string())

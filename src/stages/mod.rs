@@ -234,6 +234,8 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Training stages' device.
     pub device: Option<DeviceChoice>,
+    /// Training stages leave their data's bad rows out (recorded) instead of failing.
+    pub skip_bad_rows: bool,
 }
 
 /// Progress of a pipeline run.

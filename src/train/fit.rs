@@ -151,7 +151,6 @@ impl<'a> Loop<'a> {
             log.push('\n');
         }
         fsio::write_atomic(&metrics_path, log.as_bytes()).map_err(io_err(&metrics_path))?;
-        let features = s.data.features();
         let prev = match states.last().and_then(|st| st.transcript.last()) {
             Some(e) => link_hash(e)?,
             None => s.commitment,
@@ -161,8 +160,8 @@ impl<'a> Loop<'a> {
             optim,
             tracker: states.last().map(|st| st.tracker).unwrap_or_default(),
             states,
-            train_split: upload(&s.data.train, 0..s.data.train.rows, features, ad),
-            val_chunks: upload_chunks(&s.data.validation, features, &s.backend.device),
+            train_split: upload(s.data, &s.data.train, 0..s.data.train.rows, ad),
+            val_chunks: upload_chunks(s.data, &s.data.validation, &s.backend.device),
             prev,
             metrics_path,
         })
@@ -246,12 +245,8 @@ impl<'a> Loop<'a> {
             });
         }
         let eval = model.valid();
-        let (val_loss, val_metrics) = evaluate_chunks(
-            &eval,
-            &self.val_chunks,
-            &s.data.validation,
-            s.data.outputs(),
-        );
+        let (val_loss, val_metrics) =
+            evaluate_chunks(&eval, &self.val_chunks, &s.data.validation, s.data, false);
         let (val_metric, metric) = validation_metric(&val_metrics);
         self.tracker.after_epoch(t, number, val_loss);
         let record = EpochRecord {

@@ -11,6 +11,8 @@ pub(super) struct DeviceSplit {
     pub(super) x: Tensor<2>,
     pub(super) targets: DeviceTargets,
     pub(super) rows: usize,
+    /// Per-class loss weights (`training.class_weight: balanced`).
+    pub(super) weights: Option<Vec<f32>>,
 }
 
 pub(super) enum DeviceTargets {
@@ -18,13 +20,14 @@ pub(super) enum DeviceTargets {
     Values(Tensor<1>),
 }
 
-/// Upload rows `range` of a part.
+/// Upload rows `range` of a part of `data`.
 pub(super) fn upload(
+    data: &Prepared,
     part: &Part,
     range: std::ops::Range<usize>,
-    features: usize,
     device: &Device,
 ) -> DeviceSplit {
+    let features = data.features();
     let rows = range.len();
     let x = part.x[range.start * features..range.end * features].to_vec();
     let x = Tensor::<2>::from_data(TensorData::new(x, [rows, features]), device);
@@ -38,18 +41,23 @@ pub(super) fn upload(
             device,
         )),
     };
-    DeviceSplit { x, targets, rows }
+    DeviceSplit {
+        x,
+        targets,
+        rows,
+        weights: data.class_weights.clone(),
+    }
 }
 
-/// Upload a whole part in chunks of [`EVAL_CHUNK`] rows.
-pub(super) fn upload_chunks(part: &Part, features: usize, device: &Device) -> Vec<DeviceSplit> {
+/// Upload a whole part of `data` in chunks of [`EVAL_CHUNK`] rows.
+pub(super) fn upload_chunks(data: &Prepared, part: &Part, device: &Device) -> Vec<DeviceSplit> {
     (0..part.rows)
         .step_by(EVAL_CHUNK)
         .map(|start| {
             upload(
+                data,
                 part,
                 start..(start + EVAL_CHUNK).min(part.rows),
-                features,
                 device,
             )
         })
@@ -63,6 +71,7 @@ impl DeviceSplit {
             DeviceTargets::Classes(c) => {
                 let targets = idx.map_or_else(|| c.clone(), |i| c.clone().select(0, i.clone()));
                 CrossEntropyLossConfig::new()
+                    .with_weights(self.weights.clone())
                     .init(&out.device())
                     .forward(out, targets)
             }
@@ -80,8 +89,10 @@ pub(super) fn evaluate_chunks(
     net: &Net,
     chunks: &[DeviceSplit],
     part: &Part,
-    classes: usize,
+    data: &Prepared,
+    intervals: bool,
 ) -> (f64, Metrics) {
+    let classes = data.outputs();
     let mut loss_sum = 0.0;
     let mut predicted_classes = Vec::new();
     let mut predicted_values = Vec::new();
@@ -103,8 +114,17 @@ pub(super) fn evaluate_chunks(
         loss_sum += f64::from(loss) * chunk.rows as f64;
     }
     let metrics = match &part.targets {
-        Targets::Classes(t) => metrics::classification(t, &predicted_classes, classes),
-        Targets::Values(t) => metrics::regression(t, &predicted_values),
+        Targets::Classes(t) => metrics::classification(t, &predicted_classes, classes, intervals),
+        Targets::Values(t) => {
+            // Metrics in the target's original units.
+            let pre = &data.preprocessing;
+            let unscale = |v: &[f32]| {
+                v.iter()
+                    .map(|&y| pre.unscale_target(y))
+                    .collect::<Vec<f32>>()
+            };
+            metrics::regression(&unscale(t), &unscale(&predicted_values), intervals)
+        }
     };
     (loss_sum / part.rows.max(1) as f64, metrics)
 }
@@ -120,8 +140,8 @@ pub fn validation_loss(
     let record =
         ModuleRecord::from_bytes(Bytes::from_bytes_vec(weights.to_vec())).map_err(record_err)?;
     let net = initial_model(spec, data).load_record(record).fork(device);
-    let chunks = upload_chunks(&data.validation, data.features(), device);
-    Ok(evaluate_chunks(&net, &chunks, &data.validation, data.outputs()).0)
+    let chunks = upload_chunks(data, &data.validation, device);
+    Ok(evaluate_chunks(&net, &chunks, &data.validation, data, false).0)
 }
 
 /// A trained network: `spec`'s architecture with `features` inputs and `outputs` logits, its
@@ -173,8 +193,8 @@ pub fn infer(
 
 /// Held-out metrics of `net` (inference mode) on `part`.
 pub fn evaluate(net: &Net, part: &Part, data: &Prepared, device: &Device) -> Metrics {
-    let chunks = upload_chunks(part, data.features(), device);
-    evaluate_chunks(net, &chunks, part, data.outputs()).1
+    let chunks = upload_chunks(data, part, device);
+    evaluate_chunks(net, &chunks, part, data, true).1
 }
 
 pub(super) fn validation_metric(m: &Metrics) -> (f64, &'static str) {

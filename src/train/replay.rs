@@ -30,7 +30,7 @@ pub fn replay(
             (fresh.load_record(record), optim)
         }
     };
-    let split = upload(&data.train, 0..data.train.rows, data.features(), &ad);
+    let split = upload(data, &data.train, 0..data.train.rows, &ad);
     let order = shuffle::epoch_order(spec.seed, epoch - 1, split.rows);
     let lr = t.schedule.lr_at(t.optimizer.lr, epoch - 1, t.epochs);
     let mut loss_sum = Tensor::<1>::zeros([1], &ad);

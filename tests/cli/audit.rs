@@ -608,6 +608,37 @@ fn validation_losses_and_early_stopping_are_recomputed() {
 }
 
 #[test]
+fn a_re_signed_preprocessing_that_the_data_does_not_fit_fails() {
+    let ws = Workspace::new();
+    let dir = honest(&ws, "r");
+    let (code, v) = audit(&ws, &["--challenge", "00", "--segments", "1"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(check(&v, "preprocessing")["status"], "pass");
+    // A forger shifts one column's scaling (so that predict applies another transform) and
+    // re-signs a manifest whose digests match: verify passes, the refit does not.
+    let path = dir.join("preprocessing.json");
+    let mut pre: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let offset = pre["columns"][0]["offset"].as_f64().unwrap();
+    pre["columns"][0]["offset"] = serde_json::json!(offset + 1.0);
+    std::fs::write(&path, serde_json::to_vec_pretty(&pre).unwrap()).unwrap();
+    reseal(&ws, &dir, bodies(&dir));
+    assert_eq!(verify_code(&ws), 0);
+    let (code, v) = audit(&ws, &["--challenge", "00", "--segments", "1"]);
+    assert_eq!(code, 1, "{v:#}");
+    let row = check(&v, "preprocessing");
+    assert_eq!(
+        (&row["status"], &row["detail"]),
+        (
+            &serde_json::Value::from("fail"),
+            &serde_json::Value::from(
+                "preprocessing.json is not what the committed data and spec fit: the run's transforms differ from its data"
+            )
+        )
+    );
+}
+
+#[test]
 fn pruned_checkpoints_cannot_be_audited() {
     let ws = Workspace::new();
     ws.tiny_spec();

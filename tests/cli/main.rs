@@ -23,6 +23,8 @@ mod predict;
 #[cfg(feature = "train")]
 mod provenance;
 #[cfg(feature = "train")]
+mod rawdata;
+#[cfg(feature = "train")]
 mod resume;
 #[cfg(feature = "train")]
 mod run;

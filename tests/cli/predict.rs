@@ -140,7 +140,7 @@ fn predict_matches_columns_by_name_and_names_bad_rows() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(
         lines[0],
-        "row,id,prediction,p_setosa,p_versicolor,p_virginica,model_verified"
+        "row,id,prediction,p_setosa,p_versicolor,p_virginica,unseen,reason,model_verified"
     );
     assert_eq!(lines.len(), 151);
     assert!(lines[1].starts_with("1,r0,"), "{}", lines[1]);
@@ -221,7 +221,7 @@ fn predict_matches_columns_by_name_and_names_bad_rows() {
     assert_eq!(out.code, 2);
     assert_eq!(
         out.stderr,
-        "error: external.csv: --output names the input file\n"
+        "error: external.csv: --output names the input file; auditai never writes over its input\n"
     );
     assert_eq!(
         std::fs::read(ws.path().join("external.csv")).unwrap(),
@@ -233,35 +233,34 @@ fn predict_matches_columns_by_name_and_names_bad_rows() {
     assert_eq!(out.code, 2);
     assert_eq!(
         out.stderr,
-        "error: few.csv:1: the input lacks 2 of the model's features: petal_length, petal_width\n"
+        "error: few.csv:1: the input lacks 2 of the model's input columns: petal_length, petal_width\n"
     );
-    // A bad value, named by line and column; skipped and counted with --skip-bad-rows.
+    // A gap is imputed as in training; a bad value yields an output row with an empty
+    // prediction and the reason, never a missing row.
     write(
         &ws,
         "bad.csv",
         &format!("{HEADER}\n5.1,3.5,1.4,0.2,setosa\n5.0,,1.4,0.2,setosa\n4.9,x,1.4,0.2,setosa\n"),
     );
     let out = predict(&["--input", "bad.csv", "--output", "bad.out"]);
-    assert_eq!(out.code, 2);
+    assert_eq!(out.code, 0, "{out:?}");
+    let written = std::fs::read_to_string(ws.path().join("bad.out")).unwrap();
+    let rows: Vec<&str> = written.lines().collect();
+    assert_eq!(rows.len(), 4, "{written}");
+    assert!(rows[2].starts_with("2,setosa,"), "{}", rows[2]);
     assert_eq!(
-        out.stderr,
-        "error: bad.csv:3: column `sepal_width`: empty value (or pass --skip-bad-rows)\n"
+        rows[3],
+        "3,,,,,0,column `sepal_width`: `x` is not a number,true"
     );
-    assert!(
-        !ws.path().join("bad.out").exists(),
-        "a failed run left its output"
-    );
-    let out = predict(&["--input", "bad.csv", "--skip-bad-rows"]);
-    assert_eq!(out.code, 0);
-    assert_eq!(out.stdout.lines().count(), 2);
     assert!(
         out.stderr
-            .contains("skipped line 4: column `sepal_width`: `x` is not a number"),
+            .contains("not scored: row 3: column `sepal_width`: `x` is not a number\n"),
         "{}",
         out.stderr
     );
     assert!(
-        out.stderr.contains("predicted 1 row(s), skipped 2"),
+        out.stderr
+            .contains("predicted 2 row(s), 1 could not be scored (their rows say why)"),
         "{}",
         out.stderr
     );

@@ -46,7 +46,7 @@ fn unknown_field_is_refused_with_its_position() {
     let yaml = iris(&ws).replace("  epochs: 2\n", "  epochs: 2\n  epocs: 3\n");
     assert_eq!(
         refused(&ws, &yaml),
-        "bad.yaml:14:3: unknown field `epocs`, expected one of epochs, batch_size, optimizer, schedule, early_stopping, device"
+        "bad.yaml:14:3: unknown field `epocs`, expected one of epochs, batch_size, optimizer, schedule, early_stopping, device, class_weight"
     );
 }
 
@@ -152,16 +152,84 @@ fn missing_data_file_is_refused() {
 }
 
 #[test]
-fn non_numeric_feature_is_refused_with_its_line() {
+fn text_in_a_declared_numeric_column_is_refused_with_every_bad_line() {
     let ws = Workspace::new();
-    std::fs::write(ws.path().join("d.csv"), "a,b,y\n1,2,x\n3,4,z\n5,six,x\n").unwrap();
-    let csv = repo().join("fixtures/iris.csv");
+    let mut csv = String::from("a,b,y\n");
+    for i in 0..20 {
+        let b = match i {
+            3 => "six".to_string(),
+            11 => "1,5".to_string(),
+            _ => i.to_string(),
+        };
+        csv.push_str(&format!("{i},\"{b}\",{}\n", ["x", "z"][i % 2]));
+    }
+    // A row with a field too many, and one too few.
+    csv.push_str("1,2,x,9\n3,z\n");
+    std::fs::write(ws.path().join("d.csv"), csv).unwrap();
+    let data = repo().join("fixtures/iris.csv");
     let yaml = iris(&ws)
-        .replace(csv.to_str().unwrap(), "d.csv")
-        .replace("label: species", "label: y");
+        .replace(data.to_str().unwrap(), "d.csv")
+        .replace("label: species", "label: y\n  columns: { b: numeric }");
     assert_eq!(
         refused(&ws, &yaml),
-        "d.csv:4: column `b`: `six` is not a number"
+        "d.csv: 4 bad row(s): line 5: column `b`: `six` is not a number; line 13: column `b`: `1,5` is not a number; line 22: 4 fields, the header has 3; line 23: 2 fields, the header has 3 (pass --skip-bad-rows to train without them; the manifest records them)"
+    );
+}
+
+#[test]
+fn new_data_fields_are_checked_where_they_are_written() {
+    let ws = Workspace::new();
+    let cases = [
+        (
+            "label: species\n  columns: { sepal_length: number }",
+            "bad.yaml:7:28: unknown variant `number`, expected one of numeric, categorical, exclude, id",
+        ),
+        (
+            "label: species\n  impute: { numeric: mode }",
+            "bad.yaml:7:22: unknown variant `mode`, expected one of median, mean, zero, drop",
+        ),
+        (
+            "label: species\n  max_categories: 1",
+            "bad.yaml:7:19: data.max_categories must be between 2 and 1024",
+        ),
+        (
+            "label: species\n  target_scaling: none",
+            "bad.yaml:7:19: data.target_scaling applies to regression; classification targets are classes",
+        ),
+        (
+            "label: species\n  delimiter: colon",
+            "bad.yaml:7:14: data.delimiter `colon` is not `,`, `;`, `tab`, `|` or `whitespace`",
+        ),
+    ];
+    let got: Vec<String> = cases
+        .iter()
+        .map(|(edit, _)| refused(&ws, &iris(&ws).replace("label: species", edit)))
+        .collect();
+    let want: Vec<&str> = cases.iter().map(|(_, w)| *w).collect();
+    assert_eq!(got, want);
+    let yaml = iris(&ws).replace("  epochs: 2\n", "  epochs: 2\n  class_weight: heavy\n");
+    let msg = refused(&ws, &yaml);
+    assert!(
+        msg == "bad.yaml:14:17: unknown variant `heavy`, expected one of none, balanced",
+        "{msg}"
+    );
+    // Columns the spec names must exist in the data.
+    let yaml = iris(&ws).replace("label: species", "label: species\n  columns: { petal: id }");
+    assert_eq!(
+        refused(&ws, &yaml),
+        format!(
+            "bad.yaml:7:21: column `petal` is not a column of {} (columns: sepal_length, sepal_width, petal_length, petal_width, species)",
+            repo().join("fixtures/iris.csv").display()
+        )
+    );
+    let yaml = iris(&ws).replace(
+        "split: { train: 0.6, validation: 0.2, test: 0.2 }",
+        "split: { train: 0.6, validation: 0.2, test: 0.2, group: site }",
+    );
+    let msg = refused(&ws, &yaml);
+    assert!(
+        msg.starts_with("bad.yaml:8:59: group column `site` is not a column of "),
+        "{msg}"
     );
 }
 

@@ -848,12 +848,13 @@ fn the_healthcare_pipeline_trains_evaluates_and_audits() {
         "{}",
         out.stderr
     );
-    let out = ws.run(&["export", m, "--format", "cyclonedx"]);
-    assert_eq!(out.code, 2);
+    // export describes the pipeline's training stage, back to the raw data.
+    let out = ws.run(&["export", m, "--format", "model-card"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
-        out.stderr.contains("not a training run's manifest"),
+        out.stdout.contains("1. **prepare** `python3 prepare.py "),
         "{}",
-        out.stderr
+        out.stdout
     );
     let out = ws.run(&["audit", inner, "--rerun", "prepare", "--key", "me.pub"]);
     assert_eq!(out.code, 2);

@@ -169,20 +169,16 @@ fn fmt(v: Option<f64>) -> String {
     v.map_or("-".to_string(), |v| format!("{v:.4}"))
 }
 
+/// A metric with its 95 % interval: `0.9500 [0.910, 0.975]`.
+fn with_interval(m: &Metrics, name: &str, v: Option<f64>) -> String {
+    match (v, m.intervals.get(name)) {
+        (Some(v), Some(i)) => format!("{v:.4} [{:.3}, {:.3}]", i.lower, i.upper),
+        _ => fmt(v),
+    }
+}
+
 fn metric_cells(m: &Metrics) -> Vec<(&'static str, Option<f64>)> {
-    [
-        ("accuracy", m.accuracy),
-        ("macro_f1", m.macro_f1),
-        ("roc_auc", m.roc_auc),
-        ("brier", m.brier),
-        ("calibration_error", m.calibration_error),
-        ("mse", m.mse),
-        ("mae", m.mae),
-        ("r2", m.r2),
-    ]
-    .into_iter()
-    .filter(|(_, v)| v.is_some())
-    .collect()
+    m.scalars().into_iter().map(|(k, v)| (k, Some(v))).collect()
 }
 
 fn write_tables(out: &mut dyn Write, ev: &Evaluation) -> std::io::Result<()> {
@@ -203,6 +199,10 @@ fn write_tables(out: &mut dyn Write, ev: &Evaluation) -> std::io::Result<()> {
             "NOT verified (--no-verify)"
         }
     )?;
+    writeln!(
+        out,
+        "metrics with 95 % confidence intervals (Wilson for proportions, a seeded bootstrap otherwise):"
+    )?;
     metrics_table(out, ev)?;
     per_class_table(out, ev)?;
     reliability_table(out, ev)?;
@@ -217,7 +217,7 @@ fn metrics_table(out: &mut dyn Write, ev: &Evaluation) -> std::io::Result<()> {
     head.extend(cells.iter().map(|(k, _)| (*k).to_string()));
     b.push_record(head);
     let mut row = vec![ev.overall.rows.to_string(), "overall".to_string()];
-    row.extend(cells.iter().map(|(_, v)| fmt(*v)));
+    row.extend(cells.iter().map(|(k, v)| with_interval(&ev.overall, k, *v)));
     b.push_record(row);
     for g in &ev.subgroups {
         let mut row = vec![
@@ -233,7 +233,11 @@ fn metrics_table(out: &mut dyn Write, ev: &Evaluation) -> std::io::Result<()> {
                 }
             )),
         ];
-        row.extend(cells.iter().map(|(k, _)| fmt(g.metrics.value(k, None))));
+        row.extend(
+            cells
+                .iter()
+                .map(|(k, _)| with_interval(&g.metrics, k, g.metrics.value(k, None))),
+        );
         b.push_record(row);
     }
     writeln!(out, "{}", b.build().with(Style::sharp()))?;

@@ -34,6 +34,7 @@ pub(in crate::cli) fn run(args: &RunArgs) -> anyhow::Result<u8> {
         resume: args.resume,
         force: args.force,
         stage: None,
+        skip_bad_rows: args.skip_bad_rows,
     };
     let key = sign::signing_key(args.key.as_deref())?;
     let commit_anchor = match (args.anchor_commitment, args.target.any()) {
@@ -93,6 +94,7 @@ fn pipeline_run(args: &RunArgs) -> anyhow::Result<u8> {
             json: args.json,
             quiet: args.quiet,
             device: args.device.map(Into::into),
+            skip_bad_rows: args.skip_bad_rows,
         },
         key.as_ref().map(|(k, _)| k),
     )
@@ -258,8 +260,18 @@ fn write_table(out: &mut dyn Write, r: &RunReport) -> std::io::Result<()> {
         "rows train/val/test",
         &format!("{}/{}/{}", s.rows.train, s.rows.validation, s.rows.test),
     ]);
+    if s.held_out == "validation" && s.spec.training.early_stopping.is_some() {
+        b.push_record([
+            "metrics split",
+            "validation: it chose the stopping epoch, so it is not held out",
+        ]);
+    }
     for (k, v) in s.metrics.scalars() {
-        b.push_record([format!("{}: {k}", s.held_out), format!("{v:.4}")]);
+        let value = match s.metrics.interval(k) {
+            Some(i) => format!("{v:.4} (95 % CI {:.4}-{:.4})", i.lower, i.upper),
+            None => format!("{v:.4}"),
+        };
+        b.push_record([format!("{}: {k}", s.held_out), value]);
     }
     b.push_record(["weights blake3", &s.weights_blake3]);
     b.push_record([
