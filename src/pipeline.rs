@@ -430,6 +430,7 @@ fn commit_phase(
             provenance::Code::None { .. } => None,
         },
         backend: backend.kind,
+        kernels: Some(backend.kernels.clone()),
         initial_weights_blake3: hash::Digest::of(initial).hex(),
         committed_on: manifest::now_rfc3339(),
     };
@@ -702,6 +703,10 @@ fn commit(path: &Path, fresh: Commitment, resume: bool) -> Result<Vec<u8>, Pipel
             ("spec", !hash::hex_eq(&kept.spec_blake3, &fresh.spec_blake3)),
             ("data", kept.data != fresh.data),
             ("backend", kept.backend != fresh.backend),
+            (
+                "kernel family",
+                kept.kernels.is_some() && kept.kernels != fresh.kernels,
+            ),
             (
                 "initial-weights digest",
                 !hash::hex_eq(&kept.initial_weights_blake3, &fresh.initial_weights_blake3),

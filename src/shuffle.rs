@@ -13,15 +13,9 @@ const CONTEXT: &str = "auditai 2025 permutation v1";
 
 /// Shuffle `items` in place with a stream derived from `key`.
 pub fn shuffle<T>(items: &mut [T], key: &[u8]) {
-    let mut hasher = blake3::Hasher::new_derive_key(CONTEXT);
-    hasher.update(key);
-    let mut stream = hasher.finalize_xof();
-    let mut word = [0u8; 8];
+    let mut words = Words::new(key);
     for i in (1..items.len()).rev() {
-        // Reading from an XOF never fails.
-        let _ = stream.read(&mut word);
-        let r = u64::from_le_bytes(word);
-        let j = ((u128::from(r) * (i as u128 + 1)) >> 64) as usize;
+        let j = ((u128::from(words.next()) * (i as u128 + 1)) >> 64) as usize;
         items.swap(i, j);
     }
 }
@@ -29,16 +23,43 @@ pub fn shuffle<T>(items: &mut [T], key: &[u8]) {
 /// `n` indices drawn uniformly with replacement from `0..n` (a bootstrap resample), from the same
 /// stream construction as [`shuffle`].
 pub fn resample(key: &[u8], n: usize) -> Vec<usize> {
-    let mut hasher = blake3::Hasher::new_derive_key(CONTEXT);
-    hasher.update(key);
-    let mut stream = hasher.finalize_xof();
-    let mut word = [0u8; 8];
+    let mut words = Words::new(key);
     (0..n)
-        .map(|_| {
-            let _ = stream.read(&mut word);
-            ((u128::from(u64::from_le_bytes(word)) * n as u128) >> 64) as usize
-        })
+        .map(|_| ((u128::from(words.next()) * n as u128) >> 64) as usize)
         .collect()
+}
+
+/// The stream of little-endian `u64`s, read from the XOF a block at a time (reading it eight
+/// bytes at a time recomputes each 64-byte block eight times).
+struct Words {
+    stream: blake3::OutputReader,
+    block: [u8; 512],
+    at: usize,
+}
+
+impl Words {
+    fn new(key: &[u8]) -> Self {
+        let mut hasher = blake3::Hasher::new_derive_key(CONTEXT);
+        hasher.update(key);
+        let block = [0u8; 512];
+        Words {
+            stream: hasher.finalize_xof(),
+            at: block.len(),
+            block,
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        if self.at == self.block.len() {
+            // Reading from an XOF never fails.
+            let _ = self.stream.read(&mut self.block);
+            self.at = 0;
+        }
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.block[self.at..self.at + 8]);
+        self.at += 8;
+        u64::from_le_bytes(word)
+    }
 }
 
 /// The key for the permutation of a purpose under a seed: `seed (LE) ‖ purpose ‖ index (LE)`.
@@ -77,5 +98,17 @@ mod tests {
     fn permutation_is_pinned() {
         // Guards the documented construction: changing it would change every recorded run.
         assert_eq!(epoch_order(42, 0, 8), vec![7, 3, 4, 5, 6, 2, 1, 0]);
+        // Past the first buffered block, the stream goes on where eight-byte reads would.
+        let mut stream = {
+            let mut h = blake3::Hasher::new_derive_key(CONTEXT);
+            h.update(b"k");
+            h.finalize_xof()
+        };
+        let mut words = Words::new(b"k");
+        for _ in 0..200 {
+            let mut w = [0u8; 8];
+            let _ = stream.read(&mut w);
+            assert_eq!(words.next(), u64::from_le_bytes(w));
+        }
     }
 }

@@ -78,6 +78,11 @@ pub struct Commitment {
     pub code: Option<CodeRef>,
     /// The backend that trains.
     pub backend: BackendKind,
+    /// The kernels that compute it (CPU: the flex/gemm build and the instruction-set level it
+    /// dispatches to; wgpu: adapter, driver and kernel selection): a replay is bitwise only on
+    /// the same kernels. Absent in runs from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<String>,
     /// blake3 of the initial weights (burnpack) drawn from the seed.
     pub initial_weights_blake3: String,
     /// RFC 3339 UTC time the commitment was made (claimed; an anchor proves it).

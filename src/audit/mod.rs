@@ -279,6 +279,7 @@ pub fn audit(
         data: &checked.data,
         initial: &checked.initial,
         trained_on: checked.trained_on,
+        trained_kernels: checked.trained_kernels.as_deref(),
         files_ok: checked.files_ok,
         schedule_ok: checked.schedule_ok,
     };
@@ -295,6 +296,7 @@ struct Checked {
     entries: Vec<Entry>,
     head: String,
     trained_on: BackendKind,
+    trained_kernels: Option<String>,
     files_ok: bool,
     schedule_ok: bool,
 }
@@ -359,6 +361,7 @@ fn check_inputs(run: &SignedRun, opts: &Options, report: &mut AuditReport) -> Op
         entries,
         head,
         trained_on: commitment.backend,
+        trained_kernels: commitment.kernels.clone(),
         files_ok,
         schedule_ok,
     })

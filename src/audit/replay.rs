@@ -311,6 +311,8 @@ pub(super) struct Replay<'a> {
     pub(super) data: &'a data::Prepared,
     pub(super) initial: &'a [u8],
     pub(super) trained_on: BackendKind,
+    /// The kernels the commitment records (absent in older runs).
+    pub(super) trained_kernels: Option<&'a str>,
     /// Every checkpoint the transcript names is on disk with its digest.
     pub(super) files_ok: bool,
     /// The transcript follows the committed schedule.
@@ -318,6 +320,35 @@ pub(super) struct Replay<'a> {
 }
 
 impl Replay<'_> {
+    /// The `replay` row: which comparison runs, and whether the kernels are the ones that
+    /// trained (bitwise identity is promised only for the same kernels).
+    fn replay_row(&self, backend: &device::Backend, bitwise: bool, report: &mut AuditReport) {
+        let on = format!("on {} ({})", backend.kind, backend.adapter);
+        let kernels = other_kernels(self.trained_kernels, &backend.kernels);
+        let detail = match (bitwise, kernels) {
+            (false, _) => format!(
+                "{on}, trained on {}: compared within tolerances, not bitwise",
+                self.trained_on
+            ),
+            (true, Some(k)) => format!(
+                "{on}, the backend that trained: compared bitwise, but the run's kernels were `{k}` and these are `{}`; they may round differently",
+                backend.kernels
+            ),
+            (true, None) => format!("{on}, the backend that trained: compared bitwise"),
+        };
+        let label = CheckId::Replay.label();
+        if bitwise && kernels.is_none() {
+            report
+                .checks
+                .push(CheckId::Replay, label, Status::Pass, detail);
+        } else {
+            let hint = crate::report::Hint::Tolerance;
+            report
+                .checks
+                .push_hinted(CheckId::Replay, label, Status::Warn, detail, hint);
+        }
+    }
+
     /// Choose the device, replay the selected segments into `report`, then recompute the
     /// validation losses.
     pub(super) fn run(
@@ -336,25 +367,7 @@ impl Replay<'_> {
         });
         report.replayed_on = Some(backend.kind);
         let bitwise = backend.kind == self.trained_on;
-        let label = CheckId::Replay.label();
-        if bitwise {
-            let detail = format!(
-                "on {} ({}), the backend that trained: compared bitwise",
-                backend.kind, backend.adapter
-            );
-            report
-                .checks
-                .push(CheckId::Replay, label, Status::Pass, detail);
-        } else {
-            let detail = format!(
-                "on {} ({}), trained on {}: compared within tolerances, not bitwise",
-                backend.kind, backend.adapter, self.trained_on
-            );
-            let hint = crate::report::Hint::Tolerance;
-            report
-                .checks
-                .push_hinted(CheckId::Replay, label, Status::Warn, detail, hint);
-        }
+        self.replay_row(&backend, bitwise, report);
         progress(Progress::Plan {
             steps: report.replayed_steps,
         });
@@ -383,5 +396,25 @@ impl Replay<'_> {
             report.checks.push_row(CheckId::Validation, status, detail);
         }
         Ok(())
+    }
+}
+
+/// The recorded kernel family when it is not the one replaying (runs that predate the record
+/// have none, and are compared as before).
+fn other_kernels<'a>(trained: Option<&'a str>, ours: &str) -> Option<&'a str> {
+    trained.filter(|k| *k != ours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::other_kernels;
+
+    #[test]
+    fn a_replay_names_kernels_other_than_the_recorded_ones() {
+        let avx2 = "burn-flex 0.22 with gemm 0.19, x86-64 avx2+fma";
+        let avx512 = "burn-flex 0.22 with gemm 0.19, x86-64 avx512f";
+        assert_eq!(other_kernels(Some(avx512), avx2), Some(avx512));
+        assert_eq!(other_kernels(Some(avx2), avx2), None);
+        assert_eq!(other_kernels(None, avx2), None);
     }
 }

@@ -55,7 +55,7 @@ impl Ctx<'_> {
                 continue;
             }
             for (f, &(c, _)) in roles.features.iter().enumerate() {
-                let cell = rec.get(c).unwrap_or("");
+                let cell = table::cell(&rec, c);
                 let gap = self.dialect.is_missing(cell);
                 match &mut cols[f] {
                     Some(Values::Numeric(v)) => match (gap, transform::parse_number(cell)) {
@@ -397,7 +397,7 @@ impl Ctx<'_> {
             ));
         }
         self.check_shape(&pre)?;
-        let mut notices = super::infer::notices(roles, seen, train.rows);
+        let mut notices = super::infer::notices(roles, seen, train.rows, &pre);
         notices.extend(self.class_notices(&pre, &train, &validation));
         if !dropped.is_empty() {
             notices.push(format!(
@@ -510,13 +510,15 @@ fn median(v: &[f32]) -> f32 {
     if v.is_empty() {
         return 0.0;
     }
+    // Selection, not a sort: linear in the rows.
     let mut s = v.to_vec();
-    s.sort_by(f32::total_cmp);
     let m = s.len() / 2;
-    if s.len() % 2 == 1 {
-        s[m]
+    let (low, &mut upper, _) = s.select_nth_unstable_by(m, f32::total_cmp);
+    if v.len() % 2 == 1 {
+        upper
     } else {
-        ((f64::from(s[m - 1]) + f64::from(s[m])) / 2.0) as f32
+        let lower = low.iter().copied().max_by(f32::total_cmp).unwrap_or(upper);
+        ((f64::from(lower) + f64::from(upper)) / 2.0) as f32
     }
 }
 
@@ -557,5 +559,16 @@ fn short(s: &str) -> String {
         format!("{}…", s.chars().take(40).collect::<String>())
     } else {
         s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_median_is_selected_not_sorted_for() {
+        assert_eq!(super::median(&[5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(super::median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(super::median(&[7.0]), 7.0);
+        assert_eq!(super::median(&[]), 0.0);
     }
 }

@@ -128,16 +128,58 @@ pub(crate) struct Seen {
     pub inferred: bool,
     /// Training rows with a gap.
     pub gaps: usize,
-    /// Distinct non-missing values (counted up to [`TRACK`]).
-    pub distinct: usize,
+    /// No value occurs twice (tracked for integer and text columns, up to [`TRACK`] values).
+    pub unique: bool,
+    /// Every non-missing value is the same.
+    pub constant: bool,
     /// Non-missing training values.
     pub present: usize,
     /// Every non-missing value is an integer.
     pub integers: bool,
 }
 
-/// The most distinct values counted per column.
+/// The most values a column's uniqueness is tracked over (beyond, it counts as unique).
 const TRACK: usize = 1 << 20;
+
+/// What pass 2 tracks of one column's values, cheaply: the first value until another differs,
+/// and the values seen while none repeats (dropped at the first repeat or fractional number).
+struct Track {
+    first: Option<Box<str>>,
+    varies: bool,
+    seen: Option<HashSet<Box<str>>>,
+    capped: bool,
+}
+
+impl Track {
+    fn new() -> Track {
+        Track {
+            first: None,
+            varies: false,
+            seen: Some(HashSet::new()),
+            capped: false,
+        }
+    }
+
+    fn add(&mut self, cell: &str, fractional: bool) {
+        if !self.varies {
+            match &self.first {
+                None => self.first = Some(cell.into()),
+                Some(f) => self.varies = **f != *cell,
+            }
+        }
+        if fractional {
+            self.seen = None;
+        }
+        if let Some(set) = &mut self.seen {
+            if !set.insert(cell.into()) {
+                self.seen = None;
+            } else if set.len() >= TRACK {
+                self.seen = None;
+                self.capped = true;
+            }
+        }
+    }
+}
 
 /// Pass 2: each feature column's kind from the training rows (`train`, indices into the kept
 /// rows).
@@ -159,13 +201,14 @@ pub(crate) fn kinds(
             kind,
             inferred: kind.is_none(),
             gaps: 0,
-            distinct: 0,
+            unique: true,
+            constant: false,
             present: 0,
             integers: true,
         })
         .collect();
     let mut numeric = vec![true; seen.len()];
-    let mut distinct: Vec<HashSet<String>> = vec![HashSet::new(); seen.len()];
+    let mut track: Vec<Track> = seen.iter().map(|_| Track::new()).collect();
     let (mut r, meter) = table::reader(bytes, &ctx.dialect);
     let mut rec = csv::StringRecord::new();
     let mut index = 0;
@@ -182,27 +225,31 @@ pub(crate) fn kinds(
             continue;
         }
         for (f, &(c, _)) in roles.features.iter().enumerate() {
-            let cell = rec.get(c).unwrap_or("");
+            let cell = table::cell(&rec, c);
             let s = &mut seen[f];
             if ctx.dialect.is_missing(cell) {
                 s.gaps += 1;
                 continue;
             }
             s.present += 1;
-            match parse_number(cell) {
-                Some(v) => s.integers &= v.fract() == 0.0,
+            let fractional = match parse_number(cell) {
+                Some(v) => {
+                    s.integers &= v.fract() == 0.0;
+                    v.fract() != 0.0 && numeric[f]
+                }
                 None => {
                     numeric[f] = false;
                     s.integers = false;
+                    false
                 }
-            }
-            if distinct[f].len() < TRACK && !distinct[f].contains(cell) {
-                distinct[f].insert(cell.to_string());
-            }
+            };
+            track[f].add(cell, fractional);
         }
     }
     for (f, s) in seen.iter_mut().enumerate() {
-        s.distinct = distinct[f].len();
+        let t = &track[f];
+        s.unique = t.seen.is_some() || t.capped;
+        s.constant = !t.varies && t.first.is_some();
         if s.kind.is_none() && s.present > 0 {
             s.kind = Some(if numeric[f] {
                 Kind::Numeric
@@ -216,7 +263,12 @@ pub(crate) fn kinds(
 
 /// Notices about the columns: what was inferred (only when a column is categorical, has gaps or
 /// was left out: an all-numeric CSV without gaps says nothing), and warnings.
-pub(crate) fn notices(roles: &Roles, seen: &[Seen], train_rows: usize) -> Vec<String> {
+pub(crate) fn notices(
+    roles: &Roles,
+    seen: &[Seen],
+    train_rows: usize,
+    pre: &super::Preprocessing,
+) -> Vec<String> {
     let mut out = Vec::new();
     let name = |f: usize| roles.header[roles.features[f].0].as_str();
     let quiet = seen
@@ -231,7 +283,7 @@ pub(crate) fn notices(roles: &Roles, seen: &[Seen], train_rows: usize) -> Vec<St
                 .map(|(f, s)| {
                     let mut t = name(f).to_string();
                     if k == Kind::Categorical {
-                        t.push_str(&format!(" ({} values)", s.distinct));
+                        t.push_str(&format!(" ({} values)", categories(pre, name(f))));
                     }
                     if s.gaps > 0 {
                         let plural = if s.gaps == 1 { "" } else { "s" };
@@ -268,18 +320,37 @@ pub(crate) fn notices(roles: &Roles, seen: &[Seen], train_rows: usize) -> Vec<St
             None => out.push(format!(
                 "column `{n}` is empty in every training row; it is left out"
             )),
-            Some(_) if s.inferred && s.present >= 20 && s.distinct == s.present && (s.integers || s.kind == Some(Kind::Categorical)) => {
+            Some(_) if s.inferred && s.present >= 20 && s.unique && (s.integers || s.kind == Some(Kind::Categorical)) => {
                 out.push(format!(
                     "column `{n}` has a distinct value in every training row: it looks like an identifier; declare it in data.columns as `id` to leave it out"
                 ))
             }
-            Some(_) if s.distinct == 1 && train_rows > 1 => out.push(format!(
+            Some(_) if s.constant && train_rows > 1 => out.push(format!(
                 "column `{n}` has one value in every training row: it carries no information"
             )),
             _ => {}
         }
     }
     out
+}
+
+/// The training categories of the categorical column `name` (gaps not counted).
+fn categories(pre: &super::Preprocessing, name: &str) -> usize {
+    pre.columns
+        .iter()
+        .find(|c| c.name() == name)
+        .map_or(0, |c| match c {
+            super::Column::Categorical {
+                categories, other, ..
+            } => {
+                categories
+                    .iter()
+                    .filter(|c| *c != super::transform::MISSING)
+                    .count()
+                    + other.len()
+            }
+            super::Column::Numeric { .. } => 0,
+        })
 }
 
 fn or_none(s: String) -> String {

@@ -46,7 +46,7 @@ impl Ctx<'_> {
                 });
                 continue;
             }
-            let label = rec.get(roles.label).unwrap_or("");
+            let label = table::cell(&rec, roles.label);
             if self.dialect.is_missing(label) {
                 scan.unlabeled.push(BadRow {
                     line,
@@ -58,7 +58,7 @@ impl Ctx<'_> {
                 let next = group_ids.len() as u32;
                 groups.push(
                     *group_ids
-                        .entry(rec.get(g).unwrap_or("").to_string())
+                        .entry(table::cell(&rec, g).to_string())
                         .or_insert(next),
                 );
             }

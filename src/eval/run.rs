@@ -311,8 +311,8 @@ fn read_rows(model: &Model, opts: &EvalOptions<'_>, by: &[String]) -> Result<Row
             meter.next_record();
             n += 1;
             let line = record.position().map(csv::Position::line);
-            let label = cols.label.and_then(|i| record.get(i)).unwrap_or("");
-            if model.pre.dialect.is_missing(label.trim()) && record.len() == header.len() {
+            let label = cols.label.map_or("", |i| table::cell(&record, i));
+            if model.pre.dialect.is_missing(label) && record.len() == header.len() {
                 // A row without a label cannot be judged: left out and counted, as in training.
                 rows.skipped += 1;
                 continue;

@@ -250,7 +250,7 @@ fn class_balance(
     let mut rec = csv::StringRecord::new();
     while reader.read_record(&mut rec).ok()? {
         meter.next_record();
-        let l = rec.get(col).unwrap_or("");
+        let l = crate::data::table::cell(&rec, col);
         if !pre.dialect.is_missing(l) {
             *counts.entry(l.to_string()).or_insert(0) += 1;
         }

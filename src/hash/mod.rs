@@ -257,29 +257,41 @@ enum Listed {
     Special,
 }
 
+/// List `dir` recursively (never following a symlink), its subdirectories in parallel.
 fn list(dir: &Path, prefix: &str, out: &mut Vec<(String, Listed)>) -> Result<(), HashError> {
+    let mut subdirs = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(err(dir))? {
         let entry = entry.map_err(err(dir))?;
-        let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         let rel = if prefix.is_empty() {
             name
         } else {
             format!("{prefix}/{name}")
         };
-        let meta = std::fs::symlink_metadata(&path).map_err(err(&path))?;
+        // Metadata of the entry itself (a symlink is not followed), relative to the open
+        // directory.
+        let meta = entry.metadata().map_err(err(&entry.path()))?;
         let ft = meta.file_type();
         if ft.is_dir() {
-            list(&path, &rel, out)?;
+            subdirs.push((entry.path(), rel));
         } else if ft.is_file() {
             out.push((rel, Listed::File(meta)));
         } else if ft.is_symlink() {
+            let path = entry.path();
             let target = std::fs::read_link(&path).map_err(err(&path))?;
             out.push((rel, Listed::Symlink(target.to_string_lossy().into_owned())));
         } else {
             out.push((rel, Listed::Special));
         }
     }
+    let nested: Result<Vec<Vec<(String, Listed)>>, HashError> = subdirs
+        .into_par_iter()
+        .map(|(path, rel)| {
+            let mut v = Vec::new();
+            list(&path, &rel, &mut v).map(|()| v)
+        })
+        .collect();
+    out.extend(nested?.into_iter().flatten());
     Ok(())
 }
 
@@ -313,16 +325,40 @@ pub fn tree_digest(entries: &[TreeEntry]) -> Digest {
     Digest(*h.finalize().as_bytes())
 }
 
+/// Read a file the listing says has `size` bytes: open, read, read the end, close. `fs::read`
+/// and `read_to_end` would stat the file and seek in it again to size their buffer, half as
+/// many system calls again on a tree of small files. Reading goes on to the end, so a file that
+/// grew since it was listed is read whole.
+fn read_small(path: &Path, size: u64) -> std::io::Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; size as usize + 1];
+    let mut n = 0;
+    loop {
+        if n == buf.len() {
+            buf.resize(n * 2, 0);
+        }
+        match std::io::Read::read(&mut f, &mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
 /// Hash a file's content. Large files are memory-mapped and hashed on all cores with blake3;
 /// sha256, when asked for, runs alongside on another thread.
 fn hash_content(path: &Path, size: u64, with_sha256: bool) -> Result<FileDigest, HashError> {
     if size < MMAP_THRESHOLD {
-        let bytes = std::fs::read(path).map_err(err(path))?;
-        let mut d = bytes_digest(&bytes);
-        if !with_sha256 {
-            d.sha256 = None;
-        }
-        return Ok(d);
+        let bytes = read_small(path, size).map_err(err(path))?;
+        return Ok(FileDigest {
+            size: bytes.len() as u64,
+            blake3: Digest(*blake3::hash(&bytes).as_bytes()),
+            // Only when asked for: sha256 costs several times what blake3 does.
+            sha256: with_sha256.then(|| Digest(sha2::Sha256::digest(&bytes).into())),
+        });
     }
     let blake3 = || -> Result<Digest, HashError> {
         let mut h = blake3::Hasher::new();

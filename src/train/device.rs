@@ -18,6 +18,9 @@ pub struct Backend {
     pub kind: BackendKind,
     /// Adapter description, e.g. `NVIDIA H100 (Vulkan)` or `flex (CPU)`.
     pub adapter: String,
+    /// The kernel family that computes on it, recorded in the training commitment: a replay is
+    /// bitwise only with the same kernels ([`cpu_kernels`], or the wgpu adapter and driver).
+    pub kernels: String,
 }
 
 /// Why no wgpu device could be had.
@@ -30,6 +33,7 @@ pub struct NoAdapter(pub String);
 struct Probed {
     device: Device,
     adapter: String,
+    kernels: String,
     software: bool,
 }
 
@@ -52,6 +56,11 @@ fn probe_wgpu() -> Result<Probed, NoAdapter> {
         Ok(Probed {
             device,
             adapter: format!("{} ({:?})", info.name, info.backend),
+            // burn is built without autotune: kernels are chosen by shape, not by timing.
+            kernels: format!(
+                "burn-cubecl 0.22 on {} ({:?}), driver {} {}, no autotune",
+                info.name, info.backend, info.driver, info.driver_info
+            ),
             software: info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu,
         })
     })
@@ -64,6 +73,39 @@ pub fn cpu() -> Backend {
         device: Device::flex(),
         kind: BackendKind::Cpu,
         adapter: "flex (CPU)".to_string(),
+        kernels: cpu_kernels(),
+    }
+}
+
+/// The CPU kernel family: burn's flex backend and its gemm, which pick their vector
+/// instructions at run time, so the instruction-set level is part of what a replay must match.
+pub fn cpu_kernels() -> String {
+    format!("burn-flex 0.22 with gemm 0.19, {}", simd_level())
+}
+
+/// The widest vector instruction set flex and gemm dispatch to on this CPU.
+fn simd_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            "x86-64 avx512f"
+        } else if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            "x86-64 avx2+fma"
+        } else if std::arch::is_x86_feature_detected!("sse4.1") {
+            "x86-64 sse4.1"
+        } else {
+            "x86-64 sse2"
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "aarch64 neon"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        std::env::consts::ARCH
     }
 }
 
@@ -116,5 +158,6 @@ fn wgpu_backend(p: Probed) -> Backend {
         device: p.device,
         kind: BackendKind::Wgpu,
         adapter: p.adapter,
+        kernels: p.kernels,
     }
 }

@@ -70,10 +70,12 @@ impl DeviceSplit {
         match &self.targets {
             DeviceTargets::Classes(c) => {
                 let targets = idx.map_or_else(|| c.clone(), |i| c.clone().select(0, i.clone()));
-                CrossEntropyLossConfig::new()
-                    .with_weights(self.weights.clone())
-                    .init(&out.device())
-                    .forward(out, targets)
+                match &self.weights {
+                    None => CrossEntropyLossConfig::new()
+                        .init(&out.device())
+                        .forward(out, targets),
+                    Some(w) => weighted_cross_entropy(out, targets, w),
+                }
             }
             DeviceTargets::Values(v) => {
                 let targets = idx.map_or_else(|| v.clone(), |i| v.clone().select(0, i.clone()));
@@ -82,6 +84,27 @@ impl DeviceSplit {
             }
         }
     }
+}
+
+/// Cross-entropy weighted per class: `Σ w[t]·(−log_softmax(x)[t]) / Σ w[t]`. Reduced with
+/// `sum_dim` only: burn's weighted loss ends in a full `sum()`, which on a GPU may finish with
+/// float atomic adds in any order, so two runs could differ in the last bits.
+fn weighted_cross_entropy(
+    logits: Tensor<2>,
+    targets: Tensor<1, Int>,
+    weights: &[f32],
+) -> Tensor<1> {
+    let [batch, _] = logits.dims();
+    let weights = Tensor::<1>::from_data(
+        TensorData::new(weights.to_vec(), [weights.len()]),
+        &logits.device(),
+    );
+    let nll = burn::tensor::activation::log_softmax(logits, 1)
+        .gather(1, targets.clone().reshape([batch, 1]))
+        .reshape([batch])
+        .neg();
+    let w = weights.gather(0, targets);
+    (nll * w.clone()).sum_dim(0) / w.sum_dim(0)
 }
 
 /// Mean loss and metrics of `net` (inference mode) over uploaded chunks of `part`.
@@ -201,5 +224,39 @@ pub(super) fn validation_metric(m: &Metrics) -> (f64, &'static str) {
     match m {
         Metrics::Classification { accuracy, .. } => (*accuracy, "accuracy"),
         Metrics::Regression { r2, .. } => (*r2, "r2"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_weighted_loss_is_burns_without_a_full_sum() {
+        let dev = Device::flex();
+        let logits = Tensor::<2>::from_data(
+            TensorData::new(
+                vec![0.3f32, -1.2, 2.0, 0.0, 0.5, -0.5, 1.5, 1.0, -2.0],
+                [3, 3],
+            ),
+            &dev,
+        );
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(vec![2i64, 0, 1], [3]), &dev);
+        let weights = [0.5f32, 2.0, 1.25];
+        let burns: f32 = CrossEntropyLossConfig::new()
+            .with_weights(Some(weights.to_vec()))
+            .init(&dev)
+            .forward(logits.clone(), targets.clone())
+            .into_scalar();
+        let ours: f32 =
+            weighted_cross_entropy(logits.clone(), targets.clone(), &weights).into_scalar();
+        assert!((burns - ours).abs() < 1e-6, "{burns} vs {ours}");
+        // Equal weights give the plain mean.
+        let plain: f32 = CrossEntropyLossConfig::new()
+            .init(&dev)
+            .forward(logits.clone(), targets.clone())
+            .into_scalar();
+        let even: f32 = weighted_cross_entropy(logits, targets, &[1.0; 3]).into_scalar();
+        assert!((plain - even).abs() < 1e-6, "{plain} vs {even}");
     }
 }

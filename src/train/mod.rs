@@ -10,10 +10,11 @@
 //! reports progress through a callback and never prints, signs or hashes files on disk.
 
 pub mod device;
-mod fit;
+pub(crate) mod fit;
 mod infer;
 pub mod metrics;
 pub mod model;
+mod optim;
 mod replay;
 mod resume;
 mod store;
@@ -24,8 +25,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::nn::loss::{CrossEntropyLossConfig, MseLoss, Reduction};
 use burn::optim::{
-    AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig,
-    momentum::MomentumConfig,
+    GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig,
 };
 use burn::prelude::*;
 use burn::store::ModuleRecord;
@@ -300,24 +300,20 @@ fn record_err(e: impl std::fmt::Display) -> TrainError {
     TrainError::Record(e.to_string())
 }
 
+/// The spec's optimizer. Adam and AdamW are fused on the CPU ([`optim`]), bitwise burn's.
 fn optimizer(spec: &Spec) -> ModuleOptimizer {
     let o = &spec.training.optimizer;
-    let decay = (o.weight_decay > 0.0).then(|| WeightDecayConfig::new(o.weight_decay as f32));
+    let moments = optim::Moments {
+        beta_1: o.betas[0] as f32,
+        beta_2: o.betas[1] as f32,
+        epsilon: o.epsilon as f32,
+    };
+    let penalty = (o.weight_decay > 0.0).then_some(o.weight_decay as f32);
     match o.kind {
-        OptimizerKind::Adam => AdamConfig::new()
-            .with_beta_1(o.betas[0] as f32)
-            .with_beta_2(o.betas[1] as f32)
-            .with_epsilon(o.epsilon as f32)
-            .with_weight_decay(decay)
-            .init(),
-        OptimizerKind::Adamw => AdamWConfig::new()
-            .with_beta_1(o.betas[0] as f32)
-            .with_beta_2(o.betas[1] as f32)
-            .with_epsilon(o.epsilon as f32)
-            .with_weight_decay(o.weight_decay as f32)
-            .init(),
+        OptimizerKind::Adam => optim::FusedAdam::new(moments, penalty).into(),
+        OptimizerKind::Adamw => optim::FusedAdamW::new(moments, o.weight_decay as f32).into(),
         OptimizerKind::Sgd => SgdConfig::new()
-            .with_weight_decay(decay)
+            .with_weight_decay(penalty.map(WeightDecayConfig::new))
             .with_momentum((o.momentum > 0.0).then(|| {
                 MomentumConfig::new()
                     .with_momentum(o.momentum)

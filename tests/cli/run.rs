@@ -1,21 +1,22 @@
 //! `auditai run` on the bundled pipelines: accuracy, outputs, determinism.
 
-use crate::support::{Workspace, b3, pipeline, tree};
+use crate::support::{Workspace, b3, output, pipeline, tree};
 
 fn run_pipeline(ws: &Workspace, name: &str, out: &str) -> serde_json::Value {
-    let spec = pipeline(name);
-    ws.run(&[
+    output(run_cmd(ws, &pipeline(name), out)).success().json()
+}
+
+/// `auditai run SPEC --device cpu --out OUT --json -q`.
+fn run_cmd(ws: &Workspace, spec: &std::path::Path, out: &str) -> std::process::Command {
+    let args = [
         "run",
         spec.to_str().unwrap(),
         "--device",
         "cpu",
         "--out",
         out,
-        "--json",
-        "-q",
-    ])
-    .success()
-    .json()
+    ];
+    ws.cmd(&[&args[..], &["--json", "-q"]].concat())
 }
 
 fn metric(v: &serde_json::Value, name: &str) -> f64 {
@@ -162,6 +163,30 @@ fn same_spec_and_seed_give_bitwise_identical_run_directories() {
     };
     assert_eq!(bodies("a"), bodies("b"));
     assert_eq!(bodies("a").len(), 60);
+}
+
+#[test]
+fn the_thread_count_changes_no_bit() {
+    // Wide enough that the matrix products are split across threads and the optimizer's fused
+    // pass runs in parallel chunks.
+    let ws = Workspace::new();
+    let spec = ws.pipeline_copy("iris-mlp", |t| {
+        t.replace("hidden: [32, 16]", "hidden: [512, 256]")
+            .replace("epochs: 60", "epochs: 2")
+            .replace("batch_size: 16", "batch_size: 90")
+    });
+    let run = |threads: &str, out: &str| {
+        let mut cmd = run_cmd(&ws, &spec, out);
+        cmd.env("RAYON_NUM_THREADS", threads);
+        output(cmd).success().json()
+    };
+    let one = run("1", "one");
+    let three = run("3", "three");
+    assert_eq!(one["weights_blake3"], three["weights_blake3"]);
+    for f in ["epoch-0001.optim.bpk", "epoch-0002.optim.bpk"] {
+        let read = |d: &str| std::fs::read(ws.path().join(d).join("checkpoints").join(f)).unwrap();
+        assert!(read("one") == read("three"), "{f} differs");
+    }
 }
 
 #[test]
