@@ -22,6 +22,9 @@ _auditai() {
             auditai,audit)
                 cmd="auditai__subcmd__audit"
                 ;;
+            auditai,bundle)
+                cmd="auditai__subcmd__bundle"
+                ;;
             auditai,completions)
                 cmd="auditai__subcmd__completions"
                 ;;
@@ -76,6 +79,9 @@ _auditai() {
             auditai__subcmd__help,audit)
                 cmd="auditai__subcmd__help__subcmd__audit"
                 ;;
+            auditai__subcmd__help,bundle)
+                cmd="auditai__subcmd__help__subcmd__bundle"
+                ;;
             auditai__subcmd__help,completions)
                 cmd="auditai__subcmd__help__subcmd__completions"
                 ;;
@@ -122,7 +128,7 @@ _auditai() {
 
     case "${cmd}" in
         auditai)
-            opts="-h -V --help --version run status verify predict eval export sign keygen hash anchor audit inspect completions help"
+            opts="-h -V --help --version run status verify predict eval export sign keygen hash anchor audit inspect bundle completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -319,6 +325,32 @@ _auditai() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        auditai__subcmd__bundle)
+            opts="-o -h --out --eval --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --eval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         auditai__subcmd__completions)
             opts="-h --help bash zsh fish"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -488,7 +520,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__help)
-            opts="run status verify predict eval export sign keygen hash anchor audit inspect completions help"
+            opts="run status verify predict eval export sign keygen hash anchor audit inspect bundle completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -530,6 +562,20 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__help__subcmd__audit)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__help__subcmd__bundle)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -920,7 +966,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__verify)
-            opts="-h --expect --require-covered --key --policy --root --rpc --chain --bitcoin-header --bitcoin-rpc --allow-extra --json --attest --attest-out --help"
+            opts="-h --expect --require-covered --key --policy --root --rpc --chain --bitcoin-header --bitcoin-rpc --allow-extra --artifact --partial --json --attest --attest-out --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -959,6 +1005,10 @@ _auditai() {
                     return 0
                     ;;
                 --allow-extra)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --artifact)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

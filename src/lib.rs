@@ -7,6 +7,7 @@
 pub mod anchor;
 #[cfg(feature = "train")]
 pub mod audit;
+pub mod bundle;
 pub mod cancel;
 pub mod data;
 pub mod eval;

@@ -20,6 +20,9 @@ pub enum Status {
     /// Recorded in a file but not checked (no online check, no header to compare with): not a
     /// failure, and never shown as a pass.
     Claimed,
+    /// A recorded file that is not here and was not checked (`verify --partial`): not a failure,
+    /// never a pass.
+    Absent,
 }
 
 impl std::fmt::Display for Status {
@@ -30,6 +33,7 @@ impl std::fmt::Display for Status {
             Status::Warn => "warn",
             Status::Skip => "skip",
             Status::Claimed => "claimed",
+            Status::Absent => "absent",
         })
     }
 }
@@ -63,6 +67,8 @@ pub enum CheckId {
     CodeState,
     /// Nothing unnamed in the run directory (audit: the whole file check).
     RunDirectory,
+    /// A file given with `verify --artifact`.
+    Artifact,
     /// Whether an anchor receipt exists.
     Anchor,
     /// The receipt file itself.
@@ -151,6 +157,7 @@ impl CheckId {
             CheckId::Code => "code",
             CheckId::CodeState => "code state",
             CheckId::RunDirectory => "run directory",
+            CheckId::Artifact => "artifact",
             CheckId::Anchor => "anchor",
             CheckId::AnchorReceipt => "anchor receipt",
             CheckId::AnchorMerklePath => "anchor merkle path",
@@ -281,6 +288,27 @@ impl Report {
     /// Whether every required check holds (no failures).
     pub fn ok(&self) -> bool {
         !self.checks.iter().any(|c| c.status == Status::Fail)
+    }
+
+    /// Recorded files checked and absent: `(checked, absent, total)` over the subject, byproduct,
+    /// directory and dependency rows.
+    pub fn file_counts(&self) -> (usize, usize, usize) {
+        let rows = self.checks.iter().filter(|c| {
+            matches!(
+                c.id,
+                CheckId::Subject | CheckId::Byproduct | CheckId::Directory | CheckId::Dependency
+            )
+        });
+        let (mut checked, mut absent, mut total) = (0, 0, 0);
+        for c in rows {
+            total += 1;
+            match c.status {
+                Status::Pass => checked += 1,
+                Status::Absent => absent += 1,
+                _ => {}
+            }
+        }
+        (checked, absent, total)
     }
 
     /// How many rows are claims that were not checked.

@@ -239,6 +239,7 @@ pub fn status_word(s: Status) -> &'static str {
         Status::Warn => "warn",
         Status::Skip => "skip",
         Status::Claimed => "claimed",
+        Status::Absent => "absent",
     }
 }
 

@@ -2,8 +2,12 @@
 //! after the anchor), the anchors it depends on, and which segments it picks.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use super::{AuditError, Challenge, Options};
+use super::{AuditError, Challenge, Options, Progress};
+
+/// How often the chain is asked whether the challenge block is mined.
+const POLL: Duration = Duration::from_secs(1);
 use crate::anchor;
 use crate::report::{CheckId, Hint, Report, Status};
 use crate::shuffle;
@@ -103,6 +107,7 @@ pub(super) fn challenge_bytes(
     manifest: &Path,
     opts: &Options,
     r: &mut Report,
+    progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(Vec<u8>, ChallengeSource), AuditError> {
     match &opts.challenge {
         Challenge::Explicit(b) => Ok((b.clone(), ChallengeSource::Explicit)),
@@ -158,7 +163,8 @@ pub(super) fn challenge_bytes(
                 r.push_row(CheckId::Challenge, Status::Fail, why);
                 return Ok((Vec::new(), ChallengeSource::Anchor));
             }
-            let (number, hash) = challenge_block(chain, e.block_number).map_err(fail)?;
+            let (number, hash) =
+                challenge_block(chain, e.block_number, opts.wait, progress).map_err(fail)?;
             r.push_row(CheckId::Challenge,
                 Status::Pass,
                 format!(
@@ -174,21 +180,39 @@ pub(super) fn challenge_bytes(
 }
 
 /// The number and hash of the block [`CHALLENGE_DELAY_BLOCKS`] after `anchor_block`, read from
-/// the chain; an error while it is not mined yet.
+/// the chain, waiting up to `wait` for it to be mined; an error while it is not mined yet.
 pub(super) fn challenge_block(
     chain: &anchor::chain::Chain,
     anchor_block: u64,
+    wait: Option<Duration>,
+    progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(u64, String), String> {
     let number = anchor_block
         .checked_add(CHALLENGE_DELAY_BLOCKS)
         .ok_or("the anchor's block number is out of range")?;
-    let rpc = anchor::evm::Rpc::new(&chain.rpc, std::time::Duration::from_secs(20))
-        .map_err(|e| e.to_string())?;
-    let head = rpc.block_number().map_err(|e| e.to_string())?;
-    if head < number {
-        return Err(format!(
-            "the challenge block {number} ({CHALLENGE_DELAY_BLOCKS} blocks after the anchor) is not mined yet (the chain is at block {head}); audit again once it is"
-        ));
+    let rpc =
+        anchor::evm::Rpc::new(&chain.rpc, Duration::from_secs(20)).map_err(|e| e.to_string())?;
+    let deadline = wait.map(|w| Instant::now() + w);
+    loop {
+        let head = rpc.block_number().map_err(|e| e.to_string())?;
+        if head >= number {
+            break;
+        }
+        if deadline.is_none_or(|d| Instant::now() >= d) {
+            return Err(format!(
+                "the challenge block {number} ({CHALLENGE_DELAY_BLOCKS} blocks after the anchor) is not mined yet (the chain is at block {head}); {}",
+                if wait.is_some() {
+                    "it was not mined within --timeout; audit again once it is"
+                } else {
+                    "audit again once it is, or wait for it with --timeout"
+                }
+            ));
+        }
+        progress(Progress::Waiting {
+            block: number,
+            head,
+        });
+        std::thread::sleep(POLL);
     }
     let block = rpc
         .block(number)

@@ -80,6 +80,9 @@ pub struct Options {
     /// Whom to trust to have signed the manifest (`--key`, `--policy`); empty: the signatures
     /// are not checked (that is `auditai verify`'s job).
     pub trust: crate::trust::Trust,
+    /// With a challenge from the anchor: how long to wait for the challenge block to be mined
+    /// (`None`: not at all).
+    pub wait: Option<std::time::Duration>,
 }
 
 /// Errors that stop an audit before it can judge anything (exit 2).
@@ -150,6 +153,13 @@ pub enum Progress<'a> {
     },
     /// One step was replayed.
     Step,
+    /// Waiting for the challenge block to be mined.
+    Waiting {
+        /// The challenge block's number.
+        block: u64,
+        /// The chain's head.
+        head: u64,
+    },
 }
 
 /// The result of replaying one segment.
@@ -263,7 +273,7 @@ pub fn audit(
     let Some(checked) = check_inputs(&run, opts, &mut report) else {
         return Ok(report);
     };
-    let (challenge, source) = challenge_bytes(path, opts, &mut report.checks)?;
+    let (challenge, source) = challenge_bytes(path, opts, &mut report.checks, progress)?;
     report.challenge = Some(hex::encode(&challenge));
     report.challenge_source = Some(source);
     report.selected = select(

@@ -81,7 +81,7 @@ pub(super) enum AnchorCommand {
     /// Ask the OpenTimestamps calendars for completed Bitcoin attestations and update each
     /// manifest's .ots proof and receipt. Still pending is a status, not an error.
     Upgrade {
-        /// Anchored manifests.
+        /// Anchored manifests, or evidence bundles (upgraded in place).
         #[arg(required = true)]
         manifests: Vec<PathBuf>,
         /// A calendar that may be asked (repeatable; default: the public calendars). Pending

@@ -21,14 +21,10 @@ pub(super) struct AuditArgs {
     /// A trust policy the manifest's signatures must satisfy.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// With --rerun: stop the command after this long (`90s`, `10m`, `2h`); it is then not
-    /// reproduced.
-    #[arg(
-        long,
-        value_name = "DURATION",
-        requires = "rerun",
-        help_heading = "Pipeline stages"
-    )]
+    /// With --challenge-from-anchor: wait this long (`90s`, `10m`) for the challenge block to
+    /// be mined instead of stopping at once. With --rerun: stop the command after this long; it
+    /// is then not reproduced.
+    #[arg(long, value_name = "DURATION")]
     timeout: Option<humantime::Duration>,
     /// With --rerun: execute the recorded command without checking who signed the manifest.
     /// The command runs in a scratch directory but is not sandboxed: use this only for a

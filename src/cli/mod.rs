@@ -5,6 +5,7 @@
 
 mod anchor;
 mod audit;
+mod bundle;
 mod environ;
 mod eval;
 mod export;
@@ -132,6 +133,13 @@ enum Command {
     /// signers). Does not verify anything; use `auditai verify` for that.
     #[command(after_help = EXIT_CODES)]
     Inspect(trust::InspectArgs),
+    /// Write one portable evidence file: the signed manifest byte for byte, its anchor receipt
+    /// and OpenTimestamps proof, the verdicts beside it and the evaluation attestations given.
+    ///
+    /// `verify`, `inspect` and `anchor upgrade` take the bundle wherever they take a manifest;
+    /// a receiver checks a model with `auditai verify bundle.json --key K --artifact MODEL`.
+    #[command(after_help = EXIT_CODES)]
+    Bundle(bundle::BundleArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -181,6 +189,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Keygen(args) => trust::keygen(&args),
         Command::Hash(args) => hash::hash(&args),
         Command::Inspect(args) => trust::inspect(&args),
+        Command::Bundle(args) => bundle::bundle_cmd(&args),
         Command::Anchor(args) => anchor::anchor_cmd(&args),
         Command::Audit(args) => audit::audit_cmd(&args),
     }

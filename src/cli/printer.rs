@@ -5,6 +5,7 @@
 // Builds without `train` draw no bars (no `run` or `audit`), and without `anchor` no spinners.
 #![cfg_attr(not(feature = "train"), allow(dead_code))]
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -14,6 +15,8 @@ pub(super) struct Printer {
     quiet: bool,
     tty: bool,
     bar: Option<ProgressBar>,
+    /// The last status printed as a line, so that a poll that finds nothing new prints nothing.
+    last_status: RefCell<Option<String>>,
 }
 
 impl Printer {
@@ -24,6 +27,7 @@ impl Printer {
             quiet,
             tty: std::io::stderr().is_terminal(),
             bar: None,
+            last_status: RefCell::new(None),
         }
     }
 
@@ -38,12 +42,24 @@ impl Printer {
         }
     }
 
-    /// Show `msg` as the bar's or spinner's message on a terminal, else as a line.
+    /// Show `msg` as the bar's or spinner's message on a terminal, else as a line when it differs
+    /// from the last status line (one line per change of state, not one per poll).
     pub(super) fn status(&self, msg: String) {
         match &self.bar {
             Some(b) => b.set_message(msg),
-            None => self.line(&msg),
+            None if self.is_new_status(&msg) => self.line(&msg),
+            None => {}
         }
+    }
+
+    /// Whether `msg` differs from the last status line; remembers it.
+    fn is_new_status(&self, msg: &str) -> bool {
+        let mut last = self.last_status.borrow_mut();
+        if last.as_deref() == Some(msg) {
+            return false;
+        }
+        *last = Some(msg.to_string());
+        true
     }
 
     /// Start a bar of `len` steps with an indicatif `template` (only on a terminal).
@@ -88,5 +104,20 @@ impl Printer {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Printer;
+
+    #[test]
+    fn a_status_repeated_by_polling_is_printed_once() {
+        let p = Printer::new(true);
+        assert!(p.is_new_status("0/6 confirmations"));
+        assert!(!p.is_new_status("0/6 confirmations"));
+        assert!(!p.is_new_status("0/6 confirmations"));
+        assert!(p.is_new_status("1/6 confirmations"));
+        assert!(p.is_new_status("0/6 confirmations"));
     }
 }

@@ -38,9 +38,10 @@ pub(super) struct SignArgs {
 
 #[derive(Debug, clap::Args)]
 pub(super) struct VerifyArgs {
-    /// The document: a manifest (manifest.intoto.json), an evaluation attestation, a verdict, a
-    /// model card, an ML-BOM or a prediction log. It is checked as what its content says it is,
-    /// and refused when its name (or --expect) says it should be something else.
+    /// The document: a manifest (manifest.intoto.json), an evidence bundle (`auditai bundle`), an
+    /// evaluation attestation, a verdict, a model card, an ML-BOM or a prediction log. It is
+    /// checked as what its content says it is, and refused when its name (or --expect) says it
+    /// should be something else.
     manifest: PathBuf,
     /// What the document must be: manifest (provenance or pipeline), provenance, pipeline,
     /// evaluation, verdict, model-card, ml-bom or prediction-log. Anything else fails.
@@ -81,6 +82,16 @@ pub(super) struct VerifyArgs {
     /// model-signing; the manifest's own receipts and proofs are always expected.
     #[arg(long, value_name = "NAME")]
     allow_extra: Vec<String>,
+    /// Check only that FILE is a subject or byproduct of the signed statement (found by digest,
+    /// under any name), besides the signatures, policy and anchor; repeatable. No other file the
+    /// manifest records is needed. Exit 0 only when every given file matches.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["partial", "allow_extra"])]
+    artifact: Vec<PathBuf>,
+    /// Check the recorded files that are here and report the others as `absent` (dependencies
+    /// as withheld), never as verified; a present file that differs still fails. The verdict
+    /// line counts both.
+    #[arg(long)]
+    partial: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -90,7 +101,7 @@ pub(super) struct VerifyArgs {
 
 #[derive(Debug, clap::Args)]
 pub(super) struct InspectArgs {
-    /// The manifest (manifest.intoto.json).
+    /// The manifest (manifest.intoto.json) or an evidence bundle.
     manifest: PathBuf,
     /// Print the statement as JSON instead of a summary.
     #[arg(long)]
@@ -166,6 +177,17 @@ struct VerifyJson<'a> {
     /// The verdict written with `--attest`.
     #[serde(skip_serializing_if = "Option::is_none")]
     verdict: Option<&'a std::path::Path>,
+    /// With `--partial`: recorded files checked, absent and in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<FileCounts>,
+}
+
+/// `verify --partial --json`: what was and was not checked.
+#[derive(serde::Serialize)]
+struct FileCounts {
+    absent: usize,
+    checked: usize,
+    total: usize,
 }
 
 fn parse_expect(s: &str) -> Result<Expect, String> {
@@ -220,18 +242,57 @@ fn verify_options(args: &VerifyArgs) -> anyhow::Result<verify::Options> {
         bitcoin,
         expect: args.expect,
         require_covered: args.require_covered,
+        files: if !args.artifact.is_empty() {
+            verify::FileScope::Artifacts(args.artifact.clone())
+        } else if args.partial {
+            verify::FileScope::Present
+        } else {
+            verify::FileScope::All
+        },
     })
 }
 
+/// A bundle is verified as its manifest, unpacked beside nothing: the files it records are
+/// absent unless `--artifact` names them, and dependencies are looked for under `--root`,
+/// else the bundle's directory. Rows name the bundle, not the private directory.
+fn verify_bundle(
+    args: &VerifyArgs,
+    opts: &mut verify::Options,
+    u: &super::bundle::Unpacked,
+) -> anyhow::Result<verify::Verified> {
+    if opts.files == verify::FileScope::All {
+        opts.files = verify::FileScope::Present;
+    }
+    if opts.root.is_none() {
+        opts.root = Some(auditai::run_dir::of_manifest(&args.manifest).to_path_buf());
+    }
+    let mut verified = verify::verify(&u.manifest, opts)?;
+    let private = u.dir.path().display().to_string();
+    let shown = format!("{}:", args.manifest.display());
+    for c in &mut verified.report.checks {
+        c.detail = c.detail.replace(&format!("{private}/"), &shown);
+        c.detail = c.detail.replace(&private, &shown);
+    }
+    Ok(verified)
+}
+
 pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
-    let opts = verify_options(args)?;
-    let verify::Verified { kind, report } = verify::verify(&args.manifest, &opts)?;
+    let mut opts = verify_options(args)?;
+    let unpacked = super::bundle::unpacked(&args.manifest)?;
+    let verify::Verified { kind, report } = match &unpacked {
+        Some(u) => verify_bundle(args, &mut opts, u)?,
+        None => verify::verify(&args.manifest, &opts)?,
+    };
+    let partial = args.partial || unpacked.is_some() && args.artifact.is_empty();
     let is_run = matches!(
         kind,
         Some(DocumentKind::Provenance | DocumentKind::Pipeline)
     );
     if args.attest.attest.is_some() && !is_run {
         bail!("--attest applies to provenance manifests (training or pipeline runs)");
+    }
+    if (args.partial || !args.artifact.is_empty()) && !is_run {
+        bail!("--partial and --artifact apply to provenance manifests (training or pipeline runs)");
     }
     let verdict = super::verdict::write(
         &args.attest,
@@ -255,6 +316,14 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
             ok: report.ok(),
             schema: "auditai.verify-report/v1",
             verdict: verdict.as_ref().map(|(p, _)| p.as_path()),
+            files: partial.then(|| {
+                let (checked, absent, total) = report.file_counts();
+                FileCounts {
+                    absent,
+                    checked,
+                    total,
+                }
+            }),
         };
         write_json(&mut out, &v)?;
     } else {
@@ -264,25 +333,7 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
             b.push_record([clean(&c.check), c.status.to_string(), clean(&c.detail)]);
         }
         writeln!(out, "{}", b.build().with(Style::sharp()))?;
-        let failed = report
-            .checks
-            .iter()
-            .filter(|c| c.status == Status::Fail)
-            .count();
-        if failed == 0 {
-            writeln!(
-                out,
-                "verified: {} ({kind_label}){}",
-                args.manifest.display(),
-                claimed_note(report.claimed())
-            )?;
-        } else {
-            writeln!(
-                out,
-                "NOT verified: {} ({kind_label}): {failed} check(s) failed",
-                args.manifest.display()
-            )?;
-        }
+        writeln!(out, "{}", verdict_line(args, partial, kind_label, &report))?;
         if let Some((p, result)) = &verdict {
             writeln!(out, "verdict: {} ({result}, signed)", p.display())?;
         }
@@ -291,8 +342,49 @@ pub(super) fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<u8> {
     Ok(if report.ok() { EXIT_OK } else { EXIT_FAILED })
 }
 
+/// The line under the table: verified or not, and with `--partial` or `--artifact` exactly
+/// what was checked.
+fn verdict_line(
+    args: &VerifyArgs,
+    partial: bool,
+    kind_label: &str,
+    report: &auditai::report::Report,
+) -> String {
+    let path = args.manifest.display();
+    let failed = report
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .count();
+    if failed > 0 {
+        return format!("NOT verified: {path} ({kind_label}): {failed} check(s) failed");
+    }
+    let claimed = claimed_note(report.claimed());
+    if partial {
+        let (checked, absent, total) = report.file_counts();
+        format!(
+            "verified (partial): {path} ({kind_label}): signatures hold; {checked} of {total} recorded files checked, {absent} absent and not checked{claimed}"
+        )
+    } else if !args.artifact.is_empty() {
+        let n = args.artifact.len();
+        format!(
+            "verified: {path} ({kind_label}): signatures hold and the {n} given file(s) are in the signed statement; no other recorded file was checked{claimed}"
+        )
+    } else {
+        format!("verified: {path} ({kind_label}){claimed}")
+    }
+}
+
 pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
-    let bytes = read_document(&args.manifest)?;
+    let unpacked = super::bundle::unpacked(&args.manifest)?;
+    let bytes = match &unpacked {
+        Some(u) => u
+            .bundle
+            .manifest
+            .bytes()
+            .map_err(|why| anyhow::anyhow!("{}: {why}", args.manifest.display()))?,
+        None => read_document(&args.manifest)?,
+    };
     match manifest::predicate_type_of(&bytes).as_deref() {
         Some(manifest::EVAL_PREDICATE) => return inspect_eval(args, &bytes),
         Some(manifest::VSA_PREDICATE) => return inspect_verdict(args, &bytes),
@@ -307,6 +399,9 @@ pub(super) fn inspect(args: &InspectArgs) -> anyhow::Result<u8> {
         return Ok(EXIT_OK);
     }
     let mut rows: Vec<(&str, String)> = Vec::new();
+    if let Some(u) = &unpacked {
+        rows.push(("bundle", super::bundle::carried(&u.bundle)));
+    }
     summary_rows(&opened.statement, &mut rows);
     let signers = opened
         .envelope

@@ -16,7 +16,6 @@ mod statement;
 
 use std::path::PathBuf;
 
-#[cfg(test)]
 pub(crate) use document::classify;
 pub use document::{CARD_MARKER, DocumentKind, Expect, Sniffed, expected_from_name, sniff};
 pub use policy::{

@@ -6,16 +6,18 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{Options, pipeline};
+use super::{FileScope, Options, pipeline};
 use crate::anchor;
 use crate::hash::{Digest, FileDigest, Hasher, TreeEntry};
 use crate::manifest::{self, ResourceDescriptor, Statement};
 use crate::report::{CheckId, Hint, Report, Status};
 
-/// How files are checked: the hasher, and whether digests of what is on disk may be shown.
+/// How files are checked: the hasher, whether digests of what is on disk may be shown, and
+/// whether a file that is not here is `absent` rather than a failure.
 pub(super) struct Files {
     hasher: Hasher<'static>,
     reveal: bool,
+    partial: bool,
 }
 
 impl Files {
@@ -24,7 +26,18 @@ impl Files {
         Files {
             hasher: Hasher::new(None, sha256),
             reveal,
+            partial: false,
         }
+    }
+
+    /// The same checker for `verify --partial`: files that are not here are `absent`.
+    pub(super) fn partial(self, partial: bool) -> Files {
+        Files { partial, ..self }
+    }
+
+    /// Whether absent files are reported as `absent` instead of failing.
+    pub(super) fn is_partial(&self) -> bool {
+        self.partial
     }
 
     /// The hasher.
@@ -59,7 +72,11 @@ pub(super) fn check_files_as(
     report: &mut Report,
 ) {
     let dir = crate::run_dir::of_manifest(path);
-    let files = Files::new(true, signed);
+    if let FileScope::Artifacts(given) = &opts.files {
+        check_artifacts(st, given, signed, report);
+        return;
+    }
+    let files = Files::new(true, signed).partial(opts.files == FileScope::Present);
     if let Some(ext) = &st.predicate.pipeline {
         pipeline::check_pipeline(path, st, ext, opts, &files, report);
         return;
@@ -85,12 +102,77 @@ pub(super) fn check_files_as(
             check_code(d, &root, report);
         }
     }
-    check_extras(path, st, &opts.allow_extra, report);
+    check_extras(path, st, opts, report);
+}
+
+/// `--artifact`: each given file must be a subject or byproduct of the statement, found by its
+/// digest under any name. Nothing else is read; digests are shown only when `signed`.
+fn check_artifacts(
+    st: &Statement,
+    given: &[std::path::PathBuf],
+    signed: bool,
+    report: &mut Report,
+) {
+    let files = Files::new(true, signed);
+    let recorded: Vec<(&str, &ResourceDescriptor)> = st
+        .subject
+        .iter()
+        .map(|d| ("subject", d))
+        .chain(
+            st.predicate
+                .run_details
+                .byproducts
+                .iter()
+                .map(|d| ("byproduct", d)),
+        )
+        .filter(|(_, d)| !d.is_directory())
+        .collect();
+    for path in given {
+        let label = format!("artifact {}", path.display());
+        let actual = match files.hasher.hash_file(path) {
+            Ok(a) => a,
+            Err(e) => {
+                report.push(CheckId::Artifact, label, Status::Fail, e.to_string());
+                continue;
+            }
+        };
+        match recorded
+            .iter()
+            .find(|(_, d)| compare(d, &actual, &files).is_ok())
+        {
+            Some((role, d)) => report.push(
+                CheckId::Artifact,
+                label,
+                Status::Pass,
+                format!(
+                    "is the {role} {} of the statement (blake3 {})",
+                    d.name.as_deref().unwrap_or("(unnamed)"),
+                    files.show(&actual.blake3)
+                ),
+            ),
+            None => report.push(
+                CheckId::Artifact,
+                label,
+                Status::Fail,
+                "matches no subject or byproduct of the statement by digest",
+            ),
+        }
+    }
 }
 
 /// The run directory must hold only what the manifest names, the manifest with its receipts and
-/// proofs, the run-directory marker, and the extras the verifier declared.
-pub(super) fn check_extras(path: &Path, st: &Statement, allow: &[String], report: &mut Report) {
+/// proofs, the run-directory marker, and the extras the verifier declared. Not checked with
+/// `--partial`, whose run directory may hold anything beside the files that are checked.
+pub(super) fn check_extras(path: &Path, st: &Statement, opts: &Options, report: &mut Report) {
+    if opts.files == FileScope::Present {
+        report.push_row(
+            CheckId::RunDirectory,
+            Status::Skip,
+            "not checked in a partial verification: other files may lie beside the recorded ones",
+        );
+        return;
+    }
+    let allow = &opts.allow_extra;
     let dir = crate::run_dir::of_manifest(path);
     let manifest_name = path
         .file_name()
@@ -235,6 +317,10 @@ pub(super) fn check_file(
         }
     };
     match std::fs::symlink_metadata(&path) {
+        Err(_) if files.partial => {
+            report.push(kind, label, Status::Absent, absent_detail(kind, base));
+            return;
+        }
         Err(_) => {
             report.push(
                 kind,
@@ -283,6 +369,11 @@ pub(super) fn check_tree(d: &ResourceDescriptor, base: &Path, files: &Files, rep
             return;
         }
     };
+    if files.partial && std::fs::symlink_metadata(&path).is_err() {
+        let detail = absent_detail(CheckId::Directory, base);
+        report.push(CheckId::Directory, label, Status::Absent, detail);
+        return;
+    }
     if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
         report.push(
             CheckId::Directory,
@@ -366,6 +457,16 @@ pub(super) fn check_tree(d: &ResourceDescriptor, base: &Path, files: &Files, rep
         parts.push("directory digest differs from the listed entries".to_string());
     }
     report.push(CheckId::Directory, label, Status::Fail, parts.join("; "));
+}
+
+/// What an absent file's row says under `--partial`: a dependency is withheld (training data a
+/// receiver never gets), anything else simply not here.
+pub(super) fn absent_detail(kind: CheckId, base: &Path) -> String {
+    if kind == CheckId::Dependency {
+        format!("withheld: not under {}; not verified", base.display())
+    } else {
+        "not here; not checked".to_string()
+    }
 }
 
 fn same_entry(a: &TreeEntry, b: &TreeEntry) -> bool {

@@ -62,6 +62,22 @@ pub struct Options {
     pub expect: Option<Expect>,
     /// Prediction logs: fail unless every entry is covered by an anchor or a signed checkpoint.
     pub require_covered: bool,
+    /// Which of the files a manifest records are checked.
+    pub files: FileScope,
+}
+
+/// Which of the files a manifest records are checked (`verify --partial`, `--artifact`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum FileScope {
+    /// Every recorded file must be here and match, and the run directory hold nothing else.
+    #[default]
+    All,
+    /// The files that are here must match; the others are reported `absent` (a dependency as
+    /// withheld), never as verified, and the run directory may hold other files.
+    Present,
+    /// Only these files, each of which must be a subject or byproduct of the signed statement,
+    /// found by digest under any name; nothing else is read.
+    Artifacts(Vec<PathBuf>),
 }
 
 /// A finished verification: what was checked, as what.

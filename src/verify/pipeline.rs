@@ -71,7 +71,7 @@ pub(super) fn check_pipeline(
     for rec in &ext.stages {
         check_stage(rec, &root, opts, files, report);
     }
-    check_extras(path, st, &opts.allow_extra, report);
+    check_extras(path, st, opts, report);
 }
 
 /// One stage: its deps and outs as recorded, its training manifest, and for a reused stage the
@@ -86,6 +86,7 @@ fn check_stage(
     let label = format!("stage {}", rec.name);
     let hasher = files.hasher();
     let mut bad = Vec::new();
+    let mut absent = Vec::new();
     let manifest = rec.manifest.iter();
     for d in rec.deps.iter().chain(&rec.outs).chain(manifest) {
         let name = d.name.as_deref().unwrap_or_default();
@@ -101,11 +102,17 @@ fn check_stage(
             Ok(crate::hash::Hashed::File(f)) if crate::hash::hex_eq(&f.blake3.hex(), recorded) => {}
             Ok(crate::hash::Hashed::Dir(t)) if crate::hash::hex_eq(&t.blake3.hex(), recorded) => {}
             Ok(_) => bad.push(format!("{name} changed")),
+            Err(_) if files.is_partial() => absent.push(name),
             Err(_) => bad.push(format!("{name} missing")),
         }
     }
     if !bad.is_empty() {
         report.push(CheckId::Stage, label, Status::Fail, bad.join("; "));
+        return;
+    }
+    if !absent.is_empty() {
+        let detail = format!("not here, not checked: {}", absent.join(", "));
+        report.push(CheckId::Stage, label, Status::Absent, detail);
         return;
     }
     let how = match (rec.status, rec.exit_code) {

@@ -644,6 +644,9 @@ fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
         "r/manifest.intoto.json: pending: the calendars have not committed it to Bitcoin yet\n"
     );
 
+    // A bundle made now carries the pending proof.
+    ws.run(&["bundle", "r", "-o", "b.json"]).success();
+
     calendar
         .complete
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -672,6 +675,33 @@ fn opentimestamps_proofs_are_standard_and_upgrade_to_bitcoin() {
     assert_eq!(v["upgraded"][0]["bitcoin"][0]["height"], BITCOIN_HEIGHT);
     let r = receipt(&ws.path().join("r/manifest.anchor.json"));
     assert_eq!(r["ots"]["status"], "bitcoin");
+    // The bundle's proof and receipt are upgraded in the bundle itself.
+    let out = ws
+        .run(&["anchor", "upgrade", "b.json", "--calendar", &calendar.url])
+        .success_with_stderr();
+    assert_eq!(
+        out.stdout.lines().next().unwrap(),
+        format!(
+            "b.json: Bitcoin block {BITCOIN_HEIGHT} (merkle root {})",
+            r["ots"]["bitcoin"][0]["merkleRoot"].as_str().unwrap()
+        )
+    );
+    let bundled: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.path().join("b.json")).unwrap()).unwrap();
+    use base64::Engine as _;
+    let bundled_ots = base64::engine::general_purpose::STANDARD
+        .decode(bundled["ots"]["base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        bundled_ots,
+        std::fs::read(ws.path().join("r/manifest.intoto.json.ots")).unwrap()
+    );
+    let out = ws.run(&["verify", "b.json", "--key", "me.pub", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert_eq!(
+        check(&out.json(), "anchor opentimestamps")["status"],
+        "claimed"
+    );
     // Without a header the verifier trusts, the Bitcoin attestation is only claimed.
     let (code, v) = ws.verify_json(&[]);
     assert_eq!(code, 0, "{v}");

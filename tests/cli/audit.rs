@@ -940,12 +940,75 @@ fn commitment_anchored_before_training_and_challenge_from_the_manifest_anchor() 
     assert_eq!(
         o.stderr,
         format!(
-            "error: --challenge-from-anchor: the challenge block {} (6 blocks after the anchor) is not mined yet (the chain is at block {}); audit again once it is\n",
+            "error: --challenge-from-anchor: the challenge block {} (6 blocks after the anchor) is not mined yet (the chain is at block {}); audit again once it is, or wait for it with --timeout\n",
             anchor_block + 6,
             chain.block_number()
         )
     );
+    // A block that does not come within --timeout: the same refusal, after waiting.
+    let o = ws.run(&[
+        "audit",
+        "r/manifest.intoto.json",
+        "--root",
+        ".",
+        "--challenge-from-anchor",
+        "--rpc",
+        &chain.url,
+        "--timeout",
+        "1s",
+        "-q",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.ends_with(
+            "is not mined yet (the chain is at block {}); it was not mined within --timeout; audit again once it is\n"
+                .replace("{}", &chain.block_number().to_string())
+                .as_str()
+        ),
+        "{}",
+        o.stderr
+    );
+    // With --timeout it waits, printing one line per change of the chain's head (not one per
+    // poll), and goes on once the block is mined.
+    let started = ws
+        .cmd(&[
+            "audit",
+            "r/manifest.intoto.json",
+            "--root",
+            ".",
+            "--challenge-from-anchor",
+            "--rpc",
+            &chain.url,
+            "--timeout",
+            "60s",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let head = chain.block_number();
     chain.rpc("anvil_mine", serde_json::json!(["0x6"]));
+    let done = started.wait_with_output().unwrap();
+    let stderr = String::from_utf8(done.stderr).unwrap();
+    assert_eq!(done.status.code(), Some(0), "{stderr}");
+    let waiting = format!(
+        "waiting for the challenge block {} (the chain is at block {head})\n",
+        anchor_block + 6
+    );
+    assert!(stderr.starts_with(&waiting), "{stderr}");
+    assert_eq!(stderr.matches("waiting for").count(), 1, "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v:#}");
+    assert_eq!(v["challenge_source"], "anchor");
+    // --timeout means nothing to an audit whose challenge does not come from the chain.
+    let o = ws.run(&["audit", "r/manifest.intoto.json", "--timeout", "1s", "-q"]);
+    assert_eq!(o.code, 2);
+    assert_eq!(
+        o.stderr,
+        "error: --timeout applies to --challenge-from-anchor (how long to wait for the challenge block) and to --rerun (the stage's time limit)\n"
+    );
     let (code, v) = audit(&ws, &["--challenge-from-anchor", "--rpc", &chain.url]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["challenge_source"], "anchor");

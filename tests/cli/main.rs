@@ -25,6 +25,8 @@ mod provenance;
 #[cfg(feature = "train")]
 mod rawdata;
 #[cfg(feature = "train")]
+mod receiver;
+#[cfg(feature = "train")]
 mod resume;
 #[cfg(feature = "train")]
 mod run;

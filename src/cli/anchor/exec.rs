@@ -221,10 +221,33 @@ pub(in crate::cli) fn anchor_cmd(args: &AnchorArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn upgrade(manifests: &[PathBuf], calendars: &[String], json: bool) -> anyhow::Result<u8> {
+fn upgrade(given: &[PathBuf], calendars: &[String], json: bool) -> anyhow::Result<u8> {
     let printer = Printer::new(false);
-    let results = anchor::upgrade(manifests, calendars, &mut |m| printer.line(m))
+    // A bundle's proof is upgraded where it is unpacked, then written back into the bundle.
+    let mut bundles = Vec::new();
+    let mut manifests = Vec::new();
+    for m in given {
+        match crate::cli::bundle::unpacked(m)? {
+            Some(u) => {
+                manifests.push(u.manifest.clone());
+                bundles.push((m, u));
+            }
+            None => manifests.push(m.clone()),
+        }
+    }
+    let mut results = anchor::upgrade(&manifests, calendars, &mut |m| printer.line(m))
         .map_err(|e| anyhow::anyhow!("upgrade failed: {e}"))?;
+    for (path, u) in &mut bundles {
+        if u.bundle.refresh(u.dir.path())? {
+            let mut bytes = serde_json::to_vec_pretty(&u.bundle)?;
+            bytes.push(b'\n');
+            auditai::fsio::write_atomic(path, &bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
+        for r in results.iter_mut().filter(|r| r.manifest == u.manifest) {
+            r.manifest = path.to_path_buf();
+        }
+    }
     let mut out = std::io::stdout().lock();
     if json {
         let v: Vec<_> = results

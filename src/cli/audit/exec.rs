@@ -13,8 +13,49 @@ use super::super::{EXIT_FAILED, EXIT_OK, claimed_note, clean, hints, write_json}
 use super::AuditArgs;
 
 pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
+    let opts = audit_options(args)?;
+    let mut printer = Printer::new(args.quiet);
+    let result = audit::audit(&args.manifest, &opts, &mut |p| show(&mut printer, p));
+    printer.finish();
+    let report = result?;
+    let verdict = super::super::verdict::write(
+        &args.attest,
+        super::super::verdict::Outcome {
+            kind: auditai::vsa::VerdictKind::Audit,
+            manifest: &args.manifest,
+            report: &report.checks,
+            passed: report.ok(),
+            audit: Some(summary(&report)),
+            policy: None,
+            keys: &[],
+        },
+    )?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let mut v = serde_json::to_value(json_report(args, &report))?;
+        if let (Some(m), Some((p, _))) = (v.as_object_mut(), &verdict) {
+            m.insert("verdict".into(), serde_json::json!(p));
+        }
+        write_json(&mut out, &v)?;
+    } else {
+        write_tables(&mut out, args, &report)?;
+        if let Some((p, result)) = &verdict {
+            writeln!(out, "verdict: {} ({result}, signed)", p.display())?;
+        }
+    }
+    out.flush()?;
+    Ok(if report.ok() { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// The audit's options from its flags.
+fn audit_options(args: &AuditArgs) -> anyhow::Result<audit::Options> {
     if args.segments == 0 {
         anyhow::bail!("--segments must be at least 1");
+    }
+    if args.timeout.is_some() && !args.challenge_from_anchor {
+        anyhow::bail!(
+            "--timeout applies to --challenge-from-anchor (how long to wait for the challenge block) and to --rerun (the stage's time limit)"
+        );
     }
     let challenge = match (&args.challenge, args.challenge_from_anchor) {
         (Some(h), _) => {
@@ -33,7 +74,7 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
     };
     let online =
         auditai::anchor::chain::Chain::resolve_online(args.chain.as_deref(), args.rpc.as_deref())?;
-    let opts = audit::Options {
+    Ok(audit::Options {
         segments: args.segments,
         challenge,
         device: args.device.map(Into::into),
@@ -42,9 +83,13 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
         tolerance: args.tolerance,
         allow_extra: args.allow_extra.clone(),
         trust: super::super::trust::trust_of(&args.keys, args.policy.as_deref())?,
-    };
-    let mut printer = Printer::new(args.quiet);
-    let result = audit::audit(&args.manifest, &opts, &mut |p| match p {
+        wait: args.timeout.map(Into::into),
+    })
+}
+
+/// One progress event on stderr.
+fn show(printer: &mut Printer, p: Progress<'_>) {
+    match p {
         Progress::Device {
             kind,
             adapter,
@@ -76,58 +121,37 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
             }
         }
         Progress::Step => printer.tick(),
-    });
-    printer.finish();
-    let report = result?;
-    let verdict = super::super::verdict::write(
-        &args.attest,
-        super::super::verdict::Outcome {
-            kind: auditai::vsa::VerdictKind::Audit,
-            manifest: &args.manifest,
-            report: &report.checks,
-            passed: report.ok(),
-            audit: Some(auditai::vsa::AuditSummary {
-                challenge: report.challenge.clone(),
-                challenge_source: report
-                    .challenge_source
-                    .unwrap_or(auditai::vsa::ChallengeSource::Explicit),
-                segments_total: report.segments_total,
-                segments: report
-                    .segments
-                    .iter()
-                    .map(|s| auditai::vsa::SegmentRow {
-                        index: s.index,
-                        epoch: s.epoch,
-                        status: auditai::vsa::status_word(s.status).to_string(),
-                        comparison: s.comparison,
-                        detail: s.detail.clone(),
-                    })
-                    .collect(),
-                segments_passed: report
-                    .segments
-                    .iter()
-                    .filter(|s| s.status == Status::Pass)
-                    .count(),
-            }),
-            policy: None,
-            keys: &[],
-        },
-    )?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        let mut v = serde_json::to_value(json_report(args, &report))?;
-        if let (Some(m), Some((p, _))) = (v.as_object_mut(), &verdict) {
-            m.insert("verdict".into(), serde_json::json!(p));
-        }
-        write_json(&mut out, &v)?;
-    } else {
-        write_tables(&mut out, args, &report)?;
-        if let Some((p, result)) = &verdict {
-            writeln!(out, "verdict: {} ({result}, signed)", p.display())?;
-        }
+        Progress::Waiting { block, head } => printer.status(format!(
+            "waiting for the challenge block {block} (the chain is at block {head})"
+        )),
     }
-    out.flush()?;
-    Ok(if report.ok() { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// What a signed audit verdict records of the audit.
+fn summary(report: &AuditReport) -> auditai::vsa::AuditSummary {
+    auditai::vsa::AuditSummary {
+        challenge: report.challenge.clone(),
+        challenge_source: report
+            .challenge_source
+            .unwrap_or(auditai::vsa::ChallengeSource::Explicit),
+        segments_total: report.segments_total,
+        segments: report
+            .segments
+            .iter()
+            .map(|s| auditai::vsa::SegmentRow {
+                index: s.index,
+                epoch: s.epoch,
+                status: auditai::vsa::status_word(s.status).to_string(),
+                comparison: s.comparison,
+                detail: s.detail.clone(),
+            })
+            .collect(),
+        segments_passed: report
+            .segments
+            .iter()
+            .filter(|s| s.status == Status::Pass)
+            .count(),
+    }
 }
 
 /// `audit --json`: fields in sorted order (as the earlier `json!` object printed them).
