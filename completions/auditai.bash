@@ -46,6 +46,9 @@ _auditai() {
             auditai,keygen)
                 cmd="auditai__subcmd__keygen"
                 ;;
+            auditai,man)
+                cmd="auditai__subcmd__man"
+                ;;
             auditai,predict)
                 cmd="auditai__subcmd__predict"
                 ;;
@@ -103,6 +106,9 @@ _auditai() {
             auditai__subcmd__help,keygen)
                 cmd="auditai__subcmd__help__subcmd__keygen"
                 ;;
+            auditai__subcmd__help,man)
+                cmd="auditai__subcmd__help__subcmd__man"
+                ;;
             auditai__subcmd__help,predict)
                 cmd="auditai__subcmd__help__subcmd__predict"
                 ;;
@@ -128,7 +134,7 @@ _auditai() {
 
     case "${cmd}" in
         auditai)
-            opts="-h -V --help --version run status verify predict eval export sign keygen hash anchor audit inspect bundle completions help"
+            opts="-h -V --help --version run status verify predict eval export sign keygen hash anchor audit inspect bundle completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -520,7 +526,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__help)
-            opts="run status verify predict eval export sign keygen hash anchor audit inspect bundle completions help"
+            opts="run status verify predict eval export sign keygen hash anchor audit inspect bundle completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -687,6 +693,20 @@ _auditai() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        auditai__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         auditai__subcmd__help__subcmd__predict)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -782,6 +802,20 @@ _auditai() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__man)
+            opts="-h --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

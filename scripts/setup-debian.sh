@@ -16,6 +16,8 @@ for p in mesa-vulkan-drivers libvulkan1; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 command -v cc >/dev/null || missing+=(build-essential)
+# strip (binutils) and dpkg-deb: the packaging test (scripts/package.sh).
+command -v strip >/dev/null || missing+=(binutils)
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 for cmd in curl git openssl npm python3; do
   command -v "$cmd" >/dev/null || missing+=("$cmd")

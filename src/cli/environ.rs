@@ -53,8 +53,20 @@ fn allocator() {
 /// operation). Results do not depend on this: every parallel kernel auditai uses gives the same
 /// bits on any thread count.
 fn thread_pool() {
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // With one thread in all, the main thread would be the pool's only worker, and work handed
+    // to the pool from another thread (a pipeline's stage) would wait for it forever: keep
+    // rayon's own pool of one worker then.
+    if threads < 2 {
+        return;
+    }
     // Fails only when a pool already exists, which then serves as before.
     let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
         .use_current_thread()
         .build_global();
 }

@@ -146,6 +146,8 @@ enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
+    /// Print the man page (roff), as `man 1 auditai` shows it.
+    Man,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -177,6 +179,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Completions { shell } => {
             let mut out = std::io::stdout().lock();
             write_completions(shell, &mut out);
+            out.flush()?;
+            Ok(EXIT_OK)
+        }
+        Command::Man => {
+            let mut out = std::io::stdout().lock();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
             out.flush()?;
             Ok(EXIT_OK)
         }

@@ -19,6 +19,8 @@ mod hardening;
 mod hash;
 mod offline;
 #[cfg(feature = "train")]
+mod package;
+#[cfg(feature = "train")]
 mod predict;
 #[cfg(feature = "train")]
 mod provenance;

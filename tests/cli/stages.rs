@@ -917,3 +917,40 @@ fn status_and_pipeline_flags_name_the_kind_of_spec_they_need() {
         1
     );
 }
+
+#[test]
+fn a_training_stage_finishes_on_a_single_thread() {
+    // A training stage runs on a scheduler thread; with one rayon thread in all, the work it hands
+    // to the pool must still be done (it once waited forever for the main thread).
+    let ws = Workspace::new();
+    let dir = ws.path().join("pipelines/healthcare");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(ws.path().join("fixtures")).unwrap();
+    for f in ["pipeline.yaml", "prepare.py", "evaluate.py"] {
+        std::fs::copy(repo().join("pipelines/healthcare").join(f), dir.join(f)).unwrap();
+    }
+    std::fs::copy(
+        repo().join("fixtures/breast_cancer.csv"),
+        ws.path().join("fixtures/breast_cancer.csv"),
+    )
+    .unwrap();
+    let mut child = ws
+        .cmd(&["run", "pipelines/healthcare/pipeline.yaml", "-q"])
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the pipeline did not finish within 300 s on one thread");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(status.success(), "{status:?}");
+}
