@@ -338,3 +338,24 @@ fn a_bundle_with_a_stale_receipt_or_altered_bytes_fails() {
     assert_eq!(out.code, 1);
     assert_eq!(check(&out.json(), "anchor merkle path")["status"], "fail");
 }
+
+#[test]
+fn a_bundle_is_made_only_of_a_manifest_and_evaluation_attestations() {
+    let ws = Workspace::new();
+    ws.signed_run();
+    let out = ws.run(&["bundle", "me.pub", "-o", "b.json"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .starts_with("error: me.pub: not a DSSE envelope: "),
+        "{}",
+        out.stderr
+    );
+    let out = ws.run(&["bundle", "r", "--eval", "r/summary.json", "-o", "b.json"]);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr,
+        "error: r/summary.json: not an evaluation attestation\n"
+    );
+    assert!(!ws.path().join("b.json").exists());
+}

@@ -769,8 +769,8 @@ fn a_pipeline_manifest_is_cosigned_anchored_and_inspected_like_a_training_manife
     assert_eq!(receipts, 1);
 }
 
-#[test]
-fn the_healthcare_pipeline_trains_evaluates_and_audits() {
+/// A workspace holding the healthcare pipeline and its data, as in the repository.
+fn healthcare() -> Workspace {
     let ws = Workspace::new();
     let dir = ws.path().join("pipelines/healthcare");
     std::fs::create_dir_all(&dir).unwrap();
@@ -783,6 +783,12 @@ fn the_healthcare_pipeline_trains_evaluates_and_audits() {
         ws.path().join("fixtures/breast_cancer.csv"),
     )
     .unwrap();
+    ws
+}
+
+#[test]
+fn the_healthcare_pipeline_trains_evaluates_and_audits() {
+    let ws = healthcare();
     ws.run(&["keygen", "--out", "me"]).success();
     let out = ws.run(&[
         "run",
@@ -922,18 +928,7 @@ fn status_and_pipeline_flags_name_the_kind_of_spec_they_need() {
 fn a_training_stage_finishes_on_a_single_thread() {
     // A training stage runs on a scheduler thread; with one rayon thread in all, the work it hands
     // to the pool must still be done (it once waited forever for the main thread).
-    let ws = Workspace::new();
-    let dir = ws.path().join("pipelines/healthcare");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::create_dir_all(ws.path().join("fixtures")).unwrap();
-    for f in ["pipeline.yaml", "prepare.py", "evaluate.py"] {
-        std::fs::copy(repo().join("pipelines/healthcare").join(f), dir.join(f)).unwrap();
-    }
-    std::fs::copy(
-        repo().join("fixtures/breast_cancer.csv"),
-        ws.path().join("fixtures/breast_cancer.csv"),
-    )
-    .unwrap();
+    let ws = healthcare();
     let mut child = ws
         .cmd(&["run", "pipelines/healthcare/pipeline.yaml", "-q"])
         .env("RAYON_NUM_THREADS", "1")
