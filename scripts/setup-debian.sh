@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what auditai needs to build and test on Debian/Ubuntu: a C compiler, Mesa's Vulkan
-# driver (wgpu runs on it without a GPU), git, openssl, npm, python3 with venv (the example
-# pipelines' stages; the CycloneDX project's validator in ~/.cache/auditai/venv, which the
-# ML-BOM test uses), a Rust toolchain (rustup, if cargo is
-# missing) and anvil, the local EVM chain the anchoring tests start (under ~/.cache/auditai/npm).
+# driver (wgpu runs on it without a GPU), git, openssl, npm, chromium (the test that renders
+# `auditai report` headless), python3 with venv (the example pipelines' stages; the CycloneDX
+# project's validator in ~/.cache/auditai/venv, which the ML-BOM test uses), a Rust toolchain
+# (rustup, if cargo is missing) and anvil, the local EVM chain the anchoring tests start
+# (under ~/.cache/auditai/npm).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -19,6 +20,8 @@ command -v cc >/dev/null || missing+=(build-essential)
 # strip (binutils) and dpkg-deb: the packaging test (scripts/package.sh).
 command -v strip >/dev/null || missing+=(binutils)
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+# Headless Chromium: the test that loads `auditai report`'s page and checks it renders cleanly.
+command -v chromium >/dev/null || missing+=(chromium)
 for cmd in curl git openssl npm python3; do
   command -v "$cmd" >/dev/null || missing+=("$cmd")
 done

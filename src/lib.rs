@@ -11,9 +11,11 @@ pub mod bundle;
 pub mod cancel;
 pub mod data;
 pub mod eval;
+pub mod experiments;
 pub mod export;
 pub mod fsio;
 pub mod hash;
+pub mod html_report;
 pub mod manifest;
 #[cfg(feature = "train")]
 pub mod pipeline;

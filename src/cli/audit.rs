@@ -56,8 +56,19 @@ pub(super) struct AuditArgs {
     device: Option<DeviceArg>,
     /// Accept a replay on another backend than the one that trained (for example a wgpu run on
     /// a machine without a GPU), compared within the tolerances in docs/audit.md, not bitwise.
+    /// With --rerun: accept JSON and CSV outs whose numbers differ by at most --rtol
+    /// relatively (and nothing else differs); the differing values are printed either way.
     #[arg(long)]
     tolerance: bool,
+    /// With --rerun --tolerance: the relative tolerance for numbers in JSON and CSV outs.
+    #[arg(
+        long,
+        value_name = "X",
+        default_value_t = 1e-9,
+        requires = "tolerance",
+        help_heading = "Pipeline stages"
+    )]
+    rtol: f64,
     /// A file or directory in the run directory that the manifest does not name but that is
     /// expected there (repeatable), as for `auditai verify`.
     #[arg(long, value_name = "NAME")]
@@ -98,8 +109,15 @@ pub(super) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
         } else {
             auditai::trust::Required::Signers(&trust)
         };
+        if !(args.rtol >= 0.0 && args.rtol.is_finite()) {
+            anyhow::bail!(
+                "--rtol must be a relative tolerance of 0 or more, got {}",
+                args.rtol
+            );
+        }
         let limits = auditai::stages::rerun::Limits {
             timeout: args.timeout.map(Into::into),
+            rtol: args.tolerance.then_some(args.rtol),
         };
         return super::stages::rerun_cmd(
             &args.manifest,

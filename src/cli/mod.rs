@@ -8,11 +8,13 @@ mod audit;
 mod bundle;
 mod environ;
 mod eval;
+mod experiments;
 mod export;
 mod hash;
 mod hints;
 mod predict;
 mod printer;
+mod report;
 mod run;
 mod stages;
 mod trust;
@@ -140,6 +142,25 @@ enum Command {
     /// a receiver checks a model with `auditai verify bundle.json --key K --artifact MODEL`.
     #[command(after_help = EXIT_CODES)]
     Bundle(bundle::BundleArgs),
+    /// Compare the params stages ran with: `params diff` (two runs, or a run and the working
+    /// tree) and `params show`, as DVC's commands of the same names.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Params(experiments::ParamsCmd),
+    /// Compare metrics: `metrics diff` (with the change) and `metrics show`, as DVC's commands of
+    /// the same names.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Metrics(experiments::MetricsCmd),
+    /// List the runs under a directory (default: runs): pipeline manifests (current and
+    /// history) and training runs, newest first, with params, headline metrics and signer.
+    ///
+    /// Lists what each manifest says; it checks no signature (use `auditai verify`).
+    #[command(after_help = EXIT_CODES)]
+    Runs(experiments::RunsArgs),
+    /// Write one self-contained HTML page about a run: its evidence (digests, signers,
+    /// anchors, verdicts), training curves, the stage graph and, with --eval, the confusion
+    /// matrix, subgroups and reliability diagram. Inline SVG, no scripts, nothing fetched.
+    #[command(after_help = EXIT_CODES)]
+    Report(report::ReportArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -200,6 +221,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Bundle(args) => bundle::bundle_cmd(&args),
         Command::Anchor(args) => anchor::anchor_cmd(&args),
         Command::Audit(args) => audit::audit_cmd(&args),
+        Command::Params(cmd) => experiments::params_cmd(&cmd),
+        Command::Metrics(cmd) => experiments::metrics_cmd(&cmd),
+        Command::Runs(args) => experiments::runs_cmd(&args),
+        Command::Report(args) => report::report_cmd(&args),
     }
 }
 

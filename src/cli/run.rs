@@ -45,6 +45,10 @@ pub(super) struct RunArgs {
     /// Multi-stage spec: print which stages would run and why; run and write nothing.
     #[arg(long, help_heading = "Multi-stage pipelines")]
     dry_run: bool,
+    /// Multi-stage spec: neither restore stages from the run cache (.auditai/cache/) nor save
+    /// the stages that run into it (DVC's --no-run-cache).
+    #[arg(long, help_heading = "Multi-stage pipelines")]
+    no_run_cache: bool,
     /// Train without the data's bad rows (a wrong number of fields, text in a column declared
     /// numeric) instead of stopping; how many were left out, and which lines, are recorded in
     /// the manifest (as are rows without a label, which are always left out).

@@ -36,6 +36,10 @@ pub(super) struct StatusArgs {
     /// AUDITAI_SIGNING_KEY_FILE, as for `auditai run`; with none, an unsigned pipeline is assumed.
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
+    /// Draw the stage graph (each stage under the stages it reads from) with each stage's
+    /// state, instead of the table; with --json, add the graph's edges.
+    #[arg(long)]
+    dag: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -68,8 +72,11 @@ pub(super) fn status_cmd(args: &StatusArgs) -> anyhow::Result<u8> {
                 up_to_date: stale == 0,
                 lock: &project.lock_path,
                 stages: &plan,
+                edges: args.dag.then(|| edges(&project)),
             },
         )?;
+    } else if args.dag {
+        write_dag(&mut out, &project, &plan)?;
     } else {
         write_plan(&mut out, &plan, "up to date", "stale")?;
         if stale == 0 {
@@ -87,12 +94,44 @@ pub(super) fn status_cmd(args: &StatusArgs) -> anyhow::Result<u8> {
     Ok(if stale == 0 { EXIT_OK } else { EXIT_FAILED })
 }
 
+/// The graph's edges by stage name, `[from, to]`.
+fn edges(p: &Project) -> Vec<[String; 2]> {
+    let name = |i: usize| p.spec.stages[i].name.value.clone();
+    p.graph
+        .edges()
+        .into_iter()
+        .map(|(a, b)| [name(a), name(b)])
+        .collect()
+}
+
+/// `status --dag`: the graph as a tree, each stage with its state.
+fn write_dag(out: &mut dyn Write, p: &Project, plan: &[Planned]) -> std::io::Result<()> {
+    let label = |i: usize, full: bool| {
+        let name = clean(&p.spec.stages[i].name.value);
+        let state = plan.iter().find(|s| s.stage == p.spec.stages[i].name.value);
+        match state {
+            Some(s) if full && s.up_to_date() => format!("{name}  [up to date]"),
+            Some(s) if full => {
+                let why: Vec<String> = s.why.iter().map(|w| clean(&w.to_string())).collect();
+                format!("{name}  [stale: {}]", why.join("; "))
+            }
+            _ => name,
+        }
+    };
+    for line in p.graph.draw(&label) {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
 #[derive(serde::Serialize)]
 struct PlanJson<'a> {
     /// `auditai.pipeline-status/v1` or `auditai.pipeline-plan/v1`.
     schema: &'static str,
     up_to_date: bool,
     lock: &'a std::path::Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edges: Option<Vec<[String; 2]>>,
     stages: &'a [Planned],
 }
 
@@ -126,6 +165,7 @@ pub(super) struct PipelineRun {
     pub force: bool,
     pub jobs: Option<usize>,
     pub dry_run: bool,
+    pub no_run_cache: bool,
     pub json: bool,
     pub quiet: bool,
     pub device: Option<auditai::spec::DeviceChoice>,
@@ -156,6 +196,7 @@ pub(super) fn run_pipeline(
                     up_to_date: plan.iter().all(Planned::up_to_date),
                     lock: &project.lock_path,
                     stages: &plan,
+                    edges: None,
                 },
             )?;
         } else {
@@ -176,6 +217,7 @@ pub(super) fn run_pipeline(
         stages: args.stages.clone(),
         no_upstream: args.no_upstream,
         force: args.force,
+        no_run_cache: args.no_run_cache,
         jobs,
         device: args.device,
         skip_bad_rows: args.skip_bad_rows,
@@ -260,6 +302,9 @@ fn event(printer: &Printer, running: &mut Vec<String>, e: Event<'_>) {
             let what = match outcome {
                 Outcome::Ran { seconds, .. } => format!("done in {seconds:.2} s"),
                 Outcome::Reused => "up to date, reused".to_string(),
+                Outcome::Restored { manifest } => {
+                    format!("restored from cache (first produced by {manifest})")
+                }
                 Outcome::Failed { error } => format!("FAILED: {error}"),
                 Outcome::Blocked { after } => format!("not run: {after} failed"),
                 Outcome::Interrupted => "interrupted".to_string(),
@@ -290,6 +335,11 @@ fn write_report(out: &mut dyn Write, r: &PipelineReport) -> std::io::Result<()> 
                     .join("; "),
             ),
             Outcome::Reused => ("reused".into(), String::new(), "up to date".into()),
+            Outcome::Restored { manifest } => (
+                "restored".into(),
+                String::new(),
+                format!("restored from cache ({manifest})"),
+            ),
             Outcome::Failed { error } => ("FAILED".into(), String::new(), error.clone()),
             Outcome::Blocked { after } => {
                 ("not run".into(), String::new(), format!("{after} failed"))
@@ -386,6 +436,7 @@ pub(super) fn rerun_cmd(
     json: bool,
 ) -> anyhow::Result<u8> {
     let report = stages::rerun::rerun(manifest, stage, root, required, limits)?;
+    let accepted = report.reproduced || report.within_tolerance == Some(true);
     let mut out = std::io::stdout().lock();
     if json {
         #[derive(serde::Serialize)]
@@ -395,69 +446,101 @@ pub(super) fn rerun_cmd(
             #[serde(flatten)]
             report: &'a RerunReport,
         }
-        write_json(
-            &mut out,
-            &J {
-                schema: "auditai.rerun-report/v1",
-                verdict: if report.reproduced {
-                    "reproduced"
-                } else {
-                    "differs"
-                },
-                report: &report,
-            },
-        )?;
+        let verdict = match (report.reproduced, accepted) {
+            (true, _) => "reproduced",
+            (false, true) => "reproduced-within-tolerance",
+            _ => "differs",
+        };
+        let j = J {
+            schema: "auditai.rerun-report/v1",
+            verdict,
+            report: &report,
+        };
+        write_json(&mut out, &j)?;
     } else {
-        let mut b = Builder::default();
-        b.push_record(["out", "result", "recorded blake3", "rerun blake3"]);
-        for o in &report.outs {
-            let result = if o.same {
-                "identical".to_string()
-            } else if o.rerun.is_none() {
-                "MISSING".to_string()
-            } else if o.differing.is_empty() {
-                "DIFFERS".to_string()
-            } else {
-                format!("DIFFERS: {}", o.differing.join(", "))
-            };
-            b.push_record([
-                clean(&o.path),
-                clean(&result),
-                o.recorded.clone(),
-                o.rerun.clone().unwrap_or_default(),
-            ]);
-        }
-        writeln!(out, "{}", b.build().with(Style::sharp()))?;
-        if let Some(t) = &report.stderr_tail {
-            writeln!(out, "the rerun's stderr ends with:")?;
-            for line in t.lines() {
-                writeln!(out, "  {}", clean(line))?;
-            }
-        }
-        if !report.missing_secrets.is_empty() {
-            writeln!(
-                out,
-                "note: secret variable(s) {} were not set for the rerun",
-                report.missing_secrets.join(", ")
-            )?;
-        }
-        let code = report
-            .exit_code
-            .map_or("a signal".to_string(), |c| format!("exit status {c}"));
-        if report.reproduced {
-            writeln!(
-                out,
-                "stage {}: reproduced ({code}; every out bitwise identical)",
-                report.stage
-            )?;
-        } else {
-            writeln!(out, "stage {}: NOT reproduced ({code})", report.stage)?;
-        }
+        write_rerun(&mut out, &report)?;
     }
     out.flush()?;
-    Ok(if report.reproduced {
-        EXIT_OK
-    } else {
-        EXIT_FAILED
-    })
+    Ok(if accepted { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// A rerun's outs table, the differing values, and the verdict line.
+fn write_rerun(out: &mut dyn Write, report: &RerunReport) -> std::io::Result<()> {
+    let mut b = Builder::default();
+    b.push_record(["out", "result", "recorded blake3", "rerun blake3"]);
+    for o in &report.outs {
+        let result = match (&o.values, report.tolerance) {
+            _ if o.same => "identical".to_string(),
+            _ if o.rerun.is_none() => "MISSING".to_string(),
+            (Some(v), Some(t)) if v.within(t) => format!(
+                "within {t:e}: {} value(s) differ, by at most {:.1e}",
+                v.differing, v.max_relative
+            ),
+            (Some(v), _) => format!(
+                "DIFFERS: {} value(s){}",
+                v.differing,
+                if v.structural { "" } else { " (numbers only)" }
+            ),
+            _ if o.differing.is_empty() => "DIFFERS".to_string(),
+            _ => format!("DIFFERS: {}", o.differing.join(", ")),
+        };
+        b.push_record([
+            clean(&o.path),
+            clean(&result),
+            o.recorded.clone(),
+            o.rerun.clone().unwrap_or_default(),
+        ]);
+    }
+    writeln!(out, "{}", b.build().with(Style::sharp()))?;
+    for o in &report.outs {
+        let Some(v) = o.values.as_ref().filter(|v| !v.values.is_empty()) else {
+            continue;
+        };
+        writeln!(
+            out,
+            "{}: differing values (recorded -> rerun):",
+            clean(&o.path)
+        )?;
+        for d in &v.values {
+            writeln!(
+                out,
+                "  {}: {} -> {}",
+                clean(&d.at),
+                clean(&d.recorded),
+                clean(&d.rerun)
+            )?;
+        }
+        if v.differing > v.values.len() {
+            writeln!(out, "  … and {} more", v.differing - v.values.len())?;
+        }
+    }
+    if let Some(t) = &report.stderr_tail {
+        writeln!(out, "the rerun's stderr ends with:")?;
+        for line in t.lines() {
+            writeln!(out, "  {}", clean(line))?;
+        }
+    }
+    if !report.missing_secrets.is_empty() {
+        writeln!(
+            out,
+            "note: secret variable(s) {} were not set for the rerun",
+            report.missing_secrets.join(", ")
+        )?;
+    }
+    let code = report
+        .exit_code
+        .map_or("a signal".to_string(), |c| format!("exit status {c}"));
+    match (report.reproduced, report.within_tolerance, report.tolerance) {
+        (true, ..) => writeln!(
+            out,
+            "stage {}: reproduced ({code}; every out bitwise identical)",
+            report.stage
+        ),
+        (false, Some(true), Some(t)) => writeln!(
+            out,
+            "stage {}: reproduced within a relative tolerance of {t:e} ({code}; not bitwise)",
+            report.stage
+        ),
+        _ => writeln!(out, "stage {}: NOT reproduced ({code})", report.stage),
+    }
 }

@@ -71,6 +71,10 @@ pub struct StageRecord {
     /// Declared secret variables the stage saw: names only, never values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_env: Vec<String>,
+    /// Variables every command stage gets from the caller unless it declares them (`HOME`,
+    /// `USER`, `LANG`, `TMPDIR`): the names it got, never values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ambient_env: Vec<String>,
     /// blake3 of the resolved training configuration (training stages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_blake3: Option<String>,
@@ -99,6 +103,13 @@ pub struct StageRecord {
     /// For a reused stage: the manifest that recorded it running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub produced_by: Option<ProducedBy>,
+    /// A reused stage whose outs were restored from the run cache (they had changed since).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restored: bool,
+    /// Paths inside the project, outside every stage's outs, that changed while the stage ran
+    /// (`path (added|changed|removed)`, at most 50): what its tools wrote where they should not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outside_changes: Vec<String>,
 }
 
 /// The pipeline manifest that first recorded a stage's outs.

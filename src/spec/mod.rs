@@ -5,8 +5,10 @@
 //! feature count) happen in [`crate::data`], which reports them at the spec position kept in
 //! [`Located`] values. This module reads the spec file and nothing else: no data, no writes, no burn.
 
+pub mod params;
 mod raw;
 mod stages;
+mod template;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -446,6 +448,23 @@ impl AuditSpec {
 }
 
 impl Spec {
+    /// Map every position kept for later checks through `f`.
+    pub(crate) fn remap(&mut self, f: &impl Fn(Pos) -> Pos) {
+        let d = &mut self.data;
+        for l in [&mut d.path, &mut d.label]
+            .into_iter()
+            .chain(d.include.iter_mut().flatten())
+            .chain(d.exclude.iter_mut())
+            .chain(d.columns.iter_mut().map(|(c, _)| c))
+            .chain(d.group.iter_mut())
+        {
+            l.pos = f(l.pos);
+        }
+        if let Some(s) = &mut d.shape {
+            s.pos = f(s.pos);
+        }
+    }
+
     /// Read and validate a spec file.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {

@@ -13,7 +13,9 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::params::{self, ParamFiles};
 use super::raw::{RawAudit, RawData, RawModel, RawOutputs, RawTraining, Sp};
+use super::template::{self, Context, Node};
 use super::{Body, Checker, Located, Pos, Spec, SpecError, located, name_ok, pos, yaml_error};
 
 /// Most stages in one pipeline.
@@ -96,6 +98,14 @@ pub struct Stage {
     pub metrics: Vec<String>,
     /// Outs that are subjects of the manifest even when a later stage consumes them.
     pub subjects: Vec<String>,
+    /// Plot files among the outs (CSV, JSON or TSV data DVC would plot), with their options.
+    pub plots: Vec<(String, Value)>,
+    /// Parameter files the stage reads keys of (relative to the spec's directory).
+    pub param_files: Vec<Located<String>>,
+    /// `frozen: true`: never run; its recorded outs are checked, never rebuilt.
+    pub frozen: bool,
+    /// `always_changed: true`: run every time (DVC's semantics), even when nothing changed.
+    pub always_changed: bool,
     /// What the stage does.
     pub kind: StageKind,
 }
@@ -139,13 +149,17 @@ impl Stage {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPipeline {
-    version: Sp<u32>,
-    name: Sp<String>,
+    #[serde(default)]
+    version: Option<Sp<u32>>,
+    #[serde(default)]
+    name: Option<Sp<String>>,
     #[serde(default)]
     seed: Option<Sp<u64>>,
     #[serde(default)]
     params: Option<Sp<Value>>,
-    stages: Sp<Entries<RawStage>>,
+    #[serde(default)]
+    vars: Option<Sp<Vec<Sp<Node>>>>,
+    stages: Sp<Entries<Sp<Node>>>,
     #[serde(default)]
     outputs: Option<RawPipelineOutputs>,
 }
@@ -158,6 +172,79 @@ struct RawPipelineOutputs {
 }
 
 type PathList = Option<Sp<Vec<Sp<String>>>>;
+type EntryList = Option<Sp<Vec<Sp<OutEntry>>>>;
+
+/// An out, metrics or plots entry as DVC writes it: `path`, or `path: {options}` (DVC's
+/// `cache`, `persist`, plot `x`/`y`/`template`…; kept, not acted on).
+struct OutEntry {
+    path: String,
+    options: Value,
+}
+
+impl<'de> Deserialize<'de> for OutEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OutEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a path, or a mapping of one path to its options")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<OutEntry, E> {
+                Ok(OutEntry {
+                    path: v.to_string(),
+                    options: Value::Null,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<OutEntry, A::Error> {
+                let Some((path, options)) = m.next_entry::<String, Value>()? else {
+                    return Err(serde::de::Error::custom("an empty mapping is not a path"));
+                };
+                if m.next_key::<IgnoredAny>()?.is_some() {
+                    return Err(serde::de::Error::custom(
+                        "a mapping entry names one path (`path: {options}`)",
+                    ));
+                }
+                Ok(OutEntry { path, options })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A `params:` entry: a key (`train.lr`, of the spec's `params:` or else of `params.yaml`) or,
+/// as in `dvc.yaml`, a parameter file with the keys the stage reads (`params.yaml: [a.b]`; none
+/// listed means the whole file).
+enum ParamEntry {
+    Key(String),
+    File(String, Option<Vec<String>>),
+}
+
+impl<'de> Deserialize<'de> for ParamEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ParamEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a param key, or a mapping of a parameter file to a list of keys")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<ParamEntry, E> {
+                Ok(ParamEntry::Key(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<ParamEntry, A::Error> {
+                let Some((file, keys)) = m.next_entry::<String, Option<Vec<String>>>()? else {
+                    return Err(serde::de::Error::custom("an empty mapping names no file"));
+                };
+                if m.next_key::<IgnoredAny>()?.is_some() {
+                    return Err(serde::de::Error::custom(
+                        "one parameter file per entry (`- file.yaml: [keys]`)",
+                    ));
+                }
+                Ok(ParamEntry::File(file, keys.filter(|k| !k.is_empty())))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -166,16 +253,26 @@ struct RawStage {
     cmd: Option<Sp<String>>,
     #[serde(default)]
     wdir: Option<Sp<String>>,
+    /// DVC's free-text description: accepted, not recorded.
+    #[serde(default)]
+    #[allow(dead_code)]
+    desc: Option<Sp<String>>,
     #[serde(default)]
     deps: PathList,
     #[serde(default)]
-    outs: PathList,
+    outs: EntryList,
     #[serde(default)]
-    metrics: PathList,
+    metrics: EntryList,
+    #[serde(default)]
+    plots: EntryList,
     #[serde(default)]
     subjects: PathList,
     #[serde(default)]
-    params: PathList,
+    params: Option<Sp<Vec<Sp<ParamEntry>>>>,
+    #[serde(default)]
+    frozen: Option<Sp<bool>>,
+    #[serde(default)]
+    always_changed: Option<Sp<bool>>,
     #[serde(default)]
     env: PathList,
     #[serde(default)]
@@ -232,7 +329,8 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
 impl PipelineSpec {
     /// Validate a pipeline spec's text; `path` is used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<PipelineSpec, SpecError> {
-        let raw: RawPipeline = serde_saphyr::from_str(text).map_err(|e| yaml_error(&e, path))?;
+        let raw: RawPipeline = serde_saphyr::from_str_with_options(text, shallow())
+            .map_err(|e| yaml_error(&e, path))?;
         Checker { path }.pipeline(raw)
     }
 
@@ -277,7 +375,10 @@ impl PipelineSpec {
 
 impl Checker<'_> {
     fn pipeline(&self, raw: RawPipeline) -> Result<PipelineSpec, SpecError> {
-        let name = self.header(&raw.version, &raw.name)?;
+        let name = match (&raw.version, &raw.name) {
+            (Some(v), Some(n)) => self.header(v, n)?,
+            (v, n) => self.dvc_header(v.as_ref(), n.as_ref())?,
+        };
         let params = match raw.params {
             None => BTreeMap::new(),
             Some(p) => match p.value {
@@ -296,9 +397,16 @@ impl Checker<'_> {
             Some(d) => (d.value.clone(), Some(pos(&d))),
             None => (format!("runs/{name}"), None),
         };
+        let base = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let files = ParamFiles::new(base);
+        let context = self.context(&params, raw.vars, &files)?;
         let seed = raw.seed.map(|s| s.value);
         let mut stages: Vec<Stage> = Vec::new();
-        for (key, stage) in raw.stages.value.0 {
+        for (key, body) in raw.stages.value.0 {
             if !name_ok(&key.value) {
                 return self.fail(
                     pos(&key),
@@ -308,10 +416,28 @@ impl Checker<'_> {
                     ),
                 );
             }
-            if stages.iter().any(|s| s.name.value == key.value) {
-                return self.fail(pos(&key), format!("stage `{}` is defined twice", key.value));
+            let expanded = template::expand(&key, &body, &context).map_err(|e| self.template(e))?;
+            for e in expanded {
+                if stages.iter().any(|s| s.name.value == e.name.value) {
+                    return self.fail(
+                        pos(&key),
+                        format!("stage `{}` is defined twice", e.name.value),
+                    );
+                }
+                if stages.len() >= MAX_STAGES {
+                    return self.fail(
+                        pos(&key),
+                        format!("a pipeline has at most {MAX_STAGES} stages"),
+                    );
+                }
+                let ctx = StageContext {
+                    pipeline: &name,
+                    seed,
+                    params: &params,
+                    files: &files,
+                };
+                stages.push(self.expanded_stage(&ctx, e)?);
             }
-            stages.push(self.stage(&name, seed, &params, key, stage)?);
         }
         Ok(PipelineSpec {
             name,
@@ -322,6 +448,194 @@ impl Checker<'_> {
             run_dir_pos,
             source: self.path.to_path_buf(),
         })
+    }
+
+    /// A `dvc.yaml` without auditai's `version` and `name`: version 1, named after the spec's
+    /// directory.
+    fn dvc_header(
+        &self,
+        version: Option<&Sp<u32>>,
+        name: Option<&Sp<String>>,
+    ) -> Result<String, SpecError> {
+        if let Some(v) = version.filter(|v| v.value != 1) {
+            return self.fail(
+                pos(v),
+                format!(
+                    "unsupported spec version {} (this auditai reads version 1)",
+                    v.value
+                ),
+            );
+        }
+        if let Some(n) = name {
+            return self.header(&serde_saphyr::Spanned::new(1, n.referenced, n.defined), n);
+        }
+        let dir = std::fs::canonicalize(self.path)
+            .ok()
+            .and_then(|p| {
+                p.parent()
+                    .and_then(|d| d.file_name())
+                    .map(|d| d.to_string_lossy().into_owned())
+            })
+            .unwrap_or_default();
+        let clean: String = dir
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(128)
+            .collect();
+        let clean = clean.trim_start_matches('.').to_string();
+        Ok(if clean.is_empty() {
+            "pipeline".to_string()
+        } else {
+            clean
+        })
+    }
+
+    /// What `${…}` may name: the spec's `params:`, `params.yaml` beside the spec, and `vars:`
+    /// (parameter files, `file.yaml:key,key`, or mappings).
+    fn context(
+        &self,
+        params: &BTreeMap<String, Value>,
+        vars: Option<Sp<Vec<Sp<Node>>>>,
+        files: &ParamFiles,
+    ) -> Result<Context, SpecError> {
+        let mut c = Context::default();
+        let inline: serde_json::Map<String, Value> =
+            params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let top = Pos { line: 1, column: 1 };
+        c.merge(&inline, "the spec's params:", top)
+            .map_err(|e| self.template(e))?;
+        let mut default_read = false;
+        for var in vars.map(|v| v.value).unwrap_or_default() {
+            let values = match &var.value {
+                Node::Str(spec) => {
+                    let (file, keys) = match spec.rsplit_once(':') {
+                        Some((f, k)) => (f, Some(k)),
+                        None => (spec.as_str(), None),
+                    };
+                    default_read |= file == params::DEFAULT_FILE;
+                    self.var_file(files, file, keys, template::at(&var))?
+                }
+                Node::Map(_) => match var.value.to_json() {
+                    Value::Object(m) => m,
+                    _ => serde_json::Map::new(),
+                },
+                _ => {
+                    return self.fail(
+                        template::at(&var),
+                        "a vars: entry is a parameter file or a mapping",
+                    );
+                }
+            };
+            c.merge(&values, "vars:", template::at(&var))
+                .map_err(|e| self.template(e))?;
+        }
+        if !default_read {
+            let doc = files
+                .get(params::DEFAULT_FILE)
+                .map_err(|m| SpecError::Invalid {
+                    path: self.path.to_path_buf(),
+                    pos: top,
+                    message: m,
+                })?;
+            if let Some(Value::Object(m)) = doc {
+                c.merge(&m, params::DEFAULT_FILE, top)
+                    .map_err(|e| self.template(e))?;
+            }
+        }
+        Ok(c)
+    }
+
+    /// One `vars:` file entry's values (only `keys`, when given).
+    fn var_file(
+        &self,
+        files: &ParamFiles,
+        file: &str,
+        keys: Option<&str>,
+        at: Pos,
+    ) -> Result<serde_json::Map<String, Value>, SpecError> {
+        let Some(rel) = normalize(".", file).filter(|_| !Path::new(file).is_absolute()) else {
+            return self.fail(at, format!("`{file}` is not a relative path"));
+        };
+        let doc = match files.get(&rel) {
+            Ok(Some(Value::Object(m))) => m,
+            Ok(_) => return self.fail(at, format!("vars file {rel} does not exist")),
+            Err(m) => return self.fail(at, m),
+        };
+        let Some(keys) = keys else {
+            return Ok(doc);
+        };
+        let mut out = serde_json::Map::new();
+        for k in keys.split(',').map(str::trim) {
+            match doc.get(k) {
+                Some(v) => {
+                    out.insert(k.to_string(), v.clone());
+                }
+                None => return self.fail(at, format!("vars file {rel} has no key `{k}`")),
+            }
+        }
+        Ok(out)
+    }
+
+    fn template(&self, e: template::TemplateError) -> SpecError {
+        SpecError::Invalid {
+            path: self.path.to_path_buf(),
+            pos: e.pos,
+            message: e.message,
+        }
+    }
+
+    /// One expanded stage: interpolated, written out as YAML and checked as written, every
+    /// position (in errors and in the stage) mapped back to where the user wrote it.
+    fn expanded_stage(
+        &self,
+        ctx: &StageContext<'_>,
+        e: template::Expanded,
+    ) -> Result<Stage, SpecError> {
+        let body = e
+            .context
+            .node(&e.body, false)
+            .map_err(|t| self.template(t))?;
+        let wrapper = serde_saphyr::Spanned::new(
+            Node::Map(vec![(e.name.clone(), body)]),
+            e.name.referenced,
+            e.name.defined,
+        );
+        let emitted = template::emit(&wrapper);
+        let remap = |err: SpecError| match err {
+            SpecError::Invalid { path, pos, message } => SpecError::Invalid {
+                path,
+                pos: emitted.written(pos),
+                message,
+            },
+            other => other,
+        };
+        let parsed: Entries<RawStage> =
+            serde_saphyr::from_str_with_options(&emitted.text, shallow())
+                .map_err(|err| remap(yaml_error(&err, self.path)))?;
+        let Some((key, raw)) = parsed.0.into_iter().next() else {
+            return self.fail(pos(&e.name), "empty stage");
+        };
+        let mut stage = self.stage(ctx, key, raw).map_err(remap)?;
+        stage.remap(|p| emitted.written(p));
+        Ok(stage)
+    }
+
+    /// `frozen` and `always_changed`, which exclude each other.
+    fn run_flags(&self, name: &str, raw: &RawStage) -> Result<(bool, bool), SpecError> {
+        let frozen = raw.frozen.as_ref().is_some_and(|f| f.value);
+        match raw.always_changed.as_ref().filter(|a| a.value) {
+            Some(a) if frozen => self.fail(
+                pos(a),
+                format!("stage `{name}` is both frozen and always_changed"),
+            ),
+            a => Ok((frozen, a.is_some())),
+        }
     }
 
     /// A training stage carries none of the command stages' fields.
@@ -335,6 +649,7 @@ impl Checker<'_> {
             ("secret_env", raw.secret_env.as_ref().map(pos)),
             ("timeout", raw.timeout.as_ref().map(pos)),
             ("metrics", raw.metrics.as_ref().map(pos)),
+            ("plots", raw.plots.as_ref().map(pos)),
             ("subjects", raw.subjects.as_ref().map(pos)),
         ] {
             if let Some(p) = present {
@@ -351,13 +666,12 @@ impl Checker<'_> {
 
     fn stage(
         &self,
-        pipeline: &str,
-        seed: Option<u64>,
-        params: &BTreeMap<String, Value>,
+        ctx: &StageContext<'_>,
         key: Sp<String>,
         raw: RawStage,
     ) -> Result<Stage, SpecError> {
         let at = pos(&key);
+        let (frozen, always_changed) = self.run_flags(&key.value, &raw)?;
         let name = key.value.clone();
         let training = raw.data.is_some()
             || raw.model.is_some()
@@ -382,9 +696,25 @@ impl Checker<'_> {
             }
             _ => {}
         }
-        if let Some(c) = raw.cmd.clone() {
-            return self.command_stage(key, c, params, raw);
-        }
+        let mut stage = match raw.cmd.clone() {
+            Some(c) => self.command_stage(ctx, key, c, raw)?,
+            None => self.training_stage(ctx, key, raw)?,
+        };
+        stage.frozen = frozen;
+        stage.always_changed = always_changed;
+        Ok(stage)
+    }
+
+    /// A training stage: the training sections of a single spec, its `out` run directory.
+    fn training_stage(
+        &self,
+        ctx: &StageContext<'_>,
+        key: Sp<String>,
+        raw: RawStage,
+    ) -> Result<Stage, SpecError> {
+        let (pipeline, seed) = (ctx.pipeline, ctx.seed);
+        let at = pos(&key);
+        let name = key.value.clone();
         self.no_command_fields(&name, &raw)?;
         let (Some(data), Some(model)) = (raw.data, raw.model) else {
             return self.fail(
@@ -444,6 +774,10 @@ impl Checker<'_> {
             outs: vec![out.clone()],
             metrics: Vec::new(),
             subjects: vec![out.value],
+            plots: Vec::new(),
+            param_files: Vec::new(),
+            frozen: false,
+            always_changed: false,
             kind: StageKind::Train(Box::new(spec)),
         })
     }
@@ -513,31 +847,78 @@ impl Checker<'_> {
         })
     }
 
-    /// The params a command stage reads, with their values from the spec's `params:`.
+    /// The params a command stage reads, with their values: a key of the spec's `params:` (else
+    /// of `params.yaml` in its wdir), or keys of a named parameter file (`FILE:key`; the whole
+    /// file as `FILE`). Returns the values and the parameter files read.
     fn chosen_params(
         &self,
+        ctx: &StageContext<'_>,
         name: &str,
-        params: &BTreeMap<String, Value>,
-        raw: PathList,
-    ) -> Result<BTreeMap<String, Value>, SpecError> {
+        wdir: &str,
+        raw: Option<Sp<Vec<Sp<ParamEntry>>>>,
+    ) -> Result<ChosenParams, SpecError> {
         let mut chosen = BTreeMap::new();
-        for key in raw.map(|p| p.value).unwrap_or_default() {
-            match lookup(params, &key.value) {
-                Some(v) => {
-                    chosen.insert(key.value.clone(), v.clone());
-                }
-                None => {
-                    return self.fail(
-                        pos(&key),
-                        format!(
-                            "stage `{name}` reads param `{}`, which the spec's params: does not define",
-                            key.value
+        let mut files: Vec<Located<String>> = Vec::new();
+        for entry in raw.map(|p| p.value).unwrap_or_default() {
+            let at = pos(&entry);
+            let (file, keys) = match &entry.value {
+                ParamEntry::Key(k) => match lookup(ctx.params, k) {
+                    Some(v) => {
+                        chosen.insert(k.clone(), v.clone());
+                        continue;
+                    }
+                    None => (params::DEFAULT_FILE, Some(vec![k.clone()])),
+                },
+                ParamEntry::File(f, keys) => (f.as_str(), keys.clone()),
+            };
+            let Some(rel) = normalize(wdir, file).filter(|_| !Path::new(file).is_absolute()) else {
+                return self.fail(at, format!("`{file}` is not a relative path"));
+            };
+            let doc = match ctx.files.get(&rel) {
+                Ok(Some(doc)) => doc,
+                Ok(None) => {
+                    let why = match &entry.value {
+                        ParamEntry::Key(k) => format!(
+                            "stage `{name}` reads param `{k}`, which neither the spec's params: nor {rel} defines ({rel} does not exist)"
                         ),
-                    );
+                        ParamEntry::File(..) => format!(
+                            "stage `{name}` reads parameter file {rel}, which does not exist"
+                        ),
+                    };
+                    return self.fail(at, why);
                 }
+                Err(m) => return self.fail(at, m),
+            };
+            if !files.iter().any(|f| f.value == rel) {
+                files.push(Located {
+                    value: rel.clone(),
+                    pos: at,
+                });
+            }
+            let Some(keys) = keys else {
+                // The whole file: every leaf, as `dvc.lock` lists them.
+                for (k, v) in params::leaves(&doc) {
+                    chosen.insert(format!("{rel}:{k}"), v.clone());
+                }
+                continue;
+            };
+            for k in keys {
+                let Some(v) = params::lookup(&doc, &k) else {
+                    let whose = match &entry.value {
+                        ParamEntry::Key(_) => {
+                            format!("neither the spec's params: nor {rel} defines")
+                        }
+                        ParamEntry::File(..) => format!("{rel} does not define"),
+                    };
+                    return self.fail(
+                        at,
+                        format!("stage `{name}` reads param `{k}`, which {whose}"),
+                    );
+                };
+                chosen.insert(format!("{rel}:{k}"), v.clone());
             }
         }
-        Ok(chosen)
+        Ok((chosen, files))
     }
 
     /// A command stage's outs: none twice, none also a dep, every subject among them.
@@ -581,9 +962,9 @@ impl Checker<'_> {
 
     fn command_stage(
         &self,
+        ctx: &StageContext<'_>,
         key: Sp<String>,
         cmd: Sp<String>,
-        params: &BTreeMap<String, Value>,
         raw: RawStage,
     ) -> Result<Stage, SpecError> {
         let name = key.value.clone();
@@ -627,16 +1008,18 @@ impl Checker<'_> {
             list.value.iter().map(|p| self.path_in(&wdir, p)).collect()
         };
         let deps = paths(raw.deps)?;
-        let mut outs = paths(raw.outs)?;
-        let metrics = paths(raw.metrics)?;
+        let mut outs = paths(entry_paths(raw.outs).0)?;
+        let metrics = paths(entry_paths(raw.metrics).0)?;
+        let (plot_paths, plot_options) = entry_paths(raw.plots);
+        let plots = paths(plot_paths)?;
         let subjects = paths(raw.subjects)?;
-        for m in &metrics {
+        for m in metrics.iter().chain(&plots) {
             if !outs.iter().any(|o| o.value == m.value) {
                 outs.push(m.clone());
             }
         }
         self.check_outs(&name, &deps, &outs, &subjects)?;
-        let chosen = self.chosen_params(&name, params, raw.params)?;
+        let (chosen, param_files) = self.chosen_params(ctx, &name, &wdir, raw.params)?;
         let env = self.env_names(raw.env)?;
         let secret_env = self.env_names(raw.secret_env)?;
         let timeout = self.timeout(&name, raw.timeout.as_ref())?;
@@ -645,6 +1028,14 @@ impl Checker<'_> {
             deps,
             metrics: metrics.into_iter().map(|m| m.value).collect(),
             subjects: subjects.into_iter().map(|s| s.value).collect(),
+            plots: plots
+                .into_iter()
+                .map(|p| p.value)
+                .zip(plot_options)
+                .collect(),
+            param_files,
+            frozen: false,
+            always_changed: false,
             outs,
             kind: StageKind::Command(CommandStage {
                 cmd: cmd.value,
@@ -672,6 +1063,61 @@ impl Checker<'_> {
         match normalize(wdir, &p.value) {
             Some(value) => Ok(Located { value, pos: pos(p) }),
             None => self.fail(pos(p), format!("`{}` is not a usable path", p.value)),
+        }
+    }
+}
+
+/// Parser options for pipeline specs: nesting bounded well below what the stack allows for the
+/// recursive stage tree (a stage needs about 8 levels).
+fn shallow() -> serde_saphyr::Options {
+    serde_saphyr::options! { budget: serde_saphyr::budget! { max_depth: 32 } }
+}
+
+/// A stage's params with their values, and the parameter files they come from.
+type ChosenParams = (BTreeMap<String, Value>, Vec<Located<String>>);
+
+/// What every stage of one pipeline is checked against.
+struct StageContext<'a> {
+    pipeline: &'a str,
+    seed: Option<u64>,
+    params: &'a BTreeMap<String, Value>,
+    files: &'a ParamFiles,
+}
+
+/// The paths of out/metrics/plots entries (positioned where each entry was written) and their
+/// options.
+fn entry_paths(list: EntryList) -> (PathList, Vec<Value>) {
+    let Some(list) = list else {
+        return (None, Vec::new());
+    };
+    let (r, d) = (list.referenced, list.defined);
+    let mut paths = Vec::new();
+    let mut options = Vec::new();
+    for e in list.value {
+        paths.push(serde_saphyr::Spanned::new(
+            e.value.path,
+            e.referenced,
+            e.defined,
+        ));
+        options.push(e.value.options);
+    }
+    (Some(serde_saphyr::Spanned::new(paths, r, d)), options)
+}
+
+impl Stage {
+    /// Map every position the stage keeps through `f` (from emitted text back to the spec).
+    fn remap(&mut self, f: impl Fn(Pos) -> Pos) {
+        self.name.pos = f(self.name.pos);
+        for l in self
+            .deps
+            .iter_mut()
+            .chain(&mut self.outs)
+            .chain(&mut self.param_files)
+        {
+            l.pos = f(l.pos);
+        }
+        if let StageKind::Train(spec) = &mut self.kind {
+            spec.remap(&f);
         }
     }
 }
@@ -767,7 +1213,7 @@ mod tests {
             (
                 "stages:\n  a:\n    cmd: x\n    params: [nope]\n",
                 "6:14",
-                "does not define",
+                "neither the spec's params:",
             ),
             (
                 "stages:\n  a:\n    cmd: x\n    outs: [/etc/x]\n",

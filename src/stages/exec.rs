@@ -65,7 +65,15 @@ pub(super) fn schedule(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Vec<Done>, StageError> {
     let jobs = opts.jobs.max(1);
-    let mut s = Sched::new(p, selection, Checker::new(super::Backing::of(run_dir, key)));
+    let checker = Checker::new(super::Backing::of(run_dir, key));
+    let mut s = Sched::new(p, selection, checker, run_dir);
+    s.no_cache = opts.no_run_cache;
+    if s.snapshot.is_none() {
+        on_event(Event::Notice(&format!(
+            "the project holds more than {} files and directories: writes outside the stages' outs are not watched",
+            super::watch::MAX_ENTRIES
+        )));
+    }
     // Bounded: a stage printing faster than the display drains drops display lines (its log
     // keeps every byte), so memory stays flat whatever a stage prints.
     let (tx, rx) = mpsc::sync_channel::<Msg>(MAX_QUEUED_LINES);
@@ -133,11 +141,21 @@ struct Sched<'a> {
     results: Vec<Done>,
     running: usize,
     announced: bool,
+    /// What to leave out of the project's snapshots, and the last one (`None`: not watched).
+    ignored: super::watch::Ignored,
+    snapshot: Option<super::watch::Snapshot>,
+    /// `--no-run-cache`: never restore from the run cache.
+    no_cache: bool,
 }
 
 impl<'a> Sched<'a> {
-    fn new(p: &'a Project, selection: &'a [usize], checker: Checker) -> Sched<'a> {
+    fn new(p: &'a Project, selection: &'a [usize], checker: Checker, run_dir: &Path) -> Sched<'a> {
         let n = p.spec.stages.len();
+        let mut ignored: Vec<String> = [".git", ".auditai"].map(String::from).to_vec();
+        ignored.extend(p.graph.relative(run_dir));
+        ignored.extend(p.graph.nodes.iter().flat_map(|n| n.outs.iter().cloned()));
+        let ignored = super::watch::Ignored { paths: ignored };
+        let snapshot = super::watch::Snapshot::take(&p.graph.root, &ignored);
         Sched {
             p,
             selection,
@@ -147,6 +165,47 @@ impl<'a> Sched<'a> {
             results: Vec::new(),
             running: 0,
             announced: false,
+            ignored,
+            snapshot,
+            no_cache: false,
+        }
+    }
+
+    /// After stage `i` ended: what changed in the project outside every out since the last
+    /// look, told and recorded against it (and the stages still running beside it).
+    fn look_outside(&mut self, done: &mut Done, on_event: &mut dyn FnMut(Event<'_>)) {
+        let Some(before) = &self.snapshot else {
+            return;
+        };
+        let Some(now) = super::watch::Snapshot::take(&self.p.graph.root, &self.ignored) else {
+            return;
+        };
+        let (changes, n) = before.changes(&now);
+        self.snapshot = Some(now);
+        if n == 0 {
+            return;
+        }
+        let name = &self.p.spec.stages[done.index].name.value;
+        let beside: Vec<&str> = (0..self.state.len())
+            .filter(|&j| self.state[j] == State::Running && j != done.index)
+            .map(|j| self.p.spec.stages[j].name.value.as_str())
+            .collect();
+        let who = if beside.is_empty() {
+            format!("stage {name}")
+        } else {
+            format!("stage {name} (or {}, running beside it)", beside.join(", "))
+        };
+        let more = if n > changes.len() {
+            format!(" and {} more", n - changes.len())
+        } else {
+            String::new()
+        };
+        on_event(Event::Notice(&format!(
+            "{who} changed {n} path(s) outside the stages' outs: {}{more}",
+            changes.join(", ")
+        )));
+        if let Some(r) = done.record.as_mut() {
+            r.outside_changes = changes;
         }
     }
 
@@ -195,19 +254,130 @@ impl<'a> Sched<'a> {
         {
             return Ok(None);
         }
+        let frozen = self.p.spec.stages[i].frozen;
         let why = match self.decided[i].take() {
-            Some(w) => w,
-            None if force => vec![Why::Forced],
-            None => self.checker.why(self.p, i)?,
+            Some(w) if !frozen => w,
+            None if force && !frozen => vec![Why::Forced],
+            _ => self.checker.why(self.p, i)?,
         };
+        if frozen && !why.is_empty() {
+            self.state[i] = State::Bad;
+            let reasons: Vec<String> = why.iter().map(ToString::to_string).collect();
+            let error = format!(
+                "stage is frozen and cannot be reused ({}); unfreeze it to run it",
+                reasons.join("; ")
+            );
+            let outcome = Outcome::Failed { error };
+            let done = Done {
+                index: i,
+                outcome,
+                record: None,
+                locked: None,
+            };
+            self.settle(done, on_event);
+            *progressed = true;
+            return Ok(None);
+        }
         if !why.is_empty() {
-            return Ok(Some(why));
+            if force || self.no_cache || self.p.spec.stages[i].always_changed {
+                return Ok(Some(why));
+            }
+            let Some(done) = self.restore_from_cache(i, on_event) else {
+                return Ok(Some(why));
+            };
+            self.state[i] = State::Ok;
+            self.settle(done, on_event);
+            *progressed = true;
+            return Ok(None);
         }
         self.state[i] = State::Ok;
         let done = reused(self.p, i);
         self.settle(done, on_event);
         *progressed = true;
         Ok(None)
+    }
+
+    /// Stage `i` restored from the run cache, when an entry matches what it would run with and
+    /// the manifest it names backs it; a cache that cannot be used is a notice, and it runs.
+    fn restore_from_cache(
+        &mut self,
+        i: usize,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> Option<Done> {
+        let p = self.p;
+        let mut identity = p.identity(i);
+        let node = &p.graph.nodes[i];
+        let mut deps = Vec::new();
+        for d in &node.deps {
+            deps.push(self.checker.digest(&p.graph.path(d), d).ok()??);
+        }
+        identity.outs = node
+            .outs
+            .iter()
+            .map(|o| LockedPath {
+                path: o.clone(),
+                blake3: String::new(),
+                kind: String::new(),
+            })
+            .collect();
+        let cache = super::cache::RunCache::of(&p.graph.root);
+        let name = &p.spec.stages[i].name.value;
+        let found = cache.find(&super::cache::key(&identity, &deps));
+        let entry = match found {
+            Ok(Some(e)) => e,
+            Ok(None) => return None,
+            Err(e) => {
+                on_event(Event::Notice(&format!(
+                    "stage {name}: run cache not used: {e}"
+                )));
+                return None;
+            }
+        };
+        let l = &entry.locked;
+        let same_paths = l
+            .outs
+            .iter()
+            .map(|o| &o.path)
+            .eq(identity.outs.iter().map(|o| &o.path));
+        let same = (
+            &l.kind,
+            &l.cmd,
+            &l.wdir,
+            &l.config_blake3,
+            &l.params,
+            &l.env,
+            &l.deps,
+        ) == (
+            &identity.kind,
+            &identity.cmd,
+            &identity.wdir,
+            &identity.config_blake3,
+            &identity.params,
+            &identity.env,
+            &deps,
+        );
+        let usable = if same && same_paths {
+            self.checker
+                .backed(p, name, l)
+                .and_then(|()| cache.restore(&entry))
+        } else {
+            Err("its entry records another command, params, env, deps or outs".into())
+        };
+        if let Err(e) = usable {
+            on_event(Event::Notice(&format!(
+                "stage {name}: run cache not used: {e}"
+            )));
+            return None;
+        }
+        let mut done = reused_from(p, i, &entry.locked);
+        if let Some(r) = done.record.as_mut() {
+            r.restored = true;
+        }
+        done.outcome = Outcome::Restored {
+            manifest: entry.locked.produced_by.manifest.clone(),
+        };
+        done.locked = Some(entry.locked);
+        Some(done)
     }
 
     /// A message from a running stage: a line to show, or its result.
@@ -222,11 +392,12 @@ impl<'a> Sched<'a> {
                 let ran = matches!(done.outcome, Outcome::Ran { .. });
                 self.state[done.index] = if ran { State::Ok } else { State::Bad };
                 // A stage stopped by Ctrl-C failed because of it: say so.
-                let done = if !ran && interrupted() {
+                let mut done = if !ran && interrupted() {
                     interrupted_done(*done)
                 } else {
                     *done
                 };
+                self.look_outside(&mut done, on_event);
                 self.settle(done, on_event);
             }
         }
@@ -316,6 +487,12 @@ fn reused(p: &Project, i: usize) -> Done {
             locked: None,
         };
     };
+    reused_from(p, i, locked)
+}
+
+/// The record and outcome of a stage whose outs are those `locked` recorded.
+fn reused_from(p: &Project, i: usize, locked: &LockedStage) -> Done {
+    let stage = &p.spec.stages[i];
     let desc = |l: &LockedPath| {
         let mut d = ResourceDescriptor {
             name: Some(l.path.clone()),
@@ -334,6 +511,7 @@ fn reused(p: &Project, i: usize) -> Done {
         params: locked.params.clone(),
         env: Default::default(),
         secret_env: Vec::new(),
+        ambient_env: Vec::new(),
         config_blake3: locked.config_blake3.clone(),
         exit_code: None,
         started_on: None,
@@ -344,6 +522,8 @@ fn reused(p: &Project, i: usize) -> Done {
         manifest: None,
         metrics: read_metrics(p, i).unwrap_or_default(),
         produced_by: Some(locked.produced_by.clone()),
+        restored: false,
+        outside_changes: Vec::new(),
     };
     Done {
         index: i,
@@ -360,6 +540,7 @@ struct Executed {
     logs: Vec<ResourceDescriptor>,
     env: std::collections::BTreeMap<String, String>,
     secret_env: Vec<String>,
+    ambient_env: Vec<String>,
     manifest: Option<ResourceDescriptor>,
     metrics: Option<serde_json::Value>,
 }
@@ -506,6 +687,7 @@ fn record_of(
         params: identity.params.clone(),
         env: executed.env,
         secret_env: executed.secret_env,
+        ambient_env: executed.ambient_env,
         config_blake3: identity.config_blake3.clone(),
         exit_code: executed.exit_code,
         started_on: Some(started_on),
@@ -514,6 +696,8 @@ fn record_of(
         deps,
         outs,
         manifest: executed.manifest,
+        restored: false,
+        outside_changes: Vec::new(),
         metrics,
         produced_by: None,
     };
@@ -579,7 +763,7 @@ fn run_command(
 ) -> Result<Executed, String> {
     let name = &p.spec.stages[i].name.value;
     let wdir = p.graph.path(&p.wdir(i));
-    let (env, secrets) = stage_env(name, c);
+    let (env, secrets, ambient) = stage_env(name, c);
     let log_paths = [
         run_dir.join(LOGS).join(format!("{name}.stdout.log")),
         run_dir.join(LOGS).join(format!("{name}.stderr.log")),
@@ -592,6 +776,7 @@ fn run_command(
     }
     let mut all = env.clone();
     all.extend(secrets.iter().cloned());
+    all.extend(ambient.iter().cloned());
     let mut child = super::child::spawn(&c.cmd, &wdir, &all, true)
         .map_err(|e| format!("cannot start `sh -c` in {}: {e}", wdir.display()))?;
     let pid = child.id();
@@ -639,17 +824,24 @@ fn run_command(
         logs,
         env,
         secret_env: secrets.into_iter().map(|(k, _)| k).collect(),
+        ambient_env: ambient.into_iter().map(|(k, _)| k).collect(),
         ..Default::default()
     })
 }
 
+/// Variables every command stage gets from the caller unless it declares them itself: most
+/// tools (git, pip, dvclive, matplotlib) need a home, a user and a locale. Values not recorded.
+pub const AMBIENT_ENV: [&str; 4] = ["HOME", "USER", "LANG", "TMPDIR"];
+
 /// A command stage's environment: `PATH`, its declared variables and auditai's own (recorded),
-/// and its secret variables (passed, never recorded).
+/// its secret variables and the ambient ones (passed, never recorded).
+#[allow(clippy::type_complexity)]
 fn stage_env(
     name: &str,
     c: &CommandStage,
 ) -> (
     std::collections::BTreeMap<String, String>,
+    Vec<(String, String)>,
     Vec<(String, String)>,
 ) {
     let mut env = std::collections::BTreeMap::new();
@@ -662,16 +854,32 @@ fn stage_env(
         }
     }
     env.insert("AUDITAI_STAGE".into(), name.to_string());
-    env.insert(
-        "AUDITAI_PARAMS".into(),
-        serde_json::to_string(&c.params).unwrap_or_default(),
-    );
+    env.insert("AUDITAI_PARAMS".into(), params_json(&c.params));
     let secrets = c
         .secret_env
         .iter()
         .filter_map(|n| std::env::var(n).ok().map(|v| (n.clone(), v)))
         .collect();
-    (env, secrets)
+    let ambient = AMBIENT_ENV
+        .iter()
+        .filter(|n| !c.env.iter().chain(&c.secret_env).any(|d| d == *n))
+        .filter_map(|n| std::env::var(n).ok().map(|v| (n.to_string(), v)))
+        .collect();
+    (env, secrets, ambient)
+}
+
+/// `AUDITAI_PARAMS`: the stage's params by key as the stage names them, a parameter file's
+/// `FILE:` prefix dropped (kept when two files give the same key), so a script reads
+/// `train.lr` wherever the value lives.
+fn params_json(params: &std::collections::BTreeMap<String, serde_json::Value>) -> String {
+    let short = |k: &str| k.split_once(':').map_or(k, |(_, key)| key).to_string();
+    let mut out = serde_json::Map::new();
+    for (k, v) in params {
+        let s = short(k);
+        let clash = params.keys().filter(|o| short(o) == s).count() > 1;
+        out.insert(if clash { k.clone() } else { s }, v.clone());
+    }
+    serde_json::Value::Object(out).to_string()
 }
 
 /// `LOG.partial`: where a log is written until the stage ends.

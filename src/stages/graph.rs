@@ -119,6 +119,70 @@ impl Graph {
         !self.nodes.iter().any(|n| n.upstream.contains(&index))
     }
 
+    /// The graph drawn as a tree, one line per stage (`label(i, true)`): stages that depend on
+    /// nothing at the left, each stage under the first stage it reads from, and its short label
+    /// (`label(i, false)`) with a pointer back under every other one.
+    pub fn draw(&self, label: &dyn Fn(usize, bool) -> String) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut drawn = vec![false; self.nodes.len()];
+        for &i in &self.order {
+            if self.nodes[i].upstream.is_empty() {
+                self.draw_from(i, "", "", label, &mut drawn, &mut lines);
+            }
+        }
+        lines
+    }
+
+    fn draw_from(
+        &self,
+        i: usize,
+        lead: &str,
+        rest: &str,
+        label: &dyn Fn(usize, bool) -> String,
+        drawn: &mut [bool],
+        lines: &mut Vec<String>,
+    ) {
+        if drawn[i] {
+            lines.push(format!("{lead}{} (drawn above)", label(i, false)));
+            return;
+        }
+        drawn[i] = true;
+        lines.push(format!("{lead}{}", label(i, true)));
+        let children: Vec<usize> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&c| self.nodes[c].upstream.contains(&i))
+            .collect();
+        for (k, &c) in children.iter().enumerate() {
+            let last = k + 1 == children.len();
+            let (l, r) = if last {
+                ("└── ", "    ")
+            } else {
+                ("├── ", "│   ")
+            };
+            self.draw_from(
+                c,
+                &format!("{rest}{l}"),
+                &format!("{rest}{r}"),
+                label,
+                drawn,
+                lines,
+            );
+        }
+    }
+
+    /// Every edge `(from, to)`: `to` reads an out of `from`.
+    pub fn edges(&self) -> Vec<(usize, usize)> {
+        let mut e = Vec::new();
+        for &to in &self.order {
+            for &from in &self.nodes[to].upstream {
+                e.push((from, to));
+            }
+        }
+        e
+    }
+
     /// A root-relative path on disk.
     pub fn path(&self, rel: &str) -> PathBuf {
         if rel == "." {
@@ -228,6 +292,9 @@ impl Builder<'_> {
                 )
             })?,
         };
+        for f in &stage.param_files {
+            resolve(f, "parameter file")?;
+        }
         Ok(Node {
             deps: stage
                 .deps

@@ -99,12 +99,44 @@ pub struct LockedPath {
     pub kind: String,
 }
 
-/// The lock next to `spec`.
+/// The lock next to `spec`: `auditai.lock` for a spec alone in its directory, `NAME.lock` for
+/// `NAME.yaml` when another pipeline spec shares the directory (`dvc.yaml`'s is always
+/// `auditai.lock`: `dvc.lock` is DVC's).
 pub fn path_for(spec: &Path) -> PathBuf {
-    spec.parent()
+    let dir = spec
+        .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join(LOCK_FILE)
+        .unwrap_or(Path::new("."));
+    let stem = spec.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    if stem.is_empty() || stem == "dvc" || !shares_directory(dir, spec) {
+        return dir.join(LOCK_FILE);
+    }
+    dir.join(format!("{stem}.lock"))
+}
+
+/// Whether another pipeline spec (a `.yaml`/`.yml` file with a top-level `stages:`) lies in
+/// `dir` beside `spec`. Looks at most at 256 entries and the first 64 KiB of each candidate.
+fn shares_directory(dir: &Path, spec: &Path) -> bool {
+    use std::io::Read;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let own = spec.file_name();
+    entries.flatten().take(256).any(|e| {
+        let path = e.path();
+        let yaml = matches!(
+            path.extension().and_then(|x| x.to_str()),
+            Some("yaml" | "yml")
+        );
+        if !yaml || path.file_name() == own || !e.file_type().is_ok_and(|t| t.is_file()) {
+            return false;
+        }
+        let mut head = String::new();
+        let read = std::fs::File::open(&path)
+            .and_then(|f| f.take(64 << 10).read_to_string(&mut head))
+            .is_ok();
+        read && head.lines().any(|l| l.starts_with("stages:"))
+    })
 }
 
 impl Lock {

@@ -8,13 +8,16 @@
 //! outs are overwritten only by the stage's own command. Progress goes through a callback; never
 //! prints.
 
+mod cache;
 mod child;
 mod exec;
 pub mod graph;
 pub mod lock;
+pub mod numeric;
 mod record;
 pub mod rerun;
 mod stale;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -230,6 +233,8 @@ pub struct RunOptions {
     pub no_upstream: bool,
     /// Run every selected stage even when up to date.
     pub force: bool,
+    /// Neither restore from nor save into the run cache.
+    pub no_run_cache: bool,
     /// At most this many stages at once.
     pub jobs: usize,
     /// Training stages' device.
@@ -283,6 +288,12 @@ pub enum Outcome {
     },
     /// Reused: nothing it depends on changed.
     Reused,
+    /// Its outs restored from the run cache: an earlier run had the same command, params, env
+    /// and deps.
+    Restored {
+        /// The manifest that recorded that run (root-relative).
+        manifest: String,
+    },
     /// It failed.
     Failed {
         /// Why.
@@ -356,7 +367,16 @@ pub fn run(
         .unwrap_or_else(|| PathBuf::from(&project.spec.run_dir));
     prepare_run_dir(&run_dir)?;
     let results = exec::schedule(&project, &selection, opts, &run_dir, key, on_event)?;
-    record::finish(&project, &selection, &run_dir, results, key, on_event)
+    let cache = (!opts.no_run_cache).then(|| cache::RunCache::of(&project.graph.root));
+    record::finish(
+        &project,
+        &selection,
+        &run_dir,
+        results,
+        key,
+        cache.as_ref(),
+        on_event,
+    )
 }
 
 /// Hold the pipeline's lock for the whole run: an exclusive advisory lock on the spec file, so

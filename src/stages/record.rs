@@ -22,14 +22,18 @@ pub(super) fn finish(
     run_dir: &Path,
     results: Vec<Done>,
     key: Option<&SecretKey>,
+    cache: Option<&super::cache::RunCache>,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<PipelineReport, StageError> {
     let interrupted = results
         .iter()
         .any(|d| matches!(d.outcome, Outcome::Interrupted));
-    let ok = results
-        .iter()
-        .all(|d| matches!(d.outcome, Outcome::Ran { .. } | Outcome::Reused));
+    let ok = results.iter().all(|d| {
+        matches!(
+            d.outcome,
+            Outcome::Ran { .. } | Outcome::Reused | Outcome::Restored { .. }
+        )
+    });
     let complete = ok && selection.len() == p.spec.stages.len();
     let ran = results.iter().any(|d| d.locked.is_some());
     let current = run_dir.join(crate::run_dir::MANIFEST);
@@ -95,18 +99,7 @@ pub(super) fn finish(
             .unwrap_or_else(|| history.display().to_string()),
         blake3: digest,
     };
-    let mut lock = p.lock.clone();
-    lock.schema = super::lock::LOCK_SCHEMA.to_string();
-    // Entries of stages the spec no longer has are dropped, as `dvc.lock` drops them.
-    lock.stages.retain(|name, _| p.spec.stage(name).is_some());
-    for d in results {
-        if let Some(mut entry) = d.locked {
-            entry.produced_by = by.clone();
-            lock.stages
-                .insert(p.spec.stages[d.index].name.value.clone(), entry);
-        }
-    }
-    lock.write(&p.lock_path)?;
+    write_lock(p, results, &by, cache, on_event)?;
     report.history_manifest = Some(history);
     report.signers = envelope
         .signatures
@@ -114,6 +107,43 @@ pub(super) fn finish(
         .map(|s| s.keyid.clone())
         .collect();
     Ok(report)
+}
+
+/// The lock with the completed stages' entries (each pointing at the manifest `by`, or, for a
+/// stage restored from the run cache, at the manifest that recorded it running), and each stage
+/// that ran saved in the run cache.
+fn write_lock(
+    p: &Project,
+    results: Vec<Done>,
+    by: &ProducedBy,
+    cache: Option<&super::cache::RunCache>,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<(), StageError> {
+    let mut lock = p.lock.clone();
+    lock.schema = super::lock::LOCK_SCHEMA.to_string();
+    // Entries of stages the spec no longer has are dropped, as `dvc.lock` drops them.
+    lock.stages.retain(|name, _| p.spec.stage(name).is_some());
+    for d in results {
+        let Some(mut entry) = d.locked else {
+            continue;
+        };
+        // A stage restored from the run cache keeps the manifest that recorded it running.
+        if matches!(d.outcome, Outcome::Ran { .. }) {
+            entry.produced_by = by.clone();
+            let key = super::cache::key(&entry, &entry.deps);
+            let saved = cache.map_or(Ok(()), |c| c.save(&key, &entry));
+            if let Err(e) = saved {
+                on_event(Event::Notice(&format!(
+                    "stage {}: not saved in the run cache: {e}",
+                    p.spec.stages[d.index].name.value
+                )));
+            }
+        }
+        lock.stages
+            .insert(p.spec.stages[d.index].name.value.clone(), entry);
+    }
+    lock.write(&p.lock_path)?;
+    Ok(())
 }
 
 /// A root-relative path shown relative to the spec's directory when it lies below it.

@@ -42,6 +42,8 @@ impl RerunError {
 pub struct Limits {
     /// Stop the command after this long (then it is not reproduced).
     pub timeout: Option<std::time::Duration>,
+    /// Accept JSON and CSV outs whose numbers differ by at most this much relatively.
+    pub rtol: Option<f64>,
 }
 
 /// How one out compared.
@@ -58,6 +60,10 @@ pub struct OutComparison {
     /// For directories: the files that differ, are missing or were added.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub differing: Vec<String>,
+    /// For a differing JSON or CSV file: the values that differ (compared with the project's
+    /// copy of the out, when it still has the recorded digest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<super::numeric::Comparison>,
 }
 
 /// A rerun's verdict.
@@ -71,6 +77,12 @@ pub struct RerunReport {
     pub exit_code: Option<i32>,
     /// Whether every out is bitwise identical.
     pub reproduced: bool,
+    /// The relative tolerance numbers in JSON and CSV outs were compared within, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    /// With a tolerance: whether every out is identical or differs only in numbers within it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub within_tolerance: Option<bool>,
     /// Each out.
     pub outs: Vec<OutComparison>,
     /// Secret variables that were recorded by name and were not set now.
@@ -117,8 +129,14 @@ pub fn rerun(
     let base = scratch.path();
     let wdir = prepare(rec, &root, base)?;
     let (exit, tail, missing_secrets) = execute(rec, &cmd, &wdir, limits)?;
-    let outs = compare_outs(rec, base)?;
+    let mut outs = compare_outs(rec, base)?;
+    compare_values(&mut outs, &root, base);
     let ok = exit.success();
+    let within = limits.rtol.map(|t| {
+        ok && outs
+            .iter()
+            .all(|o| o.same || o.values.as_ref().is_some_and(|v| v.within(t)))
+    });
     let stderr_tail = (!ok).then(|| match exit {
         super::child::Exit::TimedOut(d) => format!(
             "stopped after its time limit of {}\n{tail}",
@@ -131,6 +149,8 @@ pub fn rerun(
         cmd,
         exit_code: exit.code(),
         reproduced: ok && outs.iter().all(|o| o.same),
+        tolerance: limits.rtol,
+        within_tolerance: within,
         outs,
         missing_secrets,
         stderr_tail,
@@ -185,6 +205,11 @@ fn execute(
             Err(_) => missing_secrets.push(n.clone()),
         }
     }
+    for n in &rec.ambient_env {
+        if let Ok(v) = std::env::var(n) {
+            env.insert(n.clone(), v);
+        }
+    }
     let mut child = super::child::spawn(cmd, wdir, &env, false)
         .map_err(|e| RerunError::Io(format!("cannot run `sh -c`: {e}")))?;
     let stderr = child.stderr.take();
@@ -220,9 +245,26 @@ fn compare_outs(rec: &StageRecord, base: &Path) -> Result<Vec<OutComparison>, Re
             rerun,
             same,
             differing,
+            values: None,
         });
     }
     Ok(outs)
+}
+
+/// For each differing file out whose project copy still has the recorded digest: its values
+/// against the rerun's.
+fn compare_values(outs: &mut [OutComparison], root: &Path, base: &Path) {
+    let hasher = Hasher::new(None, false);
+    for o in outs.iter_mut().filter(|o| !o.same && o.rerun.is_some()) {
+        let (Ok(recorded), Ok(rerun)) = (safe(root, &o.path), safe(base, &o.path)) else {
+            continue;
+        };
+        let intact = matches!(hasher.hash_path(&recorded),
+            Ok(Hashed::File(d)) if crate::hash::hex_eq(&d.blake3.hex(), &o.recorded));
+        if intact {
+            o.values = super::numeric::compare(&recorded, &rerun);
+        }
+    }
 }
 
 /// The record of the run that produced a reused stage, from the manifest the reuse names (its

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Graph, HISTORY, LockedPath, LockedStage, Project, StageError, lock};
+use super::{Graph, HISTORY, LockedPath, LockedStage, Project, StageError};
 use crate::hash::{self, HashError, Hashed, Hasher, StatCache};
 use crate::manifest::{self, StageStatus};
 use crate::sign::SecretKey;
@@ -71,6 +71,8 @@ pub enum Why {
         /// The out.
         path: String,
     },
+    /// `always_changed: true`.
+    AlwaysChanged,
     /// A stage it depends on will run first.
     Upstream {
         /// That stage.
@@ -82,13 +84,9 @@ impl std::fmt::Display for Why {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Why::Forced => f.write_str("--force"),
-            Why::NeverRan => write!(f, "not in {}", lock::LOCK_FILE),
+            Why::NeverRan => f.write_str("not in the lock"),
             Why::LockNotBacked { detail } => {
-                write!(
-                    f,
-                    "{} entry not backed by its manifest: {detail}",
-                    lock::LOCK_FILE
-                )
+                write!(f, "lock entry not backed by its manifest: {detail}")
             }
             Why::CommandChanged => f.write_str("command changed"),
             Why::WdirChanged => f.write_str("wdir changed"),
@@ -102,6 +100,7 @@ impl std::fmt::Display for Why {
             Why::DepMissing { path } => write!(f, "dep {path} missing"),
             Why::OutMissing { path } => write!(f, "out {path} missing"),
             Why::OutModified { path } => write!(f, "out {path} modified"),
+            Why::AlwaysChanged => f.write_str("always_changed"),
             Why::Upstream { stage } => write!(f, "upstream stage {stage} will run"),
         }
     }
@@ -232,17 +231,35 @@ impl Checker {
                 }
             }
         }
+        let stage = &p.spec.stages[i];
+        if stage.frozen {
+            // A frozen stage keeps what it made whatever its inputs do; only its outs count.
+            why.retain(|w| {
+                matches!(
+                    w,
+                    Why::OutMissing { .. } | Why::OutModified { .. } | Why::OutsListChanged
+                )
+            });
+        }
         if why.is_empty()
             && let Err(detail) = self.backed(p, name, locked)
         {
             why.push(Why::LockNotBacked { detail });
+        }
+        if stage.always_changed {
+            why.push(Why::AlwaysChanged);
         }
         Ok(why)
     }
 
     /// Whether the manifest a lock entry names exists with the recorded digest and records this
     /// stage with the same command, deps and outs.
-    fn backed(&mut self, p: &Project, name: &str, locked: &LockedStage) -> Result<(), String> {
+    pub(super) fn backed(
+        &mut self,
+        p: &Project,
+        name: &str,
+        locked: &LockedStage,
+    ) -> Result<(), String> {
         let by = &locked.produced_by;
         let ext = self
             .manifests
@@ -359,7 +376,7 @@ pub fn plan(
     let mut out = Vec::with_capacity(selection.len());
     for &i in selection {
         let stage = &p.spec.stages[i];
-        let mut why = if force {
+        let mut why = if force && !stage.frozen {
             vec![Why::Forced]
         } else {
             checker.why(p, i)?

@@ -23,7 +23,7 @@ pub use policy::{
 };
 pub use run::{Pin, RunKind, SignedRun};
 pub use signatures::signature_rows;
-pub use statement::{SignedStatement, open_statement, statement_from_bytes};
+pub use statement::{SignedStatement, open_statement, open_statement_as, statement_from_bytes};
 
 use crate::sign::PublicKey;
 

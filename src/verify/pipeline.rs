@@ -118,6 +118,9 @@ fn check_stage(
     let how = match (rec.status, rec.exit_code) {
         (manifest::StageStatus::Ran, Some(c)) => format!("ran (exit {c})"),
         (manifest::StageStatus::Ran, None) => "ran".to_string(),
+        (manifest::StageStatus::Reused, _) if rec.restored => {
+            "restored from the run cache".to_string()
+        }
         (manifest::StageStatus::Reused, _) => "reused".to_string(),
     };
     let detail = format!(

@@ -15,6 +15,8 @@ mod cli;
 #[cfg(feature = "train")]
 mod evidence;
 #[cfg(feature = "train")]
+mod experiments;
+#[cfg(feature = "train")]
 mod hardening;
 mod hash;
 mod offline;

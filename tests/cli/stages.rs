@@ -278,10 +278,14 @@ fn each_kind_of_change_reruns_exactly_the_stages_it_affects() {
         reasons(&ws, "left"),
         vec![serde_json::json!({"reason": "out-modified", "path": "build/left.txt"})]
     );
-    let (_, r) = run_json(&ws, &[]);
+    let (_, r) = run_json(&ws, &[]); // both outs come back from the run cache
     assert_eq!(status_of(&r, "double"), "reused");
-    assert_eq!(status_of(&r, "left"), "ran");
-    assert_eq!(status_of(&r, "right"), "ran");
+    assert_eq!(status_of(&r, "left"), "restored");
+    assert_eq!(status_of(&r, "right"), "restored");
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("build/right.txt")).unwrap(),
+        "15,18\n3,6\n9,12\na,b\n"
+    );
     ws.run(&["status", "pipeline.yaml"]).success();
 
     // --force, --dry-run, --stage with and without its upstream.
@@ -479,8 +483,9 @@ fn a_tampered_lock_is_not_trusted() {
             .contains("records other dep or out digests for right"),
         "{why:?}"
     );
+    // The forged out is replaced by the one the backed run made (from the run cache).
     let (_, r) = run_json(&ws, &[]);
-    assert_eq!(status_of(&r, "right"), "ran");
+    assert_eq!(status_of(&r, "right"), "restored");
     assert_eq!(
         std::fs::read_to_string(ws.path().join("build/right.txt")).unwrap(),
         "3,6\n9,12\na,b\n"
@@ -526,7 +531,11 @@ fn stages_see_only_their_declared_environment_and_secrets_stay_out_of_records() 
     let mut cmd = ws.cmd(&["run", "pipeline.yaml", "-q", "--json"]);
     cmd.env("VISIBLE", "yes")
         .env("TOKEN", "s3cr3t-value")
-        .env("HIDDEN", "no");
+        .env("HIDDEN", "no")
+        .env("HOME", "/home/h0me-value")
+        .env("LANG", "C.UTF-8")
+        .env_remove("USER")
+        .env_remove("TMPDIR");
     let out = output(cmd);
     assert_eq!(out.code, 0, "{out:?}");
     let env = std::fs::read_to_string(ws.path().join("env.txt")).unwrap();
@@ -540,6 +549,8 @@ fn stages_see_only_their_declared_environment_and_secrets_stay_out_of_records() 
         [
             "AUDITAI_PARAMS",
             "AUDITAI_STAGE",
+            "HOME",
+            "LANG",
             "PATH",
             "TOKEN",
             "VISIBLE"
@@ -548,13 +559,17 @@ fn stages_see_only_their_declared_environment_and_secrets_stay_out_of_records() 
     for f in ["auditai.lock", "runs/env/manifest.intoto.json"] {
         let text = std::fs::read_to_string(ws.path().join(f)).unwrap();
         assert!(!text.contains("s3cr3t"), "{f} holds the secret");
+        assert!(!text.contains("h0me-value"), "{f} records HOME's value");
     }
     let manifest = std::fs::read(ws.path().join("runs/env/manifest.intoto.json")).unwrap();
-    let st: Value =
-        serde_json::from_str(&payload_of(std::str::from_utf8(&manifest).unwrap())).unwrap();
+    let payload = payload_of(std::str::from_utf8(&manifest).unwrap());
+    assert!(!payload.contains("s3cr3t") && !payload.contains("h0me-value"));
+    let st: Value = serde_json::from_str(&payload).unwrap();
     let rec = &st["predicate"]["auditaiPipeline"]["stages"][0];
     assert_eq!(rec["env"]["VISIBLE"], "yes");
     assert_eq!(rec["secretEnv"], serde_json::json!(["TOKEN"]));
+    // HOME, USER, LANG and TMPDIR reach every stage by default, recorded by name only.
+    assert_eq!(rec["ambientEnv"], serde_json::json!(["HOME", "LANG"]));
     assert!(rec["env"].get("HIDDEN").is_none());
 }
 

@@ -129,6 +129,12 @@ impl Workspace {
     /// (public key `me.pub`); returns the manifest's path.
     pub fn signed_run(&self) -> PathBuf {
         self.tiny_spec();
+        self.signed_run_of_spec()
+    }
+
+    /// The workspace's `spec.yaml` trained on the CPU into `r/`, signed with a new key `me.key`
+    /// (public key `me.pub`); returns the manifest's path.
+    pub fn signed_run_of_spec(&self) -> PathBuf {
         self.run(&["keygen", "--out", "me"]).success();
         self.run(&[
             "run",
