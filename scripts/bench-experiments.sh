@@ -64,7 +64,8 @@ hyperfine -N --warmup 1 --runs "$runs" --export-markdown "$work/revert.md" \
   --command-name "auditai run (reverted, 20 stages restored from the run cache)" "bash $work/auditai.sh" \
   --command-name "dvc repro (reverted, 20 stages restored from the run cache)" "bash $work/dvc.sh" || true
 cat "$work/change.md" "$work/revert.md"
-# Both tools left the same bytes.
+# Both tools, at the same scale, leave the same bytes.
+bash "$work/scale.sh" 1 && bash "$work/auditai.sh" && bash "$work/dvc.sh"
 for i in 01 20; do
   cmp "$work/auditai/data/s$i.bin" "$work/dvc/data/s$i.bin" && echo "s$i: same bytes"
 done

@@ -38,7 +38,7 @@ PY
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); $("$dvc" --version | head -1 | sed 's/^/dvc /'); $("$bin" --version)"
 hyperfine -N --warmup 2 --runs "$runs" --export-markdown "$work/pipeline.md" \
   --command-name "auditai run (20 unchanged stages)" "$bin run $work/auditai/pipeline.yaml --out $work/auditai/runs/bench -q" \
-  --command-name "auditai status" "$bin status $work/auditai/pipeline.yaml" \
+  --command-name "auditai status" "$bin status $work/auditai/pipeline.yaml --out $work/auditai/runs/bench" \
   --command-name "dvc repro (20 unchanged stages)" "bash -c 'cd $work/dvc && $dvc repro -q'" \
   --command-name "dvc status" "bash -c 'cd $work/dvc && $dvc status -q'" || true
 cat "$work/pipeline.md"

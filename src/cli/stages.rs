@@ -53,7 +53,7 @@ pub(super) fn status_cmd(args: &StatusArgs) -> anyhow::Result<u8> {
             args.spec.display()
         );
     }
-    let project = Project::open(&args.spec)?;
+    let project = Project::open_at(&args.spec, args.out.as_deref())?;
     let selection = project.select(&args.stage, true)?;
     let key = auditai::sign::signing_key(args.key.as_deref())?;
     let run_dir = args
@@ -179,7 +179,7 @@ pub(super) fn run_pipeline(
     key: Option<&auditai::sign::SecretKey>,
 ) -> anyhow::Result<u8> {
     if args.dry_run {
-        let project = Project::open(&args.spec)?;
+        let project = Project::open_at(&args.spec, args.out.as_deref())?;
         let selection = project.select(&args.stages, !args.no_upstream)?;
         let run_dir = args
             .out
@@ -223,7 +223,7 @@ pub(super) fn run_pipeline(
         skip_bad_rows: args.skip_bad_rows,
     };
     // Refuse a bad spec, graph or --stage before saying anything else.
-    let selected = Project::open(&args.spec)?
+    let selected = Project::open_at(&args.spec, args.out.as_deref())?
         .select(&args.stages, !args.no_upstream)?
         .len();
     stages::install_interrupt_handler();

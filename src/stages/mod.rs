@@ -106,11 +106,21 @@ pub struct Project {
 impl Project {
     /// Read the spec and its lock and build the graph; nothing is written.
     pub fn open(spec_path: &Path) -> Result<Project, StageError> {
+        Project::open_at(spec_path, None)
+    }
+
+    /// [`Project::open`] with the run directory `run --out`/`status --out` gives instead of the
+    /// spec's `outputs.dir` (checked against the project the same way).
+    pub fn open_at(spec_path: &Path, run_dir: Option<&Path>) -> Result<Project, StageError> {
         let spec_bytes = std::fs::read(spec_path).map_err(|source| SpecError::Read {
             path: spec_path.to_path_buf(),
             source,
         })?;
-        let spec = PipelineSpec::parse(&String::from_utf8_lossy(&spec_bytes), spec_path)?;
+        let mut spec = PipelineSpec::parse(&String::from_utf8_lossy(&spec_bytes), spec_path)?;
+        if let Some(dir) = run_dir {
+            spec.run_dir = dir.display().to_string();
+            spec.run_dir_pos = None;
+        }
         Project::from_spec(spec, spec_bytes)
     }
 
@@ -355,7 +365,7 @@ pub fn run(
     key: Option<&SecretKey>,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<PipelineReport, StageError> {
-    let project = Project::open(&opts.spec)?;
+    let project = Project::open_at(&opts.spec, opts.out.as_deref())?;
     let _held = hold(&opts.spec)?;
     for w in project.spec.warnings() {
         on_event(Event::Notice(&w));

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{Workspace, payload_of, repo};
+use crate::support::{Workspace, output, payload_of, repo};
 
 fn write(ws: &Workspace, rel: &str, text: &str) {
     let p = ws.path().join(rel);
@@ -238,6 +238,26 @@ fn frozen_stages_keep_their_outs_and_always_changed_stages_always_run() {
         out.stdout
     );
     assert!(!ws.path().join("a.txt").exists());
+}
+
+#[test]
+fn run_and_status_take_out_from_another_working_directory() {
+    let ws = Workspace::new();
+    let spec = "version: 1\nname: o\nstages:\n  s:\n    cmd: echo x > o.txt\n    outs: [o.txt]\n";
+    write(&ws, "proj/p.yaml", spec);
+    write(&ws, "elsewhere/.keep", "");
+    let (p, out) = (ws.path().join("proj/p.yaml"), ws.path().join("proj/runs/o"));
+    let (p, out) = (p.to_str().unwrap(), out.to_str().unwrap());
+    for args in [
+        vec!["run", p, "--out", out, "-q"],
+        vec!["status", p, "--out", out],
+    ] {
+        let mut cmd = ws.cmd(&args);
+        cmd.current_dir(ws.path().join("elsewhere"));
+        let o = output(cmd);
+        assert_eq!(o.code, 0, "{args:?}: {}", o.stderr);
+    }
+    assert!(ws.path().join("proj/runs/o/manifest.intoto.json").is_file());
 }
 
 #[test]
