@@ -14,12 +14,15 @@ use serde_json::Value;
 pub const DEFAULT_FILE: &str = "params.yaml";
 /// Largest parameter file read.
 const MAX_BYTES: u64 = 16 << 20;
+/// Most bytes of param values all the stages of one pipeline may record together.
+const MAX_CHOSEN: usize = 256 << 20;
 
 /// The parameter files one spec reads, by path relative to the spec's directory.
 #[derive(Debug)]
 pub(super) struct ParamFiles {
     base: PathBuf,
     cache: RefCell<BTreeMap<String, Option<Value>>>,
+    chosen: std::cell::Cell<usize>,
 }
 
 impl ParamFiles {
@@ -27,7 +30,23 @@ impl ParamFiles {
         ParamFiles {
             base: base.to_path_buf(),
             cache: RefCell::new(BTreeMap::new()),
+            chosen: std::cell::Cell::new(0),
         }
+    }
+
+    /// Count a param value a stage records; an error once the pipeline's stages record more
+    /// than 256 MiB of values together.
+    pub(super) fn charge(&self, v: &Value) -> Result<(), String> {
+        self.charge_bytes(v.to_string().len())
+    }
+
+    fn charge_bytes(&self, bytes: usize) -> Result<(), String> {
+        let total = self.chosen.get().saturating_add(bytes);
+        self.chosen.set(total);
+        if total > MAX_CHOSEN {
+            return Err("the stages' params add up to more than 256 MiB".into());
+        }
+        Ok(())
     }
 
     /// The file at `rel` (relative to the spec's directory): `Ok(None)` when it does not exist,
@@ -132,6 +151,9 @@ mod tests {
             assert_eq!(lookup(&v, "a.b"), Some(&Value::from(want)), "{f}");
         }
         assert_eq!(files.get("missing.yaml").unwrap(), None);
+        assert!(files.charge(&Value::from(1)).is_ok());
+        assert!(files.charge_bytes(255 << 20).is_ok());
+        assert!(files.charge_bytes(1 << 20).is_err());
         let v = serde_json::json!({"a": {"b": 1, "c": [1, 2]}, "d": {}});
         let keys: Vec<String> = leaves(&v).into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["a.b", "a.c", "d"]);

@@ -864,6 +864,7 @@ impl Checker<'_> {
             let (file, keys) = match &entry.value {
                 ParamEntry::Key(k) => match lookup(ctx.params, k) {
                     Some(v) => {
+                        ctx.files.charge(v).or_else(|m| self.fail(at, m))?;
                         chosen.insert(k.clone(), v.clone());
                         continue;
                     }
@@ -898,6 +899,7 @@ impl Checker<'_> {
             let Some(keys) = keys else {
                 // The whole file: every leaf, as `dvc.lock` lists them.
                 for (k, v) in params::leaves(&doc) {
+                    ctx.files.charge(v).or_else(|m| self.fail(at, m))?;
                     chosen.insert(format!("{rel}:{k}"), v.clone());
                 }
                 continue;
@@ -915,6 +917,7 @@ impl Checker<'_> {
                         format!("stage `{name}` reads param `{k}`, which {whose}"),
                     );
                 };
+                ctx.files.charge(v).or_else(|m| self.fail(at, m))?;
                 chosen.insert(format!("{rel}:{k}"), v.clone());
             }
         }
@@ -1027,7 +1030,15 @@ impl Checker<'_> {
             name: located(key),
             deps,
             metrics: metrics.into_iter().map(|m| m.value).collect(),
-            subjects: subjects.into_iter().map(|s| s.value).collect(),
+            subjects: subjects
+                .into_iter()
+                .map(|s| s.value)
+                .chain(
+                    outs.iter()
+                        .filter(|o| is_model_file(&o.value))
+                        .map(|o| o.value.clone()),
+                )
+                .collect(),
             plots: plots
                 .into_iter()
                 .map(|p| p.value)
@@ -1075,6 +1086,31 @@ fn shallow() -> serde_saphyr::Options {
 
 /// A stage's params with their values, and the parameter files they come from.
 type ChosenParams = (BTreeMap<String, Value>, Vec<Located<String>>);
+
+/// File extensions of trained models (scikit-learn, PyTorch, Keras, ONNX, safetensors, XGBoost,
+/// LightGBM): a command stage's out with one is a subject of the manifest by default, like a
+/// training stage's run directory, even when a later stage consumes it.
+const MODEL_EXTENSIONS: [&str; 12] = [
+    "pkl",
+    "pickle",
+    "joblib",
+    "pt",
+    "pth",
+    "ckpt",
+    "onnx",
+    "safetensors",
+    "h5",
+    "keras",
+    "ubj",
+    "bpk",
+];
+
+fn is_model_file(path: &str) -> bool {
+    Path::new(path)
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| MODEL_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
 
 /// What every stage of one pipeline is checked against.
 struct StageContext<'a> {

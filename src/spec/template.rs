@@ -18,6 +18,9 @@ use super::raw::Sp;
 pub const MAX_EXPANDED: usize = 1024;
 /// Longest interpolated string.
 const MAX_STRING: usize = 1 << 20;
+/// Most bytes `${…}` may insert into one pipeline's stages, all together (a large list from a
+/// parameter file inserted into many fields or stages would otherwise multiply memory).
+const MAX_INSERTED: usize = 256 << 20;
 
 /// A YAML node as written.
 #[derive(Debug, Clone)]
@@ -172,6 +175,8 @@ fn fail<T>(pos: Pos, message: impl Into<String>) -> Result<T, TemplateError> {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Context {
     values: Map<String, Value>,
+    /// Bytes inserted so far, shared by every context derived from this one.
+    inserted: std::rc::Rc<std::cell::Cell<usize>>,
 }
 
 impl Context {
@@ -197,6 +202,19 @@ impl Context {
                     self.values.insert(k.clone(), v.clone());
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Count `bytes` more inserted; an error past [`MAX_INSERTED`].
+    fn charge(&self, bytes: usize, pos: Pos) -> Result<(), TemplateError> {
+        let total = self.inserted.get().saturating_add(bytes);
+        self.inserted.set(total);
+        if total > MAX_INSERTED {
+            return fail(
+                pos,
+                "`${…}` inserts more than 256 MiB into the stages in all",
+            );
         }
         Ok(())
     }
@@ -359,10 +377,12 @@ impl Context {
                 pos,
                 message: format!("cannot interpolate `${{{e}}}`: {m}"),
             })?;
-            return Ok(Some(match v {
+            let v = match v {
                 Value::Object(m) if in_cmd => Value::String(unpack_args(m).unwrap_or_default()),
                 other => other.clone(),
-            }));
+            };
+            self.charge(v.to_string().len(), pos)?;
+            return Ok(Some(v));
         }
         let mut out = String::new();
         for p in &pieces {
@@ -393,6 +413,7 @@ impl Context {
                 return fail(pos, "an interpolated string is longer than 1 MiB");
             }
         }
+        self.charge(out.len(), pos)?;
         Ok(Some(Value::String(out)))
     }
 
@@ -760,6 +781,14 @@ mod tests {
         for bad in ["${nope}", "${a.c}", "x ${a}", "${s", "${}", "${a.l[9]}"] {
             assert!(c.string(bad, p, false).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn insertions_are_bounded_across_every_stage() {
+        let c = ctx(json!({"a": 1}));
+        let derived = c.with(&[("item", json!(2))]);
+        assert!(c.charge(200 << 20, Pos::default()).is_ok());
+        assert!(derived.charge(57 << 20, Pos::default()).is_err());
     }
 
     #[test]

@@ -80,7 +80,6 @@ pub fn key(identity: &LockedStage, deps: &[LockedPath]) -> String {
 /// The run cache of one project.
 pub struct RunCache {
     root: PathBuf,
-    dir: PathBuf,
 }
 
 fn err(path: &Path) -> impl FnOnce(std::io::Error) -> String + '_ {
@@ -92,20 +91,25 @@ impl RunCache {
     pub fn of(root: &Path) -> RunCache {
         RunCache {
             root: root.to_path_buf(),
-            dir: root.join(CACHE_DIR),
         }
     }
 
-    fn object(&self, blake3: &str) -> PathBuf {
-        self.dir
-            .join("objects")
-            .join(blake3.get(..2).unwrap_or("00"))
-            .join(blake3)
+    /// `.auditai/cache/REL` under the project root, refused when a directory on the way is a
+    /// symlink (a cloned repository could carry one pointing anywhere).
+    fn at(&self, rel: &str) -> Result<PathBuf, String> {
+        crate::fsio::safe_join(&self.root, &format!("{CACHE_DIR}/{rel}")).map_err(|e| e.to_string())
+    }
+
+    fn object(&self, blake3: &str) -> Result<PathBuf, String> {
+        if !blake3.bytes().all(|b| b.is_ascii_hexdigit()) || blake3.len() != 64 {
+            return Err(format!("`{blake3}` is not a blake3 digest"));
+        }
+        self.at(&format!("objects/{}/{blake3}", &blake3[..2]))
     }
 
     /// The entry for `key`, when there is one; an unreadable entry is an error.
     pub fn find(&self, key: &str) -> Result<Option<Entry>, String> {
-        let path = self.dir.join("runs").join(format!("{key}.json"));
+        let path = self.at(&format!("runs/{key}.json"))?;
         let bytes = match crate::fsio::read_bounded(&path, MAX_ENTRY) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -138,10 +142,11 @@ impl RunCache {
             locked: locked.clone(),
             trees,
         };
-        let path = self.dir.join("runs").join(format!("{key}.json"));
-        std::fs::create_dir_all(self.dir.join("runs")).map_err(err(&path))?;
+        let path = self.at(&format!("runs/{key}.json"))?;
+        std::fs::create_dir_all(self.at("runs")?).map_err(err(&path))?;
         // Like `.dvc/.gitignore`: the cache is never committed by accident.
-        let ignore = self.root.join(".auditai/.gitignore");
+        let ignore =
+            crate::fsio::safe_join(&self.root, ".auditai/.gitignore").map_err(|e| e.to_string())?;
         if !ignore.exists() {
             crate::fsio::write_atomic(&ignore, b"/cache/\n").map_err(err(&ignore))?;
         }
@@ -158,11 +163,11 @@ impl RunCache {
             return Err(format!("{} is not a regular file", path.display()));
         };
         let hex = d.blake3.hex();
-        let obj = self.object(&hex);
+        let obj = self.object(&hex)?;
         if obj.is_file() {
             return Ok(hex);
         }
-        let parent = obj.parent().unwrap_or(&self.dir);
+        let parent = obj.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(parent).map_err(err(parent))?;
         let tmp = parent.join(format!(".{hex}.{}.tmp", std::process::id()));
         let copied = copy_checked(path, &tmp, &hex);
@@ -240,13 +245,16 @@ impl RunCache {
             name.unwrap_or_default(),
             std::process::id()
         ));
-        let copied = copy_checked(&self.object(blake3), &tmp, blake3).and_then(|()| {
-            if exec == Some(true) {
-                let perms = std::fs::Permissions::from_mode(0o755);
-                std::fs::set_permissions(&tmp, perms).map_err(|e| e.to_string())?;
-            }
-            std::fs::rename(&tmp, path).map_err(|e| e.to_string())
-        });
+        let copied = self
+            .object(blake3)
+            .and_then(|o| copy_checked(&o, &tmp, blake3))
+            .and_then(|()| {
+                if exec == Some(true) {
+                    let perms = std::fs::Permissions::from_mode(0o755);
+                    std::fs::set_permissions(&tmp, perms).map_err(|e| e.to_string())?;
+                }
+                std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+            });
         copied.map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             format!("{}: {e}", path.display())
@@ -265,7 +273,7 @@ impl RunCache {
             return Ok(());
         }
         let stamp = format!("{}-{}", std::process::id(), unix_nanos());
-        let fresh = self.dir.join("tmp").join(&stamp);
+        let fresh = self.at(&format!("tmp/{stamp}"))?;
         std::fs::create_dir_all(&fresh).map_err(err(&fresh))?;
         let built = files.iter().try_for_each(|f| {
             let target =
@@ -285,7 +293,7 @@ impl RunCache {
             return Err(e);
         }
         if std::fs::symlink_metadata(path).is_ok() {
-            let aside = self.dir.join("replaced").join(&stamp);
+            let aside = self.at(&format!("replaced/{stamp}"))?;
             std::fs::create_dir_all(&aside).map_err(err(&aside))?;
             let name = path.file_name().unwrap_or_default();
             std::fs::rename(path, aside.join(name)).map_err(err(path))?;

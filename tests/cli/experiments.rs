@@ -261,6 +261,26 @@ fn run_and_status_take_out_from_another_working_directory() {
 }
 
 #[test]
+fn a_model_file_a_later_stage_reads_is_still_a_subject() {
+    let ws = Workspace::new();
+    write(
+        &ws,
+        "p.yaml",
+        "version: 1\nname: m\nstages:\n  train:\n    cmd: echo w > model.pkl && echo d > data.csv\n    outs: [model.pkl, data.csv]\n  evaluate:\n    cmd: cat model.pkl data.csv > score.txt\n    deps: [model.pkl, data.csv]\n    outs: [score.txt]\n",
+    );
+    assert_eq!(run(&ws, "p.yaml").0, 0);
+    let st: Value =
+        serde_json::from_str(&payload_of(&read(&ws, "runs/m/manifest.intoto.json"))).unwrap();
+    let names: Vec<&str> = st["subject"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["model.pkl", "score.txt"]);
+}
+
+#[test]
 fn two_specs_in_one_directory_keep_their_own_locks() {
     let ws = Workspace::new();
     for n in ["one", "two"] {
@@ -350,6 +370,37 @@ fn reverting_a_param_restores_the_outs_from_the_run_cache() {
     let out = ws.run(&["run", "p.yaml", "--json", "-q", "--no-run-cache"]);
     assert_eq!(out.json()["stages"][0]["status"], "ran");
     assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn a_run_cache_behind_a_symlink_is_never_written_through() {
+    let ws = Workspace::new();
+    write(&ws, "proj/p.yaml", SWEEP);
+    std::fs::create_dir_all(ws.path().join("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(ws.path().join("elsewhere"), ws.path().join("proj/.auditai"))
+        .unwrap();
+    let mut cmd = ws.cmd(&["run", "p.yaml"]);
+    cmd.current_dir(ws.path().join("proj"));
+    let out = output(cmd);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("notice: stage make: not saved in the run cache: path `.auditai/cache/"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("passes through a symlink; not followed"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_dir(ws.path().join("elsewhere"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
