@@ -70,6 +70,9 @@ _auditai() {
             auditai,sign)
                 cmd="auditai__subcmd__sign"
                 ;;
+            auditai,stage-job)
+                cmd="auditai__subcmd__stage__subcmd__job"
+                ;;
             auditai,status)
                 cmd="auditai__subcmd__status"
                 ;;
@@ -142,6 +145,9 @@ _auditai() {
             auditai__subcmd__help,sign)
                 cmd="auditai__subcmd__help__subcmd__sign"
                 ;;
+            auditai__subcmd__help,stage-job)
+                cmd="auditai__subcmd__help__subcmd__stage__subcmd__job"
+                ;;
             auditai__subcmd__help,status)
                 cmd="auditai__subcmd__help__subcmd__status"
                 ;;
@@ -206,7 +212,7 @@ _auditai() {
 
     case "${cmd}" in
         auditai)
-            opts="-h -V --help --version run status verify predict eval export sign keygen hash anchor audit inspect bundle params metrics runs report completions man help"
+            opts="-h -V --help --version run status verify predict eval export sign keygen hash anchor audit inspect bundle params metrics runs report completions man stage-job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -602,7 +608,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__help)
-            opts="run status verify predict eval export sign keygen hash anchor audit inspect bundle params metrics runs report completions man help"
+            opts="run status verify predict eval export sign keygen hash anchor audit inspect bundle params metrics runs report completions man stage-job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -924,6 +930,20 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__help__subcmd__sign)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__help__subcmd__stage__subcmd__job)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1308,7 +1328,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__run)
-            opts="-j -q -h --device --out --resume --force --stage --no-upstream --jobs --dry-run --no-run-cache --skip-bad-rows --key --json --quiet --anchor-commitment --chain --rpc --chain-id --max-fee-gwei --max-priority-fee-gwei --max-gas --keystore --password-file --confirmations --timeout --ots --calendar --help"
+            opts="-j -q -h --device --out --resume --force --stage --no-upstream --jobs --dry-run --no-run-cache --executor --skip-bad-rows --key --json --quiet --anchor-commitment --chain --rpc --chain-id --max-fee-gwei --max-priority-fee-gwei --max-gas --keystore --password-file --confirmations --timeout --ots --calendar --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1332,6 +1352,10 @@ _auditai() {
                     ;;
                 -j)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --executor)
+                    COMPREPLY=($(compgen -W "local slurm" -- "${cur}"))
                     return 0
                     ;;
                 --key)
@@ -1414,6 +1438,20 @@ _auditai() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__stage__subcmd__job)
+            opts="-h --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

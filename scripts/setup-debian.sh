@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what auditai needs to build and test on Debian/Ubuntu: a C compiler, Mesa's Vulkan
 # driver (wgpu runs on it without a GPU), git, openssl, npm, chromium (the test that renders
-# `auditai report` headless), python3 with venv (the example pipelines' stages; the CycloneDX
+# `auditai report` headless), Slurm's controller, node daemon and client (the executor tests),
+# python3 with venv (the example pipelines' stages; the CycloneDX
 # project's validator in ~/.cache/auditai/venv, which the ML-BOM test uses), a Rust toolchain
 # (rustup, if cargo is missing) and anvil, the local EVM chain the anchoring tests start
 # (under ~/.cache/auditai/npm).
@@ -22,6 +23,10 @@ command -v strip >/dev/null || missing+=(binutils)
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 # Headless Chromium: the test that loads `auditai report`'s page and checks it renders cleanly.
 command -v chromium >/dev/null || missing+=(chromium)
+# Slurm 22.05: the executor tests run a two-node cluster on this machine (scripts/slurm-cluster.sh).
+for p in slurmctld slurmd slurm-client; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
 for cmd in curl git openssl npm python3; do
   command -v "$cmd" >/dev/null || missing+=("$cmd")
 done

@@ -82,6 +82,9 @@ pub fn workspace(spec: &Path) -> Result<Point, ExperimentError> {
                 }
             }
             StageKind::Train(_) => {
+                for (k, v) in &stage.template_params {
+                    params.insert(param_key(&spec_name, &p.graph.base, k), v.clone());
+                }
                 let rel = &p.graph.nodes[i].outs[0];
                 let summary = p.graph.path(rel).join("summary.json");
                 let shown = format!("{rel}/summary.json");

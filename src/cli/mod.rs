@@ -169,6 +169,13 @@ enum Command {
     },
     /// Print the man page (roff), as `man 1 auditai` shows it.
     Man,
+    /// Run one pipeline stage inside a Slurm allocation (what `executor: slurm` submits; not
+    /// for direct use).
+    #[command(hide = true)]
+    StageJob {
+        /// The job request the controller wrote.
+        request: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -225,6 +232,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Metrics(cmd) => experiments::metrics_cmd(&cmd),
         Command::Runs(args) => experiments::runs_cmd(&args),
         Command::Report(args) => report::report_cmd(&args),
+        Command::StageJob { request } => {
+            auditai::cancel::install_handler();
+            let code = auditai::stages::slurm::run_job(&request).map_err(anyhow::Error::msg)?;
+            Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+        }
     }
 }
 

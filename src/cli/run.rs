@@ -39,7 +39,8 @@ pub(super) struct RunArgs {
         help_heading = "Multi-stage pipelines"
     )]
     no_upstream: bool,
-    /// Multi-stage spec: run at most N stages at once (default: the number of cores).
+    /// Multi-stage spec: run at most N stages at once (default: the number of cores, or 64 when
+    /// stages run as Slurm jobs).
     #[arg(long, short, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), help_heading = "Multi-stage pipelines")]
     jobs: Option<u16>,
     /// Multi-stage spec: print which stages would run and why; run and write nothing.
@@ -49,6 +50,15 @@ pub(super) struct RunArgs {
     /// the stages that run into it (DVC's --no-run-cache).
     #[arg(long, help_heading = "Multi-stage pipelines")]
     no_run_cache: bool,
+    /// Multi-stage spec: run every stage here (`local`) or as Slurm jobs (`slurm`), whatever
+    /// the spec's `executor:` says (resources still come from the spec).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHERE",
+        help_heading = "Multi-stage pipelines"
+    )]
+    executor: Option<ExecutorArg>,
     /// Train without the data's bad rows (a wrong number of fields, text in a column declared
     /// numeric) instead of stopping; how many were left out, and which lines, are recorded in
     /// the manifest (as are rows without a label, which are always left out).
@@ -90,6 +100,24 @@ impl From<DeviceArg> for DeviceChoice {
             DeviceArg::Auto => DeviceChoice::Auto,
             DeviceArg::Wgpu => DeviceChoice::Wgpu,
             DeviceArg::Cpu => DeviceChoice::Cpu,
+        }
+    }
+}
+
+/// Where a pipeline's stages run.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(super) enum ExecutorArg {
+    /// Child processes of `auditai run`.
+    Local,
+    /// Slurm jobs (sbatch).
+    Slurm,
+}
+
+impl From<ExecutorArg> for auditai::spec::ExecutorKind {
+    fn from(e: ExecutorArg) -> Self {
+        match e {
+            ExecutorArg::Local => auditai::spec::ExecutorKind::Local,
+            ExecutorArg::Slurm => auditai::spec::ExecutorKind::Slurm,
         }
     }
 }

@@ -63,6 +63,7 @@ pub(super) fn status_cmd(args: &StatusArgs) -> anyhow::Result<u8> {
     let backing = stages::Backing::of(&run_dir, key.as_ref().map(|(k, _)| k));
     let plan = stages::plan(&project, &selection, false, backing)?;
     let stale = plan.iter().filter(|p| !p.up_to_date()).count();
+    let jobs = stages::slurm::active_jobs(&run_dir);
     let mut out = std::io::stdout().lock();
     if args.json {
         write_json(
@@ -73,12 +74,16 @@ pub(super) fn status_cmd(args: &StatusArgs) -> anyhow::Result<u8> {
                 lock: &project.lock_path,
                 stages: &plan,
                 edges: args.dag.then(|| edges(&project)),
+                jobs: &jobs,
             },
         )?;
     } else if args.dag {
         write_dag(&mut out, &project, &plan)?;
     } else {
         write_plan(&mut out, &plan, "up to date", "stale")?;
+        for (stage, id, state) in &jobs {
+            writeln!(out, "stage {}: Slurm job {id} {state}", clean(stage))?;
+        }
         if stale == 0 {
             writeln!(out, "pipeline {}: up to date", project.spec.name)?;
         } else {
@@ -132,6 +137,9 @@ struct PlanJson<'a> {
     lock: &'a std::path::Path,
     #[serde(skip_serializing_if = "Option::is_none")]
     edges: Option<Vec<[String; 2]>>,
+    /// Slurm jobs of a running pipeline still queued or running: `[stage, job id, state]`.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    jobs: &'a [(String, String, String)],
     stages: &'a [Planned],
 }
 
@@ -156,6 +164,32 @@ fn write_plan(
 }
 
 #[cfg(feature = "train")]
+/// Stages at once by default when stages run as Slurm jobs.
+const SLURM_JOBS: usize = 64;
+
+#[cfg(feature = "train")]
+/// `--jobs` by default: the cores here, or, when stages run on Slurm (where the controller only
+/// waits), as many as the cluster takes.
+fn default_jobs(args: &PipelineRun) -> anyhow::Result<usize> {
+    use auditai::spec::ExecutorKind;
+    let on_slurm = match args.executor {
+        Some(e) => e == ExecutorKind::Slurm,
+        None => Project::open_at(&args.spec, args.out.as_deref())?
+            .spec
+            .stages
+            .iter()
+            .any(|s| s.executor.kind == ExecutorKind::Slurm),
+    };
+    Ok(if on_slurm {
+        SLURM_JOBS
+    } else {
+        std::thread::available_parallelism()
+            .map(std::num::NonZero::get)
+            .unwrap_or(1)
+    })
+}
+
+#[cfg(feature = "train")]
 /// The pipeline flags of `auditai run`.
 pub(super) struct PipelineRun {
     pub spec: PathBuf,
@@ -166,6 +200,7 @@ pub(super) struct PipelineRun {
     pub jobs: Option<usize>,
     pub dry_run: bool,
     pub no_run_cache: bool,
+    pub executor: Option<auditai::spec::ExecutorKind>,
     pub json: bool,
     pub quiet: bool,
     pub device: Option<auditai::spec::DeviceChoice>,
@@ -197,6 +232,7 @@ pub(super) fn run_pipeline(
                     lock: &project.lock_path,
                     stages: &plan,
                     edges: None,
+                    jobs: &[],
                 },
             )?;
         } else {
@@ -206,11 +242,10 @@ pub(super) fn run_pipeline(
         out.flush()?;
         return Ok(EXIT_OK);
     }
-    let jobs = args.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(std::num::NonZero::get)
-            .unwrap_or(1)
-    });
+    let jobs = match args.jobs {
+        Some(j) => j,
+        None => default_jobs(args)?,
+    };
     let opts = stages::RunOptions {
         spec: args.spec.clone(),
         out: args.out.clone(),
@@ -218,6 +253,7 @@ pub(super) fn run_pipeline(
         no_upstream: args.no_upstream,
         force: args.force,
         no_run_cache: args.no_run_cache,
+        executor: args.executor,
         jobs,
         device: args.device,
         skip_bad_rows: args.skip_bad_rows,

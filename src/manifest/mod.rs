@@ -13,7 +13,8 @@ use serde_json::Value;
 mod pipeline;
 
 pub use pipeline::{
-    PIPELINE_BUILD_TYPE, PIPELINE_SCHEMA, PipelineExtension, ProducedBy, StageRecord, StageStatus,
+    JobFacts, PIPELINE_BUILD_TYPE, PIPELINE_SCHEMA, PipelineExtension, ProducedBy, StageRecord,
+    StageStatus,
 };
 
 use crate::hash::{FileDigest, TreeDigest};

@@ -106,10 +106,47 @@ pub struct StageRecord {
     /// A reused stage whose outs were restored from the run cache (they had changed since).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub restored: bool,
+    /// Where the stage ran when it was a Slurm job (absent: a child process of `auditai run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<JobFacts>,
     /// Paths inside the project, outside every stage's outs, that changed while the stage ran
     /// (`path (added|changed|removed)`, at most 50): what its tools wrote where they should not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outside_changes: Vec<String>,
+}
+
+/// Where a stage ran when not as a child process of `auditai run`: a Slurm job, with the facts
+/// the job read from Slurm's environment.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobFacts {
+    /// `slurm`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The Slurm job id.
+    pub job_id: String,
+    /// `SLURM_CLUSTER_NAME`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
+    /// `SLURM_JOB_PARTITION`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub partition: String,
+    /// `SLURM_JOB_NODELIST`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub nodes: String,
+    /// CPUs allocated on the node (`SLURM_CPUS_ON_NODE`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cpus: String,
+    /// Memory per node in MB (`SLURM_MEM_PER_NODE`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mem: String,
+    /// GPUs on the node (`SLURM_GPUS_ON_NODE`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gpus: String,
+    /// When the stage started inside the job.
+    pub started_on: String,
+    /// When it ended.
+    pub finished_on: String,
 }
 
 /// The pipeline manifest that first recorded a stage's outs.

@@ -5,6 +5,7 @@
 //! feature count) happen in [`crate::data`], which reports them at the spec position kept in
 //! [`Located`] values. This module reads the spec file and nothing else: no data, no writes, no burn.
 
+mod executor;
 pub mod params;
 mod raw;
 mod stages;
@@ -22,6 +23,7 @@ pub use raw::{
 
 use raw::{RawSpec, Sp};
 
+pub use executor::{Executor, ExecutorKind};
 pub use stages::{CommandStage, PipelineSpec, SpecFile, Stage, StageKind};
 
 /// Bounds on what a spec may ask for, so that a hostile or mistyped spec is an error naming the

@@ -13,6 +13,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::executor::{Executor, RawExecutor};
 use super::params::{self, ParamFiles};
 use super::raw::{RawAudit, RawData, RawModel, RawOutputs, RawTraining, Sp};
 use super::template::{self, Context, Node};
@@ -32,7 +33,7 @@ pub enum SpecFile {
     /// Today's single-training spec (a one-stage pipeline with its own run-directory layout).
     Single(Box<Spec>),
     /// A spec with `stages:`.
-    Pipeline(PipelineSpec),
+    Pipeline(Box<PipelineSpec>),
 }
 
 impl SpecFile {
@@ -58,7 +59,7 @@ impl SpecFile {
             Err(_) => text.lines().any(|l| l.starts_with("stages:")),
         };
         if pipeline {
-            PipelineSpec::parse(text, path).map(SpecFile::Pipeline)
+            PipelineSpec::parse(text, path).map(|p| SpecFile::Pipeline(Box::new(p)))
         } else {
             Spec::parse(text, path).map(|s| SpecFile::Single(Box::new(s)))
         }
@@ -80,6 +81,8 @@ pub struct PipelineSpec {
     pub run_dir: String,
     /// Where `outputs.dir` is written in the spec (for errors), when it is.
     pub run_dir_pos: Option<Pos>,
+    /// The pipeline's `executor:` (each stage's own is resolved into [`Stage::executor`]).
+    pub executor: Executor,
     /// The spec file.
     pub source: PathBuf,
 }
@@ -106,6 +109,11 @@ pub struct Stage {
     pub frozen: bool,
     /// `always_changed: true`: run every time (DVC's semantics), even when nothing changed.
     pub always_changed: bool,
+    /// A training stage's params: the parameter-file values its `${…}` read (`FILE:key`),
+    /// recorded like a command stage's. Empty for command stages, whose `params` hold them.
+    pub template_params: BTreeMap<String, Value>,
+    /// Where it runs: the pipeline's `executor:` with the stage's own over it.
+    pub executor: Executor,
     /// What the stage does.
     pub kind: StageKind,
 }
@@ -159,6 +167,8 @@ struct RawPipeline {
     params: Option<Sp<Value>>,
     #[serde(default)]
     vars: Option<Sp<Vec<Sp<Node>>>>,
+    #[serde(default)]
+    executor: Option<Sp<RawExecutor>>,
     stages: Sp<Entries<Sp<Node>>>,
     #[serde(default)]
     outputs: Option<RawPipelineOutputs>,
@@ -271,6 +281,8 @@ struct RawStage {
     params: Option<Sp<Vec<Sp<ParamEntry>>>>,
     #[serde(default)]
     frozen: Option<Sp<bool>>,
+    #[serde(default)]
+    executor: Option<Sp<RawExecutor>>,
     #[serde(default)]
     always_changed: Option<Sp<bool>>,
     #[serde(default)]
@@ -403,6 +415,7 @@ impl Checker<'_> {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let files = ParamFiles::new(base);
+        let executor = raw.executor.map(|e| e.value.executor).unwrap_or_default();
         let context = self.context(&params, raw.vars, &files)?;
         let seed = raw.seed.map(|s| s.value);
         let mut stages: Vec<Stage> = Vec::new();
@@ -417,6 +430,8 @@ impl Checker<'_> {
                 );
             }
             let expanded = template::expand(&key, &body, &context).map_err(|e| self.template(e))?;
+            // What `foreach`/`matrix` read names the stages; it is no one stage's param.
+            context.take_used();
             for e in expanded {
                 if stages.iter().any(|s| s.name.value == e.name.value) {
                     return self.fail(
@@ -435,6 +450,7 @@ impl Checker<'_> {
                     seed,
                     params: &params,
                     files: &files,
+                    executor: &executor,
                 };
                 stages.push(self.expanded_stage(&ctx, e)?);
             }
@@ -446,6 +462,7 @@ impl Checker<'_> {
             stages,
             run_dir,
             run_dir_pos,
+            executor,
             source: self.path.to_path_buf(),
         })
     }
@@ -508,22 +525,26 @@ impl Checker<'_> {
         let inline: serde_json::Map<String, Value> =
             params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let top = Pos { line: 1, column: 1 };
-        c.merge(&inline, "the spec's params:", top)
+        c.merge(&inline, "the spec's params:", None, top)
             .map_err(|e| self.template(e))?;
         let mut default_read = false;
         for var in vars.map(|v| v.value).unwrap_or_default() {
-            let values = match &var.value {
+            let (values, origin) = match &var.value {
                 Node::Str(spec) => {
                     let (file, keys) = match spec.rsplit_once(':') {
                         Some((f, k)) => (f, Some(k)),
                         None => (spec.as_str(), None),
                     };
                     default_read |= file == params::DEFAULT_FILE;
-                    self.var_file(files, file, keys, template::at(&var))?
+                    let origin = normalize(".", file);
+                    (
+                        self.var_file(files, file, keys, template::at(&var))?,
+                        origin,
+                    )
                 }
                 Node::Map(_) => match var.value.to_json() {
-                    Value::Object(m) => m,
-                    _ => serde_json::Map::new(),
+                    Value::Object(m) => (m, None),
+                    _ => (serde_json::Map::new(), None),
                 },
                 _ => {
                     return self.fail(
@@ -532,7 +553,7 @@ impl Checker<'_> {
                     );
                 }
             };
-            c.merge(&values, "vars:", template::at(&var))
+            c.merge(&values, "vars:", origin.as_deref(), template::at(&var))
                 .map_err(|e| self.template(e))?;
         }
         if !default_read {
@@ -544,7 +565,7 @@ impl Checker<'_> {
                     message: m,
                 })?;
             if let Some(Value::Object(m)) = doc {
-                c.merge(&m, params::DEFAULT_FILE, top)
+                c.merge(&m, params::DEFAULT_FILE, Some(params::DEFAULT_FILE), top)
                     .map_err(|e| self.template(e))?;
             }
         }
@@ -601,6 +622,7 @@ impl Checker<'_> {
             .context
             .node(&e.body, false)
             .map_err(|t| self.template(t))?;
+        let used = e.context.take_used();
         let wrapper = serde_saphyr::Spanned::new(
             Node::Map(vec![(e.name.clone(), body)]),
             e.name.referenced,
@@ -623,6 +645,15 @@ impl Checker<'_> {
         };
         let mut stage = self.stage(ctx, key, raw).map_err(remap)?;
         stage.remap(|p| emitted.written(p));
+        // Values `${…}` read from parameter files are the stage's params, as DVC tracks them.
+        match &mut stage.kind {
+            StageKind::Command(c) => {
+                for (k, v) in used {
+                    c.params.entry(k).or_insert(v);
+                }
+            }
+            StageKind::Train(_) => stage.template_params = used,
+        }
         Ok(stage)
     }
 
@@ -672,6 +703,10 @@ impl Checker<'_> {
     ) -> Result<Stage, SpecError> {
         let at = pos(&key);
         let (frozen, always_changed) = self.run_flags(&key.value, &raw)?;
+        let executor = match raw.executor.as_ref() {
+            Some(e) => ctx.executor.overlaid(&e.value.executor, e.value.kind_given),
+            None => ctx.executor.clone(),
+        };
         let name = key.value.clone();
         let training = raw.data.is_some()
             || raw.model.is_some()
@@ -702,6 +737,7 @@ impl Checker<'_> {
         };
         stage.frozen = frozen;
         stage.always_changed = always_changed;
+        stage.executor = executor;
         Ok(stage)
     }
 
@@ -778,6 +814,8 @@ impl Checker<'_> {
             param_files: Vec::new(),
             frozen: false,
             always_changed: false,
+            template_params: BTreeMap::new(),
+            executor: Executor::default(),
             kind: StageKind::Train(Box::new(spec)),
         })
     }
@@ -1047,6 +1085,8 @@ impl Checker<'_> {
             param_files,
             frozen: false,
             always_changed: false,
+            template_params: BTreeMap::new(),
+            executor: Executor::default(),
             outs,
             kind: StageKind::Command(CommandStage {
                 cmd: cmd.value,
@@ -1118,6 +1158,7 @@ struct StageContext<'a> {
     seed: Option<u64>,
     params: &'a BTreeMap<String, Value>,
     files: &'a ParamFiles,
+    executor: &'a Executor,
 }
 
 /// The paths of out/metrics/plots entries (positioned where each entry was written) and their

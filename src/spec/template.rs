@@ -8,6 +8,10 @@
 
 use std::fmt;
 
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -174,22 +178,30 @@ fn fail<T>(pos: Pos, message: impl Into<String>) -> Result<T, TemplateError> {
 /// stage `item` and `key`.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Context {
-    values: Map<String, Value>,
+    /// `vars:`, parameter files and the spec's `params:`, shared by every derived context.
+    base: Rc<Map<String, Value>>,
+    /// A stage's own `item` and `key`.
+    extra: Map<String, Value>,
+    /// The parameter file each top-level name of `base` came from (absent: the spec itself).
+    origin: Rc<BTreeMap<String, String>>,
     /// Bytes inserted so far, shared by every context derived from this one.
-    inserted: std::rc::Rc<std::cell::Cell<usize>>,
+    inserted: Rc<Cell<usize>>,
+    /// Parameter-file values `${…}` read since the last [`Context::take_used`] (`FILE:key`).
+    used: Rc<RefCell<BTreeMap<String, Value>>>,
 }
 
 impl Context {
-    /// Add `values`' top-level keys. A key already defined by another source is refused (as in
-    /// DVC), unless `overwrite` (a stage's own `item`/`key`).
+    /// Add `values`' top-level keys, read from the parameter file `file` (or from the spec).
+    /// A key already defined with another value is refused, as in DVC.
     pub(super) fn merge(
         &mut self,
         values: &Map<String, Value>,
         source: &str,
+        file: Option<&str>,
         pos: Pos,
     ) -> Result<(), TemplateError> {
         for (k, v) in values {
-            match self.values.get(k) {
+            match self.base.get(k) {
                 Some(old) if old != v => {
                     return fail(
                         pos,
@@ -199,11 +211,42 @@ impl Context {
                     );
                 }
                 _ => {
-                    self.values.insert(k.clone(), v.clone());
+                    Rc::make_mut(&mut self.base).insert(k.clone(), v.clone());
+                    if let Some(f) = file {
+                        Rc::make_mut(&mut self.origin).insert(k.clone(), f.to_string());
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// The parameter-file values `${…}` read since the last call, as `FILE:key` (DVC tracks
+    /// them as the stage's params).
+    pub(super) fn take_used(&self) -> BTreeMap<String, Value> {
+        std::mem::take(&mut *self.used.borrow_mut())
+    }
+
+    /// Note that `expr` (whose value is `v`) was read, when its name comes from a file.
+    fn note_used(&self, expr: &str, v: &Value) {
+        let head = expr.split(['.', '[']).next().unwrap_or(expr);
+        if self.extra.contains_key(head) {
+            return;
+        }
+        let Some(file) = self.origin.get(head) else {
+            return;
+        };
+        let mut used = self.used.borrow_mut();
+        match v {
+            Value::Object(_) => {
+                for (k, x) in crate::spec::params::leaves(v) {
+                    used.insert(format!("{file}:{expr}.{k}"), x.clone());
+                }
+            }
+            other => {
+                used.insert(format!("{file}:{expr}"), other.clone());
+            }
+        }
     }
 
     /// Count `bytes` more inserted; an error past [`MAX_INSERTED`].
@@ -222,7 +265,7 @@ impl Context {
     fn with(&self, extra: &[(&str, Value)]) -> Context {
         let mut c = self.clone();
         for (k, v) in extra {
-            c.values.insert((*k).to_string(), v.clone());
+            c.extra.insert((*k).to_string(), v.clone());
         }
         c
     }
@@ -260,7 +303,7 @@ impl Context {
         let mut done = String::new();
         for seg in segs {
             let next = match (seg, cur) {
-                (Seg::Key(k), None) => self.values.get(k),
+                (Seg::Key(k), None) => self.extra.get(k).or_else(|| self.base.get(k)),
                 (Seg::Key(k), Some(Value::Object(m))) => m.get(k),
                 (Seg::Index(i), Some(Value::Array(a))) => a.get(i),
                 _ => None,
@@ -281,7 +324,9 @@ impl Context {
             })?);
             done = shown;
         }
-        cur.ok_or_else(|| format!("`{expr}` is not a name"))
+        let v = cur.ok_or_else(|| format!("`{expr}` is not a name"))?;
+        self.note_used(expr, v);
+        Ok(v)
     }
 }
 
@@ -755,8 +800,13 @@ mod tests {
 
     fn ctx(v: Value) -> Context {
         let mut c = Context::default();
-        c.merge(v.as_object().unwrap(), "test", Pos::default())
-            .unwrap();
+        c.merge(
+            v.as_object().unwrap(),
+            "test",
+            Some("p.yaml"),
+            Pos::default(),
+        )
+        .unwrap();
         c
     }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::hash::Hasher;
 use crate::manifest::{self, ResourceDescriptor, StageRecord, StageStatus};
 use crate::sign::SecretKey;
-use crate::spec::{CommandStage, StageKind};
+use crate::spec::{CommandStage, ExecutorKind, StageKind};
 
 use super::{
     Checker, Event, LOGS, LockedPath, LockedStage, Outcome, Project, RunOptions, StageError, Why,
@@ -523,6 +523,7 @@ fn reused_from(p: &Project, i: usize, locked: &LockedStage) -> Done {
         metrics: read_metrics(p, i).unwrap_or_default(),
         produced_by: Some(locked.produced_by.clone()),
         restored: false,
+        executor: None,
         outside_changes: Vec::new(),
     };
     Done {
@@ -541,6 +542,7 @@ struct Executed {
     env: std::collections::BTreeMap<String, String>,
     secret_env: Vec<String>,
     ambient_env: Vec<String>,
+    executor: Option<manifest::JobFacts>,
     manifest: Option<ResourceDescriptor>,
     metrics: Option<serde_json::Value>,
 }
@@ -576,7 +578,9 @@ fn run_stage(
     let before: Vec<Option<Stamp>> = node.outs.iter().map(|o| stamp(&p.graph.path(o))).collect();
     let started = Instant::now();
     let started_on = manifest::now_rfc3339();
+    let on_slurm = opts.executor.unwrap_or(stage.executor.kind) == ExecutorKind::Slurm;
     let executed = match &stage.kind {
+        _ if on_slurm => run_on_slurm(p, i, run_dir, key, opts, tx),
         StageKind::Command(c) => run_command(p, i, c, run_dir, children, tx),
         StageKind::Train(_) => run_training(p, i, key, opts, tx),
     };
@@ -697,6 +701,7 @@ fn record_of(
         outs,
         manifest: executed.manifest,
         restored: false,
+        executor: executed.executor,
         outside_changes: Vec::new(),
         metrics,
         produced_by: None,
@@ -866,6 +871,152 @@ fn stage_env(
         .filter_map(|n| std::env::var(n).ok().map(|v| (n.to_string(), v)))
         .collect();
     (env, secrets, ambient)
+}
+
+/// Run stage `i` as a Slurm job ([`super::slurm`]): the request and script under the run
+/// directory's `jobs/<stage>/`, `sbatch`, then wait for the job's result; the controller keeps
+/// the logs, hashes the outs (by the caller) and signs a training stage's manifest.
+fn run_on_slurm(
+    p: &Project,
+    i: usize,
+    run_dir: &Path,
+    key: Option<&SecretKey>,
+    opts: &RunOptions,
+    tx: &mpsc::SyncSender<Msg>,
+) -> Result<Executed, String> {
+    use super::slurm;
+    let stage = &p.spec.stages[i];
+    let name = &stage.name.value;
+    let abs = |q: &Path| std::path::absolute(q).map_err(|e| format!("{}: {e}", q.display()));
+    let run_dir = abs(run_dir)?;
+    let dir = run_dir.join(super::JOBS).join(name);
+    let log_paths = [
+        run_dir.join(LOGS).join(format!("{name}.stdout.log")),
+        run_dir.join(LOGS).join(format!("{name}.stderr.log")),
+    ];
+    let mut req = slurm::JobRequest::new(
+        name,
+        abs(&p.graph.path(&p.wdir(i)))?,
+        [partial(&log_paths[0]), partial(&log_paths[1])],
+        dir.join("result.json"),
+    );
+    let mut executed = Executed::default();
+    match &stage.kind {
+        StageKind::Command(c) => {
+            let (env, secrets, ambient) = stage_env(name, c);
+            for o in &p.graph.nodes[i].outs {
+                if let Some(parent) = p.graph.path(o).parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("{}: {e}", parent.display()))?;
+                }
+            }
+            req.cmd = Some(c.cmd.clone());
+            req.env = env.clone();
+            req.timeout_secs = c.timeout.map(|d| d.as_secs().max(1));
+            executed.secret_env = secrets.into_iter().map(|(k, _)| k).collect();
+            executed.ambient_env = ambient.into_iter().map(|(k, _)| k).collect();
+            req.pass = executed
+                .secret_env
+                .iter()
+                .chain(&executed.ambient_env)
+                .cloned()
+                .collect();
+            executed.env = env;
+        }
+        StageKind::Train(_) => {
+            req.train = Some(slurm::TrainJob {
+                // As a local training stage gets it: relative to the controller's directory,
+                // which the job starts in, so the run records the same paths.
+                spec: p.spec.source.clone(),
+                out: abs(&p.graph.path(&p.graph.nodes[i].outs[0]))?,
+                device: opts.device,
+                skip_bad_rows: opts.skip_bad_rows,
+            });
+        }
+    }
+    std::fs::create_dir_all(run_dir.join(LOGS))
+        .map_err(|e| format!("{}: {e}", run_dir.display()))?;
+    let id = slurm::submit(&req, &dir, &stage.executor)?;
+    let _ = tx.try_send(Msg::Line(i, format!("submitted as Slurm job {id}")));
+    let result = match slurm::wait(&id, &req.result, &dir) {
+        slurm::JobEnd::Done(r) => *r,
+        slurm::JobEnd::Interrupted => {
+            return Err("interrupted (its Slurm job was cancelled)".into());
+        }
+        slurm::JobEnd::Lost { state, tail } => {
+            let tail = tail.trim().replace('\n', " | ");
+            return Err(format!(
+                "Slurm job {id} ended {state} without a result (its output: {tail})"
+            ));
+        }
+    };
+    executed.logs = finish_logs(&log_paths, &run_dir)?;
+    if result.exit_code != Some(0) {
+        // Killed or failed: say what Slurm says (TIMEOUT, OUT_OF_MEMORY, CANCELLED, …).
+        let state = slurm::final_state(&id);
+        let why = result
+            .error
+            .clone()
+            .unwrap_or_else(|| match result.exit_code {
+                Some(c) => format!("exited with status {c}"),
+                None => "killed by a signal".into(),
+            });
+        return Err(format!("{why} (Slurm job {id}: {state})"));
+    }
+    executed.exit_code = result.exit_code;
+    let mut facts = result.job;
+    if facts.job_id.is_empty() {
+        facts.job_id = id;
+    }
+    executed.executor = Some(facts);
+    if matches!(stage.kind, StageKind::Train(_)) {
+        trained_on_slurm(p, i, key, &mut executed)?;
+    }
+    Ok(executed)
+}
+
+/// After a training job: sign its manifest here (no key travels to a job), and take its
+/// digest and headline metrics as a local training stage does.
+fn trained_on_slurm(
+    p: &Project,
+    i: usize,
+    key: Option<&SecretKey>,
+    executed: &mut Executed,
+) -> Result<(), String> {
+    let out_rel = &p.graph.nodes[i].outs[0];
+    let out = p.graph.path(out_rel);
+    let manifest_path = out.join(crate::run_dir::MANIFEST);
+    if let Some(k) = key {
+        let bytes = crate::fsio::read_bounded(&manifest_path, crate::fsio::MAX_DOCUMENT)
+            .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+        let (mut envelope, _, _) = crate::manifest::open_envelope(&bytes)
+            .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+        envelope.sign(k);
+        crate::fsio::write_atomic(&manifest_path, &envelope.to_bytes())
+            .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    }
+    let d = Hasher::new(None, true)
+        .hash_file(&manifest_path)
+        .map_err(|e| e.to_string())?;
+    let rel = format!("{out_rel}/{}", crate::run_dir::MANIFEST);
+    executed.manifest = Some(ResourceDescriptor::file(&rel, None, &d));
+    let summary: serde_json::Value =
+        crate::fsio::read_bounded(&out.join("summary.json"), MAX_METRICS)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+    let headline: serde_json::Map<String, serde_json::Value> =
+        ["accuracy", "macro_f1", "mse", "mae", "r2"]
+            .iter()
+            .filter_map(|k| {
+                summary["metrics"]
+                    .get(*k)
+                    .filter(|v| v.is_number())
+                    .map(|v| ((*k).to_string(), v.clone()))
+            })
+            .collect();
+    executed.metrics = Some(serde_json::Value::Object(headline));
+    Ok(())
 }
 
 /// `AUDITAI_PARAMS`: the stage's params by key as the stage names them, a parameter file's

@@ -16,6 +16,7 @@ pub mod lock;
 pub mod numeric;
 mod record;
 pub mod rerun;
+pub mod slurm;
 mod stale;
 mod watch;
 
@@ -38,6 +39,9 @@ pub use stale::{Backing, Checker, Planned, Why, plan};
 pub const LOGS: &str = "logs";
 /// Every pipeline manifest written, by digest, in the pipeline run directory.
 pub const HISTORY: &str = "history";
+/// The pipeline run directory's `jobs/<stage>/`: the requests, scripts, results and Slurm output
+/// of stages run as Slurm jobs.
+pub const JOBS: &str = "jobs";
 
 /// Errors from planning or running a pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +206,7 @@ impl Project {
             StageKind::Train(s) => {
                 entry.kind = "train".into();
                 entry.config_blake3 = Some(s.digest().to_hex().to_string());
+                entry.params = stage.template_params.clone();
             }
         }
         entry
@@ -245,6 +250,8 @@ pub struct RunOptions {
     pub force: bool,
     /// Neither restore from nor save into the run cache.
     pub no_run_cache: bool,
+    /// `run --executor`: where every stage runs, over the spec's `executor:`.
+    pub executor: Option<crate::spec::ExecutorKind>,
     /// At most this many stages at once.
     pub jobs: usize,
     /// Training stages' device.

@@ -186,6 +186,7 @@ pub(super) fn check_extras(path: &Path, st: &Statement, opts: &Options, report: 
     if st.predicate.pipeline.is_some() {
         expected.insert(crate::stages::LOGS.to_string());
         expected.insert(crate::stages::HISTORY.to_string());
+        expected.insert(crate::stages::JOBS.to_string());
     }
     for name in st
         .subject

@@ -118,7 +118,11 @@ fn a_dvc_yaml_with_params_templating_foreach_and_matrix_runs_unchanged() {
         lock["stages"]["prep"]["params"]["params.yaml:prep.scale"],
         2
     );
-    assert!(lock["stages"]["train@0.01"].is_object());
+    // What `${…}` read from params.yaml is the stage's params, as DVC tracks it.
+    assert_eq!(
+        lock["stages"]["train@0.01"]["params"],
+        serde_json::json!({"params.yaml:train.flags.depth": 3, "params.yaml:train.flags.fast": true, "params.yaml:train.flags.slow": false})
+    );
     // Named after the directory when the spec has no `name:` (a leading `.` dropped).
     let dir = ws.path().file_name().unwrap().to_string_lossy();
     let manifest = ws

@@ -34,6 +34,8 @@ mod receiver;
 mod resume;
 #[cfg(feature = "train")]
 mod run;
+#[cfg(feature = "train")]
+mod slurm;
 mod snapshots;
 #[cfg(feature = "train")]
 mod spec_errors;

@@ -92,6 +92,7 @@ fn pipeline_run(args: &RunArgs) -> anyhow::Result<u8> {
             jobs: args.jobs.map(usize::from),
             dry_run: args.dry_run,
             no_run_cache: args.no_run_cache,
+            executor: args.executor.map(Into::into),
             json: args.json,
             quiet: args.quiet,
             device: args.device.map(Into::into),
