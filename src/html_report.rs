@@ -387,15 +387,23 @@ every row marked <span class=\"claimed\">claimed</span> was read, not checked. \
                         })
                 })
                 .collect();
+            let place = match (&s.executor, s.status) {
+                (Some(j), _) => format!("Slurm job {} on {} ({})", j.job_id, j.nodes, j.cluster),
+                (None, crate::manifest::StageStatus::Ran) => "locally".to_string(),
+                _ => "–".to_string(),
+            };
             rows.push(vec![
                 s.name.clone(),
                 s.kind.clone(),
                 how.into(),
+                place,
                 metrics.join("; "),
             ]);
         }
-        self.body
-            .push_str(&table(&["stage", "kind", "status", "metrics"], &rows));
+        self.body.push_str(&table(
+            &["stage", "kind", "status", "where", "metrics"],
+            &rows,
+        ));
         let outs: Vec<Vec<String>> = ext
             .stages
             .iter()

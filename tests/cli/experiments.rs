@@ -245,6 +245,48 @@ fn frozen_stages_keep_their_outs_and_always_changed_stages_always_run() {
 }
 
 #[test]
+fn diffs_and_jobs_refuse_what_they_cannot_read() {
+    let ws = Workspace::new();
+    write(&ws, "p.yaml", SWEEP);
+    let out = ws.run(&["params", "diff", "--spec", "p.yaml"]);
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (
+            2,
+            "error: p.yaml: no complete run of sweep yet (runs/sweep/manifest.intoto.json is missing); run it first, or name two points\n"
+        )
+    );
+    let out = ws.run(&["metrics", "show", "nothing.intoto.json"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("error: nothing.intoto.json: "),
+        "{}",
+        out.stderr
+    );
+    write(&ws, "req.json", "{\"schema\": \"other\"}");
+    let out = ws.run(&["stage-job", "req.json"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.starts_with("error: req.json: "),
+        "{}",
+        out.stderr
+    );
+    write(
+        &ws,
+        "e.yaml",
+        "version: 1\nname: e\nexecutor: {type: slurm, mem: '4 G'}\nstages:\n  s:\n    cmd: echo\n",
+    );
+    let out = ws.run(&["run", "e.yaml"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.starts_with("error: e.yaml:3:")
+            && out.stderr.contains("`4 G` is not a Slurm resource value"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn run_and_status_take_out_from_another_working_directory() {
     let ws = Workspace::new();
     let spec = "version: 1\nname: o\nstages:\n  s:\n    cmd: echo x > o.txt\n    outs: [o.txt]\n";
