@@ -89,7 +89,7 @@ pub fn workspace(spec: &Path) -> Result<Point, ExperimentError> {
                 let summary = p.graph.path(rel).join("summary.json");
                 let shown = format!("{rel}/summary.json");
                 if let Some(Value::Object(s)) = read_json(&summary, &shown)? {
-                    let scalars = headline(s.get("metrics"));
+                    let scalars = headline_metrics(s.get("metrics"));
                     flatten_into(&mut metrics, rel, &Value::Object(scalars));
                 }
             }
@@ -102,8 +102,9 @@ pub fn workspace(spec: &Path) -> Result<Point, ExperimentError> {
     })
 }
 
-/// The metrics the manifest records for a training stage: its scalar headline metrics.
-fn headline(m: Option<&Value>) -> serde_json::Map<String, Value> {
+/// The metrics the manifest records for a training stage: the scalar headline metrics of its
+/// summary's (or manifest's) `metrics`.
+pub fn headline_metrics(m: Option<&Value>) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
     if let Some(Value::Object(m)) = m {
         for k in ["accuracy", "macro_f1", "mse", "mae", "r2"] {
@@ -347,7 +348,7 @@ fn row(manifest: PathBuf, run: &SignedRun) -> RunRow {
         params.insert("seed".into(), Value::from(spec.seed));
     }
     if let Some(ext) = &st.predicate.auditai {
-        metrics = headline(Some(&ext.metrics)).into_iter().collect();
+        metrics = headline_metrics(Some(&ext.metrics)).into_iter().collect();
     }
     RunRow {
         manifest,

@@ -170,23 +170,23 @@ const SLURM_JOBS: usize = 64;
 #[cfg(feature = "train")]
 /// `--jobs` by default: the cores here, or, when stages run on Slurm (where the controller only
 /// waits), as many as the cluster takes.
-fn default_jobs(args: &PipelineRun) -> anyhow::Result<usize> {
+fn default_jobs(args: &PipelineRun, project: &Project) -> usize {
     use auditai::spec::ExecutorKind;
     let on_slurm = match args.executor {
         Some(e) => e == ExecutorKind::Slurm,
-        None => Project::open_at(&args.spec, args.out.as_deref())?
+        None => project
             .spec
             .stages
             .iter()
             .any(|s| s.executor.kind == ExecutorKind::Slurm),
     };
-    Ok(if on_slurm {
+    if on_slurm {
         SLURM_JOBS
     } else {
         std::thread::available_parallelism()
             .map(std::num::NonZero::get)
             .unwrap_or(1)
-    })
+    }
 }
 
 #[cfg(feature = "train")]
@@ -242,10 +242,10 @@ pub(super) fn run_pipeline(
         out.flush()?;
         return Ok(EXIT_OK);
     }
-    let jobs = match args.jobs {
-        Some(j) => j,
-        None => default_jobs(args)?,
-    };
+    // Refuse a bad spec, graph or --stage before saying anything else.
+    let project = Project::open_at(&args.spec, args.out.as_deref())?;
+    let selected = project.select(&args.stages, !args.no_upstream)?.len();
+    let jobs = args.jobs.unwrap_or_else(|| default_jobs(args, &project));
     let opts = stages::RunOptions {
         spec: args.spec.clone(),
         out: args.out.clone(),
@@ -258,10 +258,6 @@ pub(super) fn run_pipeline(
         device: args.device,
         skip_bad_rows: args.skip_bad_rows,
     };
-    // Refuse a bad spec, graph or --stage before saying anything else.
-    let selected = Project::open_at(&args.spec, args.out.as_deref())?
-        .select(&args.stages, !args.no_upstream)?
-        .len();
     stages::install_interrupt_handler();
     let mut printer = Printer::new(args.quiet);
     if key.is_none() {

@@ -1227,12 +1227,10 @@ fn normalize(wdir: &str, p: &str) -> Option<String> {
 
 /// The value at a dotted key (`train.lr`) of the params mapping.
 fn lookup<'a>(params: &'a BTreeMap<String, Value>, key: &str) -> Option<&'a Value> {
-    let mut parts = key.split('.');
-    let mut v = params.get(parts.next()?)?;
-    for part in parts {
-        v = v.as_object()?.get(part)?;
+    match key.split_once('.') {
+        None => params.get(key),
+        Some((head, rest)) => params::lookup(params.get(head)?, rest),
     }
-    Some(v)
 }
 
 impl fmt::Display for Stage {

@@ -68,12 +68,6 @@ pub(super) fn schedule(
     let checker = Checker::new(super::Backing::of(run_dir, key));
     let mut s = Sched::new(p, selection, checker, run_dir);
     s.no_cache = opts.no_run_cache;
-    if s.snapshot.is_none() {
-        on_event(Event::Notice(&format!(
-            "the project holds more than {} files and directories: writes outside the stages' outs are not watched",
-            super::watch::MAX_ENTRIES
-        )));
-    }
     // Bounded: a stage printing faster than the display drains drops display lines (its log
     // keeps every byte), so memory stays flat whatever a stage prints.
     let (tx, rx) = mpsc::sync_channel::<Msg>(MAX_QUEUED_LINES);
@@ -95,6 +89,7 @@ pub(super) fn schedule(
                         "running with up to {jobs} stage(s) at once; logs in {}",
                         run_dir.join(LOGS).display()
                     )));
+                    s.start_watching(on_event);
                 }
                 on_event(Event::Started {
                     stage: &p.spec.stages[i].name.value,
@@ -141,7 +136,8 @@ struct Sched<'a> {
     results: Vec<Done>,
     running: usize,
     announced: bool,
-    /// What to leave out of the project's snapshots, and the last one (`None`: not watched).
+    /// What to leave out of the project's snapshots, and the last one (`None`: not watched, or
+    /// no stage has started: a run that reuses every stage never walks the project).
     ignored: super::watch::Ignored,
     snapshot: Option<super::watch::Snapshot>,
     /// `--no-run-cache`: never restore from the run cache.
@@ -155,7 +151,6 @@ impl<'a> Sched<'a> {
         ignored.extend(p.graph.relative(run_dir));
         ignored.extend(p.graph.nodes.iter().flat_map(|n| n.outs.iter().cloned()));
         let ignored = super::watch::Ignored { paths: ignored };
-        let snapshot = super::watch::Snapshot::take(&p.graph.root, &ignored);
         Sched {
             p,
             selection,
@@ -166,8 +161,19 @@ impl<'a> Sched<'a> {
             running: 0,
             announced: false,
             ignored,
-            snapshot,
+            snapshot: None,
             no_cache: false,
+        }
+    }
+
+    /// Before the first stage starts: the snapshot later looks are compared with.
+    fn start_watching(&mut self, on_event: &mut dyn FnMut(Event<'_>)) {
+        self.snapshot = super::watch::Snapshot::take(&self.p.graph.root, &self.ignored);
+        if self.snapshot.is_none() {
+            on_event(Event::Notice(&format!(
+                "the project holds more than {} files and directories: writes outside the stages' outs are not watched",
+                super::watch::MAX_ENTRIES
+            )));
         }
     }
 
@@ -773,12 +779,7 @@ fn run_command(
         run_dir.join(LOGS).join(format!("{name}.stdout.log")),
         run_dir.join(LOGS).join(format!("{name}.stderr.log")),
     ];
-    // Like the rerun's scratch copy: the directories the outs go into exist before the command.
-    for o in &p.graph.nodes[i].outs {
-        if let Some(parent) = p.graph.path(o).parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        }
-    }
+    out_parents(p, i)?;
     let mut all = env.clone();
     all.extend(secrets.iter().cloned());
     all.extend(ambient.iter().cloned());
@@ -904,12 +905,7 @@ fn run_on_slurm(
     match &stage.kind {
         StageKind::Command(c) => {
             let (env, secrets, ambient) = stage_env(name, c);
-            for o in &p.graph.nodes[i].outs {
-                if let Some(parent) = p.graph.path(o).parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| format!("{}: {e}", parent.display()))?;
-                }
-            }
+            out_parents(p, i)?;
             req.cmd = Some(c.cmd.clone());
             req.env = env.clone();
             req.timeout_secs = c.timeout.map(|d| d.as_secs().max(1));
@@ -995,28 +991,35 @@ fn trained_on_slurm(
         crate::fsio::write_atomic(&manifest_path, &envelope.to_bytes())
             .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
     }
-    let d = Hasher::new(None, true)
-        .hash_file(&manifest_path)
-        .map_err(|e| e.to_string())?;
-    let rel = format!("{out_rel}/{}", crate::run_dir::MANIFEST);
-    executed.manifest = Some(ResourceDescriptor::file(&rel, None, &d));
+    executed.manifest = Some(manifest_descriptor(out_rel, &manifest_path)?);
     let summary: serde_json::Value =
         crate::fsio::read_bounded(&out.join("summary.json"), MAX_METRICS)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-    let headline: serde_json::Map<String, serde_json::Value> =
-        ["accuracy", "macro_f1", "mse", "mae", "r2"]
-            .iter()
-            .filter_map(|k| {
-                summary["metrics"]
-                    .get(*k)
-                    .filter(|v| v.is_number())
-                    .map(|v| ((*k).to_string(), v.clone()))
-            })
-            .collect();
+    let headline = crate::experiments::headline_metrics(summary.get("metrics"));
     executed.metrics = Some(serde_json::Value::Object(headline));
     Ok(())
+}
+
+/// The directories stage `i`'s outs go into, made before it runs (as the rerun's scratch copy
+/// has them).
+fn out_parents(p: &Project, i: usize) -> Result<(), String> {
+    for o in &p.graph.nodes[i].outs {
+        if let Some(parent) = p.graph.path(o).parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A training stage's own manifest as the pipeline records it (root-relative, digested).
+fn manifest_descriptor(out_rel: &str, path: &Path) -> Result<ResourceDescriptor, String> {
+    let d = Hasher::new(None, true)
+        .hash_file(path)
+        .map_err(|e| e.to_string())?;
+    let rel = format!("{out_rel}/{}", crate::run_dir::MANIFEST);
+    Ok(ResourceDescriptor::file(&rel, None, &d))
 }
 
 /// `AUDITAI_PARAMS`: the stage's params by key as the stage names them, a parameter file's
@@ -1134,11 +1137,7 @@ fn run_training(
         _ => {}
     })
     .map_err(|e| e.to_string())?;
-    let hasher = Hasher::new(None, true);
-    let d = hasher
-        .hash_file(&report.manifest)
-        .map_err(|e| e.to_string())?;
-    let rel = format!("{out_rel}/{}", crate::run_dir::MANIFEST);
+    let manifest = manifest_descriptor(out_rel, &report.manifest)?;
     // The scalars only: the run's own summary keeps the confusion matrix and the intervals.
     let metrics = Some(serde_json::Value::Object(
         report
@@ -1150,7 +1149,7 @@ fn run_training(
             .collect(),
     ));
     Ok(Executed {
-        manifest: Some(ResourceDescriptor::file(&rel, None, &d)),
+        manifest: Some(manifest),
         metrics,
         ..Default::default()
     })
