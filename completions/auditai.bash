@@ -28,6 +28,9 @@ _auditai() {
             auditai,completions)
                 cmd="auditai__subcmd__completions"
                 ;;
+            auditai,contribute)
+                cmd="auditai__subcmd__contribute"
+                ;;
             auditai,eval)
                 cmd="auditai__subcmd__eval"
                 ;;
@@ -60,6 +63,9 @@ _auditai() {
                 ;;
             auditai,report)
                 cmd="auditai__subcmd__report"
+                ;;
+            auditai,rewards)
+                cmd="auditai__subcmd__rewards"
                 ;;
             auditai,run)
                 cmd="auditai__subcmd__run"
@@ -103,6 +109,9 @@ _auditai() {
             auditai__subcmd__help,completions)
                 cmd="auditai__subcmd__help__subcmd__completions"
                 ;;
+            auditai__subcmd__help,contribute)
+                cmd="auditai__subcmd__help__subcmd__contribute"
+                ;;
             auditai__subcmd__help,eval)
                 cmd="auditai__subcmd__help__subcmd__eval"
                 ;;
@@ -136,6 +145,9 @@ _auditai() {
             auditai__subcmd__help,report)
                 cmd="auditai__subcmd__help__subcmd__report"
                 ;;
+            auditai__subcmd__help,rewards)
+                cmd="auditai__subcmd__help__subcmd__rewards"
+                ;;
             auditai__subcmd__help,run)
                 cmd="auditai__subcmd__help__subcmd__run"
                 ;;
@@ -168,6 +180,9 @@ _auditai() {
                 ;;
             auditai__subcmd__help__subcmd__params,show)
                 cmd="auditai__subcmd__help__subcmd__params__subcmd__show"
+                ;;
+            auditai__subcmd__help__subcmd__rewards,proof)
+                cmd="auditai__subcmd__help__subcmd__rewards__subcmd__proof"
                 ;;
             auditai__subcmd__metrics,diff)
                 cmd="auditai__subcmd__metrics__subcmd__diff"
@@ -205,6 +220,18 @@ _auditai() {
             auditai__subcmd__params__subcmd__help,show)
                 cmd="auditai__subcmd__params__subcmd__help__subcmd__show"
                 ;;
+            auditai__subcmd__rewards,help)
+                cmd="auditai__subcmd__rewards__subcmd__help"
+                ;;
+            auditai__subcmd__rewards,proof)
+                cmd="auditai__subcmd__rewards__subcmd__proof"
+                ;;
+            auditai__subcmd__rewards__subcmd__help,help)
+                cmd="auditai__subcmd__rewards__subcmd__help__subcmd__help"
+                ;;
+            auditai__subcmd__rewards__subcmd__help,proof)
+                cmd="auditai__subcmd__rewards__subcmd__help__subcmd__proof"
+                ;;
             *)
                 ;;
         esac
@@ -212,7 +239,7 @@ _auditai() {
 
     case "${cmd}" in
         auditai)
-            opts="-h -V --help --version run status verify predict eval export sign keygen hash anchor audit inspect bundle params metrics runs report completions man stage-job help"
+            opts="-h -V --help --version run status verify predict eval export sign keygen hash anchor audit inspect bundle params metrics runs report contribute rewards completions man stage-job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -344,7 +371,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__audit)
-            opts="-q -h --rerun --key --policy --timeout --trust-recorded-command --segments --challenge --challenge-from-anchor --allow-unconfirmed-challenge --device --tolerance --rtol --allow-extra --root --rpc --chain --json --quiet --attest --attest-out --help"
+            opts="-q -h --rerun --key --policy --timeout --trust-recorded-command --segments --challenge --challenge-from-anchor --allow-unconfirmed-challenge --device --tolerance --rtol --allow-extra --reveal --root --rpc --chain --json --quiet --attest --attest-out --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -383,6 +410,10 @@ _auditai() {
                     return 0
                     ;;
                 --allow-extra)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reveal)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -446,6 +477,80 @@ _auditai() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__contribute)
+            opts="-o -h --key --out --owner-name --license --legal-basis --ai-training --ai-inference --data-mining --constraint-info --jurisdiction --exclude-jurisdiction --expires --reward-address --salted --salt-out --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --owner-name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --license)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --legal-basis)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ai-training)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ai-inference)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-mining)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --constraint-info)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jurisdiction)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exclude-jurisdiction)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --expires)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reward-address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --salt-out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -608,7 +713,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__help)
-            opts="run status verify predict eval export sign keygen hash anchor audit inspect bundle params metrics runs report completions man stage-job help"
+            opts="run status verify predict eval export sign keygen hash anchor audit inspect bundle params metrics runs report contribute rewards completions man stage-job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -678,6 +783,20 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__help__subcmd__contribute)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -890,6 +1009,34 @@ _auditai() {
         auditai__subcmd__help__subcmd__report)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__help__subcmd__rewards)
+            opts="proof"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__help__subcmd__rewards__subcmd__proof)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1327,8 +1474,130 @@ _auditai() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        auditai__subcmd__rewards)
+            opts="-o -h --value --pool --compute-share --verifier-share --verdict --address --key --policy --sign-with --out --root --reveal --json --help proof help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --value)
+                    COMPREPLY=($(compgen -W "in-run shapley" -- "${cur}"))
+                    return 0
+                    ;;
+                --pool)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --compute-share)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --verifier-share)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --verdict)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sign-with)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reveal)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__rewards__subcmd__help)
+            opts="proof help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__rewards__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__rewards__subcmd__help__subcmd__proof)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__rewards__subcmd__proof)
+            opts="-h --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         auditai__subcmd__run)
-            opts="-j -q -h --device --out --resume --force --stage --no-upstream --jobs --dry-run --no-run-cache --executor --skip-bad-rows --key --json --quiet --anchor-commitment --chain --rpc --chain-id --max-fee-gwei --max-priority-fee-gwei --max-gas --keystore --password-file --confirmations --timeout --ots --calendar --help"
+            opts="-j -q -h --device --out --resume --force --stage --no-upstream --jobs --dry-run --no-run-cache --executor --skip-bad-rows --jurisdiction --policy --key --json --quiet --anchor-commitment --chain --rpc --chain-id --max-fee-gwei --max-priority-fee-gwei --max-gas --keystore --password-file --confirmations --timeout --ots --calendar --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1356,6 +1625,14 @@ _auditai() {
                     ;;
                 --executor)
                     COMPREPLY=($(compgen -W "local slurm" -- "${cur}"))
+                    return 0
+                    ;;
+                --jurisdiction)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --key)
@@ -1486,7 +1763,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__verify)
-            opts="-h --expect --require-covered --key --policy --root --rpc --chain --bitcoin-header --bitcoin-rpc --allow-extra --artifact --partial --json --attest --attest-out --help"
+            opts="-h --expect --require-covered --key --policy --root --rpc --chain --bitcoin-header --bitcoin-rpc --allow-extra --reveal --artifact --partial --json --attest --attest-out --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1525,6 +1802,10 @@ _auditai() {
                     return 0
                     ;;
                 --allow-extra)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reveal)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

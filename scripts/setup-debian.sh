@@ -44,6 +44,11 @@ if [ ! -x "$anvil_dir/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil" ]; t
   mkdir -p "$anvil_dir"
   (cd "$anvil_dir" && npm install --no-audit --no-fund --silent @foundry-rs/anvil-linux-amd64@1.7.1)
 fi
+# The reward tests: OpenZeppelin's Merkle tree library reads `auditai rewards` output, and solc-js
+# compiles the test fixture fixtures/contracts/MerkleDistributor.sol.
+if [ ! -x "$anvil_dir/node_modules/.bin/solcjs" ] || [ ! -d "$anvil_dir/node_modules/@openzeppelin/merkle-tree" ]; then
+  (cd "$anvil_dir" && npm install --no-audit --no-fund --silent @foundry-rs/anvil-linux-amd64@1.7.1 @openzeppelin/merkle-tree@1.0.8 solc@0.8.31)
+fi
 
 venv="$HOME/.cache/auditai/venv"
 if ! "$venv/bin/python" -c 'import cyclonedx.validation.json' 2>/dev/null; then

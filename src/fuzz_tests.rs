@@ -27,6 +27,10 @@ const CRITERIA: &[u8] = include_bytes!("../fixtures/fuzz/criteria.yaml");
 const LOG: &[u8] = include_bytes!("../fixtures/fuzz/predictions.jsonl");
 const CARD: &[u8] = include_bytes!("../fixtures/fuzz/model-card.md");
 const BOM: &[u8] = include_bytes!("../fixtures/fuzz/bom.cdx.json");
+const CONTRIBUTION: &[u8] = include_bytes!("../fixtures/fuzz/contribution.json");
+const REWARDS: &[u8] = include_bytes!("../fixtures/fuzz/rewards.json");
+/// A spec over two sources (`data.sources`).
+const SOURCES_SPEC: &str = "version: 1\nname: s\nseed: 1\ndata:\n  sources:\n    - path: a.csv\n    - path: b.csv\n  label: species\n  task: classification\nmodel:\n  type: mlp\n";
 
 /// The fixture spec and data, prepared once (the schedule check needs them).
 #[cfg(feature = "train")]
@@ -221,6 +225,38 @@ proptest! {
     #[test]
     fn sealed_boms(b in input(BOM)) {
         let _ = crate::export::binding::open(&b);
+    }
+
+    #[test]
+    fn contributions(b in input(CONTRIBUTION)) {
+        let _ = crate::contribution::from_bytes(Path::new("c.contribution.json"), b);
+    }
+
+    #[test]
+    fn reward_trees(b in input(REWARDS)) {
+        if let Ok(d) = serde_json::from_slice::<crate::rewards::tree::Dump>(&b)
+            && d.validate().is_ok()
+        {
+            for i in 0..d.values.len() {
+                let _ = d.proof(i);
+            }
+        }
+    }
+
+    #[test]
+    fn csv_sources(a in input(CSV), b in input(CSV)) {
+        let spec = spec::Spec::parse(SOURCES_SPEC, Path::new("spec.yaml"));
+        prop_assert!(spec.is_ok());
+        if let Ok(spec) = spec {
+            let files = [
+                data::SourceBytes { path: "a.csv".into(), bytes: a },
+                data::SourceBytes { path: "b.csv".into(), bytes: b },
+            ];
+            if let Ok(p) = data::parse_sources(&spec, &files, data::ParseOptions::default()) {
+                let n: usize = p.rows_by_source(&p.train).iter().sum();
+                prop_assert_eq!(n, p.train.rows);
+            }
+        }
     }
 
     #[test]

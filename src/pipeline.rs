@@ -11,6 +11,7 @@ use burn::store::{ModuleSnapshot, SafetensorsStore};
 use serde::Serialize;
 
 use crate::anchor::{self, AnchorError, Receipt};
+use crate::contribution::{self, Admitted, ContributionError, RunTerms};
 use crate::data::{self, DataError, Prepared};
 use crate::fsio;
 use crate::hash::{self, HashError};
@@ -69,6 +70,9 @@ pub enum PipelineError {
     /// Anchoring the commitment failed (training did not start).
     #[error("anchoring the training commitment failed, so training did not start: {0}")]
     Anchor(#[from] AnchorError),
+    /// A data source's contribution refuses the run, or cannot be read.
+    #[error(transparent)]
+    Contribution(#[from] ContributionError),
     /// Exporting the weights failed.
     #[error("exporting {}: {message}", path.display())]
     Export {
@@ -103,6 +107,8 @@ pub struct RunOptions {
     pub stage: Option<String>,
     /// Train without the data's bad rows (recorded in the manifest) instead of failing.
     pub skip_bad_rows: bool,
+    /// The run's jurisdiction and the policy's demands on data sources.
+    pub terms: RunTerms,
 }
 
 /// Progress of a run, for the command line to display.
@@ -175,6 +181,19 @@ pub struct Summary {
     pub epochs: Vec<EpochRecord>,
     /// Mean training throughput over all epochs, samples per second.
     pub samples_per_sec: f64,
+    /// Per data source, the first-order in-run value summed over all steps (two or more
+    /// sources; docs/contributors.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credit: Option<Vec<SourceCredit>>,
+}
+
+/// One source's measured value.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceCredit {
+    /// The data file, relative to the project root.
+    pub source: String,
+    /// Its summed first-order value.
+    pub value: f64,
 }
 
 /// Row counts per split.
@@ -294,9 +313,20 @@ struct Inputs {
     code: provenance::Code,
     /// The project root (the git work tree, else the current directory).
     root: PathBuf,
-    /// The data and spec files as manifest dependencies, in that order.
+    /// The data sources, then the spec file, as manifest dependencies.
     dependencies: Vec<manifest::ResourceDescriptor>,
+    /// Each data source with its checked contribution.
+    admitted: Vec<Admitted>,
+    /// `--jurisdiction`.
+    jurisdiction: Option<String>,
     started_on: String,
+}
+
+impl Inputs {
+    /// The spec file's dependency (after the sources).
+    fn spec_dependency(&self) -> &manifest::ResourceDescriptor {
+        &self.dependencies[self.admitted.len()]
+    }
 }
 
 fn read_inputs(opts: &RunOptions) -> Result<Inputs, PipelineError> {
@@ -309,15 +339,16 @@ fn read_inputs(opts: &RunOptions) -> Result<Inputs, PipelineError> {
         &opts.spec,
         opts.stage.as_deref(),
     )?;
-    let data_bytes = data::read(&spec)?;
-    let data = data::parse_with(
+    let files = data::read_all(&spec)?;
+    let started_on = manifest::now_rfc3339();
+    let admitted = contribution::admit(&spec, &files, &opts.terms, &started_on)?;
+    let data = data::parse_sources(
         &spec,
-        &data_bytes,
+        &files,
         data::ParseOptions {
             skip_bad_rows: opts.skip_bad_rows,
         },
     )?;
-    let started_on = manifest::now_rfc3339();
     let spec_dir = opts
         .spec
         .parent()
@@ -328,18 +359,17 @@ fn read_inputs(opts: &RunOptions) -> Result<Inputs, PipelineError> {
         provenance::Code::Git(g) => g.root.clone(),
         provenance::Code::None { .. } => std::env::current_dir().map_err(io_err(Path::new(".")))?,
     };
-    let dependency = |path: &Path, bytes: &[u8]| {
-        let rel = fsio::relative_to(&root, path);
-        manifest::ResourceDescriptor::file(
-            &rel,
-            Some(format!("file:{rel}")),
-            &hash::bytes_digest(bytes),
-        )
-    };
-    let dependencies = vec![
-        dependency(&data.path, &data_bytes),
-        dependency(&opts.spec, &spec_bytes),
-    ];
+    let mut dependencies: Vec<manifest::ResourceDescriptor> = admitted
+        .iter()
+        .zip(&files)
+        .map(|(a, f)| source_descriptor(&root, a, &f.bytes))
+        .collect();
+    let rel = fsio::relative_to(&root, &opts.spec);
+    dependencies.push(manifest::ResourceDescriptor::file(
+        &rel,
+        Some(format!("file:{rel}")),
+        &hash::bytes_digest(&spec_bytes),
+    ));
     Ok(Inputs {
         spec_bytes,
         spec,
@@ -347,8 +377,29 @@ fn read_inputs(opts: &RunOptions) -> Result<Inputs, PipelineError> {
         code,
         root,
         dependencies,
+        admitted,
+        jurisdiction: opts.terms.jurisdiction.clone(),
         started_on,
     })
+}
+
+/// A data source as a manifest dependency: the file by digest, or a withheld file by its salted
+/// commitment alone (no `file:` URI, so nothing re-hashes it without the salt).
+fn source_descriptor(root: &Path, a: &Admitted, bytes: &[u8]) -> manifest::ResourceDescriptor {
+    let rel = fsio::relative_to(root, &a.path);
+    match &a.commitment {
+        None => manifest::ResourceDescriptor::file(
+            &rel,
+            Some(format!("file:{rel}")),
+            &hash::bytes_digest(bytes),
+        ),
+        Some(c) => manifest::ResourceDescriptor {
+            name: Some(rel),
+            uri: None,
+            digest: [(contribution::SALTED_DIGEST.to_string(), c.clone())].into(),
+            annotations: Some(serde_json::json!({ "withheld": true })),
+        },
+    }
 }
 
 /// Check the run directory against `--resume` / `--force` and the model's size before touching
@@ -394,7 +445,23 @@ fn prepare_run_dir(
         let pre = serde_json::to_vec_pretty(&inputs.data.preprocessing).unwrap_or_default();
         write(&run_dir.join(run_dir::PREPROCESSING), &pre)?;
     }
+    write_contributions(&run_dir, &inputs.admitted)?;
     Ok((run_dir, backend, initial))
+}
+
+/// Copy each source's contribution statement into the run directory, so that the run carries
+/// the terms it was admitted under.
+fn write_contributions(run_dir: &Path, admitted: &[Admitted]) -> Result<(), PipelineError> {
+    for (i, a) in admitted.iter().enumerate() {
+        if let Some(c) = &a.contribution {
+            let path = run_dir.join(run_dir::contribution_file(i));
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+            }
+            write(&path, &c.bytes)?;
+        }
+    }
+    Ok(())
 }
 
 /// Write (or on `--resume` re-check) the training commitment and, when asked, anchor it before
@@ -408,10 +475,17 @@ fn commit_phase(
     commit_anchor: Option<&anchor::Options>,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Vec<u8>, PipelineError> {
-    let file_ref = |d: &manifest::ResourceDescriptor| FileRef {
-        name: d.name.clone().unwrap_or_default(),
-        blake3: d.digest.get("blake3").cloned().unwrap_or_default(),
-        sha256: d.digest.get("sha256").cloned().unwrap_or_default(),
+    let file_ref = |d: &manifest::ResourceDescriptor| {
+        let salted = d.digest.get(contribution::SALTED_DIGEST);
+        FileRef {
+            name: d.name.clone().unwrap_or_default(),
+            blake3: salted
+                .or(d.digest.get("blake3"))
+                .cloned()
+                .unwrap_or_default(),
+            sha256: d.digest.get("sha256").cloned().unwrap_or_default(),
+            salted: salted.is_some(),
+        }
     };
     let spec = &inputs.spec;
     let commitment = Commitment {
@@ -419,8 +493,11 @@ fn commit_phase(
         name: spec.name.clone(),
         spec_blake3: spec.digest().to_hex().to_string(),
         seed: spec.seed,
-        spec_file: file_ref(&inputs.dependencies[1]),
-        data: vec![file_ref(&inputs.dependencies[0])],
+        spec_file: file_ref(inputs.spec_dependency()),
+        data: inputs.dependencies[..inputs.admitted.len()]
+            .iter()
+            .map(file_ref)
+            .collect(),
         code: match &inputs.code {
             provenance::Code::Git(g) => Some(CodeRef {
                 git_commit: g.commit.clone(),
@@ -507,6 +584,17 @@ fn export(
         safetensors_blake3: hash::Digest::of(&safetensors).hex(),
         samples_per_sec: (data.train.rows * outcome.epochs.len()) as f64 / total_secs.max(1e-9),
         epochs: outcome.epochs.clone(),
+        credit: transcript::credit_totals(&outcome.transcript).map(|values| {
+            inputs
+                .dependencies
+                .iter()
+                .zip(values)
+                .map(|(d, value)| SourceCredit {
+                    source: d.name.clone().unwrap_or_default(),
+                    value,
+                })
+                .collect()
+        }),
     };
     let summary_json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
     write(&run_dir.join(run_dir::SUMMARY), &summary_json)?;
@@ -529,6 +617,7 @@ struct Written {
 /// checkpoint tree) re-hashed from disk, and the transcript's blake3.
 fn byproducts(
     run_dir: &Path,
+    admitted: &[Admitted],
 ) -> Result<(Vec<manifest::ResourceDescriptor>, String), PipelineError> {
     let plain = hash::Hasher::new(None, true);
     let mut byproducts = Vec::new();
@@ -545,6 +634,13 @@ fn byproducts(
             transcript_blake3 = d.blake3.hex();
         }
         byproducts.push(manifest::ResourceDescriptor::file(name, None, &d));
+    }
+    for (i, a) in admitted.iter().enumerate() {
+        if a.contribution.is_some() {
+            let name = run_dir::contribution_file(i);
+            let d = plain.hash_file(&run_dir.join(&name))?;
+            byproducts.push(manifest::ResourceDescriptor::file(&name, None, &d));
+        }
     }
     let tree = plain.hash_tree(&run_dir.join(run_dir::CHECKPOINTS))?;
     byproducts.push(manifest::ResourceDescriptor::tree(
@@ -582,7 +678,7 @@ fn write_manifest(
             &hash::bytes_digest(&exported.summary_json),
         ),
     ];
-    let (byproducts, transcript_blake3) = byproducts(run_dir)?;
+    let (byproducts, transcript_blake3) = byproducts(run_dir, &inputs.admitted)?;
     let commitment = manifest::CommitmentRef {
         path: run_dir::COMMITMENT.to_string(),
         blake3: hash::Digest::of(commitment_bytes).hex(),
@@ -598,6 +694,7 @@ fn write_manifest(
     };
     let (commitment_blake3, transcript_head) = (commitment.blake3.clone(), transcript.head.clone());
     let s = &exported.summary;
+    let sources = source_records(&inputs, s);
     let mut dependencies = inputs.dependencies;
     dependencies.push(manifest::code_descriptor(&inputs.code));
     dependencies.push(manifest::toolchain_descriptor(
@@ -625,6 +722,8 @@ fn write_manifest(
             .collect(),
         commitment,
         transcript,
+        sources,
+        jurisdiction: inputs.jurisdiction.clone(),
         started_on: inputs.started_on,
         skipped_rows: skipped_rows(&inputs.data),
     };
@@ -645,6 +744,42 @@ fn write_manifest(
         commitment_blake3,
         transcript_head,
     })
+}
+
+/// Each source's record: its contribution's terms, rows per split and measured value.
+fn source_records(inputs: &Inputs, summary: &Summary) -> Vec<manifest::SourceRecord> {
+    if inputs.spec.data.sources.is_empty() {
+        return Vec::new();
+    }
+    let d = &inputs.data;
+    let per = |p: Option<&data::Part>| {
+        p.map_or_else(|| vec![0; d.sources.len()], |p| d.rows_by_source(p))
+    };
+    let (train, val, test) = (
+        per(Some(&d.train)),
+        per(Some(&d.validation)),
+        per(d.test.as_ref()),
+    );
+    inputs
+        .admitted
+        .iter()
+        .enumerate()
+        .map(|(i, a)| manifest::SourceRecord {
+            name: inputs.dependencies[i].name.clone().unwrap_or_default(),
+            commitment: a.commitment.clone(),
+            contribution: a
+                .contribution
+                .as_ref()
+                .map(|c| c.record(&run_dir::contribution_file(i))),
+            rows: manifest::SourceRows {
+                total: d.sources[i].records.len(),
+                train: train[i],
+                validation: val[i],
+                test: test[i],
+            },
+            credit: summary.credit.as_ref().map(|c| c[i].value),
+        })
+        .collect()
 }
 
 /// The rows training left out, as the manifest records them (the first

@@ -139,6 +139,10 @@ pub enum CheckId {
     LogCoverage,
     /// What kind of document a file is, against what its name or `--expect` says.
     DocumentKind,
+    /// A data source: its contribution's owner, terms and data (`data.sources`).
+    Source,
+    /// A contribution or reward statement: its own signature and content.
+    Statement,
 }
 
 impl CheckId {
@@ -154,6 +158,8 @@ impl CheckId {
             CheckId::Byproduct => "byproduct",
             CheckId::Directory => "directory",
             CheckId::Dependency => "dependency",
+            CheckId::Source => "data source",
+            CheckId::Statement => "statement",
             CheckId::Code => "code",
             CheckId::CodeState => "code state",
             CheckId::RunDirectory => "run directory",

@@ -68,6 +68,14 @@ pub fn epoch_files(run_dir: &Path, epoch: usize) -> [PathBuf; 3] {
 
 /// The marker file's name inside a run directory.
 pub const MARKER: &str = ".auditai-run";
+
+/// The directory of the data sources' contribution statements, copied in by `run`.
+pub const CONTRIBUTIONS: &str = "contributions";
+
+/// The copy of source `i`'s (0-based) contribution statement.
+pub fn contribution_file(i: usize) -> String {
+    format!("{CONTRIBUTIONS}/source-{}.contribution.json", i + 1)
+}
 /// The marker file's exact content.
 pub const MARKER_CONTENT: &[u8] = b"auditai.run-dir/v1\n";
 

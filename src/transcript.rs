@@ -44,8 +44,12 @@ pub struct FileRef {
     pub name: String,
     /// blake3, hex.
     pub blake3: String,
-    /// sha256, hex.
+    /// sha256, hex (empty for a withheld file).
     pub sha256: String,
+    /// Whether `blake3` is a withheld file's salted commitment (keyed BLAKE3) instead of its
+    /// digest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub salted: bool,
 }
 
 /// The code a run was made from.
@@ -98,6 +102,23 @@ impl Commitment {
     }
 }
 
+/// Per-source credit summed over `entries` in transcript order (`None` when no entry carries
+/// credit, or their lengths disagree).
+pub fn credit_totals(entries: &[Entry]) -> Option<Vec<f64>> {
+    let mut total: Option<Vec<f64>> = None;
+    for e in entries {
+        let c = e.body.credit.as_ref()?;
+        let t = total.get_or_insert_with(|| vec![0.0; c.len()]);
+        if t.len() != c.len() {
+            return None;
+        }
+        for (a, b) in t.iter_mut().zip(c) {
+            *a += b;
+        }
+    }
+    total
+}
+
 /// `h_0`: the digest of the commitment file's bytes.
 pub fn chain_start(commitment_bytes: &[u8]) -> [u8; 32] {
     *blake3::hash(commitment_bytes).as_bytes()
@@ -124,6 +145,10 @@ pub struct Body {
     pub optimizer: String,
     /// blake3 of the optimizer-state file.
     pub optimizer_blake3: String,
+    /// Per data source, the first-order value of the segment's steps (`data.sources` with two
+    /// or more sources; docs/contributors.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit: Option<Vec<f64>>,
 }
 
 /// One transcript line: the body and its place in the chain.
@@ -257,6 +282,7 @@ mod tests {
             weights_blake3: "aa".into(),
             optimizer: format!("checkpoints/epoch-{index:04}.optim.bpk"),
             optimizer_blake3: "bb".into(),
+            credit: None,
         }
     }
 

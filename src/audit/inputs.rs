@@ -83,32 +83,79 @@ pub(super) fn check_spec(
     }
 }
 
+/// Read the committed data files under `root`, each checked against its commitment (a withheld
+/// one with its salt from `reveal`), and prepare the splits as training did.
 pub(super) fn check_data(
     root: &Path,
     spec: &Spec,
     c: &Commitment,
+    reveal: &crate::contribution::Reveal,
     r: &mut Report,
 ) -> Option<data::Prepared> {
-    let [d] = c.data.as_slice() else {
+    if c.data.is_empty() {
         r.push_row(
             CheckId::Data,
             Status::Fail,
-            format!(
-                "the commitment names {} data files, expected 1",
-                c.data.len()
-            ),
+            "the commitment names no data file",
         );
         return None;
+    }
+    let mut files = Vec::new();
+    let mut digests = Vec::new();
+    for d in &c.data {
+        let (file, digest) = read_committed(root, d, reveal, r)?;
+        files.push(file);
+        digests.push(digest);
+    }
+    // Rows a run left out are recorded in its manifest; the recomputation leaves the same ones
+    // out and the audit compares them (check_preprocessing).
+    let skip = data::ParseOptions {
+        skip_bad_rows: true,
     };
+    let label = format!(
+        "data {}",
+        c.data
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    match data::parse_sources(spec, &files, skip) {
+        Ok(p) => {
+            r.push(
+                CheckId::Data,
+                label,
+                Status::Pass,
+                match digests.as_slice() {
+                    [one] => format!("blake3 {one}, {} training rows", p.train.rows),
+                    _ => format!(
+                        "{} training rows from {} files, each as committed",
+                        p.train.rows,
+                        files.len()
+                    ),
+                },
+            );
+            Some(p)
+        }
+        Err(e) => {
+            r.push(CheckId::Data, label, Status::Fail, e.to_string());
+            None
+        }
+    }
+}
+
+/// One committed data file, read under `root` and checked against its digest or commitment.
+fn read_committed(
+    root: &Path,
+    d: &crate::transcript::FileRef,
+    reveal: &crate::contribution::Reveal,
+    r: &mut Report,
+) -> Option<(data::SourceBytes, String)> {
+    let label = format!("data {}", d.name);
     let path = match crate::fsio::safe_join(root, &d.name) {
         Ok(p) => p,
         Err(why) => {
-            r.push(
-                CheckId::Data,
-                format!("data {}", d.name),
-                Status::Fail,
-                why.to_string(),
-            );
+            r.push(CheckId::Data, label, Status::Fail, why.to_string());
             return None;
         }
     };
@@ -117,7 +164,7 @@ pub(super) fn check_data(
         Err(e) => {
             r.push_hinted(
                 CheckId::Data,
-                format!("data {}", d.name),
+                label,
                 Status::Fail,
                 format!("{}: {e}", path.display()),
                 Hint::Root,
@@ -125,44 +172,36 @@ pub(super) fn check_data(
             return None;
         }
     };
-    let got = hash::Digest::of(&bytes).hex();
+    let (got, how) = if d.salted {
+        let Some(salt) = reveal.salt_for(&d.name) else {
+            r.push(
+                CheckId::Data,
+                label,
+                Status::Fail,
+                "withheld behind a salted commitment; pass --reveal NAME=SALT_FILE to check it",
+            );
+            return None;
+        };
+        (
+            crate::contribution::salted(salt, &bytes),
+            "salted commitment",
+        )
+    } else {
+        (hash::Digest::of(&bytes).hex(), "blake3")
+    };
     if !hash::hex_eq(&got, &d.blake3) {
         r.push(
             CheckId::Data,
-            format!("data {}", d.name),
+            label,
             Status::Fail,
             format!(
-                "changed: blake3 is {got}, the commitment records {}",
+                "changed: {how} is {got}, the commitment records {}",
                 d.blake3
             ),
         );
         return None;
     }
-    // Rows a run left out are recorded in its manifest; the recomputation leaves the same ones
-    // out and the audit compares them (check_preprocessing).
-    let skip = data::ParseOptions {
-        skip_bad_rows: true,
-    };
-    match data::parse_with(spec, &bytes, skip) {
-        Ok(p) => {
-            r.push(
-                CheckId::Data,
-                format!("data {}", d.name),
-                Status::Pass,
-                format!("blake3 {got}, {} training rows", p.train.rows),
-            );
-            Some(p)
-        }
-        Err(e) => {
-            r.push(
-                CheckId::Data,
-                format!("data {}", d.name),
-                Status::Fail,
-                e.to_string(),
-            );
-            None
-        }
-    }
+    Some((data::SourceBytes { path, bytes }, got))
 }
 
 /// The fitted preprocessing recomputed from the committed data against the run's

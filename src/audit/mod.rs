@@ -83,6 +83,8 @@ pub struct Options {
     /// With a challenge from the anchor: how long to wait for the challenge block to be mined
     /// (`None`: not at all).
     pub wait: Option<std::time::Duration>,
+    /// Salts of withheld data sources (`--reveal`).
+    pub reveal: crate::contribution::Reveal,
 }
 
 /// Errors that stop an audit before it can judge anything (exit 2).
@@ -297,6 +299,45 @@ pub fn audit(
     Ok(report)
 }
 
+/// The spec and prepared data a run trained on, each checked against the run's commitment as
+/// the audit checks them (`Err`: the first failed check). For recomputations such as
+/// `rewards --value shapley`.
+pub fn trained_on(
+    run: &SignedRun,
+    root: Option<&Path>,
+    reveal: &crate::contribution::Reveal,
+) -> Result<(crate::spec::Spec, crate::data::Prepared), String> {
+    let mut r = crate::report::Report::default();
+    let fail = |r: &crate::report::Report| {
+        r.checks
+            .iter()
+            .find(|c| c.status == Status::Fail)
+            .map_or_else(
+                || "the run cannot be read".to_string(),
+                |c| format!("{}: {}", c.check, c.detail),
+            )
+    };
+    let ext = run
+        .statement()
+        .predicate
+        .auditai
+        .clone()
+        .ok_or("the manifest has no auditai extension")?;
+    let c_ref = ext
+        .commitment
+        .clone()
+        .ok_or("the run has no training commitment")?;
+    let (_, commitment) = read_commitment(run, &c_ref, &mut r).ok_or_else(|| fail(&r))?;
+    let spec = check_spec(run.dir(), &commitment, &ext, run.stage_name(), &mut r)
+        .ok_or_else(|| fail(&r))?;
+    let root = root.map_or_else(
+        || crate::provenance::project_root(run.dir()),
+        Path::to_path_buf,
+    );
+    let data = check_data(&root, &spec, &commitment, reveal, &mut r).ok_or_else(|| fail(&r))?;
+    Ok((spec, data))
+}
+
 /// What the checks before replay established.
 struct Checked {
     ext: crate::manifest::Extension,
@@ -344,7 +385,7 @@ fn check_inputs(run: &SignedRun, opts: &Options, report: &mut AuditReport) -> Op
         .root
         .clone()
         .unwrap_or_else(|| crate::provenance::project_root(dir));
-    let data = check_data(&root, &spec, &commitment, r)?;
+    let data = check_data(&root, &spec, &commitment, &opts.reveal, r)?;
     check_preprocessing(run, &data, &ext, r);
     let initial = check_initial_weights(&spec, &data, &commitment, r)?;
     let (entries, head) = check_transcript(run, &t_ref, &c_bytes, r)?;

@@ -193,7 +193,7 @@ impl Replayer<'_> {
             )
         }));
         result.seconds = started.elapsed().as_secs_f64();
-        let (weights, optim) = match replayed {
+        let (weights, optim, credit) = match replayed {
             Ok(Ok(x)) => x,
             Ok(Err(err)) => {
                 result.detail = format!("replay failed: {err}");
@@ -216,6 +216,9 @@ impl Replayer<'_> {
             Ok(d) => result.distance = Some(*d),
         }
         self.compare(&mut result, &got, &optim, b);
+        if self.bitwise && result.status == Status::Pass {
+            judge_credit(&mut result, &credit, &b.credit);
+        }
         result
     }
 
@@ -269,6 +272,37 @@ impl Replayer<'_> {
             }
         }
     }
+}
+
+/// A bitwise replay that matched the weights must also re-derive the recorded per-source credit.
+fn judge_credit(result: &mut SegmentResult, got: &Option<Vec<f64>>, recorded: &Option<Vec<f64>>) {
+    if !same_credit(got, recorded) {
+        result.status = Status::Fail;
+        result.detail = format!(
+            "the weights match but the per-source credit does not (replayed {}, recorded {})",
+            show_credit(got),
+            show_credit(recorded)
+        );
+    } else if got.is_some() {
+        result.detail =
+            "replayed weights, optimizer state and per-source credit are bitwise identical".into();
+    }
+}
+
+/// Whether two credit vectors are bitwise the same.
+fn same_credit(a: &Option<Vec<f64>>, b: &Option<Vec<f64>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+        }
+        _ => false,
+    }
+}
+
+fn show_credit(c: &Option<Vec<f64>>) -> String {
+    c.as_ref()
+        .map_or_else(|| "none".into(), |v| format!("{v:?}"))
 }
 
 pub(super) fn replay_device(

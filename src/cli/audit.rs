@@ -73,6 +73,11 @@ pub(super) struct AuditArgs {
     /// expected there (repeatable), as for `auditai verify`.
     #[arg(long, value_name = "NAME")]
     allow_extra: Vec<String>,
+    /// Check a withheld data source (a salted contribution) with its salt: SOURCE is the data
+    /// file as the manifest names it (or its file name), SALT_FILE the owner's salt
+    /// (repeatable). Without it a withheld source cannot be replayed.
+    #[arg(long, value_name = "SOURCE=SALT_FILE")]
+    reveal: Vec<String>,
     /// Where the data files named by the commitment live (default: the git work tree holding
     /// the manifest, else the current directory).
     #[arg(long, value_name = "DIR")]

@@ -6,6 +6,7 @@
 mod anchor;
 mod audit;
 mod bundle;
+mod contribute;
 mod environ;
 mod eval;
 mod experiments;
@@ -15,6 +16,7 @@ mod hints;
 mod predict;
 mod printer;
 mod report;
+mod rewards;
 mod run;
 mod stages;
 mod trust;
@@ -161,6 +163,25 @@ enum Command {
     /// matrix, subgroups and reliability diagram. Inline SVG, no scripts, nothing fetched.
     #[command(after_help = EXIT_CODES)]
     Report(report::ReportArgs),
+    /// Sign the terms of a data file as its owner: licence, legal basis, permitted uses,
+    /// jurisdictions, expiry and reward address (an in-toto statement; docs/contributors.md).
+    ///
+    /// The statement names the file by digest, or with --salted only by a salted commitment (the
+    /// salt written beside it, kept by the owner). A training spec lists it under
+    /// `data.sources`, and `run` refuses data whose terms do not permit the run.
+    #[command(after_help = EXIT_CODES)]
+    Contribute(contribute::ContributeArgs),
+    /// Value a run's data sources and split a reward pool as a Merkle tree any distributor
+    /// contract pays out (`rewards RUN --pool N -o rewards.json`), or print one claim's proof
+    /// (`rewards proof rewards.json ADDRESS`).
+    ///
+    /// Values are the first-order in-run values the run measured (re-derived by its replay
+    /// audit) or, with --value shapley, exact group Shapley values by retraining. The pool goes
+    /// to data owners by value (negatives count as zero), to the run's signer (--compute-share)
+    /// and to verdict signers (--verifier-share); the tree is an OpenZeppelin StandardMerkleTree
+    /// dump of [address, uint256], with a signed statement binding its root to the manifest.
+    #[command(after_help = EXIT_CODES)]
+    Rewards(rewards::RewardsArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -232,6 +253,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Metrics(cmd) => experiments::metrics_cmd(&cmd),
         Command::Runs(args) => experiments::runs_cmd(&args),
         Command::Report(args) => report::report_cmd(&args),
+        Command::Contribute(args) => contribute::contribute_cmd(&args),
+        Command::Rewards(args) => rewards::rewards_cmd(&args),
         Command::StageJob { request } => {
             auditai::cancel::install_handler();
             let code = auditai::stages::slurm::run_job(&request).map_err(anyhow::Error::msg)?;

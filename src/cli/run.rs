@@ -64,6 +64,15 @@ pub(super) struct RunArgs {
     /// the manifest (as are rows without a label, which are always left out).
     #[arg(long)]
     skip_bad_rows: bool,
+    /// Where the run processes its data: an ISO 3166-1 alpha-2 code (DE, US) or EU / EEA.
+    /// Recorded in the manifest; a data source whose contribution does not permit processing
+    /// there (or limits jurisdictions when none is declared) refuses the run.
+    #[arg(long, value_name = "CODE", value_parser = jurisdiction, help_heading = "Data sources")]
+    pub(super) jurisdiction: Option<String>,
+    /// A policy whose `contributions:` section the data sources must meet (every source with a
+    /// contribution, licences from a list); docs/contributors.md.
+    #[arg(long, value_name = "FILE", help_heading = "Data sources")]
+    pub(super) policy: Option<PathBuf>,
     /// Sign the manifest with this ed25519 private key (PKCS#8 PEM, mode 0600). Otherwise the key
     /// comes from AUDITAI_SIGNING_KEY (PEM text), then AUDITAI_SIGNING_KEY_FILE; with none the
     /// manifest is written unsigned.
@@ -102,6 +111,10 @@ impl From<DeviceArg> for DeviceChoice {
             DeviceArg::Cpu => DeviceChoice::Cpu,
         }
     }
+}
+
+fn jurisdiction(s: &str) -> Result<String, String> {
+    auditai::contribution::terms::jurisdiction(s)
 }
 
 /// Where a pipeline's stages run.

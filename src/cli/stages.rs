@@ -205,6 +205,7 @@ pub(super) struct PipelineRun {
     pub quiet: bool,
     pub device: Option<auditai::spec::DeviceChoice>,
     pub skip_bad_rows: bool,
+    pub terms: auditai::contribution::RunTerms,
 }
 
 #[cfg(feature = "train")]
@@ -257,6 +258,7 @@ pub(super) fn run_pipeline(
         jobs,
         device: args.device,
         skip_bad_rows: args.skip_bad_rows,
+        terms: args.terms.clone(),
     };
     stages::install_interrupt_handler();
     let mut printer = Printer::new(args.quiet);

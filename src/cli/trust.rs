@@ -82,6 +82,11 @@ pub(super) struct VerifyArgs {
     /// model-signing; the manifest's own receipts and proofs are always expected.
     #[arg(long, value_name = "NAME")]
     allow_extra: Vec<String>,
+    /// Check a withheld data source of a run (a salted contribution) with its salt: SOURCE is
+    /// the data file as the manifest names it (or its file name), SALT_FILE the owner's salt
+    /// (repeatable). Without it the source is reported as withheld, committed by its owner.
+    #[arg(long, value_name = "SOURCE=SALT_FILE")]
+    reveal: Vec<String>,
     /// Check only that FILE is a subject or byproduct of the signed statement (found by digest,
     /// under any name), besides the signatures, policy and anchor; repeatable. No other file the
     /// manifest records is needed. Exit 0 only when every given file matches.
@@ -242,6 +247,7 @@ fn verify_options(args: &VerifyArgs) -> anyhow::Result<verify::Options> {
         bitcoin,
         expect: args.expect,
         require_covered: args.require_covered,
+        reveal: auditai::contribution::Reveal::parse(&args.reveal)?,
         files: if !args.artifact.is_empty() {
             verify::FileScope::Artifacts(args.artifact.clone())
         } else if args.partial {

@@ -425,6 +425,10 @@ impl Ctx<'_> {
             notices,
             skipped,
             class_weights,
+            sources: vec![super::SourceSpan {
+                path: self.path.clone(),
+                records: 0..scan.total,
+            }],
         })
     }
 

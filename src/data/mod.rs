@@ -11,6 +11,7 @@
 mod fit;
 mod infer;
 mod read;
+mod sources;
 mod split;
 pub mod table;
 #[cfg(test)]
@@ -23,6 +24,7 @@ use serde::Serialize;
 
 use crate::spec::{ColumnRole, Located, NumericImpute, Pos, Spec};
 use infer::Roles;
+pub use sources::{SourceBytes, SourceSpan, parse_sources, read_all};
 pub use table::Dialect;
 pub use transform::{Affine, CellError, Column, Encoded, Preprocessing, RecordError};
 
@@ -93,7 +95,7 @@ pub enum Targets {
 }
 
 impl Targets {
-    fn select(&self, idx: &[usize]) -> Targets {
+    pub(crate) fn select(&self, idx: &[usize]) -> Targets {
         match self {
             Targets::Classes(c) => Targets::Classes(idx.iter().map(|&i| c[i]).collect()),
             Targets::Values(v) => Targets::Values(idx.iter().map(|&i| v[i]).collect()),
@@ -136,6 +138,8 @@ pub struct Prepared {
     pub skipped: Vec<BadRow>,
     /// Per-class loss weights (`training.class_weight: balanced`).
     pub class_weights: Option<Vec<f32>>,
+    /// The data files the rows came from, in order (one for `data.path`).
+    pub sources: Vec<SourceSpan>,
 }
 
 impl Prepared {

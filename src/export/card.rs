@@ -147,7 +147,7 @@ fn training_data(run: &Run, md: &mut String) {
     md.push_str("\n## Training data\n\n");
     lineage(run, md);
     md.push_str("| | |\n|---|---|\n");
-    if let Some(d) = run.data() {
+    if let Some(d) = run.data().filter(|_| run.sources().is_empty()) {
         row(
             md,
             "File",
@@ -198,6 +198,53 @@ fn training_data(run: &Run, md: &mut String) {
     if let Some(bal) = &run.class_balance {
         let v: Vec<String> = bal.iter().map(|(k, n)| format!("{k} {n}")).collect();
         row(md, "Class balance", v.join(", "));
+    }
+    sources(run, md);
+}
+
+/// The data sources: each owner's terms as the run checked them, rows per split and the
+/// measured first-order value.
+fn sources(run: &Run, md: &mut String) {
+    let list = run.sources();
+    if list.is_empty() {
+        return;
+    }
+    md.push_str(&format!(
+        "\n### Data sources\n\nProcessed in: {}. Terms as each owner signed them (docs/contributors.md); the credit is the first-order in-run value, not a Shapley value.\n\n",
+        run.jurisdiction().unwrap_or("(no jurisdiction declared)")
+    ));
+    md.push_str("| Source | Owner | Licence | Legal basis | Training / inference / mining | Jurisdictions | Expires | Rows (train/val/test) | Credit |\n|---|---|---|---|---|---|---|---|---|\n");
+    for s in list {
+        let c = s.contribution.as_ref();
+        let cell = |f: &dyn Fn(&crate::manifest::ContributionRecord) -> String| {
+            c.map_or_else(|| "(no contribution)".to_string(), f)
+        };
+        let name = match &s.commitment {
+            Some(_) => format!("`{}` (withheld)", s.name),
+            None => format!("`{}`", s.name),
+        };
+        md.push_str(&format!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {}/{}/{} | {} |\n",
+            cell(&|c| c
+                .owner_name
+                .clone()
+                .unwrap_or_else(|| c.owner[..16.min(c.owner.len())].to_string())),
+            cell(&|c| c.terms.license.clone()),
+            cell(&|c| c.terms.legal_basis.clone()),
+            cell(&|c| format!(
+                "{} / {} / {}",
+                c.terms.permissions.ai_training.word(),
+                c.terms.permissions.ai_inference.word(),
+                c.terms.permissions.data_mining.word()
+            )),
+            cell(&|c| c.terms.places()),
+            cell(&|c| c.terms.expires.clone()),
+            s.rows.train,
+            s.rows.validation,
+            s.rows.test,
+            s.credit
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.6}")),
+        ));
     }
 }
 

@@ -47,7 +47,8 @@ pub fn cyclonedx(run: &Run, out: &Path) -> Value {
                 .collect(),
         );
     }
-    let (data_component, raw) = data_components(run);
+    let (data_component, mut raw) = data_components(run);
+    raw.extend(source_components(run));
     let mut components = vec![data_component];
     let raw_refs: Vec<Value> = raw.iter().map(|c| c["bom-ref"].clone()).collect();
     components.extend(raw);
@@ -125,6 +126,54 @@ fn data_components(run: &Run) -> (Value, Vec<Value>) {
         }
     }
     (component, raw)
+}
+
+/// Each data source (`data.sources`) as a data component: its owner as the dataset's
+/// governance owner, its licence, and its terms, rows and credit as properties.
+fn source_components(run: &Run) -> Vec<Value> {
+    run.sources()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut props = vec![
+                json!({ "name": "auditai:rows", "value": format!("train {}, validation {}, test {}", s.rows.train, s.rows.validation, s.rows.test) }),
+            ];
+            if let Some(v) = s.credit {
+                props.push(json!({ "name": "auditai:credit", "value": v.to_string() }));
+            }
+            let mut dataset = json!({ "type": "dataset", "name": s.name });
+            let mut component = json!({
+                "type": "data",
+                "bom-ref": format!("source:{}", i + 1),
+                "name": s.name,
+            });
+            match &s.commitment {
+                Some(c) => props.push(json!({ "name": "auditai:withheld-commitment", "value": c })),
+                None => {
+                    let dep = run.statement.predicate.build_definition.resolved_dependencies.iter().find(|d| d.name.as_deref() == Some(s.name.as_str()));
+                    component["hashes"] = Value::Array(dep.map(hashes).unwrap_or_default());
+                }
+            }
+            if let Some(c) = &s.contribution {
+                let owner = c.owner_name.clone().unwrap_or_else(|| c.owner.clone());
+                dataset["governance"] = json!({ "owners": [ { "organization": { "name": owner } } ] });
+                component["licenses"] = json!([ { "expression": c.terms.license } ]);
+                props.extend([
+                    json!({ "name": "auditai:owner-keyid", "value": c.owner }),
+                    json!({ "name": "auditai:legal-basis", "value": c.terms.legal_basis }),
+                    json!({ "name": "cawg.ai_training", "value": c.terms.permissions.ai_training.word() }),
+                    json!({ "name": "cawg.ai_inference", "value": c.terms.permissions.ai_inference.word() }),
+                    json!({ "name": "cawg.data_mining", "value": c.terms.permissions.data_mining.word() }),
+                    json!({ "name": "auditai:jurisdictions", "value": c.terms.places() }),
+                    json!({ "name": "auditai:expires", "value": c.terms.expires }),
+                    json!({ "name": "auditai:contribution-sha256", "value": c.sha256 }),
+                ]);
+            }
+            component["data"] = json!([dataset]);
+            component["properties"] = Value::Array(props);
+            component
+        })
+        .collect()
 }
 
 /// A resource's digests as CycloneDX hashes.

@@ -226,6 +226,15 @@ fn class_balance(
     pre: &crate::data::Preprocessing,
 ) -> Option<BTreeMap<String, u64>> {
     pre.classes.as_ref()?;
+    // With several sources the counts would need every file; the card lists the sources instead.
+    if st
+        .predicate
+        .auditai
+        .as_ref()
+        .is_some_and(|e| e.sources.len() > 1)
+    {
+        return None;
+    }
     let label = pre.label.as_str();
     let dep = st
         .predicate
@@ -333,6 +342,25 @@ impl Run {
             .as_ref()?
             .skipped_rows
             .as_ref()
+    }
+
+    /// The data sources the manifest records (`data.sources`).
+    pub(crate) fn sources(&self) -> &[manifest::SourceRecord] {
+        self.statement
+            .predicate
+            .auditai
+            .as_ref()
+            .map_or(&[], |e| e.sources.as_slice())
+    }
+
+    /// `run --jurisdiction`, as recorded.
+    pub(crate) fn jurisdiction(&self) -> Option<&str> {
+        self.statement
+            .predicate
+            .auditai
+            .as_ref()?
+            .jurisdiction
+            .as_deref()
     }
 
     pub(crate) fn data(&self) -> Option<&ResourceDescriptor> {

@@ -338,6 +338,64 @@ pub struct Extension {
     /// Data rows left out of training (`run --skip-bad-rows`, gaps under `impute: drop`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped_rows: Option<SkippedRows>,
+    /// Where the run declared it processed the data (`run --jurisdiction`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jurisdiction: Option<String>,
+    /// The data sources, their contributions, rows per split and measured value
+    /// (`data.sources`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceRecord>,
+}
+
+/// One data source of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceRecord {
+    /// The data file, relative to the project root.
+    pub name: String,
+    /// The salted commitment, when its contribution withholds the data: the manifest then holds
+    /// no digest of the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment: Option<String>,
+    /// Its contribution statement, as checked when the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contribution: Option<ContributionRecord>,
+    /// Rows per split.
+    pub rows: SourceRows,
+    /// The first-order in-run value summed over every step (two or more sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit: Option<f64>,
+}
+
+/// A source's rows per split.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceRows {
+    /// All its data rows.
+    pub total: usize,
+    /// Training rows.
+    pub train: usize,
+    /// Validation rows.
+    pub validation: usize,
+    /// Test rows.
+    pub test: usize,
+}
+
+/// A contribution's terms as the manifest records them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContributionRecord {
+    /// The statement's copy in the run directory.
+    pub path: String,
+    /// sha256 of the statement.
+    pub sha256: String,
+    /// The owner's key id.
+    pub owner: String,
+    /// The owner's display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_name: Option<String>,
+    /// The terms as the owner signed them.
+    #[serde(flatten)]
+    pub terms: crate::contribution::Terms,
 }
 
 /// Data rows a run left out, and why.
@@ -488,6 +546,10 @@ pub struct RunFacts {
     pub started_on: String,
     /// Rows left out of training.
     pub skipped_rows: Option<SkippedRows>,
+    /// `run --jurisdiction`.
+    pub jurisdiction: Option<String>,
+    /// The data sources (`data.sources`).
+    pub sources: Vec<SourceRecord>,
 }
 
 /// The provenance statement of a run: subjects, dependencies and byproducts as given, the
@@ -542,6 +604,8 @@ pub fn provenance_statement(
                 commitment: Some(facts.commitment),
                 transcript: Some(facts.transcript),
                 skipped_rows: facts.skipped_rows,
+                jurisdiction: facts.jurisdiction,
+                sources: facts.sources,
             }),
             pipeline: None,
         },

@@ -263,7 +263,7 @@ fn with_suffix(prefix: &Path, ext: &str) -> PathBuf {
 
 /// Create a file that must not exist yet, with `mode` from the start (no window where a private
 /// key is readable by others).
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SignError> {
+pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SignError> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

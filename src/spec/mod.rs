@@ -144,8 +144,13 @@ pub struct Spec {
 /// `data:`: where the rows come from and how they are split and scaled.
 #[derive(Debug, Clone, Serialize)]
 pub struct DataSpec {
-    /// CSV path as written in the spec (relative to the spec file's directory).
+    /// CSV path as written in the spec (relative to the spec file's directory); with
+    /// `data.sources`, the first source's.
     pub path: Located<String>,
+    /// `data.sources`: several CSV files with the same columns, each with its owner's
+    /// contribution (empty when the spec gives `data.path`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceSpec>,
     /// Label column name.
     pub label: Located<String>,
     /// Classification or regression.
@@ -182,6 +187,25 @@ pub struct DataSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<Located<String>>,
 }
+
+/// One of `data.sources`. Paths are as written, relative to the spec file's directory.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceSpec {
+    /// The CSV file.
+    pub path: Located<String>,
+    /// Its owner's contribution statement (`auditai contribute`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contribution: Option<Located<String>>,
+    /// The owner's public key (SPKI PEM) the contribution must be signed by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Located<String>>,
+    /// The salt of a withheld contribution (kept private; only its path is recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub salt: Option<Located<String>>,
+}
+
+/// The most entries of `data.sources`.
+pub const MAX_SOURCES: usize = 256;
 
 /// The cell texts that mean "missing" unless `data.missing_values` says otherwise.
 pub const DEFAULT_MISSING: &[&str] = &[
@@ -251,12 +275,28 @@ fn is_default_scaling(t: &TargetScaling) -> bool {
 impl DataSpec {
     /// The CSV path resolved against the spec file's directory.
     pub fn resolved_path(&self, spec_file: &Path) -> PathBuf {
-        let p = Path::new(&self.path.value);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            spec_file.parent().unwrap_or(Path::new("")).join(p)
+        resolve(&self.path.value, spec_file)
+    }
+
+    /// Every data file with its spec position, resolved: the sources, or the one `path`.
+    pub fn files(&self, spec_file: &Path) -> Vec<(PathBuf, Pos)> {
+        if self.sources.is_empty() {
+            return vec![(self.resolved_path(spec_file), self.path.pos)];
         }
+        self.sources
+            .iter()
+            .map(|s| (resolve(&s.path.value, spec_file), s.path.pos))
+            .collect()
+    }
+}
+
+/// A path as written in a spec, resolved against the spec file's directory.
+pub fn resolve(written: &str, spec_file: &Path) -> PathBuf {
+    let p = Path::new(written);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        spec_file.parent().unwrap_or(Path::new("")).join(p)
     }
 }
 
@@ -679,10 +719,54 @@ impl Checker<'_> {
         }
     }
 
-    fn data(&self, raw: raw::RawData) -> Result<DataSpec, SpecError> {
-        if raw.path.value.trim().is_empty() {
-            return self.fail(pos(&raw.path), "data.path must not be empty");
+    /// `data.path` or `data.sources` (exactly one): the first source's path stands as `path`.
+    fn data_sources(
+        &self,
+        path: Option<Sp<String>>,
+        sources: Option<Sp<Vec<Sp<raw::RawSource>>>>,
+        at: Pos,
+    ) -> Result<(Located<String>, Vec<SourceSpec>), SpecError> {
+        let list = match (path, sources) {
+            (Some(p), None) if p.value.trim().is_empty() => {
+                return self.fail(pos(&p), "data.path must not be empty");
+            }
+            (Some(p), None) => return Ok((located(p), Vec::new())),
+            (Some(p), Some(_)) => {
+                return self.fail(pos(&p), "give data.path or data.sources, not both");
+            }
+            (None, None) => return self.fail(at, "data needs `path` or `sources`"),
+            (None, Some(list)) => list,
+        };
+        if list.value.is_empty() || list.value.len() > MAX_SOURCES {
+            return self.fail(
+                pos(&list),
+                format!("data.sources lists 1 to {MAX_SOURCES} sources"),
+            );
         }
+        let mut out: Vec<SourceSpec> = Vec::new();
+        for s in list.value {
+            let s = s.value;
+            if s.path.value.trim().is_empty() {
+                return self.fail(pos(&s.path), "a source's path must not be empty");
+            }
+            if out.iter().any(|o| o.path.value == s.path.value) {
+                return self.fail(
+                    pos(&s.path),
+                    format!("source `{}` is listed twice", s.path.value),
+                );
+            }
+            out.push(SourceSpec {
+                path: located(s.path),
+                contribution: s.contribution.map(located),
+                owner: s.owner.map(located),
+                salt: s.salt.map(located),
+            });
+        }
+        Ok((out[0].path.clone(), out))
+    }
+
+    fn data(&self, raw: raw::RawData) -> Result<DataSpec, SpecError> {
+        let (path, sources) = self.data_sources(raw.path, raw.sources, pos(&raw.label))?;
         if raw.label.value.is_empty() {
             return self.fail(pos(&raw.label), "data.label must name a column");
         }
@@ -761,7 +845,8 @@ impl Checker<'_> {
             );
         }
         Ok(DataSpec {
-            path: located(raw.path),
+            path,
+            sources,
             label: located(raw.label),
             task: raw.task,
             include,

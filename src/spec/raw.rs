@@ -28,7 +28,10 @@ pub(super) struct RawSpec {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawData {
-    pub path: Sp<String>,
+    #[serde(default)]
+    pub path: Option<Sp<String>>,
+    #[serde(default)]
+    pub sources: Option<Sp<Vec<Sp<RawSource>>>>,
     pub label: Sp<String>,
     pub task: Task,
     #[serde(default)]
@@ -133,6 +136,19 @@ pub(super) struct RawFeatures {
     pub include: Option<Sp<Vec<Sp<String>>>>,
     #[serde(default)]
     pub exclude: Option<Sp<Vec<Sp<String>>>>,
+}
+
+/// One entry of `data.sources`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    pub path: Sp<String>,
+    #[serde(default)]
+    pub contribution: Option<Sp<String>>,
+    #[serde(default)]
+    pub owner: Option<Sp<String>>,
+    #[serde(default)]
+    pub salt: Option<Sp<String>>,
 }
 
 #[derive(Deserialize)]

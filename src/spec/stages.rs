@@ -785,7 +785,16 @@ impl Checker<'_> {
                 pos: at,
             },
         };
-        let dep = self.path_in(".", &data.path)?;
+        let mut deps = Vec::new();
+        if let Some(p) = &data.path {
+            deps.push(self.path_in(".", p)?);
+        }
+        for src in data.sources.iter().flat_map(|l| l.value.iter()) {
+            deps.push(self.path_in(".", &src.value.path)?);
+            if let Some(c) = &src.value.contribution {
+                deps.push(self.path_in(".", c)?);
+            }
+        }
         let checkpoints = raw.outputs.and_then(|o| o.checkpoints);
         let mut spec = self.training_spec(
             Body {
@@ -806,7 +815,7 @@ impl Checker<'_> {
         spec.outputs.dir = out.value.clone();
         Ok(Stage {
             name: located(key),
-            deps: vec![dep],
+            deps,
             outs: vec![out.clone()],
             metrics: Vec::new(),
             subjects: vec![out.value],

@@ -164,3 +164,58 @@ fn audit_segments_split_each_epoch() {
         "p.yaml:11:16: audit.every_steps must be at least 1"
     );
 }
+
+#[test]
+fn data_sources_replace_the_path_and_are_checked() {
+    let sources = MINIMAL.replace(
+        "  path: d.csv\n",
+        "  sources:\n    - path: a.csv\n      contribution: a.json\n    - path: b.csv\n",
+    );
+    let s = Spec::parse(&sources, Path::new("dir/p.yaml")).unwrap();
+    assert_eq!(s.data.path.value, "a.csv");
+    let files = s.data.files(Path::new("dir/p.yaml"));
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[1].0, Path::new("dir/b.csv"));
+    assert_eq!(
+        s.data.sources[0]
+            .contribution
+            .as_ref()
+            .map(|c| c.value.as_str()),
+        Some("a.json")
+    );
+    assert_ne!(
+        s.digest(),
+        Spec::parse(MINIMAL, Path::new("dir/p.yaml"))
+            .unwrap()
+            .digest()
+    );
+    assert_eq!(
+        err(&MINIMAL.replace(
+            "  path: d.csv\n",
+            "  path: d.csv\n  sources:\n    - path: a.csv\n"
+        )),
+        "p.yaml:5:9: give data.path or data.sources, not both"
+    );
+    assert_eq!(
+        err(&MINIMAL.replace("  path: d.csv\n", "")),
+        "p.yaml:5:10: data needs `path` or `sources`"
+    );
+    assert_eq!(
+        err(&MINIMAL.replace("  path: d.csv\n", "  sources: []\n")),
+        "p.yaml:5:12: data.sources lists 1 to 256 sources"
+    );
+    assert_eq!(
+        err(&MINIMAL.replace(
+            "  path: d.csv\n",
+            "  sources:\n    - path: a.csv\n    - path: a.csv\n"
+        )),
+        "p.yaml:7:13: source `a.csv` is listed twice"
+    );
+    assert_eq!(
+        err(&MINIMAL.replace(
+            "  path: d.csv\n",
+            "  sources:\n    - path: a.csv\n      owners: x\n"
+        )),
+        "p.yaml:7:7: unknown field `owners`, expected one of path, contribution, owner, salt"
+    );
+}

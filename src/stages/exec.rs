@@ -927,6 +927,7 @@ fn run_on_slurm(
                 out: abs(&p.graph.path(&p.graph.nodes[i].outs[0]))?,
                 device: opts.device,
                 skip_bad_rows: opts.skip_bad_rows,
+                terms: opts.terms.clone(),
             });
         }
     }
@@ -1119,6 +1120,7 @@ fn run_training(
         resume: false,
         force: true,
         skip_bad_rows: run.skip_bad_rows,
+        terms: run.terms.clone(),
     };
     let say = |line: String| {
         let _ = tx.try_send(Msg::Line(i, line));

@@ -258,6 +258,8 @@ pub struct RunOptions {
     pub device: Option<DeviceChoice>,
     /// Training stages leave their data's bad rows out (recorded) instead of failing.
     pub skip_bad_rows: bool,
+    /// Training stages' jurisdiction and the policy's demands on data sources.
+    pub terms: crate::contribution::RunTerms,
 }
 
 /// Progress of a pipeline run.

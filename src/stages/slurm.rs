@@ -72,6 +72,9 @@ pub struct TrainJob {
     pub device: Option<DeviceChoice>,
     /// `run --skip-bad-rows`.
     pub skip_bad_rows: bool,
+    /// `run --jurisdiction` and the policy's demands on data sources.
+    #[serde(default)]
+    pub terms: crate::contribution::RunTerms,
 }
 
 /// What a job reports back.
@@ -207,6 +210,7 @@ fn run_training_job(req: &JobRequest, t: &TrainJob) -> (Option<i32>, Option<Stri
         force: true,
         stage: Some(req.stage.clone()),
         skip_bad_rows: t.skip_bad_rows,
+        terms: t.terms.clone(),
     };
     use std::io::Write;
     let log = std::fs::File::create(&req.logs[1]).ok();

@@ -21,16 +21,19 @@ pub(super) struct Steps<'a> {
     pub(super) epoch: usize,
     pub(super) range: std::ops::Range<usize>,
     pub(super) lr: f64,
+    /// Per-source credit, measured when the run has several sources.
+    pub(super) credit: Option<&'a Credit>,
 }
 
-/// Train `steps` and return the model; adds each batch's loss (times its size) to `loss_sum`.
+/// Train `steps` and return the model and, with `steps.credit`, each source's value summed over
+/// the steps; adds each batch's loss (times its size) to `loss_sum`.
 pub(super) fn train_steps(
     steps: Steps<'_>,
     mut model: Net,
     optim: &mut ModuleOptimizer,
     loss_sum: &mut Tensor<1>,
     on_step: &mut dyn FnMut(),
-) -> Net {
+) -> (Net, Option<Vec<f64>>) {
     let Steps {
         spec,
         split,
@@ -38,7 +41,9 @@ pub(super) fn train_steps(
         epoch,
         range,
         lr,
+        credit,
     } = steps;
+    let mut sums = credit.map(Credit::zeros);
     let ad = split.x.device();
     let bs = spec.training.batch_size;
     for step in range {
@@ -46,6 +51,9 @@ pub(super) fn train_steps(
             break;
         }
         let chunk = &order[step * bs..((step + 1) * bs).min(order.len())];
+        if let (Some(c), Some(sums)) = (credit, sums.as_mut()) {
+            c.step(&model, split, chunk, lr, sums);
+        }
         let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
         let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [chunk.len()]), &ad);
         let key = dropout_key(spec.seed, epoch, step);
@@ -56,7 +64,7 @@ pub(super) fn train_steps(
         model = optim.step(lr, model, grads);
         on_step();
     }
-    model
+    (model, sums)
 }
 
 /// Weights and canonical optimizer bytes of a training model.
@@ -129,6 +137,8 @@ pub(super) struct Loop<'a> {
     tracker: Tracker,
     train_split: DeviceSplit,
     val_chunks: Vec<DeviceSplit>,
+    /// Per-source credit (two or more sources).
+    credit: Option<Credit>,
     /// The last transcript entry's chain hash (`h_0` before the first).
     prev: [u8; 32],
     metrics_path: PathBuf,
@@ -162,6 +172,7 @@ impl<'a> Loop<'a> {
             states,
             train_split: upload(s.data, &s.data.train, 0..s.data.train.rows, ad),
             val_chunks: upload_chunks(s.data, &s.data.validation, &s.backend.device),
+            credit: Credit::new(s.data, s.spec.seed, ad),
             prev,
             metrics_path,
         })
@@ -200,10 +211,13 @@ impl<'a> Loop<'a> {
                 epoch,
                 range: from..to,
                 lr,
+                credit: self.credit.as_ref(),
             };
-            model = train_steps(steps, model, &mut self.optim, &mut loss_sum, &mut || {
-                progress(Progress::Batch)
-            });
+            let (trained, credit) =
+                train_steps(steps, model, &mut self.optim, &mut loss_sum, &mut || {
+                    progress(Progress::Batch)
+                });
+            model = trained;
             if crate::cancel::requested() {
                 return Err(TrainError::Cancelled);
             }
@@ -226,6 +240,7 @@ impl<'a> Loop<'a> {
                     weights_blake3: crate::hash::Digest::of(&weights).hex(),
                     optimizer: o_name,
                     optimizer_blake3: crate::hash::Digest::of(&optim_bytes).hex(),
+                    credit,
                 },
             );
             self.prev = link_hash(&entry)?;

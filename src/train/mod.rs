@@ -9,6 +9,7 @@
 //! This module writes checkpoints and transcript entries into the run directory it is given,
 //! reports progress through a callback and never prints, signs or hashes files on disk.
 
+mod credit;
 pub mod device;
 pub(crate) mod fit;
 mod infer;
@@ -44,6 +45,8 @@ use store::{
     CheckpointState, STATE_SCHEMA, completed_states, prune, read_verified, write_transcript,
 };
 
+use credit::Credit;
+pub use credit::VALIDATION_ROWS as CREDIT_VALIDATION_ROWS;
 pub use device::{Backend, BackendKind};
 pub use fit::train;
 use infer::{DeviceSplit, evaluate_chunks, upload, upload_chunks, validation_metric};

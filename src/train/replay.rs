@@ -4,9 +4,13 @@
 use super::fit::{Steps, snapshot, train_steps};
 use super::*;
 
+/// What a replay produced: weights, canonical optimizer bytes, and per-source credit.
+pub type Replayed = (Vec<u8>, Vec<u8>, Option<Vec<f64>>);
+
 /// Replay steps `steps` of 1-based `epoch` on `device`, starting from the checkpoint `before`
 /// (weights and optimizer bytes; `None`: the initial weights and a fresh optimizer). Returns the
-/// weights and canonical optimizer bytes after the last step, as training wrote them.
+/// weights and canonical optimizer bytes after the last step, as training wrote them, and the
+/// per-source credit of the steps (with two or more sources).
 pub fn replay(
     spec: &Spec,
     data: &Prepared,
@@ -15,7 +19,7 @@ pub fn replay(
     epoch: usize,
     steps: std::ops::Range<usize>,
     on_step: &mut dyn FnMut(),
-) -> Result<(Vec<u8>, Vec<u8>), TrainError> {
+) -> Result<Replayed, TrainError> {
     let t = &spec.training;
     let ad = device.clone().autodiff();
     let fresh = initial_model(spec, data);
@@ -34,7 +38,8 @@ pub fn replay(
     let order = shuffle::epoch_order(spec.seed, epoch - 1, split.rows);
     let lr = t.schedule.lr_at(t.optimizer.lr, epoch - 1, t.epochs);
     let mut loss_sum = Tensor::<1>::zeros([1], &ad);
-    let model = train_steps(
+    let credit = Credit::new(data, spec.seed, &ad);
+    let (model, sums) = train_steps(
         Steps {
             spec,
             split: &split,
@@ -42,11 +47,13 @@ pub fn replay(
             epoch: epoch - 1,
             range: steps,
             lr,
+            credit: credit.as_ref(),
         },
         model.fork(&ad).train(),
         &mut optim,
         &mut loss_sum,
         on_step,
     );
-    snapshot(&model, &optim)
+    let (weights, optim) = snapshot(&model, &optim)?;
+    Ok((weights, optim, sums))
 }

@@ -29,6 +29,10 @@ pub enum DocumentKind {
     MlBom,
     /// A hash-chained prediction log (`auditai predict --log`).
     PredictionLog,
+    /// A data owner's contribution statement (`auditai contribute`).
+    Contribution,
+    /// A reward statement (`auditai rewards --pool`).
+    Rewards,
 }
 
 impl DocumentKind {
@@ -42,6 +46,8 @@ impl DocumentKind {
             DocumentKind::ModelCard => "model card",
             DocumentKind::MlBom => "ML-BOM",
             DocumentKind::PredictionLog => "prediction log",
+            DocumentKind::Contribution => "contribution statement",
+            DocumentKind::Rewards => "reward statement",
         }
     }
 
@@ -101,7 +107,7 @@ impl std::str::FromStr for Expect {
     type Err = String;
 
     /// The `--expect` words: `manifest`, `provenance`, `pipeline`, `evaluation`, `verdict`,
-    /// `model-card`, `ml-bom`, `prediction-log`.
+    /// `model-card`, `ml-bom`, `prediction-log`, `contribution`, `rewards`.
     fn from_str(s: &str) -> Result<Expect, String> {
         Ok(match s {
             "manifest" => Expect::Run(RunKind::Any),
@@ -112,9 +118,11 @@ impl std::str::FromStr for Expect {
             "model-card" => Expect::Kind(DocumentKind::ModelCard),
             "ml-bom" => Expect::Kind(DocumentKind::MlBom),
             "prediction-log" => Expect::Kind(DocumentKind::PredictionLog),
+            "contribution" => Expect::Kind(DocumentKind::Contribution),
+            "rewards" => Expect::Kind(DocumentKind::Rewards),
             _ => {
                 return Err(format!(
-                    "`{s}` is not a document kind (manifest, provenance, pipeline, evaluation, verdict, model-card, ml-bom, prediction-log)"
+                    "`{s}` is not a document kind (manifest, provenance, pipeline, evaluation, verdict, model-card, ml-bom, prediction-log, contribution, rewards)"
                 ));
             }
         })
@@ -132,6 +140,8 @@ pub fn expected_from_name(path: &Path) -> Option<Expect> {
         Some(Expect::Kind(DocumentKind::Verdict))
     } else if name.ends_with("eval.intoto.json") {
         Some(Expect::Kind(DocumentKind::Evaluation))
+    } else if name.ends_with(".contribution.json") {
+        Some(Expect::Kind(DocumentKind::Contribution))
     } else if name.ends_with(".md") {
         Some(Expect::Kind(DocumentKind::ModelCard))
     } else if name.ends_with(".cdx.json") {
@@ -210,8 +220,10 @@ pub(crate) fn classify(bytes: &[u8]) -> Result<DocumentKind, String> {
         }
         manifest::EVAL_PREDICATE => Ok(DocumentKind::Evaluation),
         manifest::VSA_PREDICATE => Ok(DocumentKind::Verdict),
+        crate::contribution::CONTRIBUTION_PREDICATE => Ok(DocumentKind::Contribution),
+        crate::rewards::REWARDS_PREDICATE => Ok(DocumentKind::Rewards),
         other => Err(format!(
-            "predicate type `{other}` is not one auditai reads (SLSA Provenance, Verification Summary, or auditai evaluation)"
+            "predicate type `{other}` is not one auditai reads (SLSA Provenance, Verification Summary, auditai evaluation, contribution or rewards)"
         )),
     }
 }

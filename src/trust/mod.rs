@@ -19,7 +19,8 @@ use std::path::PathBuf;
 pub(crate) use document::classify;
 pub use document::{CARD_MARKER, DocumentKind, Expect, Sniffed, expected_from_name, sniff};
 pub use policy::{
-    ChallengeRequirement, Policy, PolicyError, Signer, VerdictKind, VerdictRequirement,
+    ChallengeRequirement, ContributionPolicy, Policy, PolicyError, Signer, VerdictKind,
+    VerdictRequirement,
 };
 pub use run::{Pin, RunKind, SignedRun};
 pub use signatures::signature_rows;

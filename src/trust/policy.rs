@@ -20,7 +20,12 @@
 //!     min_segments: 3     # audits: at least this many replayed segments, all matching
 //!     challenge: anchor   # audits: the challenge came from the chain (default: any)
 //!     bitwise: true       # audits: every segment compared bitwise (default: false)
+//! contributions:          # data sources (`run --policy`, `verify`)
+//!   required: true        # every data source needs a contribution statement
+//!   licenses: [CC-BY-4.0, CC0-1.0]   # SPDX ids a source's licence must be satisfiable with
 //! ```
+//!
+//! A policy with `contributions` may list no signers (a run's policy about its data).
 
 use std::path::{Path, PathBuf};
 
@@ -63,6 +68,21 @@ struct RawPolicy {
     verifiers: Vec<RawSigner>,
     #[serde(default)]
     verdicts: Vec<RawVerdict>,
+    #[serde(default)]
+    contributions: Option<ContributionPolicy>,
+}
+
+/// What a policy demands of a run's data sources.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContributionPolicy {
+    /// Every data source needs a contribution statement.
+    #[serde(default)]
+    pub required: bool,
+    /// The licences (SPDX ids, `LicenseRef-…`) a source's licence expression must be
+    /// satisfiable with; absent: any.
+    #[serde(default)]
+    pub licenses: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +159,15 @@ pub struct Signer {
     pub key: PublicKey,
 }
 
+/// The first licence a contribution policy lists that is not an SPDX id or `LicenseRef-…`.
+fn unknown_license(c: Option<&ContributionPolicy>) -> Option<&str> {
+    c?.licenses
+        .as_ref()?
+        .iter()
+        .find(|id| spdx::license_id(id).is_none() && !id.starts_with("LicenseRef-"))
+        .map(String::as_str)
+}
+
 /// A validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -150,6 +179,8 @@ pub struct Policy {
     pub required: Vec<String>,
     /// Verdicts required next to the manifest.
     pub verdicts: Vec<VerdictRequirement>,
+    /// What the run's data sources need.
+    pub contributions: Option<ContributionPolicy>,
 }
 
 impl Policy {
@@ -236,8 +267,13 @@ impl Policy {
             }
             signers.push(Signer { name: s.name, key });
         }
-        if signers.is_empty() {
+        if signers.is_empty() && raw.contributions.is_none() {
             return Err(invalid("the policy lists no signers".to_string()));
+        }
+        if let Some(bad) = unknown_license(raw.contributions.as_ref()) {
+            return Err(invalid(format!(
+                "contributions.licenses: `{bad}` is not an SPDX licence id"
+            )));
         }
         for r in &raw.required {
             if !signers.iter().any(|s| &s.name == r) {
@@ -245,7 +281,7 @@ impl Policy {
             }
         }
         let threshold = raw.threshold.unwrap_or(1);
-        if threshold == 0 || threshold > signers.len() {
+        if !signers.is_empty() && (threshold == 0 || threshold > signers.len()) {
             return Err(invalid(format!(
                 "threshold must be between 1 and the number of signers ({}), got {threshold}",
                 signers.len()
@@ -256,6 +292,7 @@ impl Policy {
             threshold,
             required: raw.required,
             verdicts,
+            contributions: raw.contributions,
         })
     }
 }

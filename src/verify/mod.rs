@@ -19,6 +19,8 @@ mod files;
 mod log;
 mod pipeline;
 mod provenance;
+mod sources;
+mod statements;
 mod verdict;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +66,8 @@ pub struct Options {
     pub require_covered: bool,
     /// Which of the files a manifest records are checked.
     pub files: FileScope,
+    /// Salts of withheld data sources (`--reveal SOURCE=SALT_FILE`).
+    pub reveal: crate::contribution::Reveal,
 }
 
 /// Which of the files a manifest records are checked (`verify --partial`, `--artifact`).
@@ -136,6 +140,8 @@ pub fn verify(path: &Path, opts: &Options) -> Result<Verified, VerifyError> {
             card::check(path, &bytes, kind, opts, &mut report)
         }
         DocumentKind::PredictionLog => log::check(path, opts, &mut report)?,
+        DocumentKind::Contribution => statements::contribution(path, &bytes, opts, &mut report),
+        DocumentKind::Rewards => statements::rewards(path, &bytes, opts, &mut report),
     }
     Ok(Verified {
         kind: Some(kind),

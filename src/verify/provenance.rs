@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{Options, anchor, files, sha256_of, verdict};
+use super::{Options, anchor, files, sha256_of, sources, verdict};
 use crate::manifest;
 use crate::report::{CheckId, Report, Status};
 use crate::trust;
@@ -31,6 +31,7 @@ pub(super) fn check(path: &Path, bytes: &[u8], opts: &Options, report: &mut Repo
         .iter()
         .all(|c| c.status == Status::Pass);
     files::check_files_as(path, &opened.statement, opts, signed, report);
+    sources::check_sources(path, &opened.statement, opts, report);
     verdict::check_required(path, bytes, opts, report);
     anchor::check_anchor(path, sha256_of(bytes), opts, report);
 }

@@ -68,7 +68,7 @@ fn entries(dir: &Path) -> Vec<Entry> {
 /// What a forger holding the signing key can do after tampering with a run: write `bodies` as
 /// the transcript, chained from the commitment on disk, and re-sign a manifest whose digests match
 /// every file on disk.
-fn reseal(ws: &Workspace, dir: &Path, bodies: Vec<transcript::Body>) {
+pub(crate) fn reseal(ws: &Workspace, dir: &Path, bodies: Vec<transcript::Body>) {
     reseal_with(ws, dir, bodies, |_| {});
 }
 
@@ -127,7 +127,7 @@ fn reseal_with(
     std::fs::write(&m, env.to_bytes()).unwrap();
 }
 
-fn bodies(dir: &Path) -> Vec<transcript::Body> {
+pub(crate) fn bodies(dir: &Path) -> Vec<transcript::Body> {
     entries(dir).into_iter().map(|e| e.body).collect()
 }
 

@@ -13,6 +13,8 @@ mod anchor;
 mod audit;
 mod cli;
 #[cfg(feature = "train")]
+mod contributors;
+#[cfg(feature = "train")]
 mod evidence;
 #[cfg(feature = "train")]
 mod experiments;

@@ -84,6 +84,7 @@ fn audit_options(args: &AuditArgs) -> anyhow::Result<audit::Options> {
         allow_extra: args.allow_extra.clone(),
         trust: super::super::trust::trust_of(&args.keys, args.policy.as_deref())?,
         wait: args.timeout.map(Into::into),
+        reveal: auditai::contribution::Reveal::parse(&args.reveal)?,
     })
 }
 

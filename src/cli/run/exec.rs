@@ -35,6 +35,7 @@ pub(in crate::cli) fn run(args: &RunArgs) -> anyhow::Result<u8> {
         force: args.force,
         stage: None,
         skip_bad_rows: args.skip_bad_rows,
+        terms: run_terms(args)?,
     };
     let key = sign::signing_key(args.key.as_deref())?;
     let commit_anchor = match (args.anchor_commitment, args.target.any()) {
@@ -97,9 +98,25 @@ fn pipeline_run(args: &RunArgs) -> anyhow::Result<u8> {
             quiet: args.quiet,
             device: args.device.map(Into::into),
             skip_bad_rows: args.skip_bad_rows,
+            terms: run_terms(args)?,
         },
         key.as_ref().map(|(k, _)| k),
     )
+}
+
+/// `--jurisdiction` and the `contributions:` section of `--policy`.
+fn run_terms(args: &RunArgs) -> anyhow::Result<auditai::contribution::RunTerms> {
+    let policy = args
+        .policy
+        .as_deref()
+        .map(auditai::trust::Policy::load)
+        .transpose()?;
+    let c = policy.and_then(|p| p.contributions).unwrap_or_default();
+    Ok(auditai::contribution::RunTerms {
+        jurisdiction: args.jurisdiction.clone(),
+        required: c.required,
+        licenses: c.licenses,
+    })
 }
 
 /// Progress bar per epoch when stderr is a terminal; one line per epoch otherwise.
@@ -199,6 +216,9 @@ struct RunJson<'a> {
     best_epoch: usize,
     classes: &'a Option<Vec<String>>,
     commitment_blake3: &'a str,
+    /// Per data source, the first-order in-run value (two or more sources).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credit: &'a Option<Vec<auditai::pipeline::SourceCredit>>,
     device: auditai::train::BackendKind,
     epochs_run: usize,
     final_epoch: usize,
@@ -225,6 +245,7 @@ fn json_report(r: &RunReport) -> RunJson<'_> {
         best_epoch: s.best_epoch,
         classes: &s.classes,
         commitment_blake3: &r.commitment_blake3,
+        credit: &s.credit,
         device: s.device,
         epochs_run: s.epochs_run,
         final_epoch: s.final_epoch,
@@ -274,6 +295,12 @@ fn write_table(out: &mut dyn Write, r: &RunReport) -> std::io::Result<()> {
             None => format!("{v:.4}"),
         };
         b.push_record([format!("{}: {k}", s.held_out), value]);
+    }
+    for c in s.credit.iter().flatten() {
+        b.push_record([
+            format!("credit {}", super::super::clean(&c.source)),
+            format!("{:+.6e} (first-order in-run value)", c.value),
+        ]);
     }
     b.push_record(["weights blake3", &s.weights_blake3]);
     b.push_record([
