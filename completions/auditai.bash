@@ -31,6 +31,9 @@ _auditai() {
             auditai,contribute)
                 cmd="auditai__subcmd__contribute"
                 ;;
+            auditai,dispute)
+                cmd="auditai__subcmd__dispute"
+                ;;
             auditai,eval)
                 cmd="auditai__subcmd__eval"
                 ;;
@@ -97,6 +100,48 @@ _auditai() {
             auditai__subcmd__anchor__subcmd__help,upgrade)
                 cmd="auditai__subcmd__anchor__subcmd__help__subcmd__upgrade"
                 ;;
+            auditai__subcmd__audit,dispute)
+                cmd="auditai__subcmd__audit__subcmd__dispute"
+                ;;
+            auditai__subcmd__audit,help)
+                cmd="auditai__subcmd__audit__subcmd__help"
+                ;;
+            auditai__subcmd__audit__subcmd__help,dispute)
+                cmd="auditai__subcmd__audit__subcmd__help__subcmd__dispute"
+                ;;
+            auditai__subcmd__audit__subcmd__help,help)
+                cmd="auditai__subcmd__audit__subcmd__help__subcmd__help"
+                ;;
+            auditai__subcmd__dispute,help)
+                cmd="auditai__subcmd__dispute__subcmd__help"
+                ;;
+            auditai__subcmd__dispute,judge)
+                cmd="auditai__subcmd__dispute__subcmd__judge"
+                ;;
+            auditai__subcmd__dispute,next)
+                cmd="auditai__subcmd__dispute__subcmd__next"
+                ;;
+            auditai__subcmd__dispute,open)
+                cmd="auditai__subcmd__dispute__subcmd__open"
+                ;;
+            auditai__subcmd__dispute,respond)
+                cmd="auditai__subcmd__dispute__subcmd__respond"
+                ;;
+            auditai__subcmd__dispute__subcmd__help,help)
+                cmd="auditai__subcmd__dispute__subcmd__help__subcmd__help"
+                ;;
+            auditai__subcmd__dispute__subcmd__help,judge)
+                cmd="auditai__subcmd__dispute__subcmd__help__subcmd__judge"
+                ;;
+            auditai__subcmd__dispute__subcmd__help,next)
+                cmd="auditai__subcmd__dispute__subcmd__help__subcmd__next"
+                ;;
+            auditai__subcmd__dispute__subcmd__help,open)
+                cmd="auditai__subcmd__dispute__subcmd__help__subcmd__open"
+                ;;
+            auditai__subcmd__dispute__subcmd__help,respond)
+                cmd="auditai__subcmd__dispute__subcmd__help__subcmd__respond"
+                ;;
             auditai__subcmd__help,anchor)
                 cmd="auditai__subcmd__help__subcmd__anchor"
                 ;;
@@ -111,6 +156,9 @@ _auditai() {
                 ;;
             auditai__subcmd__help,contribute)
                 cmd="auditai__subcmd__help__subcmd__contribute"
+                ;;
+            auditai__subcmd__help,dispute)
+                cmd="auditai__subcmd__help__subcmd__dispute"
                 ;;
             auditai__subcmd__help,eval)
                 cmd="auditai__subcmd__help__subcmd__eval"
@@ -168,6 +216,21 @@ _auditai() {
                 ;;
             auditai__subcmd__help__subcmd__anchor,upgrade)
                 cmd="auditai__subcmd__help__subcmd__anchor__subcmd__upgrade"
+                ;;
+            auditai__subcmd__help__subcmd__audit,dispute)
+                cmd="auditai__subcmd__help__subcmd__audit__subcmd__dispute"
+                ;;
+            auditai__subcmd__help__subcmd__dispute,judge)
+                cmd="auditai__subcmd__help__subcmd__dispute__subcmd__judge"
+                ;;
+            auditai__subcmd__help__subcmd__dispute,next)
+                cmd="auditai__subcmd__help__subcmd__dispute__subcmd__next"
+                ;;
+            auditai__subcmd__help__subcmd__dispute,open)
+                cmd="auditai__subcmd__help__subcmd__dispute__subcmd__open"
+                ;;
+            auditai__subcmd__help__subcmd__dispute,respond)
+                cmd="auditai__subcmd__help__subcmd__dispute__subcmd__respond"
                 ;;
             auditai__subcmd__help__subcmd__metrics,diff)
                 cmd="auditai__subcmd__help__subcmd__metrics__subcmd__diff"
@@ -239,7 +302,7 @@ _auditai() {
 
     case "${cmd}" in
         auditai)
-            opts="-h -V --help --version run status verify predict eval export sign keygen hash anchor audit inspect bundle params metrics runs report contribute rewards completions man stage-job help"
+            opts="-h -V --help --version run status verify predict eval export sign keygen hash anchor audit inspect bundle params metrics runs report contribute rewards dispute completions man stage-job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -371,7 +434,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__audit)
-            opts="-q -h --rerun --key --policy --timeout --trust-recorded-command --segments --challenge --challenge-from-anchor --allow-unconfirmed-challenge --device --tolerance --rtol --allow-extra --reveal --root --rpc --chain --json --quiet --attest --attest-out --help"
+            opts="-q -h --rerun --key --policy --timeout --trust-recorded-command --segments --challenge --challenge-from-anchor --allow-unconfirmed-challenge --device --tolerance --rtol --allow-extra --reveal --root --rpc --chain --json --quiet --attest --attest-out --help dispute help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -437,6 +500,74 @@ _auditai() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__audit__subcmd__dispute)
+            opts="-h --root --reveal --device --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reveal)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device)
+                    COMPREPLY=($(compgen -W "auto wgpu cpu" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__audit__subcmd__help)
+            opts="dispute help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__audit__subcmd__help__subcmd__dispute)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__audit__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;
@@ -549,6 +680,228 @@ _auditai() {
                     ;;
                 --salt-out)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__dispute)
+            opts="-h --help open respond next judge help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__dispute__subcmd__help)
+            opts="open respond next judge help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__dispute__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__dispute__subcmd__help__subcmd__judge)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__dispute__subcmd__help__subcmd__next)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__dispute__subcmd__help__subcmd__open)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__dispute__subcmd__help__subcmd__respond)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__dispute__subcmd__judge)
+            opts="-o -h --key --out --root --reveal --device --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reveal)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device)
+                    COMPREPLY=($(compgen -W "auto wgpu cpu" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__dispute__subcmd__next)
+            opts="-h --key --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__dispute__subcmd__open)
+            opts="-o -h --key --out --root --reveal --device --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reveal)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device)
+                    COMPREPLY=($(compgen -W "auto wgpu cpu" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__dispute__subcmd__respond)
+            opts="-h --key --root --reveal --device --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reveal)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device)
+                    COMPREPLY=($(compgen -W "auto wgpu cpu" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -713,7 +1066,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__help)
-            opts="run status verify predict eval export sign keygen hash anchor audit inspect bundle params metrics runs report contribute rewards completions man stage-job help"
+            opts="run status verify predict eval export sign keygen hash anchor audit inspect bundle params metrics runs report contribute rewards dispute completions man stage-job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -755,8 +1108,22 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__help__subcmd__audit)
-            opts=""
+            opts="dispute"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__help__subcmd__audit__subcmd__dispute)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -799,6 +1166,76 @@ _auditai() {
         auditai__subcmd__help__subcmd__contribute)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__help__subcmd__dispute)
+            opts="open respond next judge"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__help__subcmd__dispute__subcmd__judge)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__help__subcmd__dispute__subcmd__next)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__help__subcmd__dispute__subcmd__open)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        auditai__subcmd__help__subcmd__dispute__subcmd__respond)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

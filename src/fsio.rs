@@ -68,6 +68,19 @@ pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
     f.sync_data()
 }
 
+/// Read a file the user named as their own input (a data file), following a link (a DVC cache,
+/// a shared mount), refusing one larger than `max` bytes before reading it.
+pub fn read_own(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let len = std::fs::metadata(path)?.len();
+    if len > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    std::fs::read(path)
+}
+
 /// Read an untrusted regular file of at most `max` bytes.
 ///
 /// Refuses a symlink (the final component is not followed), a FIFO, socket or device (opened

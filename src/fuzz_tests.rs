@@ -41,6 +41,10 @@ static PREPARED: std::sync::LazyLock<(spec::Spec, data::Prepared)> =
         (spec, data)
     });
 
+/// A dispute file two rounds in (built with fresh keys, so made here rather than stored).
+static DISPUTE: std::sync::LazyLock<&'static [u8]> =
+    std::sync::LazyLock::new(|| Vec::leak(crate::dispute::tests::seed()));
+
 /// The raw penguins, prepared once.
 static RAW_PREPARED: std::sync::OnceLock<data::Prepared> = std::sync::OnceLock::new();
 
@@ -225,6 +229,16 @@ proptest! {
     #[test]
     fn sealed_boms(b in input(BOM)) {
         let _ = crate::export::binding::open(&b);
+    }
+
+    #[test]
+    fn dispute_files(b in input(&DISPUTE)) {
+        if let Ok(file) = serde_json::from_slice::<crate::dispute::DisputeFile>(&b)
+            && let Ok(g) = crate::dispute::fold(&file)
+        {
+            let _ = g.claim(&file.header, 1, g.hi);
+            let _ = crate::dispute::next_interval(&file.header, &g);
+        }
     }
 
     #[test]

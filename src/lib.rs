@@ -11,6 +11,7 @@ pub mod bundle;
 pub mod cancel;
 pub mod contribution;
 pub mod data;
+pub mod dispute;
 pub mod eval;
 pub mod experiments;
 pub mod export;

@@ -122,6 +122,9 @@ pub struct Extension {
     /// For audits: the challenge and the replayed segments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditSummary>,
+    /// For disputes: the game, every move, and the referee's judgement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispute: Option<Box<crate::dispute::verdict::DisputeSummary>>,
 }
 
 /// One check row.
@@ -340,6 +343,7 @@ pub fn statement(f: Facts<'_>) -> VerdictStatement {
                 kind: f.kind,
                 checks: rows(f.report),
                 audit: f.audit,
+                dispute: None,
             },
         },
     }

@@ -299,14 +299,29 @@ pub fn audit(
     Ok(report)
 }
 
-/// The spec and prepared data a run trained on, each checked against the run's commitment as
-/// the audit checks them (`Err`: the first failed check). For recomputations such as
-/// `rewards --value shapley`.
+/// What a run trained on and recorded, each read through its digests and checked against the
+/// run's commitment as the audit checks it.
+#[derive(Debug)]
+pub struct Trained {
+    /// The committed spec.
+    pub spec: crate::spec::Spec,
+    /// The committed data, prepared as training prepared it.
+    pub data: crate::data::Prepared,
+    /// The commitment.
+    pub commitment: crate::transcript::Commitment,
+    /// The transcript, its chain checked from the commitment.
+    pub entries: Vec<Entry>,
+    /// The transcript's chain head.
+    pub head: String,
+}
+
+/// The spec, data, commitment and transcript of a run (`Err`: the first failed check). For
+/// recomputations such as `rewards --value shapley` and disputes.
 pub fn trained_on(
     run: &SignedRun,
     root: Option<&Path>,
     reveal: &crate::contribution::Reveal,
-) -> Result<(crate::spec::Spec, crate::data::Prepared), String> {
+) -> Result<Trained, String> {
     let mut r = crate::report::Report::default();
     let fail = |r: &crate::report::Report| {
         r.checks
@@ -323,11 +338,12 @@ pub fn trained_on(
         .auditai
         .clone()
         .ok_or("the manifest has no auditai extension")?;
-    let c_ref = ext
+    let (c_ref, t_ref) = ext
         .commitment
         .clone()
-        .ok_or("the run has no training commitment")?;
-    let (_, commitment) = read_commitment(run, &c_ref, &mut r).ok_or_else(|| fail(&r))?;
+        .zip(ext.transcript.clone())
+        .ok_or("the run has no training commitment and transcript")?;
+    let (c_bytes, commitment) = read_commitment(run, &c_ref, &mut r).ok_or_else(|| fail(&r))?;
     let spec = check_spec(run.dir(), &commitment, &ext, run.stage_name(), &mut r)
         .ok_or_else(|| fail(&r))?;
     let root = root.map_or_else(
@@ -335,7 +351,15 @@ pub fn trained_on(
         Path::to_path_buf,
     );
     let data = check_data(&root, &spec, &commitment, reveal, &mut r).ok_or_else(|| fail(&r))?;
-    Ok((spec, data))
+    let (entries, head) =
+        check_transcript(run, &t_ref, &c_bytes, &mut r).ok_or_else(|| fail(&r))?;
+    Ok(Trained {
+        spec,
+        data,
+        commitment,
+        entries,
+        head,
+    })
 }
 
 /// What the checks before replay established.

@@ -5,9 +5,13 @@ use std::path::PathBuf;
 use super::run::DeviceArg;
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(super) struct AuditArgs {
+    #[command(subcommand)]
+    cmd: Option<AuditCmd>,
     /// The manifest (manifest.intoto.json) of the run to audit.
-    manifest: PathBuf,
+    #[arg(required = true)]
+    manifest: Option<PathBuf>,
     /// Pipeline manifest: re-execute this command stage in a scratch copy of its recorded deps,
     /// with its recorded environment, and compare its outs bitwise with the recorded digests.
     /// Exit 0 when reproduced, 1 when an out differs or is missing.
@@ -98,10 +102,25 @@ pub(super) struct AuditArgs {
     attest: super::verdict::AttestArgs,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum AuditCmd {
+    /// Play a whole dispute between two runs of the same job on this machine: bisect their
+    /// transcripts to the first step where they differ, replay that one step, and say which
+    /// run trained honestly. Exit 0 when the runs agree (or no fault is found), 1 when one run
+    /// (or both) is wrong, 2 when the game cannot be played.
+    Dispute(super::dispute::LocalArgs),
+}
+
 #[cfg(feature = "train")]
 mod exec;
 
 pub(super) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
+    if let Some(AuditCmd::Dispute(d)) = &args.cmd {
+        return super::dispute::local_cmd(d);
+    }
+    let Some(manifest) = &args.manifest else {
+        anyhow::bail!("name the manifest to audit, or `audit dispute RUN_A RUN_B`");
+    };
     if let Some(stage) = &args.rerun {
         let trust = super::trust::trust_of(&args.keys, args.policy.as_deref())?;
         if trust.is_empty() && !args.trust_recorded_command {
@@ -125,7 +144,7 @@ pub(super) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
             rtol: args.tolerance.then_some(args.rtol),
         };
         return super::stages::rerun_cmd(
-            &args.manifest,
+            manifest,
             stage,
             args.root.as_deref(),
             required,
@@ -134,7 +153,7 @@ pub(super) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
         );
     }
     #[cfg(feature = "train")]
-    return exec::audit_cmd(args);
+    return exec::audit_cmd(args, manifest);
     #[cfg(not(feature = "train"))]
     Err(super::needs_feature("train", "auditai audit"))
 }

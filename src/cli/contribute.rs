@@ -117,7 +117,7 @@ pub(super) fn contribute_cmd(args: &ContributeArgs) -> anyhow::Result<u8> {
         }
     }
     let key = SecretKey::read(&args.key)?;
-    let bytes = auditai::fsio::read_bounded(&args.data, contribution::MAX_DATA_BYTES)
+    let bytes = auditai::fsio::read_own(&args.data, contribution::MAX_DATA_BYTES)
         .with_context(|| args.data.display().to_string())?;
     let facts = contribution::describe(&args.data, &bytes)?;
     let name = args

@@ -7,6 +7,7 @@ mod anchor;
 mod audit;
 mod bundle;
 mod contribute;
+mod dispute;
 mod environ;
 mod eval;
 mod experiments;
@@ -182,6 +183,11 @@ enum Command {
     /// dump of [address, uint256], with a signed statement binding its root to the manifest.
     #[command(after_help = EXIT_CODES)]
     Rewards(rewards::RewardsArgs),
+    /// Settle a dispute between two training nodes given the same job: a refereed bisection
+    /// over their transcripts down to one step, which the referee replays (`open`, `respond`,
+    /// `next`, `judge`; docs/audit.md, "Disputes"). `auditai audit dispute` plays it all locally.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Dispute(dispute::DisputeCmd),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -255,6 +261,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Report(args) => report::report_cmd(&args),
         Command::Contribute(args) => contribute::contribute_cmd(&args),
         Command::Rewards(args) => rewards::rewards_cmd(&args),
+        Command::Dispute(cmd) => dispute::dispute_cmd(&cmd),
         Command::StageJob { request } => {
             auditai::cancel::install_handler();
             let code = auditai::stages::slurm::run_job(&request).map_err(anyhow::Error::msg)?;

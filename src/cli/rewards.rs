@@ -230,7 +230,7 @@ fn pay(
 #[cfg(feature = "train")]
 fn shapley(a: &SplitArgs, run: &SignedRun) -> anyhow::Result<Vec<f64>> {
     let reveal = auditai::contribution::Reveal::parse(&a.reveal)?;
-    let (spec, data) =
+    let t =
         auditai::audit::trained_on(run, a.root.as_deref(), &reveal).map_err(anyhow::Error::msg)?;
     let backend_kind = run
         .statement()
@@ -246,7 +246,7 @@ fn shapley(a: &SplitArgs, run: &SignedRun) -> anyhow::Result<Vec<f64>> {
     };
     let (backend, _) = auditai::train::device::select(choice)?;
     let printer = super::printer::Printer::new(a.json);
-    let s = rewards::shapley::shapley(&spec, &data, &backend, &mut |done, total| {
+    let s = rewards::shapley::shapley(&t.spec, &t.data, &backend, &mut |done, total| {
         printer.line(&format!("shapley: trained on subset {done} of {total}"));
     })?;
     Ok(s.values)

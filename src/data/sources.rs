@@ -50,23 +50,13 @@ pub fn read_all(spec: &Spec) -> Result<Vec<SourceBytes>, DataError> {
         .files(&spec.source)
         .into_iter()
         .map(|(path, pos)| {
-            // The user's own input: a link (a DVC cache, a shared mount) is followed.
-            let err = |e: String| DataError::Spec {
-                spec: spec.source.clone(),
-                pos,
-                message: format!("cannot read data file {}: {e}", path.display()),
-            };
-            match std::fs::metadata(&path) {
-                Ok(m) if m.len() > super::MAX_DATA_BYTES => {
-                    return Err(err(format!(
-                        "larger than {} GiB",
-                        super::MAX_DATA_BYTES >> 30
-                    )));
+            let bytes = crate::fsio::read_own(&path, super::MAX_DATA_BYTES).map_err(|e| {
+                DataError::Spec {
+                    spec: spec.source.clone(),
+                    pos,
+                    message: format!("cannot read data file {}: {e}", path.display()),
                 }
-                Err(e) => return Err(err(e.to_string())),
-                Ok(_) => {}
-            }
-            let bytes = std::fs::read(&path).map_err(|e| err(e.to_string()))?;
+            })?;
             Ok(SourceBytes { path, bytes })
         })
         .collect()

@@ -15,7 +15,8 @@
 //!   - name: auditor
 //!     key: keys/auditor.pub
 //! verdicts:               # verdicts the manifest needs next to it (default none)
-//!   - kind: audit         # `audit` or `verify`
+//!   - kind: audit         # `audit`, `verify` or `dispute` (a dispute verdict that does not
+//!                         # find this manifest's run wrong)
 //!     by: [auditor]       # signed by one of these verifiers
 //!     min_segments: 3     # audits: at least this many replayed segments, all matching
 //!     challenge: anchor   # audits: the challenge came from the chain (default: any)
@@ -106,6 +107,8 @@ pub enum VerdictKind {
     Verify,
     /// `auditai audit --attest`.
     Audit,
+    /// `auditai dispute judge`: the manifest was a party and not found wrong.
+    Dispute,
 }
 
 impl std::fmt::Display for VerdictKind {
@@ -113,6 +116,7 @@ impl std::fmt::Display for VerdictKind {
         f.write_str(match self {
             VerdictKind::Verify => "verify",
             VerdictKind::Audit => "audit",
+            VerdictKind::Dispute => "dispute",
         })
     }
 }
@@ -229,7 +233,7 @@ impl Policy {
         }
         let mut verdicts = Vec::new();
         for v in raw.verdicts {
-            if v.kind == VerdictKind::Verify
+            if v.kind != VerdictKind::Audit
                 && (v.min_segments > 0 || v.bitwise || v.challenge != ChallengeRequirement::Any)
             {
                 return Err(invalid(

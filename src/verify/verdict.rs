@@ -23,6 +23,11 @@ pub(super) fn check(path: &Path, bytes: &[u8], opts: &Options, report: &mut Repo
     };
     let v = &st.predicate;
     let root = super::document_root(path, opts);
+    if let Some(d) = &v.auditai.dispute {
+        check_dispute(&st, d, &root, report);
+        anchor::check_anchor(path, sha256_of(bytes), opts, report);
+        return;
+    }
     let resource = v
         .input_attestations
         .first()
@@ -72,6 +77,67 @@ pub(super) fn check(path: &Path, bytes: &[u8], opts: &Options, report: &mut Repo
     };
     report.push_row(CheckId::VerdictResult, status, detail);
     anchor::check_anchor(path, sha256_of(bytes), opts, report);
+}
+
+/// A dispute verdict: the game re-checked move by move, each party's manifest (when present)
+/// unchanged, and the result.
+fn check_dispute(
+    st: &VerdictStatement,
+    d: &crate::dispute::verdict::DisputeSummary,
+    root: &Path,
+    report: &mut Report,
+) {
+    match crate::dispute::verdict::check(d) {
+        Ok(detail) => report.push_row(CheckId::VerdictResource, Status::Pass, detail),
+        Err(why) => report.push_row(CheckId::VerdictResource, Status::Fail, why),
+    }
+    if let crate::dispute::verdict::Ending::Replayed { step, replayed, .. } = &d.ending {
+        report.push(
+            CheckId::VerdictResult,
+            "referee's replay".to_string(),
+            Status::Claimed,
+            format!(
+                "step {step} -> {} reached weights blake3 {} (`auditai audit dispute` replays it)",
+                step + 1,
+                replayed.weights_blake3
+            ),
+        );
+    }
+    for input in &st.predicate.input_attestations {
+        let sha = input.digest.get("sha256").map(String::as_str).unwrap_or("");
+        let label = format!("party {}", input.uri);
+        let status = match crate::fsio::recorded(root, &input.uri)
+            .ok()
+            .and_then(|p| crate::fsio::read_bounded(&p, crate::fsio::MAX_DOCUMENT).ok())
+        {
+            Some(b) if crate::hash::hex_eq(&crate::hash::sha256_hex(&b), sha) => {
+                (Status::Pass, "the manifest is the one disputed".to_string())
+            }
+            Some(_) => (
+                Status::Fail,
+                "the manifest changed since the dispute".to_string(),
+            ),
+            None => (Status::Absent, "not here to compare".to_string()),
+        };
+        report.push(CheckId::VerdictResource, label, status.0, status.1);
+    }
+    let names = |ps: &[usize]| {
+        ps.iter()
+            .map(|p| d.header.parties[*p].run.clone())
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
+    let detail = match (d.winner, d.losers.as_slice()) {
+        (_, []) => "no fault found: both parties' claims match the referee's replay".to_string(),
+        (Some(w), l) => format!("{} trained honestly; {} did not", names(&[w]), names(l)),
+        (None, l) => format!("both parties are wrong: {}", names(l)),
+    };
+    let status = if d.losers.is_empty() {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
+    report.push_row(CheckId::VerdictResult, status, detail);
 }
 
 /// The verdicts a trust policy requires: for each, a verdict file next to the manifest of that
@@ -185,6 +251,20 @@ fn verdict_meets(
     let v = &signed.statement.predicate;
     if v.auditai.kind != req.kind {
         return Err(format!("a {} verdict", v.auditai.kind));
+    }
+    if let Some(d) = &v.auditai.dispute {
+        let party = d
+            .header
+            .parties
+            .iter()
+            .position(|p| crate::hash::hex_eq(&p.manifest_sha256, manifest_sha))
+            .ok_or("a dispute about other manifests")?;
+        crate::dispute::verdict::check(d)?;
+        return if d.losers.contains(&party) {
+            Err("the dispute found this run wrong".into())
+        } else {
+            Ok(())
+        };
     }
     if v.verification_result != VerificationResult::Passed {
         return Err(v.verification_result.to_string());

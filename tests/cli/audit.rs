@@ -4,9 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use auditai::hash::{self, Hasher};
-use auditai::manifest::ResourceDescriptor;
-use auditai::sign::{self, Envelope, SecretKey};
+use auditai::sign::SecretKey;
 use auditai::transcript::{self, Entry};
 
 use crate::chain::{Anvil, DEV_KEY};
@@ -79,52 +77,8 @@ fn reseal_with(
     bodies: Vec<transcript::Body>,
     edit: impl FnOnce(&mut auditai::manifest::Statement),
 ) {
-    let c_bytes = std::fs::read(dir.join("commitment.json")).unwrap();
-    let mut prev = transcript::chain_start(&c_bytes);
-    let chained: Vec<Entry> = bodies
-        .into_iter()
-        .map(|b| {
-            let e = Entry::new(&prev, b);
-            hex::decode_to_slice(&e.chain, &mut prev).unwrap();
-            e
-        })
-        .collect();
-    let t_bytes = transcript::to_jsonl(&chained);
-    std::fs::write(dir.join("transcript.jsonl"), &t_bytes).unwrap();
-
-    let m = dir.join("manifest.intoto.json");
-    let mut st = auditai::manifest::open(&std::fs::read(&m).unwrap())
-        .unwrap()
-        .statement;
-    let hasher = Hasher::new(None, true);
-    for d in st
-        .subject
-        .iter_mut()
-        .chain(st.predicate.run_details.byproducts.iter_mut())
-    {
-        let name = d.name.clone().unwrap();
-        let p = dir.join(&name);
-        *d = if p.is_dir() {
-            ResourceDescriptor::tree(&name, &hasher.hash_tree(&p).unwrap())
-        } else {
-            ResourceDescriptor::file(
-                &name,
-                None,
-                &hash::bytes_digest(&std::fs::read(&p).unwrap()),
-            )
-        };
-    }
-    let ext = st.predicate.auditai.as_mut().unwrap();
-    let c = ext.commitment.as_mut().unwrap();
-    c.blake3 = blake3::hash(&c_bytes).to_hex().to_string();
-    let t = ext.transcript.as_mut().unwrap();
-    t.blake3 = blake3::hash(t_bytes.as_bytes()).to_hex().to_string();
-    t.entries = chained.len();
-    t.head = hex::encode(prev);
-    edit(&mut st);
-    let mut env = Envelope::new(sign::IN_TOTO_PAYLOAD_TYPE, &st.to_payload());
-    env.sign(&SecretKey::read(&ws.path().join("me.key")).unwrap());
-    std::fs::write(&m, env.to_bytes()).unwrap();
+    let key = SecretKey::read(&ws.path().join("me.key")).unwrap();
+    crate::forge::reseal(dir, bodies, &key, edit);
 }
 
 pub(crate) fn bodies(dir: &Path) -> Vec<transcript::Body> {

@@ -15,9 +15,13 @@ mod cli;
 #[cfg(feature = "train")]
 mod contributors;
 #[cfg(feature = "train")]
+mod disputes;
+#[cfg(feature = "train")]
 mod evidence;
 #[cfg(feature = "train")]
 mod experiments;
+#[cfg(feature = "train")]
+mod forge;
 #[cfg(feature = "train")]
 mod hardening;
 mod hash;

@@ -12,17 +12,20 @@ use super::super::printer::Printer;
 use super::super::{EXIT_FAILED, EXIT_OK, claimed_note, clean, hints, write_json};
 use super::AuditArgs;
 
-pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
+pub(in crate::cli) fn audit_cmd(
+    args: &AuditArgs,
+    manifest: &std::path::Path,
+) -> anyhow::Result<u8> {
     let opts = audit_options(args)?;
     let mut printer = Printer::new(args.quiet);
-    let result = audit::audit(&args.manifest, &opts, &mut |p| show(&mut printer, p));
+    let result = audit::audit(manifest, &opts, &mut |p| show(&mut printer, p));
     printer.finish();
     let report = result?;
     let verdict = super::super::verdict::write(
         &args.attest,
         super::super::verdict::Outcome {
             kind: auditai::vsa::VerdictKind::Audit,
-            manifest: &args.manifest,
+            manifest,
             report: &report.checks,
             passed: report.ok(),
             audit: Some(summary(&report)),
@@ -32,13 +35,13 @@ pub(in crate::cli) fn audit_cmd(args: &AuditArgs) -> anyhow::Result<u8> {
     )?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let mut v = serde_json::to_value(json_report(args, &report))?;
+        let mut v = serde_json::to_value(json_report(manifest, &report))?;
         if let (Some(m), Some((p, _))) = (v.as_object_mut(), &verdict) {
             m.insert("verdict".into(), serde_json::json!(p));
         }
         write_json(&mut out, &v)?;
     } else {
-        write_tables(&mut out, args, &report)?;
+        write_tables(&mut out, manifest, &report)?;
         if let Some((p, result)) = &verdict {
             writeln!(out, "verdict: {} ({result}, signed)", p.display())?;
         }
@@ -185,13 +188,13 @@ struct Tolerance {
     relative_l2: f64,
 }
 
-fn json_report<'a>(args: &'a AuditArgs, r: &'a AuditReport) -> AuditJson<'a> {
+fn json_report<'a>(manifest: &'a std::path::Path, r: &'a AuditReport) -> AuditJson<'a> {
     let (linf, relative_l2, cosine_distance) = audit::tolerance();
     AuditJson {
         challenge: &r.challenge,
         challenge_source: r.challenge_source.map_or(String::new(), |c| c.to_string()),
         checks: serde_json::to_value(hints::rows(&r.checks.checks)).unwrap_or_default(),
-        manifest: &args.manifest,
+        manifest,
         ok: r.ok(),
         replayed_on: r.replayed_on,
         replayed_steps: r.replayed_steps,
@@ -209,7 +212,11 @@ fn json_report<'a>(args: &'a AuditArgs, r: &'a AuditReport) -> AuditJson<'a> {
     }
 }
 
-fn write_tables(out: &mut dyn Write, args: &AuditArgs, r: &AuditReport) -> std::io::Result<()> {
+fn write_tables(
+    out: &mut dyn Write,
+    manifest: &std::path::Path,
+    r: &AuditReport,
+) -> std::io::Result<()> {
     let mut b = Builder::default();
     b.push_record(["check", "status", "detail"]);
     for c in &hints::rows(&r.checks.checks) {
@@ -266,7 +273,7 @@ fn write_tables(out: &mut dyn Write, args: &AuditArgs, r: &AuditReport) -> std::
         writeln!(
             out,
             "audit passed: {} — replayed {} of {} segments ({} of {} steps, {share:.1}%){}",
-            args.manifest.display(),
+            manifest.display(),
             r.segments.len(),
             r.segments_total,
             r.replayed_steps,
