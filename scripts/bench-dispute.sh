@@ -6,8 +6,8 @@
 source "$(dirname "$0")/bench-common.sh"
 cargo build --release --locked --quiet --example dispute_bench
 cheat="$CARGO_TARGET_DIR/release/examples/dispute_bench"
-S="${1:-10}"
-E="${2:-3}"
+S="${1:-20}"
+E="${2:-15}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 export XDG_RUNTIME_DIR="$work"
@@ -21,9 +21,9 @@ printf 'audit:\n  every_steps: %s\n' "$S" >>"$work/spec.yaml"
 cd "$work"
 for k in h me referee; do "$bin" keygen --out "$k" >/dev/null; done
 t0=$(now)
-"$bin" run spec.yaml --device cpu --out honest --key h.key -q
+"$bin" run spec.yaml --device cpu --out honest --key h.key -q >/dev/null
 t1=$(now)
-"$bin" run spec.yaml --device cpu --out cheat --key me.key -q
+"$bin" run spec.yaml --device cpu --out cheat --key me.key -q >/dev/null
 segments=$(wc -l <honest/transcript.jsonl)
 steps=$(python3 -c "import json; print(sum(json.loads(l)['steps'][1]-json.loads(l)['steps'][0] for l in open('honest/transcript.jsonl')))")
 mid=$(( (segments + 1) / 2 ))

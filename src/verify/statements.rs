@@ -29,8 +29,15 @@ pub(super) fn contribution(path: &Path, bytes: &[u8], opts: &Options, report: &m
             st.owner_label()
         ),
     );
-    // Whom the verifier trusts: with --key or --policy, the owner must be one of them.
-    if !opts.trust.is_empty() {
+    // Whom the verifier trusts: with --key or --policy, the owner must be one of them; without,
+    // who the owner is rests on the statement's own word.
+    if opts.trust.is_empty() {
+        report.push_row(
+            CheckId::Signers,
+            Status::Claimed,
+            "signed by the key the statement names; --key OWNER.pub checks whose key that is",
+        );
+    } else {
         let trusted = opts.trust.trusted_keys().contains(&opened.owner);
         report.push_row(
             CheckId::Signers,

@@ -134,6 +134,30 @@ fn contribute_signs_the_terms_and_refuses_what_it_cannot_state() {
         super::support::b3(&ws.path().join("a.csv"))
     );
 
+    // verify checks a statement on its own: who signed it only with --key.
+    let o = ws.run(&["verify", "a.csv.contribution.json", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stdout);
+    let v = o.json();
+    assert_eq!(check(&v, "signers")["status"], "claimed");
+    assert_eq!(check(&v, "data a.csv")["status"], "pass");
+    let o = ws.run(&[
+        "verify",
+        "a.csv.contribution.json",
+        "--key",
+        "a.pub",
+        "--json",
+    ]);
+    assert_eq!(check(&o.json(), "signers")["status"], "pass");
+    std::fs::write(ws.path().join("a.csv"), "x\n1\n").unwrap();
+    let o = ws.run(&["verify", "a.csv.contribution.json", "--json"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        check(&o.json(), "data a.csv")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is for other data")
+    );
+    two_files(&ws);
     let again = contribute(&ws, "a.csv", "a", &[]);
     assert_eq!(again.code, 2);
     assert!(
@@ -724,4 +748,37 @@ fn openzeppelin_reads_the_tree_and_a_distributor_pays_each_claim() {
         chain.rpc("eth_getBalance", json!([distributor, "latest"])),
         json!("0x0")
     );
+}
+
+#[test]
+fn sources_train_the_same_model_as_their_rows_in_one_file() {
+    let ws = Workspace::new();
+    owners(&ws);
+    let a = std::fs::read_to_string(ws.path().join("a.csv")).unwrap();
+    let b = std::fs::read_to_string(ws.path().join("b.csv")).unwrap();
+    let body: String = b.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(ws.path().join("all.csv"), format!("{a}{body}")).unwrap();
+    let single = SPEC.replace(
+        "  sources:\n    - path: a.csv\n      contribution: a.csv.contribution.json\n      owner: a.pub\n    - path: b.csv\n      contribution: b.csv.contribution.json\n",
+        "  path: all.csv\n",
+    );
+    std::fs::write(ws.path().join("single.yaml"), single).unwrap();
+    let two = run(&ws, &["--jurisdiction", "DE", "--json"])
+        .success()
+        .json();
+    let one = ws
+        .run(&[
+            "run",
+            "single.yaml",
+            "--device",
+            "cpu",
+            "--out",
+            "one",
+            "-q",
+            "--json",
+        ])
+        .success()
+        .json();
+    assert_eq!(two["weights_blake3"], one["weights_blake3"]);
+    assert!(one.get("credit").is_none());
 }
