@@ -616,7 +616,7 @@ _auditai() {
             return 0
             ;;
         auditai__subcmd__contribute)
-            opts="-o -h --key --out --owner-name --license --legal-basis --ai-training --ai-inference --data-mining --constraint-info --jurisdiction --exclude-jurisdiction --expires --reward-address --salted --salt-out --json --help"
+            opts="-o -h --key --out --owner-name --license --consent --legal-basis --ai-training --ai-inference --data-mining --constraint-info --jurisdiction --exclude-jurisdiction --expires --reward-address --salted --salt-out --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -643,6 +643,10 @@ _auditai() {
                     return 0
                     ;;
                 --legal-basis)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --consent)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -272,7 +272,7 @@ complete -c auditai -n "__fish_auditai_using_subcommand contribute" -l key -d 'T
 complete -c auditai -n "__fish_auditai_using_subcommand contribute" -s o -l out -d 'Where to write the statement (default DATA.contribution.json; never replaced)' -r -F
 complete -c auditai -n "__fish_auditai_using_subcommand contribute" -l owner-name -d 'The owner\'s display name' -r
 complete -c auditai -n "__fish_auditai_using_subcommand contribute" -l license -d 'SPDX licence expression (`CC-BY-4.0`, `MIT OR Apache-2.0`, `LicenseRef-…`)' -r
-complete -c auditai -n "__fish_auditai_using_subcommand contribute" -l legal-basis -d 'The legal basis, a W3C DPV term: Consent, Contract, LegalObligation, VitalInterest, PublicInterest, LegitimateInterest, ScientificResearch, … (`dpv:` optional)' -r
+complete -c auditai -n "__fish_auditai_using_subcommand contribute" -l legal-basis -l consent -d 'The legal basis, a W3C DPV term: Consent, Contract, LegalObligation, VitalInterest, PublicInterest, LegitimateInterest, ScientificResearch, … (`dpv:` optional)' -r
 complete -c auditai -n "__fish_auditai_using_subcommand contribute" -l ai-training -d 'CAWG `cawg.ai_training`: allowed, notAllowed or constrained' -r
 complete -c auditai -n "__fish_auditai_using_subcommand contribute" -l ai-inference -d 'CAWG `cawg.ai_inference` (default notAllowed)' -r
 complete -c auditai -n "__fish_auditai_using_subcommand contribute" -l data-mining -d 'CAWG `cawg.data_mining` (default notAllowed)' -r

@@ -29,7 +29,7 @@ pub(super) struct ContributeArgs {
     license: String,
     /// The legal basis, a W3C DPV term: Consent, Contract, LegalObligation, VitalInterest,
     /// PublicInterest, LegitimateInterest, ScientificResearch, … (`dpv:` optional).
-    #[arg(long, value_name = "DPV", value_parser = terms::legal_basis)]
+    #[arg(long, visible_alias = "consent", value_name = "DPV", value_parser = terms::legal_basis)]
     legal_basis: String,
     /// CAWG `cawg.ai_training`: allowed, notAllowed or constrained.
     #[arg(long, value_name = "PERMISSION")]

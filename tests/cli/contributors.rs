@@ -254,6 +254,8 @@ fn a_run_over_two_owners_records_them_and_verify_audit_and_exports_recheck() {
         .success()
         .json();
     let comps = bom["components"].as_array().unwrap();
+    std::fs::write(ws.path().join("bom.cdx.json"), bom.to_string()).unwrap();
+    super::evidence::assert_valid_bom(&ws.path().join("bom.cdx.json"));
     let b = comps.iter().find(|c| c["bom-ref"] == "source:2").unwrap();
     assert_eq!(b["licenses"][0]["expression"], "CC-BY-4.0");
     assert!(b["data"][0]["governance"]["owners"].is_array());

@@ -367,6 +367,25 @@ fn a_policy_can_require_an_audit_verdict() {
 
 /// The Python with the CycloneDX project's own library (`cyclonedx-python-lib`), which
 /// `scripts/setup-debian.sh` installs.
+/// Validate a CycloneDX 1.6 JSON file with the CycloneDX project's own (strict) validator.
+pub(crate) fn assert_valid_bom(bom: &std::path::Path) {
+    let python = cyclonedx_python();
+    let validated = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\nerr = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nprint(err or 'valid')\nsys.exit(1 if err else 0)",
+            bom.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} ({e}); run scripts/setup-debian.sh or set AUDITAI_CYCLONEDX_PYTHON", python.display()));
+    assert!(
+        validated.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&validated.stdout),
+        String::from_utf8_lossy(&validated.stderr)
+    );
+}
+
 fn cyclonedx_python() -> PathBuf {
     if let Some(p) = std::env::var_os("AUDITAI_CYCLONEDX_PYTHON") {
         return PathBuf::from(p);
@@ -448,21 +467,7 @@ fn model_cards_and_cyclonedx_boms_are_bound_to_their_run() {
         "bom.json",
     ])
     .success();
-    let python = cyclonedx_python();
-    let validated = std::process::Command::new(&python)
-        .args([
-            "-c",
-            "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\nerr = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nprint(err or 'valid')\nsys.exit(1 if err else 0)",
-            ws.path().join("bom.json").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} ({e}); run scripts/setup-debian.sh or set AUDITAI_CYCLONEDX_PYTHON", python.display()));
-    assert!(
-        validated.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&validated.stdout),
-        String::from_utf8_lossy(&validated.stderr)
-    );
+    assert_valid_bom(&ws.path().join("bom.json"));
     let bom: Value =
         serde_json::from_slice(&std::fs::read(ws.path().join("bom.json")).unwrap()).unwrap();
     let model = &bom["metadata"]["component"];
