@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 A="${AUDITAI:-auditai}"
-rm -rf data keys ../../runs/two-clinics ../../runs/two-clinics.replaced-*
+rm -rf data keys ../../runs/two-clinics ../../runs/two-clinics.replaced-* ../../runs/two-clinics-rewards.json ../../runs/two-clinics-rewards.intoto.json
 mkdir -p data keys
 # Clinic A holds the first 300 rows of the breast-cancer data, clinic B the other 269.
 head -n 301 ../../fixtures/breast_cancer.csv > data/clinic-a.csv
