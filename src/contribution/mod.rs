@@ -286,8 +286,8 @@ impl Statement {
     }
 }
 
-fn short(keyid: &str) -> &str {
-    &keyid[..keyid.len().min(16)]
+fn short(keyid: &str) -> String {
+    keyid.chars().take(16).collect()
 }
 
 /// The salted commitment to `bytes`: keyed BLAKE3 with the salt as key, hex.

@@ -215,36 +215,49 @@ fn sources(run: &Run, md: &mut String) {
     ));
     md.push_str("| Source | Owner | Licence | Legal basis | Training / inference / mining | Jurisdictions | Expires | Rows (train/val/test) | Credit |\n|---|---|---|---|---|---|---|---|---|\n");
     for s in list {
-        let c = s.contribution.as_ref();
-        let cell = |f: &dyn Fn(&crate::manifest::ContributionRecord) -> String| {
-            c.map_or_else(|| "(no contribution)".to_string(), f)
-        };
-        let name = match &s.commitment {
-            Some(_) => format!("`{}` (withheld)", s.name),
-            None => format!("`{}`", s.name),
-        };
-        md.push_str(&format!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {}/{}/{} | {} |\n",
-            cell(&|c| c
-                .owner_name
-                .clone()
-                .unwrap_or_else(|| c.owner[..16.min(c.owner.len())].to_string())),
-            cell(&|c| c.terms.license.clone()),
-            cell(&|c| c.terms.legal_basis.clone()),
-            cell(&|c| format!(
-                "{} / {} / {}",
-                c.terms.permissions.ai_training.word(),
-                c.terms.permissions.ai_inference.word(),
-                c.terms.permissions.data_mining.word()
-            )),
-            cell(&|c| c.terms.places()),
-            cell(&|c| c.terms.expires.clone()),
-            s.rows.train,
-            s.rows.validation,
-            s.rows.test,
+        let mut cells = vec![match &s.commitment {
+            Some(_) => format!("{} (withheld)", s.name),
+            None => s.name.clone(),
+        }];
+        match &s.contribution {
+            None => cells.extend(std::iter::repeat_n("(no contribution)".to_string(), 6)),
+            Some(c) => {
+                let t = &c.terms;
+                let p = &t.permissions;
+                let mut uses = format!(
+                    "{} / {} / {}",
+                    p.ai_training.word(),
+                    p.ai_inference.word(),
+                    p.data_mining.word()
+                );
+                if let Some(why) = &t.constraint_info {
+                    uses.push_str(&format!(" (constraints: {why})"));
+                }
+                cells.extend([
+                    c.owner_name
+                        .clone()
+                        .unwrap_or_else(|| c.owner.chars().take(16).collect()),
+                    t.license.clone(),
+                    t.legal_basis.clone(),
+                    uses,
+                    t.places(),
+                    t.expires.clone(),
+                ]);
+            }
+        }
+        cells.push(format!(
+            "{}/{}/{}",
+            s.rows.train, s.rows.validation, s.rows.test
+        ));
+        cells.push(
             s.credit
                 .map_or_else(|| "-".to_string(), |v| format!("{v:.6}")),
-        ));
+        );
+        let cells: Vec<String> = cells
+            .iter()
+            .map(|c| c.replace('|', "\\|").replace(['\n', '\r'], " "))
+            .collect();
+        md.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
 }
 

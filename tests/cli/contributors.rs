@@ -247,7 +247,7 @@ fn a_run_over_two_owners_records_them_and_verify_audit_and_exports_recheck() {
         .stdout;
     assert!(card.contains("### Data sources"), "{card}");
     assert!(card.contains("Processed in: DE"));
-    assert!(card.contains("| `a.csv` | Owner A | CC-BY-4.0 | dpv:Consent | allowed / notAllowed / notAllowed | anywhere |"), "{card}");
+    assert!(card.contains("| a.csv | Owner A | CC-BY-4.0 | dpv:Consent | allowed / notAllowed / notAllowed | anywhere |"), "{card}");
     assert!(card.contains("anywhere except US"));
     let bom = ws
         .run(&["export", "r/manifest.intoto.json", "--format", "cyclonedx"])

@@ -424,7 +424,7 @@ pub(super) fn local_cmd(a: &LocalArgs) -> anyhow::Result<u8> {
     ]);
     let short = |s: &Option<dispute::State>| {
         s.as_ref().map_or("-".to_string(), |s| {
-            s.weights_blake3[..16.min(s.weights_blake3.len())].to_string()
+            s.weights_blake3.chars().take(16).collect()
         })
     };
     let mut n = 0;
