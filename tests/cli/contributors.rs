@@ -355,6 +355,39 @@ fn run_refuses_each_bad_source_before_anything_runs() {
         &["--jurisdiction", "DE", "--policy", "policy.yaml"],
         "has no contribution statement (`contribution:` in data.sources), and the policy requires one",
     );
+    std::fs::write(
+        ws.path().join("bad-policy.yaml"),
+        "version: 1\nsigners: []\ncontributions:\n  licenses: [Not-A-Licence]\n",
+    )
+    .unwrap();
+    let o = run(
+        &ws,
+        &["--jurisdiction", "DE", "--policy", "bad-policy.yaml"],
+    );
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr
+            .contains("contributions.licenses: `Not-A-Licence` is not an SPDX licence id"),
+        "{}",
+        o.stderr
+    );
+    // Sources must share one header; the error names the file and line.
+    std::fs::write(
+        ws.path().join("spec.yaml"),
+        SPEC.replace("      contribution: b.csv.contribution.json\n", ""),
+    )
+    .unwrap();
+    let b = std::fs::read_to_string(ws.path().join("b.csv")).unwrap();
+    std::fs::write(ws.path().join("b.csv"), b.replacen("species", "kind", 1)).unwrap();
+    let o = run(&ws, &["--jurisdiction", "DE"]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr
+            .starts_with("error: b.csv:1: its columns differ from those of"),
+        "{}",
+        o.stderr
+    );
+    assert!(!ws.path().join("r").exists());
 }
 
 #[test]
@@ -371,6 +404,14 @@ fn a_withheld_source_is_claimed_until_its_salt_is_revealed() {
     let spec = SPEC.replace(
         "      contribution: b.csv.contribution.json\n",
         "      contribution: b.csv.contribution.json\n      salt: b.csv.salt\n",
+    );
+    let o = run(&ws, &["--jurisdiction", "FR"]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr
+            .contains("the data is withheld behind a salted commitment; give its salt"),
+        "{}",
+        o.stderr
     );
     std::fs::write(ws.path().join("spec.yaml"), spec).unwrap();
     run(&ws, &["--jurisdiction", "FR"]).success();
@@ -783,4 +824,154 @@ fn sources_train_the_same_model_as_their_rows_in_one_file() {
         .json();
     assert_eq!(two["weights_blake3"], one["weights_blake3"]);
     assert!(one.get("credit").is_none());
+}
+
+#[test]
+fn verify_fails_a_manifest_that_records_other_terms_than_the_owner_signed() {
+    let ws = Workspace::new();
+    owners(&ws);
+    run(&ws, &["--jurisdiction", "DE"]).success();
+    let dir = ws.path().join("r");
+    let key = auditai::sign::SecretKey::read(&ws.path().join("me.key")).unwrap();
+    // The trainer re-signs a manifest that says owner B allowed CC0, not what B signed.
+    super::forge::reseal(&dir, super::audit::bodies(&dir), &key, |st| {
+        let ext = st.predicate.auditai.as_mut().unwrap();
+        ext.sources[1].contribution.as_mut().unwrap().terms.license = "CC0-1.0".into();
+    });
+    let (code, v) = ws.verify_json(&[]);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(check(&v, "signers")["status"], "pass");
+    assert_eq!(
+        check(&v, "data source b.csv")["detail"],
+        "the manifest records other terms than the owner signed"
+    );
+    assert_eq!(check(&v, "data source a.csv")["status"], "pass");
+}
+
+#[test]
+fn verdict_signers_share_the_verifier_part_and_a_single_source_run_has_nothing_to_split() {
+    let ws = Workspace::new();
+    rewarded(&ws).success();
+    ws.run(&[
+        "verify",
+        "r/manifest.intoto.json",
+        "--key",
+        "me.pub",
+        "--attest",
+        "me.key",
+        "--attest-out",
+        "v.intoto.json",
+    ])
+    .success();
+    let keyid = auditai::sign::PublicKey::read(&ws.path().join("me.pub"))
+        .unwrap()
+        .keyid;
+    let addr = format!("{keyid}=0x3333333333333333333333333333333333333333");
+    let v = ws
+        .run(&[
+            "rewards",
+            "r",
+            "--key",
+            "me.pub",
+            "--pool",
+            "1000",
+            "--compute-share",
+            "0.1",
+            "--verifier-share",
+            "0.2",
+            "--verdict",
+            "v.intoto.json",
+            "--address",
+            &addr,
+            "--sign-with",
+            "me.key",
+            "-o",
+            "with-verdict.json",
+            "--json",
+        ])
+        .success()
+        .json();
+    let roles: Vec<&str> = v["parties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["data", "data", "compute", "verifier"]);
+    assert_eq!(v["parties"][3]["amount"], "200");
+    // The trainer and the verifier share one address: one leaf of 100 + 200.
+    let proof = ws
+        .run(&[
+            "rewards",
+            "proof",
+            "with-verdict.json",
+            "0x3333333333333333333333333333333333333333",
+        ])
+        .success()
+        .json();
+    assert_eq!(proof["amount"], "300");
+    let text = std::fs::read_to_string(repo().join("fixtures/iris.csv")).unwrap();
+    std::fs::write(ws.path().join("iris.csv"), text).unwrap();
+    std::fs::write(
+        ws.path().join("single.yaml"),
+        "version: 1\nname: one\nseed: 1\ndata:\n  path: iris.csv\n  label: species\n  task: classification\nmodel:\n  type: mlp\n  hidden: [4]\ntraining:\n  epochs: 1\n",
+    )
+    .unwrap();
+    ws.run(&[
+        "run",
+        "single.yaml",
+        "--device",
+        "cpu",
+        "--out",
+        "s",
+        "-q",
+        "--key",
+        "me.key",
+    ])
+    .success();
+    let o = ws.run(&["rewards", "s"]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (
+            2,
+            "error: the run records no data sources (a spec with data.sources)\n"
+        )
+    );
+    // A verdict about another run pays nobody.
+    ws.run(&[
+        "verify",
+        "s/manifest.intoto.json",
+        "--key",
+        "me.pub",
+        "--attest",
+        "me.key",
+        "--attest-out",
+        "other.intoto.json",
+    ])
+    .success();
+    let o = ws.run(&[
+        "rewards",
+        "r",
+        "--key",
+        "me.pub",
+        "--pool",
+        "1000",
+        "--verifier-share",
+        "0.2",
+        "--verdict",
+        "other.intoto.json",
+        "--address",
+        &addr,
+        "--sign-with",
+        "me.key",
+        "-o",
+        "x.json",
+    ]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr
+            .contains("is not a passed verdict about this run's manifest"),
+        "{}",
+        o.stderr
+    );
 }

@@ -166,6 +166,14 @@ fn a_signed_game_ends_in_a_verdict_that_verify_and_a_policy_check() {
         o.stdout,
         "dispute.json: the runs first differ in transcript segment 2 (epoch 1, steps 7..13), compared bitwise\nround 1: each party's state after step 10: `auditai dispute respond dispute.json RUN --key NODE.pem`\n"
     );
+    let o = ws.run(&["dispute", "judge", "dispute.json", "--key", "referee.key"]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (
+            2,
+            "error: round 1 has no answer yet from either party; wait for them\n"
+        )
+    );
     // Out of turn: the referee cannot move before both answered; a party answers once, with
     // the key that signed its run.
     let early = ws.run(&["dispute", "next", "dispute.json", "--key", "referee.key"]);
@@ -194,6 +202,17 @@ fn a_signed_game_ends_in_a_verdict_that_verify_and_a_policy_check() {
         answer_as_cheater(&ws, &cheater, "dispute.json");
         let again = respond(&ws, "cheat", "me.key");
         assert_eq!(again.code, 2);
+        if rounds == 1 {
+            let early = ws.run(&["dispute", "judge", "dispute.json", "--key", "referee.key"]);
+            assert_eq!(early.code, 2);
+            assert!(
+                early
+                    .stderr
+                    .contains("the disagreement is not yet one step wide (steps 7..10)"),
+                "{}",
+                early.stderr
+            );
+        }
         let n = ws
             .run(&["dispute", "next", "dispute.json", "--key", "referee.key"])
             .success();
@@ -208,6 +227,14 @@ fn a_signed_game_ends_in_a_verdict_that_verify_and_a_policy_check() {
         }
         assert!(rounds < 4, "{}", n.stdout);
     }
+    let o = respond(&ws, "honest", "h.key");
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr
+            .contains("no request is open in dispute.json: it is the referee's move"),
+        "{}",
+        o.stderr
+    );
     let bad_judge = ws.run(&["dispute", "judge", "dispute.json", "--key", "h.key"]);
     assert_eq!(bad_judge.code, 2);
     let o = ws.run(&[
@@ -419,6 +446,24 @@ fn runs_of_different_jobs_cannot_be_disputed() {
         "h.key",
     ]);
     assert_eq!(o.code, 2);
+    // A run that is not a party cannot answer.
+    cheat(&ws, 1, 3);
+    ws.run(&["dispute", "open", "honest", "cheat", "--key", "referee.key"])
+        .success();
+    let o = ws.run(&[
+        "dispute",
+        "respond",
+        "dispute.json",
+        "other",
+        "--key",
+        "me.key",
+    ]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("other is not a party to this dispute"),
+        "{}",
+        o.stderr
+    );
 }
 
 #[test]
