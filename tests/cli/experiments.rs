@@ -552,7 +552,7 @@ fn a_rerun_within_a_tolerance_shows_the_values_that_differ() {
     write(
         &ws,
         "p.yaml",
-        "version: 1\nname: noisy\nstages:\n  fit:\n    cmd: >-\n      python3 -c \"import json,random; print(json.dumps({'loss': 1.0 + random.random() * 1e-12, 'n': 3}))\" > m.json\n    metrics: [m.json]\n",
+        "version: 1\nname: noisy\nstages:\n  fit:\n    cmd: >-\n      python3 -c \"import json,random; print(json.dumps({'loss': 1.0 + random.random() * 1e-10, 'n': 3}))\" > m.json\n    metrics: [m.json]\n",
     );
     assert_eq!(run(&ws, "p.yaml").0, 0);
     let audit = |extra: &[&str]| {
