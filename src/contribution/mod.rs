@@ -354,11 +354,6 @@ impl Reveal {
             .find(|(given, _)| name == given || name.ends_with(&format!("/{given}")))
             .map(|(_, s)| s)
     }
-
-    /// Whether no salt was given.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// Rows and column schema of a CSV's bytes (delimiter sniffed, the default missing-value texts).

@@ -164,19 +164,9 @@ pub struct ParseOptions {
 /// The largest CSV auditai loads (it is held in memory while splits are prepared).
 pub const MAX_DATA_BYTES: u64 = 8 << 30;
 
-/// Read the bytes of the spec's data file.
-pub fn read(spec: &Spec) -> Result<Vec<u8>, DataError> {
-    let path = spec.data.resolved_path(&spec.source);
-    std::fs::read(&path).map_err(|e| DataError::Spec {
-        spec: spec.source.clone(),
-        pos: spec.data.path.pos,
-        message: format!("cannot read data file {}: {e}", path.display()),
-    })
-}
-
-/// Read the spec's CSV and prepare splits.
+/// Read the spec's data (its CSV, or every file of `data.sources`) and prepare splits.
 pub fn load(spec: &Spec) -> Result<Prepared, DataError> {
-    parse(spec, &read(spec)?)
+    parse_sources(spec, &read_all(spec)?, ParseOptions::default())
 }
 
 /// Prepare splits from the bytes of the spec's CSV (as returned by [`read`]), so that what is

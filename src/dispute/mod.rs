@@ -467,20 +467,14 @@ fn apply(h: &Header, game: &mut Game, m: &Move) -> Result<(), String> {
 /// Move the interval to `(lo, hi)` as a request states it: in a bitwise game it must follow from
 /// the last round's answers (equal: the step is agreed, else it differs).
 fn narrow_to(h: &Header, game: &mut Game, lo: usize, hi: usize) -> Result<(), String> {
-    let expected = match game.rounds.last() {
-        None => (game.lo, game.hi),
-        Some(r) => {
-            let agree = match (&r.answers[0], &r.answers[1]) {
-                (Some(a), Some(b)) if h.comparison == Comparison::Bitwise => Some(a == b),
-                _ => None,
-            };
-            match agree {
-                Some(true) => (r.step, game.hi),
-                Some(false) => (game.lo, r.step),
-                None if (lo, hi) == (r.step, game.hi) || (lo, hi) == (game.lo, r.step) => (lo, hi),
-                None => return Err(format!("the interval ({lo}, {hi}) does not follow")),
-            }
+    let expected = match (game.rounds.last(), next_interval(h, game)) {
+        (None, _) => (game.lo, game.hi),
+        (Some(_), Some(next)) => next,
+        // A tolerance game: the referee decided from the state files; either half may follow.
+        (Some(r), None) if (lo, hi) == (r.step, game.hi) || (lo, hi) == (game.lo, r.step) => {
+            (lo, hi)
         }
+        (Some(_), None) => return Err(format!("the interval ({lo}, {hi}) does not follow")),
     };
     if expected != (lo, hi) {
         return Err(format!(

@@ -396,6 +396,40 @@ fn eval_row(
     Ok((truth.0, truth.1, model.pre.row_digest(&cells, Some(label))))
 }
 
+/// The run's training data files under the root, each read through its recorded digest (`Err`:
+/// why the leakage check cannot be made).
+fn training_files(
+    model: &Model,
+    opts: &EvalOptions<'_>,
+) -> Result<Vec<crate::data::SourceBytes>, String> {
+    if model.data.is_empty() {
+        return Err("the manifest records no training data".into());
+    }
+    let root = opts.root.clone().unwrap_or_else(|| {
+        crate::provenance::project_root(crate::run_dir::of_manifest(&model.manifest))
+    });
+    let mut files = Vec::new();
+    for dep in &model.data {
+        let name = dep.name.clone().unwrap_or_default();
+        let Some(recorded) = dep.digest.get("blake3") else {
+            return Err(format!(
+                "training data {name} is withheld: its rows cannot be compared"
+            ));
+        };
+        let path = crate::fsio::safe_join(&root, &name)
+            .map_err(|e| format!("training data {name}: {e}"))?;
+        let bytes = crate::hash::read_pinned(&path, recorded, crate::data::MAX_DATA_BYTES)
+            .map_err(|e| {
+                format!(
+                    "training data {} is not as the manifest records it ({e}); pass --root",
+                    path.display()
+                )
+            })?;
+        files.push(crate::data::SourceBytes { path, bytes });
+    }
+    Ok(files)
+}
+
 /// Compare the evaluation rows with the run's training and validation rows.
 fn leakage(model: &Model, opts: &EvalOptions<'_>, rows: &Rows) -> Leakage {
     let not_checked = |detail: String| Leakage {
@@ -404,34 +438,14 @@ fn leakage(model: &Model, opts: &EvalOptions<'_>, rows: &Rows) -> Leakage {
         reference_rows: 0,
         detail,
     };
-    let Some(dep) = &model.data else {
-        return not_checked("the manifest records no training data".into());
+    let files = match training_files(model, opts) {
+        Ok(f) => f,
+        Err(why) => return not_checked(why),
     };
-    let name = dep.name.clone().unwrap_or_default();
-    let root = opts.root.clone().unwrap_or_else(|| {
-        crate::provenance::project_root(crate::run_dir::of_manifest(&model.manifest))
-    });
-    let path = match crate::fsio::safe_join(&root, &name) {
-        Ok(p) => p,
-        Err(e) => return not_checked(format!("training data {name}: {e}")),
-    };
-    let recorded = dep.digest.get("blake3").cloned().unwrap_or_default();
-    let bytes = match crate::hash::read_pinned(&path, &recorded, crate::data::MAX_DATA_BYTES) {
-        Ok(b) => b,
-        Err(e) => {
-            return not_checked(format!(
-                "training data {} is not as the manifest records it ({e}); pass --root",
-                path.display()
-            ));
-        }
-    };
-    let mut spec = model.spec.clone();
-    spec.source = path.clone();
-    spec.data.path.value = path.display().to_string();
     let skip = crate::data::ParseOptions {
         skip_bad_rows: true,
     };
-    let prepared = match crate::data::parse_with(&spec, &bytes, skip) {
+    let prepared = match crate::data::parse_sources(&model.spec, &files, skip) {
         Ok(p) => p,
         Err(e) => return not_checked(format!("training data: {e}")),
     };
@@ -442,27 +456,30 @@ fn leakage(model: &Model, opts: &EvalOptions<'_>, rows: &Rows) -> Leakage {
         .chain(&prepared.validation.source_rows)
         .copied()
         .collect();
-    let (mut reader, meter) = table::reader(bytes.as_slice(), &model.pre.dialect);
-    let Ok(header) = reader.headers().cloned() else {
-        return not_checked("training data has no header".into());
-    };
-    let want = Wanted {
-        label: true,
-        ..Wanted::default()
-    };
-    let Ok(cols) = Columns::match_header(&header, &model.pre, &want) else {
-        return not_checked("training data lacks the model's columns".into());
-    };
-    let label_col = cols.label.unwrap_or(0);
+    // The rows as training numbered them: each file's records after its header, in order.
     let mut reference = HashSet::new();
-    let mut rec = csv::StringRecord::new();
     let mut i = 0usize;
-    while reader.read_record(&mut rec).unwrap_or(false) {
-        meter.next_record();
-        i += 1;
-        if used.contains(&(i - 1)) {
-            let cells = cols.cells(&rec);
-            reference.insert(model.pre.row_digest(&cells, rec.get(label_col)));
+    for f in &files {
+        let (mut reader, meter) = table::reader(f.bytes.as_slice(), &model.pre.dialect);
+        let Ok(header) = reader.headers().cloned() else {
+            return not_checked("training data has no header".into());
+        };
+        let want = Wanted {
+            label: true,
+            ..Wanted::default()
+        };
+        let Ok(cols) = Columns::match_header(&header, &model.pre, &want) else {
+            return not_checked("training data lacks the model's columns".into());
+        };
+        let label_col = cols.label.unwrap_or(0);
+        let mut rec = csv::StringRecord::new();
+        while reader.read_record(&mut rec).unwrap_or(false) {
+            meter.next_record();
+            i += 1;
+            if used.contains(&(i - 1)) {
+                let cells = cols.cells(&rec);
+                reference.insert(model.pre.row_digest(&cells, rec.get(label_col)));
+            }
         }
     }
     let overlapping: Vec<u64> = rows

@@ -83,8 +83,8 @@ pub struct Model {
     pub spec: Spec,
     /// The run's preprocessing.
     pub pre: Preprocessing,
-    /// The manifest's data dependency (the training CSV), when recorded.
-    pub data: Option<manifest::ResourceDescriptor>,
+    /// The manifest's data dependencies (the training CSV, or each of `data.sources`), in order.
+    pub data: Vec<manifest::ResourceDescriptor>,
     net: Net,
     backend: device::Backend,
 }
@@ -123,9 +123,10 @@ impl Model {
             .predicate
             .build_definition
             .resolved_dependencies
-            .first()
-            .filter(|d| d.uri.as_deref().is_some_and(|u| u.starts_with("file:")))
-            .cloned();
+            .iter()
+            .take(spec.data.sources.len().max(1))
+            .cloned()
+            .collect();
         Ok((
             Model {
                 manifest: run.path().to_path_buf(),

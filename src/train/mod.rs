@@ -46,7 +46,6 @@ use store::{
 };
 
 use credit::Credit;
-pub use credit::VALIDATION_ROWS as CREDIT_VALIDATION_ROWS;
 pub use device::{Backend, BackendKind};
 pub use fit::train;
 use infer::{DeviceSplit, evaluate_chunks, upload, upload_chunks, validation_metric};

@@ -446,6 +446,18 @@ fn a_withheld_source_is_claimed_until_its_salt_is_revealed() {
     let (code, v) = ws.verify_json(&["--reveal", "b.csv=b.csv.salt"]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(check(&v, "data source b.csv")["status"], "pass");
+    let o = ws.run(&[
+        "verify",
+        "r/manifest.intoto.json",
+        "--key",
+        "me.pub",
+        "--reveal",
+        "b.csv",
+    ]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (2, "error: --reveal `b.csv`: expected SOURCE=SALT_FILE\n")
+    );
     std::fs::write(
         ws.path().join("wrong.salt"),
         format!("{}\n", "ab".repeat(32)),
@@ -625,6 +637,26 @@ fn rewards_split_the_pool_by_value_and_prove_each_claim() {
             .contains("no reward address for the run's signer"),
         "{}",
         no_addr.stderr
+    );
+    let unchecked = ws.run(&[
+        "rewards",
+        "r",
+        "--pool",
+        "5",
+        "--compute-share",
+        "0.5",
+        "--sign-with",
+        "me.key",
+        "-o",
+        "z.json",
+    ]);
+    assert_eq!(unchecked.code, 2);
+    assert!(
+        unchecked
+            .stderr
+            .contains("a compute share needs the run's signature checked (--key or --policy)"),
+        "{}",
+        unchecked.stderr
     );
     let no_verdict = ws.run(&[
         "rewards",
@@ -974,4 +1006,30 @@ fn verdict_signers_share_the_verifier_part_and_a_single_source_run_has_nothing_t
         "{}",
         o.stderr
     );
+}
+
+#[test]
+fn eval_compares_its_rows_with_the_training_rows_of_every_source() {
+    let ws = Workspace::new();
+    owners(&ws);
+    run(&ws, &["--jurisdiction", "DE"]).success();
+    // The second owner's rows: some of them trained the model.
+    let out = ws.run(&[
+        "eval",
+        "r",
+        "--data",
+        "b.csv",
+        "--key",
+        "me.pub",
+        "--sign-with",
+        "me.key",
+        "--json",
+        "-q",
+    ]);
+    let v = out.json();
+    let leak = &v["evaluation"]["leakage"];
+    assert_eq!(leak["status"], "checked", "{v:#}");
+    let overlapping = leak["overlappingRows"].as_u64().unwrap();
+    assert!(overlapping > 40 && overlapping < 75, "{leak}");
+    assert!(leak["referenceRows"].as_u64().unwrap() > 100, "{leak}");
 }
